@@ -1,0 +1,189 @@
+//! `nat-pmp-agent`: the command line.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use nat_pmp_agent::{
+    ebpf::AttachMode,
+    monitor::{self, Output},
+    probe,
+};
+use nat_pmp_ebpf_common::{Class, Mode, NATPMP_PORT};
+
+/// Filter and count NAT-PMP / PCP (UDP 5351) on a WAN interface with XDP.
+///
+/// Without a subcommand: attach to --iface, count every NAT-PMP/PCP datagram
+/// by class, drop those sent to port 5351 when --drop is given, and report
+/// the counters every --interval until SIGINT/SIGTERM or --duration.
+#[derive(Parser, Debug)]
+#[command(
+    name = "nat-pmp-agent",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The WAN interface to attach to.
+    #[arg(long, required = true, value_name = "IFACE")]
+    iface: Option<String>,
+    /// Drop every UDP datagram to port 5351 (the advisory's recommendation);
+    /// without it, only count (monitor mode).
+    #[arg(long)]
+    drop: bool,
+    /// XDP attach mode: auto tries native and falls back to skb.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    xdp_mode: AttachMode,
+    /// Seconds between reports.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    interval: f64,
+    /// Report format: auto is a live table on a terminal, JSON lines otherwise.
+    #[arg(long, value_enum, default_value_t = Output::Auto)]
+    output: Output,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send NAT-PMP/PCP probes to a gateway and report its answers (checks
+    /// whether it is exposed, and whether a filter stops the probes).
+    Probe(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// The gateway's address.
+    target: IpAddr,
+    /// The gateway's UDP port.
+    #[arg(long, default_value_t = NATPMP_PORT)]
+    port: u16,
+    /// Datagrams to send: in the honeypot's scan mix, or of each --class.
+    #[arg(long, default_value_t = 100)]
+    count: u64,
+    /// Send only this class (repeatable; names as in the reports).
+    #[arg(long = "class", value_name = "CLASS", value_parser = parse_class)]
+    classes: Vec<Class>,
+    /// Datagrams per second at most.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// Seconds to wait for answers after the last datagram.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    wait: f64,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_class(s: &str) -> Result<Class, String> {
+    Class::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Class::ALL.iter().map(|c| c.name()).collect();
+        format!("unknown class {s:?}; one of: {}", names.join(", "))
+    })
+}
+
+fn seconds(flag: &str, secs: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero() || flag == "--wait")
+        .with_context(|| format!("{flag} {secs}: expected a positive number of seconds"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nat-pmp-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Probe(args)) => run_probe(&args),
+        None => {
+            let a = cli.run;
+            let Some(iface) = a.iface else {
+                bail!("--iface is required");
+            };
+            let opts = monitor::Options {
+                iface,
+                mode: if a.drop { Mode::Drop } else { Mode::Monitor },
+                attach: a.xdp_mode,
+                interval: seconds("--interval", a.interval)?,
+                output: a.output,
+                duration: a.duration.map(|d| seconds("--duration", d)).transpose()?,
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?
+                .block_on(monitor::run(opts))
+        }
+    }
+}
+
+fn run_probe(args: &ProbeArgs) -> Result<()> {
+    let counts = if args.classes.is_empty() {
+        probe::apportion(&probe::HONEYPOT_MIX, args.count)
+    } else {
+        args.classes.iter().map(|&c| (c, args.count)).collect()
+    };
+    let total: u64 = counts.iter().map(|c| c.1).sum();
+    if total > probe::MAX_COUNT {
+        bail!(
+            "refusing to send {total} datagrams: at most {} per run; lower --count",
+            probe::MAX_COUNT
+        );
+    }
+    let order = probe::schedule(&counts);
+    let target = SocketAddr::new(args.target, args.port);
+    let result = probe::run(target, &order, args.rate, seconds("--wait", args.wait)?)?;
+    let answered: u64 = result.answers.values().sum();
+    if args.json {
+        let map = |m: &std::collections::BTreeMap<Class, u64>| {
+            m.iter()
+                .map(|(c, n)| (c.name().to_owned(), serde_json::json!(n)))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "target": target.to_string(),
+                "sent": map(&result.sent),
+                "answers": map(&result.answers),
+                "exposed": answered > 0,
+            })
+        );
+    } else {
+        println!("sent to {target}:");
+        for (class, n) in &result.sent {
+            println!("  {:<36} {n}", class.name());
+        }
+        if answered == 0 {
+            println!("no answer from {target}: NAT-PMP/PCP is not reachable on this path");
+        } else {
+            println!("answers from {target} ({answered}): it answers NAT-PMP/PCP on this path");
+            for (class, n) in &result.answers {
+                println!("  {:<36} {n}", class.name());
+            }
+        }
+    }
+    Ok(())
+}

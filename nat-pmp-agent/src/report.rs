@@ -1,0 +1,166 @@
+//! Reports: the state a report is made of, and its two views (a table for
+//! people, one JSON object per line for scripts).
+//!
+//! Contract: the JSON field names and class names are a public contract read
+//! by scripts and dashboards: fields are added, never renamed.
+
+use std::{fmt::Write as _, time::Duration};
+
+use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, CellAlignment, Table};
+use nat_pmp_ebpf_common::{Class, ClassCounters};
+use serde_json::{json, Map, Value};
+
+use crate::counters::Snapshot;
+
+/// What a report is about.
+#[derive(Clone, Debug)]
+pub struct Header {
+    pub iface: String,
+    /// `monitor` or `drop`.
+    pub mode: &'static str,
+    /// `native` or `skb`.
+    pub xdp_mode: &'static str,
+}
+
+/// One report: totals since attach, and the rate over the last interval.
+#[derive(Clone, Debug)]
+pub struct Report<'a> {
+    pub header: &'a Header,
+    pub uptime: Duration,
+    pub totals: Snapshot,
+    /// Counted during the last interval, and that interval's length.
+    pub last_interval: Option<(Snapshot, Duration)>,
+    /// The last report before exit.
+    pub is_final: bool,
+}
+
+/// The opcode column of the table, after the honeypot report's layout.
+pub const fn opcode_label(class: Class) -> &'static str {
+    match class {
+        Class::NatpmpExternalAddressRequest => "0",
+        Class::NatpmpMapUdpRequest => "1",
+        Class::NatpmpMapTcpRequest => "2",
+        Class::NatpmpExternalAddressResponse => "128",
+        Class::NatpmpMapUdpResponse => "129",
+        Class::NatpmpMapTcpResponse => "130",
+        Class::NatpmpUnsupportedOpcode => "other",
+        Class::Pcp => "PCP",
+        Class::MalformedTruncated | Class::MalformedVersion => "-",
+    }
+}
+
+/// `part` as a percentage of `whole` (0 when `whole` is 0).
+pub fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        #[expect(clippy::cast_precision_loss, reason = "a percentage for display")]
+        let pct = part as f64 * 100.0 / whole as f64;
+        pct
+    }
+}
+
+fn per_second(count: u64, over: Duration) -> f64 {
+    let secs = over.as_secs_f64();
+    if secs <= 0.0 {
+        0.0
+    } else {
+        #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
+        let rate = count as f64 / secs;
+        rate
+    }
+}
+
+impl Report<'_> {
+    fn rate(&self, class: Option<Class>) -> f64 {
+        self.last_interval.map_or(0.0, |(delta, over)| {
+            let c = class.map_or_else(|| delta.total(), |c| *delta.get(c));
+            per_second(c.packets(), over)
+        })
+    }
+
+    /// The JSON view: one object, printed on one line.
+    pub fn to_json(&self, time: std::time::SystemTime) -> Value {
+        let class_json = |c: &ClassCounters, pps: f64| {
+            json!({
+                "packets": c.packets(),
+                "bytes": c.bytes(),
+                "dropped_packets": c.dropped_packets,
+                "dropped_bytes": c.dropped_bytes,
+                "oversized": c.oversized_packets,
+                "pps": round2(pps),
+            })
+        };
+        let mut counters = Map::new();
+        for class in Class::ALL {
+            counters.insert(
+                class.name().to_owned(),
+                class_json(self.totals.get(class), self.rate(Some(class))),
+            );
+        }
+        json!({
+            "time": humantime::format_rfc3339_millis(time).to_string(),
+            "iface": self.header.iface,
+            "mode": self.header.mode,
+            "xdp_mode": self.header.xdp_mode,
+            "uptime_secs": round2(self.uptime.as_secs_f64()),
+            "final": self.is_final,
+            "counters": counters,
+            "oversized": self.totals.oversized(),
+            "total": class_json(&self.totals.total(), self.rate(None)),
+        })
+    }
+
+    /// The table view, like the honeypot report's table plus rates.
+    pub fn to_table(&self) -> String {
+        let total = self.totals.total();
+        let mut out = String::new();
+        let secs = self.uptime.as_secs();
+        let _ = writeln!(
+            out,
+            "nat-pmp-agent  iface {}  xdp {}  mode {}  uptime {}:{:02}:{:02}{}",
+            self.header.iface,
+            self.header.xdp_mode,
+            self.header.mode,
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            if self.is_final { "  (final)" } else { "" },
+        );
+        let mut table = Table::new();
+        table.load_preset(UTF8_HORIZONTAL_ONLY).set_header(vec![
+            "class", "opcode", "packets", "share", "pkt/s", "dropped", "bytes",
+        ]);
+        let mut row = |name: &str, opcode: &str, c: &ClassCounters, pps: f64| {
+            table.add_row(vec![
+                name.to_owned(),
+                opcode.to_owned(),
+                c.packets().to_string(),
+                format!("{:.1}%", share(c.packets(), total.packets())),
+                format!("{pps:.1}"),
+                c.dropped_packets.to_string(),
+                c.bytes().to_string(),
+            ]);
+        };
+        for class in Class::ALL {
+            row(class.name(), opcode_label(class), self.totals.get(class), self.rate(Some(class)));
+        }
+        row("total", "", &total, self.rate(None));
+        for i in 1..7 {
+            if let Some(col) = table.column_mut(i) {
+                col.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        let _ = writeln!(out, "{table}");
+        let _ = writeln!(
+            out,
+            "oversized (longer than their opcode needs): {}",
+            self.totals.oversized()
+        );
+        out
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
