@@ -10,7 +10,7 @@ use std::{ffi::CString, io};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Array, MapData, PerCpuArray},
-    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    programs::{xdp::XdpLinkId, TestRun as _, TestRunOptions, Xdp, XdpMode},
     Ebpf,
 };
 use nat_pmp_ebpf_common::{
@@ -138,6 +138,24 @@ impl Filter {
             .context("the program in the XDP object is not an XDP program")
     }
 
+    /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (counters
+    /// and policy apply as on a live interface) and returns its XDP action.
+    pub fn run_frame(&self, frame: &[u8]) -> Result<u32> {
+        let result = self
+            .program()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .with_context(|| {
+                format!(
+                    "running the XDP program on a {}-byte frame (BPF_PROG_TEST_RUN)",
+                    frame.len()
+                )
+            })?;
+        Ok(result.return_value)
+    }
+
     fn program_mut(&mut self) -> Result<&mut Xdp> {
         self.ebpf
             .program_mut(PROGRAM_NAME)
@@ -159,7 +177,11 @@ impl Filter {
             .config
             .get(&0, 0)
             .with_context(|| format!("reading map {MAP_CONFIG}"))?;
-        Ok(if cfg.drops() { Mode::Drop } else { Mode::Monitor })
+        Ok(if cfg.drops() {
+            Mode::Drop
+        } else {
+            Mode::Monitor
+        })
     }
 
     /// Totals since load, summed over CPUs.
@@ -187,8 +209,16 @@ impl Filter {
         }
         check_iface(iface)?;
         let (link, attached, fallback_reason) = match mode {
-            AttachMode::Native => (self.try_attach(iface, AttachedMode::Native)?, AttachedMode::Native, None),
-            AttachMode::Skb => (self.try_attach(iface, AttachedMode::Skb)?, AttachedMode::Skb, None),
+            AttachMode::Native => (
+                self.try_attach(iface, AttachedMode::Native)?,
+                AttachedMode::Native,
+                None,
+            ),
+            AttachMode::Skb => (
+                self.try_attach(iface, AttachedMode::Skb)?,
+                AttachedMode::Skb,
+                None,
+            ),
             AttachMode::Auto => match self.try_attach(iface, AttachedMode::Native) {
                 Ok(link) => (link, AttachedMode::Native, None),
                 Err(AttachError::NotSupported(reason)) => (
@@ -270,8 +300,8 @@ impl From<AttachError> for anyhow::Error {
 
 /// Fails with a helpful message unless `iface` exists in this namespace.
 pub fn check_iface(iface: &str) -> Result<u32> {
-    let c = CString::new(iface)
-        .map_err(|_| anyhow!("interface name {iface:?} contains a NUL byte"))?;
+    let c =
+        CString::new(iface).map_err(|_| anyhow!("interface name {iface:?} contains a NUL byte"))?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if index == 0 {

@@ -30,10 +30,14 @@ pub fn sample_payload(class: Class) -> Vec<u8> {
         Class::NatpmpExternalAddressResponse => vec![0, 128, 0, 0, 0, 0, 0, 60, 198, 18, 0, 1],
         // RFC 6886 §3.3: result 0, epoch 60, ports 5000/5000, lifetime 7200.
         Class::NatpmpMapUdpResponse => {
-            vec![0, 129, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20]
+            vec![
+                0, 129, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
+            ]
         }
         Class::NatpmpMapTcpResponse => {
-            vec![0, 130, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20]
+            vec![
+                0, 130, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
+            ]
         }
         // Opcode 3 is not defined by RFC 6886 (a gateway answers result 5).
         Class::NatpmpUnsupportedOpcode => vec![0, 3],
@@ -74,7 +78,10 @@ pub fn apportion(weights: &[(Class, u64)], count: u64) -> Vec<(Class, u64)> {
         .map(|&(c, w)| {
             let exact = u128::from(count) * u128::from(w);
             let sum = u128::from(sum);
-            #[expect(clippy::cast_possible_truncation, reason = "quotient <= count, remainder < sum")]
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "quotient <= count, remainder < sum"
+            )]
             let parts = ((exact / sum) as u64, (exact % sum) as u64);
             (c, parts.0, parts.1)
         })
@@ -82,7 +89,10 @@ pub fn apportion(weights: &[(Class, u64)], count: u64) -> Vec<(Class, u64)> {
     let given: u64 = out.iter().map(|o| o.1).sum();
     let mut order: Vec<usize> = (0..out.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(out[i].2));
-    for &i in order.iter().take(usize::try_from(count - given).unwrap_or(usize::MAX)) {
+    for &i in order
+        .iter()
+        .take(usize::try_from(count - given).unwrap_or(usize::MAX))
+    {
         out[i].1 += 1;
     }
     out.into_iter().map(|(c, n, _)| (c, n)).collect()
@@ -120,7 +130,10 @@ pub struct ProbeResult {
 /// then listens for answers for `wait`.
 pub fn run(target: SocketAddr, order: &[Class], rate: u32, wait: Duration) -> Result<ProbeResult> {
     if order.len() as u64 > MAX_COUNT {
-        bail!("refusing to send {} datagrams: at most {MAX_COUNT} per run", order.len());
+        bail!(
+            "refusing to send {} datagrams: at most {MAX_COUNT} per run",
+            order.len()
+        );
     }
     if rate == 0 {
         bail!("--rate must be at least 1 datagram per second");
@@ -162,7 +175,10 @@ fn drain(sock: &UdpSocket, target: SocketAddr, buf: &mut [u8], result: &mut Prob
         if from.ip() != target.ip() || from.port() != target.port() {
             continue;
         }
-        let (version, opcode) = (buf.first().copied().unwrap_or(0), buf.get(1).copied().unwrap_or(0));
+        let (version, opcode) = (
+            buf.first().copied().unwrap_or(0),
+            buf.get(1).copied().unwrap_or(0),
+        );
         let class = classify(u32::try_from(n).unwrap_or(u32::MAX), version, opcode).class;
         *result.answers.entry(class).or_default() += 1;
     }

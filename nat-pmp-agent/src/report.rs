@@ -143,7 +143,12 @@ impl Report<'_> {
             ]);
         };
         for class in Class::ALL {
-            row(class.name(), opcode_label(class), self.totals.get(class), self.rate(Some(class)));
+            row(
+                class.name(),
+                opcode_label(class),
+                self.totals.get(class),
+                self.rate(Some(class)),
+            );
         }
         row("total", "", &total, self.rate(None));
         for i in 1..7 {

@@ -12,8 +12,22 @@ struct Row {
     oversized: bool,
 }
 
-const fn row(what: &'static str, len: u32, version: u8, opcode: u8, class: Class, oversized: bool) -> Row {
-    Row { what, len, version, opcode, class, oversized }
+const fn row(
+    what: &'static str,
+    len: u32,
+    version: u8,
+    opcode: u8,
+    class: Class,
+    oversized: bool,
+) -> Row {
+    Row {
+        what,
+        len,
+        version,
+        opcode,
+        class,
+        oversized,
+    }
 }
 
 use Class::*;
@@ -23,28 +37,126 @@ const ROWS: &[Row] = &[
     row("one byte, version 0", 1, 0, 0, MalformedTruncated, false),
     row("one byte, version 2", 1, 2, 0, MalformedTruncated, false),
     row("one byte, version 7", 1, 7, 0, MalformedTruncated, false),
-    row("opcode 0 exact (RFC 6886 3.2)", 2, 0, 0, NatpmpExternalAddressRequest, false),
-    row("opcode 0, 4-byte scanner probe", 4, 0, 0, NatpmpExternalAddressRequest, true),
+    row(
+        "opcode 0 exact (RFC 6886 3.2)",
+        2,
+        0,
+        0,
+        NatpmpExternalAddressRequest,
+        false,
+    ),
+    row(
+        "opcode 0, 4-byte scanner probe",
+        4,
+        0,
+        0,
+        NatpmpExternalAddressRequest,
+        true,
+    ),
     row("opcode 1, 11 bytes", 11, 0, 1, MalformedTruncated, false),
-    row("opcode 1 exact (RFC 6886 3.3)", 12, 0, 1, NatpmpMapUdpRequest, false),
+    row(
+        "opcode 1 exact (RFC 6886 3.3)",
+        12,
+        0,
+        1,
+        NatpmpMapUdpRequest,
+        false,
+    ),
     row("opcode 1, 13 bytes", 13, 0, 1, NatpmpMapUdpRequest, true),
     row("opcode 2, 2 bytes", 2, 0, 2, MalformedTruncated, false),
     row("opcode 2, 11 bytes", 11, 0, 2, MalformedTruncated, false),
     row("opcode 2 exact", 12, 0, 2, NatpmpMapTcpRequest, false),
     row("opcode 2, 100 bytes", 100, 0, 2, NatpmpMapTcpRequest, true),
-    row("opcode 128, 11 bytes", 11, 0, 128, MalformedTruncated, false),
-    row("opcode 128 exact", 12, 0, 128, NatpmpExternalAddressResponse, false),
-    row("opcode 128, 16 bytes", 16, 0, 128, NatpmpExternalAddressResponse, true),
-    row("opcode 129, 15 bytes", 15, 0, 129, MalformedTruncated, false),
+    row(
+        "opcode 128, 11 bytes",
+        11,
+        0,
+        128,
+        MalformedTruncated,
+        false,
+    ),
+    row(
+        "opcode 128 exact",
+        12,
+        0,
+        128,
+        NatpmpExternalAddressResponse,
+        false,
+    ),
+    row(
+        "opcode 128, 16 bytes",
+        16,
+        0,
+        128,
+        NatpmpExternalAddressResponse,
+        true,
+    ),
+    row(
+        "opcode 129, 15 bytes",
+        15,
+        0,
+        129,
+        MalformedTruncated,
+        false,
+    ),
     row("opcode 129 exact", 16, 0, 129, NatpmpMapUdpResponse, false),
-    row("opcode 129, 17 bytes", 17, 0, 129, NatpmpMapUdpResponse, true),
-    row("opcode 130, 12 bytes", 12, 0, 130, MalformedTruncated, false),
+    row(
+        "opcode 129, 17 bytes",
+        17,
+        0,
+        129,
+        NatpmpMapUdpResponse,
+        true,
+    ),
+    row(
+        "opcode 130, 12 bytes",
+        12,
+        0,
+        130,
+        MalformedTruncated,
+        false,
+    ),
     row("opcode 130 exact", 16, 0, 130, NatpmpMapTcpResponse, false),
-    row("opcode 130, 20 bytes", 20, 0, 130, NatpmpMapTcpResponse, true),
-    row("opcode 3 unsupported", 2, 0, 3, NatpmpUnsupportedOpcode, false),
-    row("opcode 127 unsupported", 12, 0, 127, NatpmpUnsupportedOpcode, false),
-    row("opcode 131 unsupported", 16, 0, 131, NatpmpUnsupportedOpcode, false),
-    row("opcode 255 unsupported, long", 1000, 0, 255, NatpmpUnsupportedOpcode, false),
+    row(
+        "opcode 130, 20 bytes",
+        20,
+        0,
+        130,
+        NatpmpMapTcpResponse,
+        true,
+    ),
+    row(
+        "opcode 3 unsupported",
+        2,
+        0,
+        3,
+        NatpmpUnsupportedOpcode,
+        false,
+    ),
+    row(
+        "opcode 127 unsupported",
+        12,
+        0,
+        127,
+        NatpmpUnsupportedOpcode,
+        false,
+    ),
+    row(
+        "opcode 131 unsupported",
+        16,
+        0,
+        131,
+        NatpmpUnsupportedOpcode,
+        false,
+    ),
+    row(
+        "opcode 255 unsupported, long",
+        1000,
+        0,
+        255,
+        NatpmpUnsupportedOpcode,
+        false,
+    ),
     row("PCP, 2 bytes", 2, 2, 1, Pcp, false),
     row("PCP MAP, 60 bytes", 60, 2, 1, Pcp, false),
     row("PCP response", 60, 2, 0x81, Pcp, false),
@@ -59,7 +171,10 @@ fn classify_table() {
         let got = classify(r.len, r.version, r.opcode);
         assert_eq!(
             got,
-            Classification { class: r.class, oversized: r.oversized },
+            Classification {
+                class: r.class,
+                oversized: r.oversized
+            },
             "{}: classify(len={}, version={}, opcode={})",
             r.what,
             r.len,
@@ -72,7 +187,10 @@ fn classify_table() {
 #[test]
 fn every_class_is_covered_by_the_table() {
     for class in Class::ALL {
-        assert!(ROWS.iter().any(|r| r.class == class), "no row for {class:?}");
+        assert!(
+            ROWS.iter().any(|r| r.class == class),
+            "no row for {class:?}"
+        );
     }
 }
 
@@ -99,14 +217,27 @@ fn every_boundary_length() {
 fn udp_length_rule() {
     // Below the UDP header.
     for udp_len in 0..8 {
-        assert_eq!(classify_udp(udp_len, 100, 0, 0).class, MalformedTruncated, "udp_len {udp_len}");
+        assert_eq!(
+            classify_udp(udp_len, 100, 0, 0).class,
+            MalformedTruncated,
+            "udp_len {udp_len}"
+        );
     }
     // Claims more than the frame holds (a first fragment does).
     assert_eq!(classify_udp(20, 19, 0, 0).class, MalformedTruncated);
     // Exactly what the frame holds.
-    assert_eq!(classify_udp(10, 10, 0, 0).class, NatpmpExternalAddressRequest);
+    assert_eq!(
+        classify_udp(10, 10, 0, 0).class,
+        NatpmpExternalAddressRequest
+    );
     // Ethernet padding after the datagram does not count.
-    assert_eq!(classify_udp(10, 46, 0, 0), Classification { class: NatpmpExternalAddressRequest, oversized: false });
+    assert_eq!(
+        classify_udp(10, 46, 0, 0),
+        Classification {
+            class: NatpmpExternalAddressRequest,
+            oversized: false
+        }
+    );
     // 8-byte datagram: empty payload.
     assert_eq!(classify_udp(8, 8, 0, 0).class, MalformedTruncated);
 }
@@ -132,5 +263,11 @@ fn direction_and_policy() {
     assert!(drops(&drop, Direction::ToServer));
     assert!(!drops(&drop, Direction::FromServer));
     assert!(!drops(&monitor, Direction::ToServer));
-    assert!(!drops(&Config { mode: 77, reserved: 0 }, Direction::ToServer));
+    assert!(!drops(
+        &Config {
+            mode: 77,
+            reserved: 0
+        },
+        Direction::ToServer
+    ));
 }

@@ -88,7 +88,10 @@ fn try_nat_pmp(ctx: &XdpContext) -> Result<u32, ()> {
     };
 
     let frame_len = ctx.data_end() - ctx.data();
-    #[expect(clippy::cast_possible_truncation, reason = "frames are far below 4 GiB")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "frames are far below 4 GiB"
+    )]
     let available = (frame_len - udp_off) as u32;
     let payload = udp_off + UdpHdr::LEN;
     // The first two payload bytes, where the frame has them. `classify_udp`

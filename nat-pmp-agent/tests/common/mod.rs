@@ -1,0 +1,199 @@
+//! Test support shared by the privileged tests: a root check that fails
+//! loudly, RAII guards for network namespaces and child processes, and a
+//! frame builder.
+//!
+//! Every guard removes what it made on drop, so a failing assertion still
+//! cleans up (namespaces with their veths; processes by the PID we started).
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+/// Panics with a clear reason unless the tests run as root: these tests load
+/// XDP programs and create namespaces, and must not pass silently without.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test loads XDP programs and builds network namespaces: run it as root \
+         (`cargo xtask test` does); refusing to skip silently"
+    );
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted (with its interfaces) on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    /// A new namespace named `natpmp-<tag>-<pid>-<n>`, loopback up.
+    pub fn new(tag: &str) -> Self {
+        let name = format!(
+            "natpmp-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        sh(&["ip", "netns", "add", &name]);
+        let ns = NetNs { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> ARGS`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// A command that runs `program` inside this namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets made
+    /// there stay in the namespace wherever they are used afterwards.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let fd = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+                // SAFETY: `fd` is an open namespace file; setns only affects
+                // this thread, which ends with the scope.
+                let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(
+                    rc,
+                    0,
+                    "setns into {path}: {}",
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .expect("the thread inside the namespace panicked")
+        })
+    }
+
+    /// The XDP program id attached to `dev`, if any (`ip -d link`).
+    pub fn xdp_attached(&self, dev: &str) -> bool {
+        self.ip(&["link", "show", "dev", dev]).contains("prog/xdp")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Two namespaces joined by a veth pair: a router with its WAN interface
+/// `wan0` (198.18.0.1/24) and an internet host on `inet0` (198.18.0.2/24).
+pub struct WanLink {
+    pub router: NetNs,
+    pub internet: NetNs,
+}
+
+pub const ROUTER_ADDR: &str = "198.18.0.1";
+pub const INTERNET_ADDR: &str = "198.18.0.2";
+
+impl WanLink {
+    pub fn new(tag: &str) -> Self {
+        let router = NetNs::new(&format!("{tag}-r"));
+        let internet = NetNs::new(&format!("{tag}-i"));
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "wan0",
+            "netns",
+            &router.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "inet0",
+            "netns",
+            &internet.name,
+        ]);
+        router.ip(&["addr", "add", &format!("{ROUTER_ADDR}/24"), "dev", "wan0"]);
+        internet.ip(&[
+            "addr",
+            "add",
+            &format!("{INTERNET_ADDR}/24"),
+            "dev",
+            "inet0",
+        ]);
+        router.ip(&["link", "set", "wan0", "up"]);
+        internet.ip(&["link", "set", "inet0", "up"]);
+        WanLink { router, internet }
+    }
+}
+
+/// A child process, ended on drop (SIGTERM, then SIGKILL) by its own PID.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.0.id()).expect("pid fits i32");
+        // SAFETY: kill has no memory preconditions; the PID is our child's.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// Waits up to `limit` for the child to exit.
+    pub fn wait_for(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.signal(libc::SIGTERM);
+            if self.wait_for(Duration::from_secs(3)).is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+}
+
+/// The agent binary cargo built for these tests.
+pub const AGENT: &str = env!("CARGO_BIN_EXE_nat-pmp-agent");

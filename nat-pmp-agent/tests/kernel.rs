@@ -1,0 +1,348 @@
+//! Kernel tests: the compiled XDP program, loaded into the running kernel and
+//! run with BPF_PROG_TEST_RUN on table-driven frames, in both modes. Each row
+//! asserts the XDP action and the exact change of every counter.
+
+mod common;
+
+use etherparse::PacketBuilder;
+use nat_pmp_agent::{counters::Snapshot, ebpf::Filter, probe::sample_payload};
+use nat_pmp_ebpf_common::{Class, Mode, NATPMP_PORT};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const V4_SRC: [u8; 4] = [198, 18, 0, 2];
+const V4_DST: [u8; 4] = [198, 18, 0, 1];
+const V6_SRC: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const V6_DST: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+/// Offset of the UDP header in an Ethernet + option-less IPv4 frame.
+const UDP4: usize = 14 + 20;
+
+fn udp4(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(V4_SRC, V4_DST, 64)
+        .udp(sport, dport);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload)
+        .expect("building an IPv4/UDP frame");
+    v
+}
+
+fn udp6(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(V6_SRC, V6_DST, 64)
+        .udp(sport, dport);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload)
+        .expect("building an IPv6/UDP frame");
+    v
+}
+
+fn tcp4(dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(V4_SRC, V4_DST, 64)
+        .tcp(40000, dport, 1, 1024);
+    let mut v = Vec::new();
+    b.write(&mut v, &[0, 0])
+        .expect("building an IPv4/TCP frame");
+    v
+}
+
+fn to_server(class: Class) -> Vec<u8> {
+    udp4(40000, NATPMP_PORT, &sample_payload(class))
+}
+
+/// Sets the UDP length field of an option-less IPv4 frame.
+fn with_udp_len(mut f: Vec<u8>, len: u16) -> Vec<u8> {
+    f[UDP4 + 4..UDP4 + 6].copy_from_slice(&len.to_be_bytes());
+    f
+}
+
+/// Inserts 4 bytes of IPv4 options (NOPs, IHL 6).
+fn with_ip_options(mut f: Vec<u8>) -> Vec<u8> {
+    f.splice(UDP4..UDP4, [1u8, 1, 1, 1]);
+    f[14] = 0x46;
+    let total = u16::from_be_bytes([f[16], f[17]]) + 4;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f
+}
+
+/// Sets the IPv4 flags/fragment-offset field.
+fn with_frag(mut f: Vec<u8>, field: u16) -> Vec<u8> {
+    f[20..22].copy_from_slice(&field.to_be_bytes());
+    f
+}
+
+/// Pads to the 60-byte Ethernet minimum, as a NIC does.
+fn padded(mut f: Vec<u8>) -> Vec<u8> {
+    f.resize(60.max(f.len()), 0);
+    f
+}
+
+/// What a frame must do. `class: None` means "not NAT-PMP": no counter moves.
+struct Row {
+    what: &'static str,
+    frame: Vec<u8>,
+    class: Option<Class>,
+    to_server: bool,
+    oversized: bool,
+}
+
+fn row(what: &'static str, frame: Vec<u8>, class: Option<Class>, to_server: bool) -> Row {
+    Row {
+        what,
+        frame,
+        class,
+        to_server,
+        oversized: false,
+    }
+}
+
+fn rows() -> Vec<Row> {
+    let mut rows: Vec<Row> = Class::ALL
+        .iter()
+        .map(|&c| row(c.name(), to_server(c), Some(c), true))
+        .collect();
+    let mut oversized_probe = sample_payload(Class::NatpmpExternalAddressRequest);
+    oversized_probe.extend_from_slice(&[0, 0]);
+    rows.extend([
+        Row {
+            oversized: true,
+            ..row(
+                "4-byte opcode-0 scanner probe: oversized",
+                udp4(40000, NATPMP_PORT, &oversized_probe),
+                Some(Class::NatpmpExternalAddressRequest),
+                true,
+            )
+        },
+        row(
+            "IPv6 opcode 1",
+            udp6(
+                40000,
+                NATPMP_PORT,
+                &sample_payload(Class::NatpmpMapUdpRequest),
+            ),
+            Some(Class::NatpmpMapUdpRequest),
+            true,
+        ),
+        row(
+            "IPv6 PCP",
+            udp6(40000, NATPMP_PORT, &sample_payload(Class::Pcp)),
+            Some(Class::Pcp),
+            true,
+        ),
+        row(
+            "answer from port 5351 (never dropped)",
+            udp4(
+                NATPMP_PORT,
+                40000,
+                &sample_payload(Class::NatpmpExternalAddressResponse),
+            ),
+            Some(Class::NatpmpExternalAddressResponse),
+            false,
+        ),
+        row(
+            "IPv6 answer from port 5351",
+            udp6(
+                NATPMP_PORT,
+                40000,
+                &sample_payload(Class::NatpmpMapTcpResponse),
+            ),
+            Some(Class::NatpmpMapTcpResponse),
+            false,
+        ),
+        row(
+            "5351 to 5351 is a request",
+            udp4(
+                NATPMP_PORT,
+                NATPMP_PORT,
+                &sample_payload(Class::NatpmpExternalAddressRequest),
+            ),
+            Some(Class::NatpmpExternalAddressRequest),
+            true,
+        ),
+        row(
+            "Ethernet padding is not payload",
+            padded(to_server(Class::NatpmpExternalAddressRequest)),
+            Some(Class::NatpmpExternalAddressRequest),
+            true,
+        ),
+        row(
+            "IPv4 options (IHL 6)",
+            with_ip_options(to_server(Class::NatpmpMapTcpRequest)),
+            Some(Class::NatpmpMapTcpRequest),
+            true,
+        ),
+        row(
+            "UDP length beyond the frame",
+            with_udp_len(to_server(Class::NatpmpMapUdpRequest), 200),
+            Some(Class::MalformedTruncated),
+            true,
+        ),
+        row(
+            "UDP length below 8",
+            with_udp_len(to_server(Class::NatpmpMapUdpRequest), 7),
+            Some(Class::MalformedTruncated),
+            true,
+        ),
+        row(
+            "UDP length cuts a map request to 10 bytes",
+            with_udp_len(to_server(Class::NatpmpMapUdpRequest), 18),
+            Some(Class::MalformedTruncated),
+            true,
+        ),
+        row(
+            "first IPv4 fragment (MF, offset 0): datagram longer than the frame",
+            with_frag(
+                with_udp_len(to_server(Class::NatpmpMapUdpRequest), 1400),
+                0x2000,
+            ),
+            Some(Class::MalformedTruncated),
+            true,
+        ),
+        row(
+            "later IPv4 fragment is never read as UDP",
+            with_frag(to_server(Class::NatpmpExternalAddressRequest), 0x2000 | 185),
+            None,
+            false,
+        ),
+        row("DNS is not NAT-PMP", udp4(40000, 53, &[0; 12]), None, false),
+        row(
+            "IPv6 DNS is not NAT-PMP",
+            udp6(40000, 53, &[0; 12]),
+            None,
+            false,
+        ),
+        row("TCP to 5351 is not NAT-PMP", tcp4(NATPMP_PORT), None, false),
+        row(
+            "ARP passes",
+            {
+                let mut f = to_server(Class::NatpmpExternalAddressRequest);
+                f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+                f
+            },
+            None,
+            false,
+        ),
+        // BPF_PROG_TEST_RUN refuses XDP frames below ETH_HLEN, so the
+        // shortest frame a test can give is a bare Ethernet header.
+        row(
+            "bare Ethernet header (IPv4 type, no IP header) passes",
+            to_server(Class::NatpmpExternalAddressRequest)[..14].to_vec(),
+            None,
+            false,
+        ),
+        row(
+            "UDP header cut short passes",
+            to_server(Class::NatpmpExternalAddressRequest)[..UDP4 + 6].to_vec(),
+            None,
+            false,
+        ),
+        row(
+            "IPv4 header cut short passes",
+            to_server(Class::NatpmpExternalAddressRequest)[..30].to_vec(),
+            None,
+            false,
+        ),
+        row(
+            "IPv4 IHL below 5 passes",
+            {
+                let mut f = to_server(Class::NatpmpExternalAddressRequest);
+                f[14] = 0x44;
+                f
+            },
+            None,
+            false,
+        ),
+    ]);
+    rows
+}
+
+fn expected_delta(r: &Row, drop: bool) -> (u32, Snapshot) {
+    let mut snap = Snapshot::default();
+    let Some(class) = r.class else {
+        return (XDP_PASS, snap);
+    };
+    let c = &mut snap.classes[class.index() as usize];
+    let bytes = r.frame.len() as u64;
+    let dropped = drop && r.to_server;
+    if dropped {
+        c.dropped_packets = 1;
+        c.dropped_bytes = bytes;
+    } else {
+        c.passed_packets = 1;
+        c.passed_bytes = bytes;
+    }
+    c.oversized_packets = u64::from(r.oversized);
+    (if dropped { XDP_DROP } else { XDP_PASS }, snap)
+}
+
+fn check_mode(mode: Mode) {
+    common::require_root();
+    let mut filter = Filter::load().expect("loading the XDP program");
+    filter.set_mode(mode).expect("setting the mode");
+    let mut failures = Vec::new();
+    for r in rows() {
+        let before = filter.snapshot().expect("reading counters");
+        let action = filter.run_frame(&r.frame).expect("BPF_PROG_TEST_RUN");
+        let delta = filter.snapshot().expect("reading counters").since(&before);
+        let (want_action, want_delta) = expected_delta(&r, mode == Mode::Drop);
+        if action != want_action || delta != want_delta {
+            failures.push(format!(
+                "{} mode, {}:\n  frame    {:02x?}\n  expected action {want_action}, counters {:?}\n  \
+                 actual   action {action}, counters {:?}",
+                mode.name(),
+                r.what,
+                r.frame,
+                nonzero(&want_delta),
+                nonzero(&delta)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn nonzero(s: &Snapshot) -> Vec<(&'static str, nat_pmp_ebpf_common::ClassCounters)> {
+    Class::ALL
+        .iter()
+        .filter(|c| s.get(**c).packets() != 0 || s.get(**c).oversized_packets != 0)
+        .map(|c| (c.name(), *s.get(*c)))
+        .collect()
+}
+
+#[test]
+fn monitor_mode_counts_and_passes_everything() {
+    check_mode(Mode::Monitor);
+}
+
+#[test]
+fn drop_mode_drops_every_datagram_to_5351() {
+    check_mode(Mode::Drop);
+}
+
+/// The policy lives in a map: switching it takes effect on the next packet
+/// without reloading the program.
+#[test]
+fn mode_switch_takes_effect_without_reload() {
+    common::require_root();
+    let mut filter = Filter::load().expect("loading the XDP program");
+    let frame = to_server(Class::NatpmpExternalAddressRequest);
+    filter.set_mode(Mode::Monitor).unwrap();
+    assert_eq!(filter.run_frame(&frame).unwrap(), XDP_PASS);
+    filter.set_mode(Mode::Drop).unwrap();
+    assert_eq!(filter.mode().unwrap(), Mode::Drop);
+    assert_eq!(filter.run_frame(&frame).unwrap(), XDP_DROP);
+    filter.set_mode(Mode::Monitor).unwrap();
+    assert_eq!(filter.run_frame(&frame).unwrap(), XDP_PASS);
+    let c = *filter
+        .snapshot()
+        .unwrap()
+        .get(Class::NatpmpExternalAddressRequest);
+    assert_eq!((c.passed_packets, c.dropped_packets), (2, 1));
+}

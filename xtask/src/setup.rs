@@ -1,0 +1,174 @@
+//! `cargo xtask setup`: makes a fresh machine ready, idempotently.
+//!
+//! 1. nightly `rust-src` (for `-Z build-std=core`) and `clippy`;
+//! 2. bpf-linker built against the nightly rustc's own shared libLLVM: no
+//!    distribution ships the LLVM major a nightly uses, but the nightly
+//!    toolchain carries it as `lib/libLLVM.so.<ver>-rust-<ver>`, and
+//!    bpf-linker links `$LLVM_PREFIX/lib/libLLVM.so` dynamically. The prefix
+//!    holds two symlinks to that file and must stay where it is (its path is
+//!    the binary's rpath);
+//! 3. the Debian packages the tests use.
+//!
+//! Each step checks first and does nothing when it is already done.
+
+use std::{fs, path::PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::util::{cmd, exec, is_root, output};
+
+/// bpf-linker release known to work with the pinned aya family.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the test suite and demo use, with why.
+const PACKAGES: &[(&str, &str)] = &[
+    (
+        "iproute2",
+        "ip: network namespaces and veth pairs for the end-to-end tests and the demo",
+    ),
+    ("util-linux", "setpriv: the unprivileged-start test"),
+];
+
+pub fn setup() -> Result<()> {
+    nightly_components()?;
+    bpf_linker()?;
+    debian_packages()?;
+    Ok(())
+}
+
+fn nightly_components() -> Result<()> {
+    let installed = output(cmd("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+        .context("listing the nightly toolchain's components; is rustup installed, with a nightly toolchain? (`rustup toolchain install nightly`)")?;
+    for component in ["rust-src", "clippy", "rustfmt"] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            eprintln!("setup: adding {component} to the nightly toolchain");
+            exec(cmd("rustup").args(["component", "add", component, "--toolchain", "nightly"]))?;
+        }
+    }
+    Ok(())
+}
+
+/// The LLVM major version of the nightly rustc, from `rustc +nightly -vV`.
+fn nightly_llvm() -> Result<(u32, PathBuf)> {
+    let vv = output(cmd("rustc").args(["+nightly", "-vV"]))?;
+    let version = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("`rustc +nightly -vV` printed no LLVM version")?;
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("unexpected LLVM version {version:?}"))?;
+    let sysroot =
+        PathBuf::from(output(cmd("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
+    let lib = sysroot.join("lib");
+    let libllvm = fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{major}")))
+        })
+        .with_context(|| {
+            format!(
+                "the nightly toolchain has no libLLVM.so.{major}* in {}",
+                lib.display()
+            )
+        })?;
+    Ok((major, libllvm))
+}
+
+/// Is there a bpf-linker on PATH that runs and links LLVM `major`?
+fn bpf_linker_ok(major: u32) -> bool {
+    let Ok(path) = output(cmd("sh").args(["-c", "command -v bpf-linker"])) else {
+        return false;
+    };
+    let path = path.trim();
+    let runs = cmd(path)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let linked = output(cmd("ldd").arg(path)).is_ok_and(|ldd| {
+        ldd.lines()
+            .any(|l| l.contains(&format!("libLLVM.so.{major}")) && !l.contains("not found"))
+    });
+    runs && linked
+}
+
+fn bpf_linker() -> Result<()> {
+    let (major, libllvm) = nightly_llvm()?;
+    if bpf_linker_ok(major) {
+        return Ok(());
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let prefix = PathBuf::from(home)
+        .join(".cache/nat-pmp-xdp")
+        .join(format!("llvm-{major}"));
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    let soname = libllvm
+        .file_name()
+        .context("libLLVM path has no file name")?
+        .to_owned();
+    for name in [std::ffi::OsString::from("libLLVM.so"), soname] {
+        let link = lib.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), libllvm.display()))?;
+    }
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} \
+         ({}); about a minute",
+        libllvm.display()
+    );
+    exec(
+        cmd("cargo")
+            .args(["+nightly", "install", "bpf-linker", "--force"])
+            .args(["--version", BPF_LINKER_VERSION, "--no-default-features"])
+            .args(["--features", &format!("llvm-{major}")])
+            .env("LLVM_PREFIX", &prefix)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"),
+    )
+    .context("building bpf-linker")?;
+    if !bpf_linker_ok(major) {
+        bail!(
+            "bpf-linker was installed but does not run or does not link libLLVM.so.{major}; \
+             is ~/.cargo/bin on PATH?"
+        );
+    }
+    Ok(())
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|p| p.0)
+        .filter(|pkg| {
+            !output(cmd("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+                .is_ok_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "Debian packages missing: {}; install them as root (`sudo apt-get install {}`) \
+             or run setup as root",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: installing Debian packages {}", missing.join(", "));
+    exec(cmd("apt-get").arg("update").arg("-q"))?;
+    exec(
+        cmd("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
