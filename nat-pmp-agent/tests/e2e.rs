@@ -49,7 +49,10 @@ impl Agent {
                 }
             }
         });
-        let agent = Agent { proc: Proc(child), lines };
+        let agent = Agent {
+            proc: Proc(child),
+            lines,
+        };
         // The first report means the program is loaded and attached.
         agent.next_report(Duration::from_secs(20));
         agent
@@ -75,7 +78,10 @@ impl Agent {
     /// Sends `sig`, expects a clean exit, returns the final report.
     fn stop(mut self, sig: i32) -> Value {
         self.proc.signal(sig);
-        let status = self.proc.wait_for(Duration::from_secs(10)).expect("agent did not exit");
+        let status = self
+            .proc
+            .wait_for(Duration::from_secs(10))
+            .expect("agent did not exit");
         let mut stderr = String::new();
         if let Some(mut e) = self.proc.0.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
@@ -86,7 +92,11 @@ impl Agent {
             last = Some(v);
         }
         let last = last.expect("no final report");
-        assert_eq!(last["final"], Value::Bool(true), "the last report must be marked final");
+        assert_eq!(
+            last["final"],
+            Value::Bool(true),
+            "the last report must be marked final"
+        );
         last
     }
 }
@@ -94,7 +104,11 @@ impl Agent {
 /// How many datagrams of each class the tests send: all different, so a
 /// class counted as another cannot go unnoticed.
 fn plan() -> Vec<(Class, u64)> {
-    Class::ALL.iter().zip(1u64..).map(|(&c, i)| (c, i + 2)).collect()
+    Class::ALL
+        .iter()
+        .zip(1u64..)
+        .map(|(&c, i)| (c, i + 2))
+        .collect()
 }
 
 fn payload(class: Class) -> Vec<u8> {
@@ -112,17 +126,22 @@ fn exchange(link: &WanLink, answers: u64) -> (u64, u64) {
     let (scanner, server) = link.internet.enter(|| {
         (
             UdpSocket::bind((INTERNET_ADDR, 0)).expect("binding the scanner"),
-            UdpSocket::bind((INTERNET_ADDR, NATPMP_PORT)).expect("binding 5351 on the internet side"),
+            UdpSocket::bind((INTERNET_ADDR, NATPMP_PORT))
+                .expect("binding 5351 on the internet side"),
         )
     });
     for (class, n) in plan() {
         for _ in 0..n {
-            scanner.send_to(&payload(class), (ROUTER_ADDR, NATPMP_PORT)).expect("sending");
+            scanner
+                .send_to(&payload(class), (ROUTER_ADDR, NATPMP_PORT))
+                .expect("sending");
         }
     }
     let answer = payload(Class::NatpmpExternalAddressResponse);
     for _ in 0..answers {
-        server.send_to(&answer, (ROUTER_ADDR, 40000)).expect("sending an answer");
+        server
+            .send_to(&answer, (ROUTER_ADDR, 40000))
+            .expect("sending an answer");
     }
     (drain(&listener), drain(&answer_listener))
 }
@@ -141,7 +160,8 @@ fn without_rates(v: &Value) -> Value {
 }
 
 fn drain(sock: &UdpSocket) -> u64 {
-    sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
     let mut buf = [0u8; 2048];
     let mut n = 0;
     while sock.recv_from(&mut buf).is_ok() {
@@ -158,7 +178,10 @@ fn run_mode(drop: bool, stop_signal: i32) {
         args.push("--drop");
     }
     let agent = Agent::start(&link.router, &args);
-    assert!(link.router.xdp_attached("wan0"), "the agent must have attached XDP to wan0");
+    assert!(
+        link.router.xdp_attached("wan0"),
+        "the agent must have attached XDP to wan0"
+    );
     let answers = 3;
     let (received, answers_received) = exchange(&link, answers);
     let sent: u64 = plan().iter().map(|p| p.1).sum();
@@ -172,11 +195,20 @@ fn run_mode(drop: bool, stop_signal: i32) {
 
     // The listener behind the filter.
     if drop {
-        assert_eq!(received, 0, "drop mode: the 5351 listener must receive nothing");
+        assert_eq!(
+            received, 0,
+            "drop mode: the 5351 listener must receive nothing"
+        );
     } else {
-        assert_eq!(received, sent, "monitor mode: the 5351 listener must receive everything");
+        assert_eq!(
+            received, sent,
+            "monitor mode: the 5351 listener must receive everything"
+        );
     }
-    assert_eq!(answers_received, answers, "answers from port 5351 are never dropped");
+    assert_eq!(
+        answers_received, answers,
+        "answers from port 5351 are never dropped"
+    );
 
     // The counters, exactly.
     let mut want: BTreeMap<Class, (u64, u64, u64, u64)> = BTreeMap::new();
@@ -185,7 +217,9 @@ fn run_mode(drop: bool, stop_signal: i32) {
         let (dp, db) = if drop { (n, bytes) } else { (0, 0) };
         want.insert(class, (n, bytes, dp, db));
     }
-    let a = want.entry(Class::NatpmpExternalAddressResponse).or_default();
+    let a = want
+        .entry(Class::NatpmpExternalAddressResponse)
+        .or_default();
     a.0 += answers;
     a.1 += answers * (HEADERS + payload(Class::NatpmpExternalAddressResponse).len() as u64);
     for (class, (packets, bytes, dropped_packets, dropped_bytes)) in want {
@@ -198,7 +232,12 @@ fn run_mode(drop: bool, stop_signal: i32) {
         );
         assert_eq!(
             got,
-            (Some(packets), Some(bytes), Some(dropped_packets), Some(dropped_bytes)),
+            (
+                Some(packets),
+                Some(bytes),
+                Some(dropped_packets),
+                Some(dropped_bytes)
+            ),
             "{}: (packets, bytes, dropped_packets, dropped_bytes)\nreport: {report}",
             class.name()
         );
@@ -208,7 +247,10 @@ fn run_mode(drop: bool, stop_signal: i32) {
     assert_eq!(report["mode"], if drop { "drop" } else { "monitor" });
     assert_eq!(report["xdp_mode"], "native", "veth supports native XDP");
     assert!(report["time"].is_string() && report["uptime_secs"].is_number());
-    assert!(!link.router.xdp_attached("wan0"), "the agent must detach on exit");
+    assert!(
+        !link.router.xdp_attached("wan0"),
+        "the agent must detach on exit"
+    );
 }
 
 #[test]
@@ -270,11 +312,19 @@ fn unprivileged_start_says_it_needs_root_and_attaches_nothing() {
     require_root();
     let link = WanLink::new("e2e-user");
     let mut cmd = link.router.command("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-        .args([AGENT, "--iface", "wan0", "--duration", "1"]);
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .args([AGENT, "--iface", "wan0", "--duration", "1"]);
     let (ok, _, err) = run_cmd(&mut cmd);
     assert!(!ok, "an unprivileged agent must fail");
-    assert!(err.contains("needs root") && err.contains("sudo"), "unexpected error: {err}");
+    assert!(
+        err.contains("needs root") && err.contains("sudo"),
+        "unexpected error: {err}"
+    );
     assert!(!link.router.xdp_attached("wan0"));
 }
 
@@ -283,17 +333,35 @@ fn auto_mode_falls_back_to_skb_where_native_is_missing() {
     require_root();
     // The loopback driver has no native XDP.
     let ns = NetNs::new("e2e-lo");
-    let (ok, _, err) = run_agent(&ns, &["--iface", "lo", "--xdp-mode", "native", "--duration", "1"]);
+    let (ok, _, err) = run_agent(
+        &ns,
+        &["--iface", "lo", "--xdp-mode", "native", "--duration", "1"],
+    );
     assert!(!ok, "native mode on lo must fail");
-    assert!(err.contains("no native XDP support") && err.contains("--xdp-mode skb"), "{err}");
+    assert!(
+        err.contains("no native XDP support") && err.contains("--xdp-mode skb"),
+        "{err}"
+    );
     assert!(!ns.xdp_attached("lo"));
 
     let (ok, out, err) = run_agent(
         &ns,
-        &["--iface", "lo", "--output", "json", "--duration", "0.5", "--interval", "0.2"],
+        &[
+            "--iface",
+            "lo",
+            "--output",
+            "json",
+            "--duration",
+            "0.5",
+            "--interval",
+            "0.2",
+        ],
     );
     assert!(ok, "auto mode on lo must work: {err}");
-    assert!(err.contains("note:") && err.contains("skb"), "the fallback must be noted: {err}");
+    assert!(
+        err.contains("note:") && err.contains("skb"),
+        "the fallback must be noted: {err}"
+    );
     let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
     assert_eq!(last["xdp_mode"], "skb");
     assert_eq!(last["final"], true);
@@ -306,14 +374,28 @@ fn probe_reports_what_it_sent_and_the_agent_counts_it() {
     let link = WanLink::new("e2e-probe");
     let agent = Agent::start(&link.router, &["--iface", "wan0", "--drop"]);
     let (ok, out, err) = run_cmd(link.internet.command(AGENT).args([
-        "probe", ROUTER_ADDR, "--count", "1000", "--rate", "5000", "--wait", "0.2", "--json",
+        "probe",
+        ROUTER_ADDR,
+        "--count",
+        "1000",
+        "--rate",
+        "5000",
+        "--wait",
+        "0.2",
+        "--json",
     ]));
     assert!(ok, "probe failed: {err}");
     let probe: Value = serde_json::from_str(out.trim()).expect("probe JSON");
-    assert_eq!(probe["exposed"], false, "drop mode: no answer may come back");
+    assert_eq!(
+        probe["exposed"], false,
+        "drop mode: no answer may come back"
+    );
     let report = agent.wait_for_total(1000);
     let report_final = agent.stop(libc::SIGTERM);
-    assert_eq!(without_rates(&report["total"]), without_rates(&report_final["total"]));
+    assert_eq!(
+        without_rates(&report["total"]),
+        without_rates(&report_final["total"])
+    );
     for (name, n) in probe["sent"].as_object().expect("sent map") {
         assert_eq!(
             report_final["counters"][name]["dropped_packets"], *n,

@@ -37,7 +37,7 @@ enum Command {
         args: Vec<String>,
     },
     /// Set up, then run fmt and clippy checks and the whole test suite
-    /// (unit, kernel BPF_PROG_TEST_RUN, end to end in namespaces; needs root).
+    /// (unit, kernel `BPF_PROG_TEST_RUN`, end to end in namespaces; needs root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
