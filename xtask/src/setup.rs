@@ -27,7 +27,46 @@ const PACKAGES: &[(&str, &str)] = &[
         "ip: network namespaces and veth pairs for the end-to-end tests and the demo",
     ),
     ("util-linux", "setpriv: the unprivileged-start test"),
+    (
+        "coreutils",
+        "timeout and stdbuf: every external command in the real-peer tests is bounded",
+    ),
+    (
+        "miniupnpd",
+        "a real NAT-PMP/PCP gateway for the real-peer tests (run by the tests in \
+         their own namespace; never started as a service, see DEBCONF_SELECTIONS)",
+    ),
+    (
+        "miniupnpd-nftables",
+        "miniupnpd's nftables backend (rather than the iptables one)",
+    ),
+    (
+        "nftables",
+        "nft: the chains miniupnpd fills with its mappings, and reading them",
+    ),
+    (
+        "nmap",
+        "the scanner, with its nat-pmp-info and nat-pmp-mapport scripts",
+    ),
+    (
+        "natpmpc",
+        "libnatpmp's NAT-PMP client, on the WAN and the LAN side",
+    ),
+    (
+        "tshark",
+        "Wireshark's NAT-PMP and Port Control dissectors: the referee for the counters",
+    ),
 ];
+
+/// Answers to the packages' debconf questions, given before installing so
+/// that nothing asks and nothing starts: miniupnpd would otherwise offer to
+/// run as a system service on the host's own interfaces (its default is
+/// already "no"; this makes the intent explicit), and wireshark-common asks
+/// whether to make dumpcap setuid (no: the tests run as root).
+const DEBCONF_SELECTIONS: &str = "\
+miniupnpd miniupnpd/start_daemon boolean false
+wireshark-common wireshark-common/install-setuid boolean false
+";
 
 pub fn setup() -> Result<()> {
     nightly_components()?;
@@ -164,6 +203,7 @@ fn debian_packages() -> Result<()> {
         );
     }
     eprintln!("setup: installing Debian packages {}", missing.join(", "));
+    preseed_debconf()?;
     exec(cmd("apt-get").arg("update").arg("-q"))?;
     exec(
         cmd("apt-get")
@@ -171,4 +211,24 @@ fn debian_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Feeds [`DEBCONF_SELECTIONS`] to `debconf-set-selections`.
+fn preseed_debconf() -> Result<()> {
+    use std::io::Write as _;
+    let mut child = cmd("debconf-set-selections")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("running debconf-set-selections (Debian's debconf package)")?;
+    child
+        .stdin
+        .take()
+        .context("debconf-set-selections has no stdin")?
+        .write_all(DEBCONF_SELECTIONS.as_bytes())
+        .context("writing to debconf-set-selections")?;
+    let status = child.wait().context("waiting for debconf-set-selections")?;
+    if !status.success() {
+        bail!("debconf-set-selections failed ({status}) on:\n{DEBCONF_SELECTIONS}");
+    }
+    Ok(())
 }

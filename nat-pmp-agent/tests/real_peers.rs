@@ -1,0 +1,1216 @@
+//! Real peers: the product against software nobody on this team wrote.
+//!
+//! The lab, built in namespaces by each test (all addresses in 198.18.0.0/15,
+//! the benchmarking range of RFC 2544, so nothing leaves the machine):
+//!
+//! ```text
+//!  internet host          router                                LAN host
+//!  inet0 198.18.0.2 ───── wan0 198.18.0.1   lan0 198.18.1.1 ─── lan1 198.18.1.2
+//!                         ext0 198.18.2.1 ─ ext1 198.18.2.2 (both in the router)
+//! ```
+//!
+//! The router runs Debian's miniupnpd with NAT-PMP/PCP, listening on the LAN
+//! *and on the WAN veth*: the misconfiguration of the devices in JVNVU#99291862,
+//! which answered NAT-PMP from the Internet. miniupnpd insists that its
+//! `ext_ifname` is not one of its listening interfaces, so `ext0` (one end of
+//! a second veth pair; there is no dummy driver here) plays the external
+//! interface. It treats 198.18.0.0/15 as reserved and refuses to serve with
+//! such an external address, except when it learns the address through STUN:
+//! a small STUN responder inside the router tells it that its public address
+//! is 198.18.0.1, the WAN address the scanners target.
+//!
+//! The story, one test each:
+//! 1. exposure: nmap's `nat-pmp-info` leaks the external address to the
+//!    internet host, `nat-pmp-mapport` and libnatpmp's `natpmpc -a` create
+//!    mappings (seen in miniupnpd's nftables chain);
+//! 2. monitor mode: with the agent on `wan0`, its per-class counters equal
+//!    what Wireshark's own NAT-PMP and Port Control dissectors (tshark on the
+//!    same interface) make of the same frames;
+//! 3. drop mode: the same scans get no answer and create no mapping, the
+//!    agent drops exactly what tshark saw leave the internet host, and the LAN
+//!    host's `natpmpc` is still served.
+//!
+//! A missing tool fails the test with the Debian package to install; every
+//! external command runs under `timeout`; namespaces, processes (by PID) and
+//! the temporary directory are removed even when an assertion fails.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs::{self, File},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Output, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use common::{require_root, NetNs, Proc, WanLink, AGENT, INTERNET_ADDR, ROUTER_ADDR};
+use nat_pmp_ebpf_common::Class;
+use serde_json::Value;
+
+const ROUTER_LAN_ADDR: &str = "198.18.1.1";
+const LAN_HOST_ADDR: &str = "198.18.1.2";
+const EXT_ADDR: &str = "198.18.2.1";
+const EXT_PEER_ADDR: &str = "198.18.2.2";
+/// Where the STUN responder listens: the router's WAN address, so that the
+/// address miniupnpd learns (the source of its own requests) is 198.18.0.1.
+const STUN_PORT: u16 = 3478;
+/// The discard port (RFC 863): the sentinel datagrams that mark a point in
+/// the traffic go there, and are neither NAT-PMP nor PCP.
+const SENTINEL_PORT: u16 = 9;
+/// Backstop for every long-lived child: gone by then even if this test
+/// process is killed before its guards run.
+const BACKSTOP_SECS: &str = "110";
+
+/// The external tools, as absolute paths, with the Debian package of each.
+struct Tools {
+    miniupnpd: PathBuf,
+    nmap: PathBuf,
+    natpmpc: PathBuf,
+    tshark: PathBuf,
+    nft: PathBuf,
+    timeout: PathBuf,
+    stdbuf: PathBuf,
+}
+
+/// `(program, Debian package)` for every tool the tests run.
+const TOOLS: [(&str, &str); 7] = [
+    ("miniupnpd", "miniupnpd miniupnpd-nftables"),
+    ("nmap", "nmap"),
+    ("natpmpc", "natpmpc"),
+    ("tshark", "tshark"),
+    ("nft", "nftables"),
+    ("timeout", "coreutils"),
+    ("stdbuf", "coreutils"),
+];
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    // sbin directories too: miniupnpd and nft live there, and a non-login
+    // root shell does not always have them on PATH.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Tools {
+    /// Finds every tool, or fails naming each missing one and its package.
+    fn find() -> Tools {
+        let found: Vec<Option<PathBuf>> = TOOLS.iter().map(|t| find_program(t.0)).collect();
+        let missing: Vec<String> = TOOLS
+            .iter()
+            .zip(&found)
+            .filter(|(_, p)| p.is_none())
+            .map(|((name, pkg), _)| format!("`{name}` (Debian package {pkg})"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the real-peer tests need {}; install them with `cargo xtask setup` \
+             (as root) or `apt-get install` the packages named; refusing to skip",
+            missing.join(", ")
+        );
+        let mut it = found.into_iter().map(|p| p.expect("checked above"));
+        let mut next = || it.next().expect("one path per tool");
+        Tools {
+            miniupnpd: next(),
+            nmap: next(),
+            natpmpc: next(),
+            tshark: next(),
+            nft: next(),
+            timeout: next(),
+            stdbuf: next(),
+        }
+    }
+}
+
+/// Runs `program ARGS` inside `ns` under `timeout SECS`, returning its
+/// output whatever its exit status (callers assert on what they expect).
+fn run_in(ns: &NetNs, tools: &Tools, secs: u32, program: &Path, args: &[&str]) -> Output {
+    let out = ns
+        .command(tools.timeout.to_str().expect("UTF-8 path"))
+        .args(["-k", "2", &secs.to_string()])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {} in {}: {e}", program.display(), ns.name));
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A long-lived child inside `ns` (under the backstop timeout), its stdout
+/// and stderr in files.
+fn spawn_in(ns: &NetNs, tools: &Tools, program: &Path, args: &[&str], log: &Path) -> Proc {
+    let out = File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+    let err = out.try_clone().expect("cloning a file handle");
+    // `timeout` passes SIGTERM on to the program, so `Proc`'s orderly stop
+    // still reaches it.
+    let child = ns
+        .command(tools.timeout.to_str().expect("UTF-8 path"))
+        .arg(BACKSTOP_SECS)
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {} in {}: {e}", program.display(), ns.name));
+    Proc(child)
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Polls `done` every 50 ms until it holds or `limit` passes.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A STUN responder (RFC 5389) in the router namespace, for miniupnpd's
+/// external-address discovery; stopped and joined on drop, and gone after
+/// the backstop in any case.
+///
+/// Hand-rolled on purpose: the answer is one fixed 32-byte Binding success
+/// response, and miniupnpd's requests carry RFC 5780's CHANGE-REQUEST, a
+/// comprehension-required attribute that a strict RFC 5389 codec must refuse
+/// (§7.3.1, error 420); a codec crate would bring a full attribute registry
+/// to be told to ignore it. This is test scaffolding, not product code.
+struct StunResponder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// RFC 5389 §6: the magic cookie in every message.
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+
+/// The Binding success response to `request` from `from`: header with the
+/// request's transaction id, and one XOR-MAPPED-ADDRESS (§15.2) holding the
+/// source address and port the request came from. `None` for anything that
+/// is not an IPv4 Binding request.
+fn stun_binding_success(request: &[u8], from: SocketAddr) -> Option<[u8; 32]> {
+    let SocketAddr::V4(from) = from else {
+        return None;
+    };
+    // Type 0x0001 = Binding request (§6, §18.1); the cookie marks RFC 5389.
+    if request.len() < 20 || request[0..2] != [0, 1] || request[4..8] != STUN_MAGIC {
+        return None;
+    }
+    let mut a = [0u8; 32];
+    a[0..2].copy_from_slice(&0x0101u16.to_be_bytes()); // Binding success response
+    a[2..4].copy_from_slice(&12u16.to_be_bytes()); // attribute bytes after the header
+    a[4..20].copy_from_slice(&request[4..20]); // cookie and transaction id
+    a[20..22].copy_from_slice(&0x0020u16.to_be_bytes()); // XOR-MAPPED-ADDRESS
+    a[22..24].copy_from_slice(&8u16.to_be_bytes());
+    a[25] = 0x01; // IPv4
+    let port = from.port() ^ u16::from_be_bytes([STUN_MAGIC[0], STUN_MAGIC[1]]);
+    a[26..28].copy_from_slice(&port.to_be_bytes());
+    let addr = u32::from(*from.ip()) ^ u32::from_be_bytes(STUN_MAGIC);
+    a[28..32].copy_from_slice(&addr.to_be_bytes());
+    Some(a)
+}
+
+impl StunResponder {
+    fn start(ns: &NetNs, at: SocketAddrV4) -> StunResponder {
+        let sock = ns
+            .enter(|| UdpSocket::bind(at))
+            .unwrap_or_else(|e| panic!("binding the STUN responder to {at}: {e}"));
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("setting a read timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(110);
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if let Some(answer) = stun_binding_success(&buf[..n], from) {
+                        let _ = sock.send_to(&answer, from);
+                    }
+                }
+            }
+        });
+        StunResponder {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StunResponder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// miniupnpd's configuration: NAT-PMP/PCP only, listening on the LAN and
+/// (the vulnerability) on the WAN veth, external address by STUN, nftables
+/// names of our own so the test creates exactly the chains it expects.
+fn miniupnpd_conf() -> String {
+    format!(
+        "# Written by nat-pmp-agent/tests/real_peers.rs.\n\
+         ext_ifname=ext0\n\
+         # The LAN, and the WAN veth: a gateway that answers NAT-PMP/PCP from the\n\
+         # Internet, as the devices of JVNVU#99291862 did.\n\
+         listening_ip=lan0\n\
+         listening_ip=wan0\n\
+         enable_natpmp=yes\n\
+         enable_upnp=no\n\
+         # 198.18.0.0/15 is reserved to miniupnpd: it serves with such an\n\
+         # external address only when it learned it through STUN.\n\
+         ext_perform_stun=yes\n\
+         ext_stun_host={ROUTER_ADDR}\n\
+         ext_stun_port={STUN_PORT}\n\
+         secure_mode=yes\n\
+         upnp_table_name=miniupnpd\n\
+         upnp_nat_table_name=miniupnpd\n\
+         upnp_forward_chain=miniupnpd\n\
+         upnp_nat_chain=prerouting_miniupnpd\n\
+         upnp_nat_postrouting_chain=postrouting_miniupnpd\n\
+         # Permission rules see addresses only, not interfaces: the WAN side's\n\
+         # 198.18.0.0/24 is allowed along with the LAN.\n\
+         allow 1024-65535 198.18.0.0/15 1024-65535\n\
+         deny 0-65535 0.0.0.0/0 0-65535\n"
+    )
+}
+
+/// The nftables skeleton miniupnpd fills (what Debian's nft_init.sh makes,
+/// under our own names and with an accepting forward policy).
+const NFT_SKELETON: &str = "table inet miniupnpd {
+    chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }
+    chain miniupnpd { }
+    chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }
+    chain postrouting { type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd; }
+    chain prerouting_miniupnpd { }
+    chain postrouting_miniupnpd { }
+}
+";
+
+/// The lab. Field order is drop order: processes and the STUN thread end
+/// before the namespaces they live in are deleted, the directory goes last.
+struct Lab {
+    _miniupnpd: Proc,
+    _stun: StunResponder,
+    tools: Tools,
+    router: NetNs,
+    internet: NetNs,
+    lan: NetNs,
+    dir: tempfile::TempDir,
+    miniupnpd_log: PathBuf,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        require_root();
+        let tools = Tools::find();
+        let dir = tempfile::Builder::new()
+            .prefix("nat-pmp-peers-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let WanLink { router, internet } = WanLink::new(tag);
+        let lan = NetNs::new(&format!("{tag}-l"));
+        common::sh(&[
+            "ip",
+            "link",
+            "add",
+            "lan0",
+            "netns",
+            &router.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lan1",
+            "netns",
+            &lan.name,
+        ]);
+        common::sh(&[
+            "ip",
+            "link",
+            "add",
+            "ext0",
+            "netns",
+            &router.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ext1",
+            "netns",
+            &router.name,
+        ]);
+        router.ip(&[
+            "addr",
+            "add",
+            &format!("{ROUTER_LAN_ADDR}/24"),
+            "dev",
+            "lan0",
+        ]);
+        router.ip(&["addr", "add", &format!("{EXT_ADDR}/24"), "dev", "ext0"]);
+        router.ip(&["addr", "add", &format!("{EXT_PEER_ADDR}/24"), "dev", "ext1"]);
+        lan.ip(&["addr", "add", &format!("{LAN_HOST_ADDR}/24"), "dev", "lan1"]);
+        for dev in ["lan0", "ext0", "ext1"] {
+            router.ip(&["link", "set", dev, "up"]);
+        }
+        lan.ip(&["link", "set", "lan1", "up"]);
+        lan.ip(&["route", "add", "default", "via", ROUTER_LAN_ADDR]);
+
+        let skeleton = dir.path().join("miniupnpd.nft");
+        fs::write(&skeleton, NFT_SKELETON).expect("writing the nftables skeleton");
+        let nft = run_in(
+            &router,
+            &tools,
+            10,
+            &tools.nft,
+            &["-f", skeleton.to_str().expect("UTF-8 path")],
+        );
+        assert!(nft.status.success(), "nft -f: {}", text(&nft));
+
+        let stun = StunResponder::start(
+            &router,
+            SocketAddrV4::new(ROUTER_ADDR.parse().expect("an IPv4 address"), STUN_PORT),
+        );
+        let pidfile = dir.path().join("miniupnpd.pid");
+        let conf = dir.path().join("miniupnpd.conf");
+        fs::write(&conf, miniupnpd_conf()).expect("writing miniupnpd.conf");
+        let miniupnpd_log = dir.path().join("miniupnpd.log");
+        let mut miniupnpd = spawn_in(
+            &router,
+            &tools,
+            &tools.miniupnpd,
+            &[
+                "-d",
+                "-f",
+                conf.to_str().expect("UTF-8 path"),
+                "-P",
+                pidfile.to_str().expect("UTF-8 path"),
+            ],
+            &miniupnpd_log,
+        );
+        let ready = wait_until(Duration::from_secs(10), || {
+            read(&miniupnpd_log).contains("Listening for NAT-PMP/PCP traffic on port 5351")
+                || matches!(miniupnpd.0.try_wait(), Ok(Some(_)))
+        });
+        let log = read(&miniupnpd_log);
+        assert!(
+            ready && log.contains("Listening for NAT-PMP/PCP traffic"),
+            "miniupnpd did not start serving within 10 s:\n{log}"
+        );
+        assert!(
+            log.contains(&format!("public IP address {ROUTER_ADDR}")),
+            "miniupnpd did not learn {ROUTER_ADDR} through STUN:\n{log}"
+        );
+        Lab {
+            _miniupnpd: miniupnpd,
+            _stun: stun,
+            tools,
+            router,
+            internet,
+            lan,
+            dir,
+            miniupnpd_log,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// nmap's UDP scan of 5351 with the two NAT-PMP scripts, the mapping
+    /// script asking for TCP `port` -> the scanner's own `port`.
+    fn nmap(&self, port: u16) -> String {
+        let args = format!(
+            "nat-pmp-mapport.op=map,nat-pmp-mapport.protocol=tcp,\
+             nat-pmp-mapport.privport={port},nat-pmp-mapport.pubport={port}"
+        );
+        let out = run_in(
+            &self.internet,
+            &self.tools,
+            40,
+            &self.tools.nmap,
+            &[
+                "-sU",
+                "-p",
+                "5351",
+                "-Pn",
+                "-n",
+                "--script",
+                "nat-pmp-info,nat-pmp-mapport",
+                "--script-args",
+                &args,
+                ROUTER_ADDR,
+            ],
+        );
+        assert!(out.status.success(), "nmap failed: {}", text(&out));
+        text(&out)
+    }
+
+    /// `natpmpc -g gateway -a port port udp 600` from `ns`, bounded: natpmpc
+    /// retries for about 128 s when nothing answers.
+    fn natpmpc(&self, ns: &NetNs, gateway: &str, port: u16, secs: u32) -> Output {
+        let p = port.to_string();
+        // Line-buffered, so that what it printed survives `timeout`.
+        let natpmpc = self.tools.natpmpc.to_str().expect("UTF-8 path");
+        run_in(
+            ns,
+            &self.tools,
+            secs,
+            &self.tools.stdbuf,
+            &["-oL", natpmpc, "-g", gateway, "-a", &p, &p, "udp", "600"],
+        )
+    }
+
+    /// One datagram of every class from the internet host, with the agent's
+    /// own probe; returns its JSON result.
+    fn probe_every_class(&self) -> Value {
+        let mut args = vec![
+            "probe",
+            ROUTER_ADDR,
+            "--count",
+            "1",
+            "--wait",
+            "0.5",
+            "--json",
+        ];
+        for class in Class::ALL {
+            args.extend(["--class", class.name()]);
+        }
+        let out = run_in(&self.internet, &self.tools, 20, Path::new(AGENT), &args);
+        assert!(out.status.success(), "probe failed: {}", text(&out));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("probe printed no JSON ({e}): {}", text(&out)))
+    }
+
+    /// miniupnpd's NAT rules (`nft list chain`).
+    fn nat_rules(&self) -> String {
+        let out = run_in(
+            &self.router,
+            &self.tools,
+            10,
+            &self.tools.nft,
+            &["list", "chain", "inet", "miniupnpd", "prerouting_miniupnpd"],
+        );
+        assert!(out.status.success(), "nft list chain: {}", text(&out));
+        text(&out)
+    }
+
+    fn miniupnpd_log(&self) -> String {
+        read(&self.miniupnpd_log)
+    }
+
+    /// The MAC address of the internet host's `inet0`.
+    fn internet_mac(&self) -> String {
+        let out = run_in(
+            &self.internet,
+            &self.tools,
+            10,
+            Path::new("ip"),
+            &["-j", "link", "show", "inet0"],
+        );
+        let links: Value = serde_json::from_slice(&out.stdout).expect("ip -j prints JSON");
+        links[0]["address"]
+            .as_str()
+            .expect("inet0 has a MAC address")
+            .to_owned()
+    }
+}
+
+/// The DNAT rule miniupnpd adds for a mapping, as nft prints it: the IP
+/// protocol byte (bits 72..80 of the network header) then the port.
+fn mapping(port: u16, proto: &str, to: &str) -> String {
+    let number = match proto {
+        "tcp" => "0x6",
+        "udp" => "0x11",
+        _ => panic!("no protocol number for {proto}"),
+    };
+    format!("@nh,72,8 {number} th dport {port} dnat ip to {to}:{port}")
+}
+
+/// The agent, attached to the router's `wan0`, reporting JSON lines.
+struct Agent {
+    proc: Proc,
+    out: PathBuf,
+}
+
+impl Agent {
+    fn start(lab: &Lab, drop: bool) -> Agent {
+        let out = lab.path(if drop {
+            "agent-drop.json"
+        } else {
+            "agent.json"
+        });
+        let mut args = vec![
+            "--iface",
+            "wan0",
+            "--output",
+            "json",
+            "--interval",
+            "1",
+            "--duration",
+            "100",
+        ];
+        if drop {
+            args.push("--drop");
+        }
+        let mut proc = spawn_in(&lab.router, &lab.tools, Path::new(AGENT), &args, &out);
+        // The agent writes its policy before it attaches: once the program
+        // is on wan0, the mode holds from the first frame.
+        let attached = wait_until(Duration::from_secs(10), || {
+            lab.router.xdp_attached("wan0") || matches!(proc.0.try_wait(), Ok(Some(_)))
+        });
+        assert!(
+            attached && lab.router.xdp_attached("wan0"),
+            "the agent did not attach to wan0 within 10 s:\n{}",
+            read(&out)
+        );
+        Agent { proc, out }
+    }
+
+    /// Stops the agent (SIGTERM) and returns its final report.
+    fn stop(mut self) -> Value {
+        self.proc.signal(libc::SIGTERM);
+        let status = self.proc.wait_for(Duration::from_secs(10));
+        let out = read(&self.out);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the agent did not exit cleanly on SIGTERM ({status:?}):\n{out}"
+        );
+        let last = out
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("the agent printed no report:\n{out}"));
+        let report: Value = serde_json::from_str(last).expect("a JSON report");
+        assert_eq!(report["final"], true, "the last report is the final one");
+        report
+    }
+}
+
+/// Per-class counts out of an agent report: `field` of every class.
+fn agent_counts(report: &Value, field: &str) -> BTreeMap<Class, u64> {
+    Class::ALL
+        .iter()
+        .map(|&c| {
+            let n = report["counters"][c.name()][field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("report has no counters.{}.{field}", c.name()));
+            (c, n)
+        })
+        .collect()
+}
+
+/// What Wireshark made of one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dissector {
+    /// The NAT-PMP dissector (`nat-pmp.*`): version byte 0.
+    NatPmp,
+    /// The Port Control Protocol dissector (`portcontrol.*`): version 1 or 2.
+    PortControl,
+    /// Neither: Wireshark's port-5351 dispatcher declined the version byte
+    /// and left the payload as `data`.
+    Data,
+    /// No payload at all.
+    Empty,
+}
+
+/// An opcode pattern in [`REFEREE`].
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Is(u8),
+    Any,
+}
+
+/// Wireshark's verdict on one frame, from tshark's fields.
+#[derive(Clone, Copy, Debug)]
+struct Verdict {
+    dissector: Dissector,
+    version: Option<u8>,
+    opcode: Option<u8>,
+    /// `_ws.malformed`: the dissector ran out of bytes.
+    malformed: bool,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let num = |b: Option<u8>| b.map_or_else(|| "-".to_owned(), |b| b.to_string());
+        match self.dissector {
+            Dissector::NatPmp => write!(
+                f,
+                "NAT-PMP v{} opcode {}",
+                num(self.version),
+                num(self.opcode)
+            )?,
+            Dissector::PortControl => write!(
+                f,
+                "Port Control v{} opcode {}",
+                num(self.version),
+                num(self.opcode)
+            )?,
+            Dissector::Data => f.write_str("data (no dissector)")?,
+            Dissector::Empty => f.write_str("(empty)")?,
+        }
+        if self.malformed {
+            f.write_str(" [Malformed]")?;
+        }
+        Ok(())
+    }
+}
+
+/// How Wireshark's dissectors' verdicts correspond to the product's classes,
+/// first matching row wins. It covers the shapes these tests send (real
+/// scanners and one datagram of each class); a frame no row matches fails
+/// the test rather than being guessed at.
+///
+/// | dissector   | version | opcode | malformed | class                             |
+const REFEREE: &[(Dissector, Option<u8>, Op, Option<bool>, Class)] = &[
+    // NAT-PMP that ended before its opcode's fields (RFC 6886 §3.2/§3.3).
+    (
+        Dissector::NatPmp,
+        Some(0),
+        Op::Any,
+        Some(true),
+        Class::MalformedTruncated,
+    ),
+    (
+        Dissector::NatPmp,
+        Some(0),
+        Op::Is(0),
+        Some(false),
+        Class::NatpmpExternalAddressRequest,
+    ),
+    (
+        Dissector::NatPmp,
+        Some(0),
+        Op::Is(1),
+        Some(false),
+        Class::NatpmpMapUdpRequest,
+    ),
+    (
+        Dissector::NatPmp,
+        Some(0),
+        Op::Is(2),
+        Some(false),
+        Class::NatpmpMapTcpRequest,
+    ),
+    (
+        Dissector::NatPmp,
+        Some(0),
+        Op::Is(128),
+        Some(false),
+        Class::NatpmpExternalAddressResponse,
+    ),
+    (
+        Dissector::NatPmp,
+        Some(0),
+        Op::Is(129),
+        Some(false),
+        Class::NatpmpMapUdpResponse,
+    ),
+    (
+        Dissector::NatPmp,
+        Some(0),
+        Op::Is(130),
+        Some(false),
+        Class::NatpmpMapTcpResponse,
+    ),
+    // Any other opcode: Wireshark's "Unknown opcode" expert note.
+    (
+        Dissector::NatPmp,
+        Some(0),
+        Op::Any,
+        Some(false),
+        Class::NatpmpUnsupportedOpcode,
+    ),
+    // PCP (RFC 6887 §7), well formed.
+    (
+        Dissector::PortControl,
+        Some(2),
+        Op::Any,
+        Some(false),
+        Class::Pcp,
+    ),
+    // Pre-standard PCP version 1 (RFC 6887 §9): Wireshark still dissects it.
+    (
+        Dissector::PortControl,
+        Some(1),
+        Op::Any,
+        None,
+        Class::MalformedVersion,
+    ),
+    // A version byte Wireshark's dispatcher does not know.
+    (
+        Dissector::Data,
+        None,
+        Op::Any,
+        None,
+        Class::MalformedVersion,
+    ),
+    (
+        Dissector::Empty,
+        None,
+        Op::Any,
+        None,
+        Class::MalformedTruncated,
+    ),
+];
+
+fn referee(v: &Verdict) -> Option<Class> {
+    REFEREE
+        .iter()
+        .find(|(d, version, op, malformed, _)| {
+            *d == v.dissector
+                && (version.is_none() || *version == v.version)
+                && match op {
+                    Op::Is(o) => v.opcode == Some(*o),
+                    Op::Any => true,
+                }
+                && malformed.is_none_or(|m| m == v.malformed)
+        })
+        .map(|row| row.4)
+}
+
+/// The tshark fields asked for, in order.
+const TSHARK_FIELDS: [&str; 9] = [
+    "udp.dstport",
+    "udp.length",
+    "nat-pmp.version",
+    "nat-pmp.opcode",
+    "portcontrol.version",
+    "portcontrol.opcode",
+    "_ws.malformed",
+    "data.len",
+    "frame.len",
+];
+
+/// tshark, live, printing one line of dissector fields per frame the
+/// internet host sent (its MAC as source): on `wan0` that is exactly what
+/// arrives at the router, XDP's (ingress-only) view; on `inet0`, what left
+/// the internet host. (libpcap's `inbound` qualifier was seen to lose frames
+/// on these veths; the source MAC says the same thing reliably.)
+struct Capture {
+    _proc: Proc,
+    out: PathBuf,
+}
+
+impl Capture {
+    fn start(lab: &Lab, ns: &NetNs, iface: &str, name: &str) -> Capture {
+        let out = lab.path(name);
+        let filter = format!(
+            "ether src {} and udp and (dst port 5351 or src port 5351 or dst port {SENTINEL_PORT})",
+            lab.internet_mac()
+        );
+        let mut args = vec![
+            "-l",
+            "-n",
+            "-i",
+            iface,
+            "-f",
+            &filter,
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=f",
+        ];
+        for f in TSHARK_FIELDS {
+            args.extend(["-e", f]);
+        }
+        let proc = spawn_in(ns, &lab.tools, &lab.tools.tshark, &args, &out);
+        Capture { _proc: proc, out }
+    }
+
+    /// The field lines printed so far (tshark's notes on stderr share the
+    /// file; field lines are the ones that start with a port number).
+    fn lines(&self) -> Vec<Vec<String>> {
+        read(&self.out)
+            .lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .filter(|f: &Vec<String>| f.len() == TSHARK_FIELDS.len())
+            .collect()
+    }
+
+    fn sentinels(&self) -> usize {
+        self.lines()
+            .iter()
+            .filter(|f| f[0] == SENTINEL_PORT.to_string())
+            .count()
+    }
+
+    /// Wireshark's verdict on every NAT-PMP/PCP frame, tallied per class.
+    fn tally(&self) -> Tally {
+        let zero = || {
+            Class::ALL
+                .iter()
+                .map(|&c| (c, 0))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let mut t = Tally {
+            packets: zero(),
+            bytes: zero(),
+            listing: String::new(),
+        };
+        for f in self.lines().iter().filter(|f| f[0] == "5351") {
+            let byte = |s: &str| s.parse::<u8>().ok();
+            let dissector = if !f[2].is_empty() {
+                Dissector::NatPmp
+            } else if !f[4].is_empty() {
+                Dissector::PortControl
+            } else if !f[7].is_empty() {
+                Dissector::Data
+            } else {
+                Dissector::Empty
+            };
+            let v = Verdict {
+                dissector,
+                version: byte(&f[2]).or_else(|| byte(&f[4])),
+                opcode: byte(&f[3]).or_else(|| byte(&f[5])),
+                malformed: !f[6].is_empty(),
+            };
+            let class = referee(&v)
+                .unwrap_or_else(|| panic!("no REFEREE row for tshark's verdict {v:?} on {f:?}"));
+            let frame_len: u64 = f[8].parse().expect("frame.len is a number");
+            *t.packets.get_mut(&class).expect("every class") += 1;
+            *t.bytes.get_mut(&class).expect("every class") += frame_len;
+            let payload = f[1].parse::<u16>().map_or(0, |l| l.saturating_sub(8));
+            let _ = writeln!(
+                t.listing,
+                "{payload:>3}-byte payload  {:<38} -> {}",
+                v.to_string(),
+                class.name()
+            );
+        }
+        t
+    }
+}
+
+/// What tshark saw, per class: frames, and frame bytes (`frame.len`, from
+/// the Ethernet header on, as XDP counts them).
+struct Tally {
+    packets: BTreeMap<Class, u64>,
+    bytes: BTreeMap<Class, u64>,
+    /// One line per frame: the payload, Wireshark's verdict, the class.
+    listing: String,
+}
+
+/// Sentinel datagrams from the internet host to the router's discard port:
+/// once one has reached a socket in the router, XDP on `wan0` has seen every
+/// frame sent before it (one veth queue, in order); once tshark printed it,
+/// tshark has printed every frame before it. It also tells when tshark is
+/// really capturing, which its start-up message does not.
+struct Sentinel {
+    tx: UdpSocket,
+    rx: UdpSocket,
+}
+
+impl Sentinel {
+    fn new(lab: &Lab) -> Sentinel {
+        let router: Ipv4Addr = ROUTER_ADDR.parse().expect("an IPv4 address");
+        let rx = lab
+            .router
+            .enter(|| UdpSocket::bind((router, SENTINEL_PORT)))
+            .expect("binding the sentinel receiver");
+        rx.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("setting a read timeout");
+        let tx = lab
+            .internet
+            .enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+            .expect("binding the sentinel sender");
+        tx.connect((router, SENTINEL_PORT))
+            .expect("connecting the sentinel sender");
+        Sentinel { tx, rx }
+    }
+
+    /// Sends sentinels until one has reached the router and `capture` has
+    /// printed a new one.
+    fn sync(&self, capture: &Capture) {
+        let seen = capture.sentinels();
+        let mut arrived = false;
+        let end = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 64];
+        while Instant::now() < end {
+            self.tx.send(b"sentinel").expect("sending a sentinel");
+            if self.rx.recv(&mut buf).is_ok() {
+                arrived = true;
+            }
+            if arrived && capture.sentinels() > seen {
+                return;
+            }
+        }
+        panic!(
+            "sentinel not seen within 20 s (reached the router: {arrived}); tshark said:\n{}",
+            read(&capture.out)
+        );
+    }
+}
+
+/// Side by side, per class: the agent's frames and bytes (`field` and
+/// `field_bytes` of its report) and tshark's.
+fn comparison(report: &Value, field: &str, bytes_field: &str, tshark: &Tally) -> String {
+    let agent = agent_counts(report, field);
+    let agent_bytes = agent_counts(report, bytes_field);
+    let mut s = format!(
+        "{:<34} {:>21} {:>7} {:>19} {:>7}\n",
+        "class",
+        format!("agent {field}"),
+        "tshark",
+        format!("agent {bytes_field}"),
+        "tshark"
+    );
+    for class in Class::ALL {
+        let _ = writeln!(
+            s,
+            "{:<34} {:>21} {:>7} {:>19} {:>7}",
+            class.name(),
+            agent[&class],
+            tshark.packets[&class],
+            agent_bytes[&class],
+            tshark.bytes[&class]
+        );
+    }
+    s
+}
+
+#[test]
+fn wan_exposed_gateway_serves_real_scanners() {
+    let lab = Lab::new("peers-x");
+
+    let nmap = lab.nmap(8080);
+    println!("$ nmap -sU -p 5351 --script nat-pmp-info,nat-pmp-mapport {ROUTER_ADDR}\n{nmap}");
+    assert!(
+        nmap.contains(&format!("WAN IP: {ROUTER_ADDR}")),
+        "nat-pmp-info must leak the external address:\n{nmap}"
+    );
+    assert!(
+        nmap.contains(&format!(
+            "Successfully mapped tcp {ROUTER_ADDR}:8080 -> {INTERNET_ADDR}:8080"
+        )),
+        "nat-pmp-mapport must create a mapping:\n{nmap}"
+    );
+
+    let natpmpc = lab.natpmpc(&lab.internet, ROUTER_ADDR, 9000, 10);
+    let said = text(&natpmpc);
+    println!("$ natpmpc -g {ROUTER_ADDR} -a 9000 9000 udp 600\n{said}");
+    assert!(
+        natpmpc.status.success(),
+        "natpmpc from the Internet:\n{said}"
+    );
+    assert!(
+        said.contains(&format!("Public IP address : {ROUTER_ADDR}")),
+        "{said}"
+    );
+    assert!(
+        said.contains("Mapped public port 9000 protocol UDP"),
+        "{said}"
+    );
+
+    let rules = lab.nat_rules();
+    println!("$ nft list chain inet miniupnpd prerouting_miniupnpd\n{rules}");
+    for (port, proto) in [(8080, "tcp"), (9000, "udp")] {
+        assert!(
+            rules.contains(&mapping(port, proto, INTERNET_ADDR)),
+            "miniupnpd must have mapped {proto} {port} for the internet host:\n{rules}"
+        );
+    }
+}
+
+#[test]
+fn monitor_counts_equal_wiresharks_dissectors() {
+    let lab = Lab::new("peers-m");
+    let sentinel = Sentinel::new(&lab);
+    let agent = Agent::start(&lab, false);
+    let capture = Capture::start(&lab, &lab.router, "wan0", "tshark-wan0.txt");
+    sentinel.sync(&capture);
+
+    let nmap = lab.nmap(8081);
+    assert!(nmap.contains(&format!("WAN IP: {ROUTER_ADDR}")), "{nmap}");
+    let natpmpc = lab.natpmpc(&lab.internet, ROUTER_ADDR, 9001, 10);
+    assert!(natpmpc.status.success(), "{}", text(&natpmpc));
+    let probe = lab.probe_every_class();
+    assert_eq!(
+        probe["exposed"], true,
+        "monitor mode passes everything: {probe}"
+    );
+
+    sentinel.sync(&capture);
+    let report = agent.stop();
+    let tshark = capture.tally();
+    let table = comparison(&report, "packets", "bytes", &tshark);
+    println!(
+        "tshark on wan0, frames from the internet host:\n{}\n{table}",
+        tshark.listing
+    );
+    println!("agent's final report:\n{report}");
+
+    let counted = agent_counts(&report, "packets");
+    assert_eq!(
+        counted, tshark.packets,
+        "agent and Wireshark disagree:\n{table}"
+    );
+    assert_eq!(
+        agent_counts(&report, "bytes"),
+        tshark.bytes,
+        "agent and Wireshark disagree on bytes:\n{table}"
+    );
+    assert!(
+        agent_counts(&report, "dropped_packets")
+            .values()
+            .all(|&n| n == 0),
+        "monitor mode drops nothing:\n{report}"
+    );
+    // The scans and the probe reached every class: nothing compared is
+    // vacuous. nmap's port probe, both scripts and natpmpc each ask for the
+    // external address.
+    for class in Class::ALL {
+        assert!(
+            counted[&class] > 0,
+            "no {} datagram seen:\n{table}",
+            class.name()
+        );
+    }
+    assert!(
+        counted[&Class::NatpmpExternalAddressRequest] >= 4,
+        "{table}"
+    );
+}
+
+#[test]
+fn drop_silences_wan_scans_and_keeps_the_lan_served() {
+    let lab = Lab::new("peers-d");
+    let sentinel = Sentinel::new(&lab);
+    let agent = Agent::start(&lab, true);
+    // XDP runs before AF_PACKET: what it drops never reaches a capture on
+    // wan0. Count what was sent instead, on the internet host's side.
+    let capture = Capture::start(&lab, &lab.internet, "inet0", "tshark-inet0.txt");
+    sentinel.sync(&capture);
+    let log_before = lab.miniupnpd_log().len();
+
+    let nmap = lab.nmap(8082);
+    println!(
+        "$ nmap -sU -p 5351 --script nat-pmp-info,nat-pmp-mapport {ROUTER_ADDR}  # --drop\n{nmap}"
+    );
+    assert!(
+        nmap.contains("5351/udp open|filtered"),
+        "nmap must get no answer:\n{nmap}"
+    );
+    assert!(
+        !nmap.contains("WAN IP"),
+        "no external address may leak:\n{nmap}"
+    );
+    assert!(!nmap.contains("Successfully mapped"), "no mapping:\n{nmap}");
+
+    // natpmpc waits 250 ms and doubles (RFC 6886 §3.1): 5 s is four tries.
+    let natpmpc = lab.natpmpc(&lab.internet, ROUTER_ADDR, 9002, 5);
+    let said = text(&natpmpc);
+    println!(
+        "$ timeout 5 natpmpc -g {ROUTER_ADDR} -a 9002 9002 udp 600  # --drop\n{said}\nexit: {}",
+        natpmpc.status
+    );
+    assert_eq!(
+        natpmpc.status.code(),
+        Some(124),
+        "natpmpc must time out:\n{said}"
+    );
+    assert!(!said.contains("Public IP address"), "{said}");
+
+    let probe = lab.probe_every_class();
+    assert_eq!(
+        probe["exposed"], false,
+        "drop mode answers nothing: {probe}"
+    );
+
+    let lan = lab.natpmpc(&lab.lan, ROUTER_LAN_ADDR, 9100, 10);
+    let lan_said = text(&lan);
+    println!("$ natpmpc -g {ROUTER_LAN_ADDR} -a 9100 9100 udp 600  # from the LAN\n{lan_said}");
+    assert!(
+        lan.status.success(),
+        "the LAN must still be served:\n{lan_said}"
+    );
+    assert!(
+        lan_said.contains(&format!("Public IP address : {ROUTER_ADDR}")),
+        "{lan_said}"
+    );
+    assert!(
+        lan_said.contains("Mapped public port 9100 protocol UDP"),
+        "{lan_said}"
+    );
+
+    sentinel.sync(&capture);
+    let report = agent.stop();
+    let sent = capture.tally();
+    let table = comparison(&report, "dropped_packets", "dropped_bytes", &sent);
+    println!(
+        "tshark on inet0, frames the internet host sent:\n{}\n{table}",
+        sent.listing
+    );
+    println!("agent's final report:\n{report}");
+
+    let dropped = agent_counts(&report, "dropped_packets");
+    assert_eq!(
+        dropped, sent.packets,
+        "the agent must drop every frame sent to 5351:\n{table}"
+    );
+    assert_eq!(
+        agent_counts(&report, "dropped_bytes"),
+        sent.bytes,
+        "dropped bytes must equal the bytes sent:\n{table}"
+    );
+    assert_eq!(
+        agent_counts(&report, "packets"),
+        dropped,
+        "every counted frame was dropped:\n{table}"
+    );
+    assert!(
+        dropped.values().sum::<u64>() > 0,
+        "nothing was sent:\n{table}"
+    );
+
+    let rules = lab.nat_rules();
+    println!("$ nft list chain inet miniupnpd prerouting_miniupnpd\n{rules}");
+    for (port, proto) in [(8082, "tcp"), (9002, "udp")] {
+        assert!(
+            !rules.contains(&format!("dport {port} ")),
+            "no mapping for {proto} {port} may exist:\n{rules}"
+        );
+    }
+    assert!(
+        rules.contains(&mapping(9100, "udp", LAN_HOST_ADDR)),
+        "{rules}"
+    );
+    let log = lab.miniupnpd_log();
+    let during = &log[log_before..];
+    assert!(
+        !during.contains(&format!("from {INTERNET_ADDR}")),
+        "miniupnpd must not have heard the internet host:\n{during}"
+    );
+    assert!(
+        during.contains(&format!("from {LAN_HOST_ADDR}")),
+        "{during}"
+    );
+}
