@@ -301,7 +301,7 @@ fn miniupnpd_conf() -> String {
     )
 }
 
-/// The nftables skeleton miniupnpd fills (what Debian's nft_init.sh makes,
+/// The nftables skeleton miniupnpd fills (what Debian's `nft_init.sh` makes,
 /// under our own names and with an accepting forward policy).
 const NFT_SKELETON: &str = "table inet miniupnpd {
     chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }
@@ -312,6 +312,51 @@ const NFT_SKELETON: &str = "table inet miniupnpd {
     chain postrouting_miniupnpd { }
 }
 ";
+
+/// `ip link add A netns NS_A type veth peer name B netns NS_B`.
+fn veth(a: (&str, &NetNs), b: (&str, &NetNs)) {
+    common::sh(&[
+        "ip", "link", "add", a.0, "netns", &a.1.name, "type", "veth", "peer", "name", b.0, "netns",
+        &b.1.name,
+    ]);
+}
+
+/// Starts miniupnpd in the foreground in `router`, with its configuration,
+/// pidfile and log in `dir`, and waits until it serves; returns it and its
+/// log's path.
+fn start_miniupnpd(router: &NetNs, tools: &Tools, dir: &Path) -> (Proc, PathBuf) {
+    let pidfile = dir.join("miniupnpd.pid");
+    let conf = dir.join("miniupnpd.conf");
+    fs::write(&conf, miniupnpd_conf()).expect("writing miniupnpd.conf");
+    let log_path = dir.join("miniupnpd.log");
+    let mut miniupnpd = spawn_in(
+        router,
+        tools,
+        &tools.miniupnpd,
+        &[
+            "-d",
+            "-f",
+            conf.to_str().expect("UTF-8 path"),
+            "-P",
+            pidfile.to_str().expect("UTF-8 path"),
+        ],
+        &log_path,
+    );
+    let ready = wait_until(Duration::from_secs(10), || {
+        read(&log_path).contains("Listening for NAT-PMP/PCP traffic on port 5351")
+            || matches!(miniupnpd.0.try_wait(), Ok(Some(_)))
+    });
+    let log = read(&log_path);
+    assert!(
+        ready && log.contains("Listening for NAT-PMP/PCP traffic"),
+        "miniupnpd did not start serving within 10 s:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("public IP address {ROUTER_ADDR}")),
+        "miniupnpd did not learn {ROUTER_ADDR} through STUN:\n{log}"
+    );
+    (miniupnpd, log_path)
+}
 
 /// The lab. Field order is drop order: processes and the STUN thread end
 /// before the namespaces they live in are deleted, the directory goes last.
@@ -336,50 +381,17 @@ impl Lab {
             .expect("creating a temporary directory");
         let WanLink { router, internet } = WanLink::new(tag);
         let lan = NetNs::new(&format!("{tag}-l"));
-        common::sh(&[
-            "ip",
-            "link",
-            "add",
-            "lan0",
-            "netns",
-            &router.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "lan1",
-            "netns",
-            &lan.name,
-        ]);
-        common::sh(&[
-            "ip",
-            "link",
-            "add",
-            "ext0",
-            "netns",
-            &router.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "ext1",
-            "netns",
-            &router.name,
-        ]);
-        router.ip(&[
-            "addr",
-            "add",
-            &format!("{ROUTER_LAN_ADDR}/24"),
-            "dev",
-            "lan0",
-        ]);
-        router.ip(&["addr", "add", &format!("{EXT_ADDR}/24"), "dev", "ext0"]);
-        router.ip(&["addr", "add", &format!("{EXT_PEER_ADDR}/24"), "dev", "ext1"]);
-        lan.ip(&["addr", "add", &format!("{LAN_HOST_ADDR}/24"), "dev", "lan1"]);
-        for dev in ["lan0", "ext0", "ext1"] {
-            router.ip(&["link", "set", dev, "up"]);
+        veth(("lan0", &router), ("lan1", &lan));
+        veth(("ext0", &router), ("ext1", &router));
+        for (ns, dev, addr) in [
+            (&router, "lan0", ROUTER_LAN_ADDR),
+            (&router, "ext0", EXT_ADDR),
+            (&router, "ext1", EXT_PEER_ADDR),
+            (&lan, "lan1", LAN_HOST_ADDR),
+        ] {
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ns.ip(&["link", "set", dev, "up"]);
         }
-        lan.ip(&["link", "set", "lan1", "up"]);
         lan.ip(&["route", "add", "default", "via", ROUTER_LAN_ADDR]);
 
         let skeleton = dir.path().join("miniupnpd.nft");
@@ -397,36 +409,7 @@ impl Lab {
             &router,
             SocketAddrV4::new(ROUTER_ADDR.parse().expect("an IPv4 address"), STUN_PORT),
         );
-        let pidfile = dir.path().join("miniupnpd.pid");
-        let conf = dir.path().join("miniupnpd.conf");
-        fs::write(&conf, miniupnpd_conf()).expect("writing miniupnpd.conf");
-        let miniupnpd_log = dir.path().join("miniupnpd.log");
-        let mut miniupnpd = spawn_in(
-            &router,
-            &tools,
-            &tools.miniupnpd,
-            &[
-                "-d",
-                "-f",
-                conf.to_str().expect("UTF-8 path"),
-                "-P",
-                pidfile.to_str().expect("UTF-8 path"),
-            ],
-            &miniupnpd_log,
-        );
-        let ready = wait_until(Duration::from_secs(10), || {
-            read(&miniupnpd_log).contains("Listening for NAT-PMP/PCP traffic on port 5351")
-                || matches!(miniupnpd.0.try_wait(), Ok(Some(_)))
-        });
-        let log = read(&miniupnpd_log);
-        assert!(
-            ready && log.contains("Listening for NAT-PMP/PCP traffic"),
-            "miniupnpd did not start serving within 10 s:\n{log}"
-        );
-        assert!(
-            log.contains(&format!("public IP address {ROUTER_ADDR}")),
-            "miniupnpd did not learn {ROUTER_ADDR} through STUN:\n{log}"
-        );
+        let (miniupnpd, miniupnpd_log) = start_miniupnpd(&router, &tools, dir.path());
         Lab {
             _miniupnpd: miniupnpd,
             _stun: stun,
@@ -683,105 +666,37 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// How Wireshark's dissectors' verdicts correspond to the product's classes,
-/// first matching row wins. It covers the shapes these tests send (real
-/// scanners and one datagram of each class); a frame no row matches fails
-/// the test rather than being guessed at.
-///
-/// | dissector   | version | opcode | malformed | class                             |
-const REFEREE: &[(Dissector, Option<u8>, Op, Option<bool>, Class)] = &[
-    // NAT-PMP that ended before its opcode's fields (RFC 6886 §3.2/§3.3).
-    (
-        Dissector::NatPmp,
-        Some(0),
-        Op::Any,
-        Some(true),
-        Class::MalformedTruncated,
-    ),
-    (
-        Dissector::NatPmp,
-        Some(0),
-        Op::Is(0),
-        Some(false),
-        Class::NatpmpExternalAddressRequest,
-    ),
-    (
-        Dissector::NatPmp,
-        Some(0),
-        Op::Is(1),
-        Some(false),
-        Class::NatpmpMapUdpRequest,
-    ),
-    (
-        Dissector::NatPmp,
-        Some(0),
-        Op::Is(2),
-        Some(false),
-        Class::NatpmpMapTcpRequest,
-    ),
-    (
-        Dissector::NatPmp,
-        Some(0),
-        Op::Is(128),
-        Some(false),
-        Class::NatpmpExternalAddressResponse,
-    ),
-    (
-        Dissector::NatPmp,
-        Some(0),
-        Op::Is(129),
-        Some(false),
-        Class::NatpmpMapUdpResponse,
-    ),
-    (
-        Dissector::NatPmp,
-        Some(0),
-        Op::Is(130),
-        Some(false),
-        Class::NatpmpMapTcpResponse,
-    ),
-    // Any other opcode: Wireshark's "Unknown opcode" expert note.
-    (
-        Dissector::NatPmp,
-        Some(0),
-        Op::Any,
-        Some(false),
-        Class::NatpmpUnsupportedOpcode,
-    ),
+/// One row of [`REFEREE`]: a pattern on Wireshark's verdict (`None`: any)
+/// and the product's class for it.
+type Row = (Dissector, Option<u8>, Op, Option<bool>, Class);
+
+/// How the verdicts of Wireshark's dissectors correspond to the product's
+/// classes; the first matching row wins. It covers the shapes these tests
+/// send (the real scanners, and one datagram of each class); a frame that no
+/// row matches fails the test rather than being guessed at.
+#[rustfmt::skip]
+const REFEREE: &[Row] = &[
+    // dissector             version  opcode       malformed    class
+    // NAT-PMP cut before its opcode's fields end (RFC 6886 §3.2, §3.3).
+    (Dissector::NatPmp,      Some(0), Op::Any,     Some(true),  Class::MalformedTruncated),
+    (Dissector::NatPmp,      Some(0), Op::Is(0),   Some(false), Class::NatpmpExternalAddressRequest),
+    (Dissector::NatPmp,      Some(0), Op::Is(1),   Some(false), Class::NatpmpMapUdpRequest),
+    (Dissector::NatPmp,      Some(0), Op::Is(2),   Some(false), Class::NatpmpMapTcpRequest),
+    (Dissector::NatPmp,      Some(0), Op::Is(128), Some(false), Class::NatpmpExternalAddressResponse),
+    (Dissector::NatPmp,      Some(0), Op::Is(129), Some(false), Class::NatpmpMapUdpResponse),
+    (Dissector::NatPmp,      Some(0), Op::Is(130), Some(false), Class::NatpmpMapTcpResponse),
+    // Any other opcode: Wireshark adds its "Unknown opcode" expert note.
+    (Dissector::NatPmp,      Some(0), Op::Any,     Some(false), Class::NatpmpUnsupportedOpcode),
     // PCP (RFC 6887 §7), well formed.
-    (
-        Dissector::PortControl,
-        Some(2),
-        Op::Any,
-        Some(false),
-        Class::Pcp,
-    ),
+    (Dissector::PortControl, Some(2), Op::Any,     Some(false), Class::Pcp),
     // Pre-standard PCP version 1 (RFC 6887 §9): Wireshark still dissects it.
-    (
-        Dissector::PortControl,
-        Some(1),
-        Op::Any,
-        None,
-        Class::MalformedVersion,
-    ),
-    // A version byte Wireshark's dispatcher does not know.
-    (
-        Dissector::Data,
-        None,
-        Op::Any,
-        None,
-        Class::MalformedVersion,
-    ),
-    (
-        Dissector::Empty,
-        None,
-        Op::Any,
-        None,
-        Class::MalformedTruncated,
-    ),
+    (Dissector::PortControl, Some(1), Op::Any,     None,        Class::MalformedVersion),
+    // A version byte that Wireshark's port-5351 dispatcher does not know.
+    (Dissector::Data,        None,    Op::Any,     None,        Class::MalformedVersion),
+    (Dissector::Empty,       None,    Op::Any,     None,        Class::MalformedTruncated),
 ];
 
-fn referee(v: &Verdict) -> Option<Class> {
+fn referee(v: Verdict) -> Option<Class> {
     REFEREE
         .iter()
         .find(|(d, version, op, malformed, _)| {
@@ -893,7 +808,7 @@ impl Capture {
                 opcode: byte(&f[3]).or_else(|| byte(&f[5])),
                 malformed: !f[6].is_empty(),
             };
-            let class = referee(&v)
+            let class = referee(v)
                 .unwrap_or_else(|| panic!("no REFEREE row for tshark's verdict {v:?} on {f:?}"));
             let frame_len: u64 = f[8].parse().expect("frame.len is a number");
             *t.packets.get_mut(&class).expect("every class") += 1;
@@ -1100,17 +1015,9 @@ fn monitor_counts_equal_wiresharks_dissectors() {
     );
 }
 
-#[test]
-fn drop_silences_wan_scans_and_keeps_the_lan_served() {
-    let lab = Lab::new("peers-d");
-    let sentinel = Sentinel::new(&lab);
-    let agent = Agent::start(&lab, true);
-    // XDP runs before AF_PACKET: what it drops never reaches a capture on
-    // wan0. Count what was sent instead, on the internet host's side.
-    let capture = Capture::start(&lab, &lab.internet, "inet0", "tshark-inet0.txt");
-    sentinel.sync(&capture);
-    let log_before = lab.miniupnpd_log().len();
-
+/// The scans of the exposure test, against a router in drop mode: no
+/// answer, nothing leaked.
+fn wan_scans_get_no_answer(lab: &Lab) {
     let nmap = lab.nmap(8082);
     println!(
         "$ nmap -sU -p 5351 --script nat-pmp-info,nat-pmp-mapport {ROUTER_ADDR}  # --drop\n{nmap}"
@@ -1144,7 +1051,10 @@ fn drop_silences_wan_scans_and_keeps_the_lan_served() {
         probe["exposed"], false,
         "drop mode answers nothing: {probe}"
     );
+}
 
+/// The LAN host's natpmpc against the router's LAN address: answered, mapped.
+fn lan_is_served(lab: &Lab) {
     let lan = lab.natpmpc(&lab.lan, ROUTER_LAN_ADDR, 9100, 10);
     let lan_said = text(&lan);
     println!("$ natpmpc -g {ROUTER_LAN_ADDR} -a 9100 9100 udp 600  # from the LAN\n{lan_said}");
@@ -1160,6 +1070,21 @@ fn drop_silences_wan_scans_and_keeps_the_lan_served() {
         lan_said.contains("Mapped public port 9100 protocol UDP"),
         "{lan_said}"
     );
+}
+
+#[test]
+fn drop_silences_wan_scans_and_keeps_the_lan_served() {
+    let lab = Lab::new("peers-d");
+    let sentinel = Sentinel::new(&lab);
+    let agent = Agent::start(&lab, true);
+    // XDP runs before AF_PACKET: what it drops never reaches a capture on
+    // wan0. Count what was sent instead, on the internet host's side.
+    let capture = Capture::start(&lab, &lab.internet, "inet0", "tshark-inet0.txt");
+    sentinel.sync(&capture);
+    let log_before = lab.miniupnpd_log().len();
+
+    wan_scans_get_no_answer(&lab);
+    lan_is_served(&lab);
 
     sentinel.sync(&capture);
     let report = agent.stop();
