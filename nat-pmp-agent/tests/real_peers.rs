@@ -69,7 +69,7 @@ const SENTINEL_PORT: u16 = 9;
 /// process is killed before its guards run.
 const BACKSTOP_SECS: &str = "110";
 
-/// The external tools, as absolute paths, with the Debian package of each.
+/// The external tools, as absolute paths (their packages: [`TOOLS`]).
 struct Tools {
     miniupnpd: PathBuf,
     nmap: PathBuf,
