@@ -300,6 +300,16 @@ impl Filter {
         Ok(after)
     }
 
+    /// The last decision the program traced (needs [`Filter::load_traced`]).
+    /// Its `seq` tells how many frames were traced so far.
+    pub fn last_trace(&self) -> Result<Trace> {
+        self.trace
+            .as_ref()
+            .context("last_trace needs a program loaded with Filter::load_traced")?
+            .get(&0, 0)
+            .with_context(|| format!("reading map {MAP_TRACE}"))
+    }
+
     /// The configuration the program applies.
     pub fn config(&self) -> Result<Config> {
         self.config
