@@ -73,7 +73,7 @@ pub enum LinkType {
     RawIp,
 }
 
-/// `ARPHRD_RAWIP` (linux/if_arp.h; not in every libc release).
+/// `ARPHRD_RAWIP` (`linux/if_arp.h`; not in every libc release).
 const ARPHRD_RAWIP: u16 = 519;
 
 impl LinkType {

@@ -125,6 +125,10 @@ struct View<'a> {
 }
 
 impl View<'_> {
+    #[expect(
+        clippy::large_types_passed_by_value,
+        reason = "one snapshot per report interval; copying it is cheap enough"
+    )]
     fn emit(&mut self, totals: Snapshot, is_final: bool) -> Result<()> {
         let now = Instant::now();
         let last_interval = self

@@ -21,7 +21,9 @@ pub const MAX_COUNT: u64 = 1_000_000;
 pub fn sample_payload(class: Class) -> Vec<u8> {
     match class {
         // RFC 6886 §3.2: version 0, opcode 0.
-        Class::NatpmpExternalAddressRequest => vec![0, 0],
+        Class::NatpmpExternalAddressRequest
+        | Class::FragmentNonfirst
+        | Class::Ipv6ExtChainTooLong => vec![0, 0],
         // RFC 6886 §3.3: reserved, internal port 5000, suggested external
         // port 5000, lifetime 7200 s.
         Class::NatpmpMapUdpRequest => vec![0, 1, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20],
@@ -64,7 +66,6 @@ pub fn sample_payload(class: Class) -> Vec<u8> {
         Class::PcpMalformedShortOpcode => pcp_header(1, 24),
         Class::PcpMalformedTooLong => pcp_header(0, 1104),
         Class::PcpMalformedNotMultipleOf4 => pcp_header(0, 26),
-        Class::FragmentNonfirst | Class::Ipv6ExtChainTooLong => vec![0, 0],
         // A map request cut after 4 bytes.
         Class::MalformedTruncated => vec![0, 1, 0, 0],
         // Version 1 was never standardised (RFC 6887 §9).
@@ -193,7 +194,7 @@ pub fn run(target: SocketAddr, order: &[Class], rate: u32, wait: Duration) -> Re
     let start = Instant::now();
     let mut buf = [0u8; 1500];
     for (i, &class) in order.iter().enumerate() {
-        let due = start + gap.mul_f64(i as f64);
+        let due = start + gap * u32::try_from(i).unwrap_or(u32::MAX);
         while let Some(left) = due.checked_duration_since(Instant::now()) {
             if left > Duration::from_millis(2) {
                 drain(&sock, target, &mut buf, &mut result);
@@ -239,7 +240,11 @@ mod tests {
             .filter(|c| !header_classes.contains(c))
         {
             let p = sample_payload(class);
-            let got = classify(p.len() as u32, p[0], p.get(1).copied().unwrap_or(0));
+            let got = classify(
+                u32::try_from(p.len()).unwrap(),
+                p[0],
+                p.get(1).copied().unwrap_or(0),
+            );
             if class.is_aggregate() {
                 assert_eq!(got.class.parent(), Some(class), "{class:?}: {p:02x?}");
             } else {

@@ -206,7 +206,11 @@ fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
 }
 
 fn hex(f: &[u8]) -> String {
-    f.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    f.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn describe(o: &Outcome) -> String {

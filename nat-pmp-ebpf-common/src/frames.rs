@@ -19,7 +19,7 @@ pub const MAC_DST: [u8; 6] = [2, 0, 0, 0, 0, 1];
 /// IPv4 addresses (198.18.0.0/15, RFC 2544 benchmarking).
 pub const V4_SRC: [u8; 4] = [198, 18, 0, 2];
 pub const V4_DST: [u8; 4] = [198, 18, 0, 1];
-/// IPv6 addresses (2001:db8::/32, RFC 3849 documentation).
+/// IPv6 addresses (`2001:db8::/32`, RFC 3849 documentation).
 pub const V6_SRC: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 pub const V6_DST: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 

@@ -201,6 +201,10 @@ pub struct UdpHdr {
     pub check: [u8; 2],
 }
 
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "`len` is the UDP length field, not a container length"
+)]
 impl UdpHdr {
     pub const LEN: usize = 8;
 

@@ -9,6 +9,12 @@
 //! Every type that crosses the kernel/user boundary through a map is defined
 //! here once, `#[repr(C)]`, `Copy`, without implicit padding.
 #![cfg_attr(not(test), no_std)]
+// The XDP program must get these small functions inlined: a BPF-to-BPF call
+// costs a stack frame (512 bytes in all) and re-verification per call site.
+#![expect(
+    clippy::inline_always,
+    reason = "the XDP program needs its hot helpers inlined"
+)]
 
 #[cfg(any(test, feature = "user"))]
 pub mod frames;
@@ -93,7 +99,7 @@ pub enum Class {
     /// PCP PEER response (RFC 6887 §12.1): opcode 2 | R, at least 80 bytes.
     PcpPeerResponse = 15,
     /// A well-formed PCP message with an opcode RFC 6887 does not define,
-    /// request or response (a server answers UNSUPP_OPCODE, §7.4).
+    /// request or response (a server answers `UNSUPP_OPCODE`, §7.4).
     PcpUnsupportedOpcode = 16,
     /// PCP shorter than its 24-byte common header (RFC 6887 §7.1, §7.2).
     PcpMalformedShortHeader = 17,
@@ -231,6 +237,10 @@ pub struct Classification {
     pub oversized: bool,
 }
 
+/// Size of the UDP header (RFC 768), as the classifiers' `u32`.
+const UDP_HEADER_LEN: u32 = 8;
+const _: () = assert!(UDP_HEADER_LEN as usize == headers::UdpHdr::LEN);
+
 /// NAT-PMP version byte (RFC 6886 §3).
 pub const NATPMP_VERSION: u8 = 0;
 /// PCP version byte (RFC 6887 §7).
@@ -281,7 +291,7 @@ const fn classify_pcp(len: u32, opcode: u8) -> Class {
     if len > PCP_MAX_LEN {
         return Class::PcpMalformedTooLong;
     }
-    if len % 4 != 0 {
+    if !len.is_multiple_of(4) {
         return Class::PcpMalformedNotMultipleOf4;
     }
     let Some(needed) = pcp_needed_len(opcode) else {
@@ -354,10 +364,10 @@ const TRUNCATED: Classification = Classification {
 /// (RFC 768). First fragments go to [`classify_first_fragment`] instead.
 pub const fn classify_udp(udp_len: u16, available: u32, version: u8, opcode: u8) -> Classification {
     let udp_len = udp_len as u32;
-    if udp_len < headers::UdpHdr::LEN as u32 || udp_len > available {
+    if udp_len < UDP_HEADER_LEN || udp_len > available {
         return TRUNCATED;
     }
-    classify(udp_len - headers::UdpHdr::LEN as u32, version, opcode)
+    classify(udp_len - UDP_HEADER_LEN, version, opcode)
 }
 
 /// Classifies the UDP datagram that starts in a first IP fragment (offset
@@ -375,7 +385,7 @@ pub const fn classify_first_fragment(
     opcode: u8,
 ) -> Classification {
     let udp_len = udp_len as u32;
-    let header = headers::UdpHdr::LEN as u32;
+    let header = UDP_HEADER_LEN;
     if udp_len < header {
         return TRUNCATED;
     }

@@ -178,8 +178,8 @@ pub trait FragTable {
 ///
 /// A struct with every field always set rather than an enum with a payload:
 /// an enum's unused payload bytes are undefined, and copying them makes LLVM
-/// emit reads of registers the verifier knows were never written ("R3
-/// !read_ok").
+/// emit reads of registers the verifier knows were never written ("`R3
+/// !read_ok`").
 #[derive(Clone, Copy)]
 struct Frag {
     /// Offset 0, more fragments: holds the UDP header.
@@ -482,7 +482,7 @@ pub struct Outcome {
     pub class: Option<Class>,
     /// The oversized counter moves too.
     pub oversized: bool,
-    /// XDP_DROP rather than XDP_PASS.
+    /// `XDP_DROP` rather than `XDP_PASS`.
     pub drop: bool,
     /// Bytes counted: the whole frame as XDP sees it (0 when uncounted).
     pub bytes: u64,

@@ -38,6 +38,7 @@ fn class_of(link: Link, frame: &[u8]) -> Option<Class> {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "a table: one entry per case")]
 fn encapsulations() {
     use Class::*;
     let nat = [0u8, 0];
@@ -486,5 +487,179 @@ fn every_truncation_is_safe() {
             let o = outcome(Link::Ethernet, &f[..cut]);
             assert_eq!(o.bytes, if o.class.is_some() { cut as u64 } else { 0 });
         }
+    }
+}
+
+/// An example frame (or frames: the class is that of the last) per class.
+fn doc_example(class: Class) -> Vec<Vec<u8>> {
+    let eth4 = |p: &[u8]| ethernet(&[], ETH_P_IP, &v4(p));
+    let payload = |c: Class| -> Vec<u8> {
+        match c {
+            Class::NatpmpExternalAddressRequest => vec![0, 0],
+            Class::NatpmpMapUdpRequest => {
+                vec![0, 1, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20]
+            }
+            Class::NatpmpMapTcpRequest => {
+                vec![0, 2, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20]
+            }
+            Class::NatpmpExternalAddressResponse => vec![0, 128, 0, 0, 0, 0, 0, 60, 198, 18, 0, 1],
+            Class::NatpmpMapUdpResponse => vec![
+                0, 129, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
+            ],
+            Class::NatpmpMapTcpResponse => vec![
+                0, 130, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
+            ],
+            Class::NatpmpUnsupportedOpcode => vec![0, 3],
+            Class::MalformedTruncated => vec![0, 1, 0, 0],
+            Class::MalformedVersion => vec![1, 0],
+            Class::Pcp | Class::PcpAnnounceRequest => pcp(0, 24),
+            Class::PcpAnnounceResponse => pcp(0x80, 24),
+            Class::PcpMapRequest => pcp(1, 60),
+            Class::PcpMapResponse => pcp(0x81, 60),
+            Class::PcpPeerRequest => pcp(2, 80),
+            Class::PcpPeerResponse => pcp(0x82, 80),
+            Class::PcpUnsupportedOpcode => pcp(3, 24),
+            Class::PcpMalformedShortHeader => vec![2, 1, 0, 0],
+            Class::PcpMalformedShortOpcode => pcp(1, 24),
+            Class::PcpMalformedTooLong => pcp(0, 1104),
+            Class::PcpMalformedNotMultipleOf4 => pcp(0, 26),
+            Class::FragmentNonfirst | Class::Ipv6ExtChainTooLong => vec![],
+        }
+    };
+    match class {
+        Class::FragmentNonfirst => {
+            let d = udp(40000, PORT, &payload(Class::NatpmpMapUdpRequest));
+            let mut big = d.clone();
+            big.resize(24, 0);
+            big[4..6].copy_from_slice(&24u16.to_be_bytes());
+            vec![
+                ethernet(
+                    &[],
+                    ETH_P_IP,
+                    &ipv4(
+                        IPPROTO_UDP,
+                        V4Frag {
+                            id: 0x1234,
+                            offset: 0,
+                            more: true,
+                        },
+                        &[],
+                        &big[..16],
+                    ),
+                ),
+                ethernet(
+                    &[],
+                    ETH_P_IP,
+                    &ipv4(
+                        IPPROTO_UDP,
+                        V4Frag {
+                            id: 0x1234,
+                            offset: 2,
+                            more: false,
+                        },
+                        &[],
+                        &big[16..],
+                    ),
+                ),
+            ]
+        }
+        Class::Ipv6ExtChainTooLong => {
+            let mut body = udp(40000, PORT, &[0, 0]);
+            let mut next = IPPROTO_UDP;
+            for _ in 0..=MAX_IPV6_EXT_HEADERS {
+                body = ext(next, 0, &body);
+                next = IPPROTO_DSTOPTS;
+            }
+            vec![ethernet(&[], ETH_P_IPV6, &ipv6(next, &body))]
+        }
+        Class::NatpmpExternalAddressResponse
+        | Class::NatpmpMapUdpResponse
+        | Class::NatpmpMapTcpResponse
+        | Class::PcpAnnounceResponse
+        | Class::PcpMapResponse
+        | Class::PcpPeerResponse => vec![ethernet(
+            &[],
+            ETH_P_IP,
+            &ipv4(
+                IPPROTO_UDP,
+                V4Frag::default(),
+                &[],
+                &udp(PORT, 40000, &payload(class)),
+            ),
+        )],
+        _ => vec![eth4(&payload(class))],
+    }
+}
+
+fn pcp(opcode: u8, len: usize) -> Vec<u8> {
+    let mut p = vec![2, opcode];
+    p.resize(len, 0);
+    p
+}
+
+fn hex_lines(f: &[u8]) -> String {
+    f.chunks(16)
+        .map(|c| {
+            c.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Prints the examples of docs/classes.md (`cargo test -p
+/// nat-pmp-ebpf-common print_doc_examples -- --ignored --nocapture`).
+#[test]
+#[ignore = "prints the docs' example frames"]
+fn print_doc_examples() {
+    for class in Class::ALL {
+        println!("### {}", class.name());
+        for f in doc_example(class) {
+            println!("```text\n{}\n```", hex_lines(&f));
+        }
+    }
+}
+
+/// Every example frame in docs/classes.md is what its heading says.
+#[test]
+fn docs_classes_examples_are_their_class() {
+    let doc = include_str!("../../docs/classes.md");
+    let mut seen = Vec::new();
+    for section in doc.split("\n### `").skip(1) {
+        let name = &section[..section.find('`').expect("heading closes")];
+        let class = Class::from_name(name).unwrap_or_else(|| panic!("unknown class {name}"));
+        let mut r = Reference::new(Config::new(Mode::Drop));
+        let mut last = None;
+        for block in section.split("```text\n").skip(1) {
+            let hex = &block[..block.find("```").expect("block closes")];
+            let mut frame: Vec<u8> = Vec::new();
+            for token in hex.split_whitespace() {
+                // `00*N`: N zero bytes.
+                if let Some(n) = token.strip_prefix("00*") {
+                    frame.resize(frame.len() + n.parse::<usize>().expect("run length"), 0);
+                } else {
+                    frame.push(u8::from_str_radix(token, 16).expect("hex byte"));
+                }
+            }
+            last = Some(r.run(&frame));
+        }
+        let got = last
+            .unwrap_or_else(|| panic!("{name}: no example frame"))
+            .class;
+        if class.is_aggregate() {
+            assert_eq!(got.and_then(Class::parent), Some(class), "{name}");
+        } else {
+            assert_eq!(got, Some(class), "{name}");
+        }
+        seen.push(class);
+    }
+    for class in Class::ALL {
+        assert!(
+            seen.contains(&class),
+            "docs/classes.md lacks {}",
+            class.name()
+        );
     }
 }

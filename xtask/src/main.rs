@@ -37,7 +37,7 @@ enum Command {
         args: Vec<String>,
     },
     /// Set up, then run fmt and clippy checks and the whole test suite
-    /// (unit, kernel BPF_PROG_TEST_RUN, end to end in namespaces; needs root).
+    /// (unit, kernel `BPF_PROG_TEST_RUN`, end to end in namespaces; needs root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -113,5 +113,25 @@ fn test(extra: &[String]) -> Result<()> {
             .args(["test", "--release"])
             .args(extra)
             .args(["--", "--test-threads=1"]),
+    )?;
+    if extra.is_empty() {
+        fuzz(FUZZ_SECONDS)?;
+    }
+    Ok(())
+}
+
+/// Seconds of the fuzz session `cargo xtask test` runs.
+const FUZZ_SECONDS: u32 = 30;
+
+/// Runs the libFuzzer target on the host parser and classifier for
+/// `seconds` (README, "Fuzzing", for a long run).
+fn fuzz(seconds: u32) -> Result<()> {
+    util::exec(
+        util::cmd("cargo")
+            .args(["+nightly", "fuzz", "run", "walk", "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .current_dir(util::workspace_root().join("nat-pmp-ebpf-common"))
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"),
     )
 }
