@@ -16,11 +16,11 @@
     reason = "the XDP program needs its hot helpers inlined"
 )]
 
-#[cfg(any(test, feature = "user"))]
+#[cfg(any(test, feature = "host"))]
 pub mod frames;
 pub mod headers;
 pub mod parse;
-#[cfg(any(test, feature = "user"))]
+#[cfg(any(test, feature = "host"))]
 pub mod reference;
 
 pub use parse::{

@@ -11,6 +11,12 @@
 //! does not understand). Datagrams from port 5351 are counted, never dropped.
 #![no_std]
 #![no_main]
+// Everything on the packet path must be inlined: a BPF-to-BPF call costs a
+// stack frame out of 512 bytes and is verified again at every call site.
+#![expect(
+    clippy::inline_always,
+    reason = "the packet path is inlined on purpose"
+)]
 
 use core::mem;
 
@@ -28,6 +34,7 @@ use nat_pmp_ebpf_common::{
 };
 
 #[map(name = "NATPMP_STATS")]
+#[expect(clippy::cast_possible_truncation, reason = "23 classes")]
 static STATS: PerCpuArray<ClassCounters> = PerCpuArray::with_max_entries(Class::COUNT as u32, 0);
 
 #[map(name = "NATPMP_CONFIG")]
@@ -49,6 +56,7 @@ static TRACE: Array<Trace> = Array::with_max_entries(1, 0);
 static NATPMP_TRACE_ON: u32 = 0;
 
 #[xdp]
+#[expect(clippy::needless_pass_by_value, reason = "the #[xdp] entry signature")]
 pub fn nat_pmp(ctx: XdpContext) -> u32 {
     let pkt = Packet {
         start: ctx.data(),
@@ -118,7 +126,7 @@ impl FragTable for Frags {
     fn remember(&mut self, key: &FragKey, entry: FragEntry) {
         // An LRU insert only fails if the kernel cannot allocate; the
         // datagram's later fragments then pass uncounted.
-        let _ = FRAGS.insert(key, &entry, 0);
+        let _ = FRAGS.insert(key, entry, 0);
     }
 }
 
