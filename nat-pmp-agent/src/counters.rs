@@ -1,4 +1,9 @@
 //! Counter state on the host: one reading of the per-CPU maps, summed.
+//!
+//! Contract: aggregate classes ([`Class::is_aggregate`], i.e. `pcp`) are
+//! never counted by the kernel; [`Snapshot::fill_aggregates`] sets them to
+//! the sum of their parts ([`Class::parent`]) and [`Snapshot::total`] leaves
+//! them out, so nothing is counted twice.
 
 use nat_pmp_ebpf_common::{Class, ClassCounters};
 
@@ -15,11 +20,23 @@ impl Snapshot {
         &self.classes[class.index() as usize]
     }
 
-    /// All classes added up.
+    /// All classes added up (aggregates left out: their parts are in).
     pub fn total(&self) -> ClassCounters {
-        self.classes
+        Class::ALL
             .iter()
-            .fold(ClassCounters::default(), |acc, c| acc.add(c))
+            .filter(|c| !c.is_aggregate())
+            .fold(ClassCounters::default(), |acc, c| acc.add(self.get(*c)))
+    }
+
+    /// Sets every aggregate class (`pcp`) to the sum of its parts.
+    pub fn fill_aggregates(&mut self) {
+        for class in Class::ALL.iter().filter(|c| c.is_aggregate()) {
+            let sum = Class::ALL
+                .iter()
+                .filter(|c| c.parent() == Some(*class))
+                .fold(ClassCounters::default(), |acc, c| acc.add(self.get(*c)));
+            self.classes[class.index() as usize] = sum;
+        }
     }
 
     /// Datagrams longer than their opcode needs, over all classes.

@@ -9,12 +9,13 @@ use std::{ffi::CString, io};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{xdp::XdpLinkId, TestRun as _, TestRunOptions, Xdp, XdpMode},
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
 use nat_pmp_ebpf_common::{
-    Class, ClassCounters, Config, Mode, MAP_CONFIG, MAP_STATS, PROGRAM_NAME,
+    Class, ClassCounters, Config, FragEntry, FragKey, Link, Mode, Trace, MAP_CONFIG, MAP_FRAGS,
+    MAP_STATS, MAP_TRACE, PROGRAM_NAME, TRACE_GLOBAL,
 };
 
 use crate::counters::Snapshot;
@@ -61,11 +62,88 @@ pub struct Attachment {
     link: XdpLinkId,
 }
 
+/// Where the network header starts, as the user asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LinkType {
+    /// From the interface's hardware type (ARPHRD_*).
+    Auto,
+    /// An Ethernet header (VLAN tags and PPPoE are recognised behind it).
+    Ethernet,
+    /// No link-layer header: PPP, tun, WireGuard, IP tunnels.
+    RawIp,
+}
+
+/// `ARPHRD_RAWIP` (`linux/if_arp.h`; not in every libc release).
+const ARPHRD_RAWIP: u16 = 519;
+
+impl LinkType {
+    /// The link the program must parse on `iface`.
+    pub fn resolve(self, iface: &str) -> Result<Link> {
+        match self {
+            LinkType::Ethernet => Ok(Link::Ethernet),
+            LinkType::RawIp => Ok(Link::RawIp),
+            LinkType::Auto => {
+                let hw = hardware_type(iface)?;
+                match hw {
+                    // Loopback carries a zeroed Ethernet header in XDP.
+                    libc::ARPHRD_ETHER | libc::ARPHRD_LOOPBACK => Ok(Link::Ethernet),
+                    libc::ARPHRD_PPP
+                    | libc::ARPHRD_NONE
+                    | ARPHRD_RAWIP
+                    | libc::ARPHRD_TUNNEL
+                    | libc::ARPHRD_TUNNEL6 => Ok(Link::RawIp),
+                    other => bail!(
+                        "interface {iface} has hardware type {other} (ARPHRD_*, see \
+                         /sys/class/net/{iface}/type), which is neither Ethernet nor raw IP; \
+                         pass --link-type ethernet or --link-type raw-ip if you know which \
+                         header its frames start with"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The interface's ARPHRD_* type, asked of the kernel with SIOCGIFHWADDR
+/// (in this process's network namespace, unlike a /sys that `ip netns
+/// exec` may not have remounted).
+pub fn hardware_type(iface: &str) -> Result<u16> {
+    check_iface(iface)?;
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if iface.len() >= req.ifr_name.len() {
+        bail!("interface name {iface:?} is too long");
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *dst = src.cast_signed();
+    }
+    // SAFETY: socket() has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error())
+            .context("opening a socket to ask for an interface's hardware type");
+    }
+    // SAFETY: `req` is a valid `ifreq` the call fills in; `fd` is ours.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &raw mut req) };
+    let err = io::Error::last_os_error();
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err).with_context(|| {
+            format!("reading the hardware type of {iface} (SIOCGIFHWADDR); pass --link-type")
+        });
+    }
+    // SAFETY: SIOCGIFHWADDR fills the `ifru_hwaddr` member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
+}
+
 /// The loaded program and its maps.
 pub struct Filter {
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, ClassCounters>,
     config: Array<MapData, Config>,
+    frags: HashMap<MapData, FragKey, FragEntry>,
+    trace: Option<Array<MapData, Trace>>,
     attachment: Option<Attachment>,
 }
 
@@ -112,13 +190,28 @@ impl Filter {
     /// Loads the embedded XDP program into the kernel (it is verified here)
     /// and opens its maps. Nothing is attached yet.
     pub fn load() -> Result<Self> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| {
-            privilege_or(
-                e,
-                "loading the embedded XDP object",
-                "the kernel refused the maps; it needs BPF support (CONFIG_BPF_SYSCALL)",
-            )
-        })?;
+        Self::load_with(false)
+    }
+
+    /// Loads the program with tracing on: every run writes its decision to
+    /// the trace map, read back by [`Filter::run_traced`]. For tests: it
+    /// costs a map write per frame.
+    pub fn load_traced() -> Result<Self> {
+        Self::load_with(true)
+    }
+
+    fn load_with(traced: bool) -> Result<Self> {
+        let trace_on = u32::from(traced);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(TRACE_GLOBAL, &trace_on, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| {
+                privilege_or(
+                    e,
+                    "loading the embedded XDP object",
+                    "the kernel refused the maps; it needs BPF support (CONFIG_BPF_SYSCALL)",
+                )
+            })?;
         xdp_mut(&mut ebpf)?.load().map_err(|e| {
             privilege_or(
                 e,
@@ -137,10 +230,28 @@ impl Filter {
                 .with_context(|| format!("the XDP object has no map {MAP_CONFIG}"))?,
         )
         .with_context(|| format!("opening map {MAP_CONFIG}"))?;
+        let frags = HashMap::try_from(
+            ebpf.take_map(MAP_FRAGS)
+                .with_context(|| format!("the XDP object has no map {MAP_FRAGS}"))?,
+        )
+        .with_context(|| format!("opening map {MAP_FRAGS}"))?;
+        let trace = if traced {
+            Some(
+                Array::try_from(
+                    ebpf.take_map(MAP_TRACE)
+                        .with_context(|| format!("the XDP object has no map {MAP_TRACE}"))?,
+                )
+                .with_context(|| format!("opening map {MAP_TRACE}"))?,
+            )
+        } else {
+            None
+        };
         Ok(Filter {
             ebpf,
             stats,
             config,
+            frags,
+            trace,
             attachment: None,
         })
     }
@@ -176,24 +287,97 @@ impl Filter {
         xdp_mut(&mut self.ebpf)
     }
 
+    /// Runs the program once on `frame` and returns the decision it traced.
+    /// Needs [`Filter::load_traced`].
+    pub fn run_traced(&self, frame: &[u8]) -> Result<Trace> {
+        let trace = self
+            .trace
+            .as_ref()
+            .context("run_traced needs a program loaded with Filter::load_traced")?;
+        let before = trace
+            .get(&0, 0)
+            .with_context(|| format!("reading map {MAP_TRACE}"))?;
+        let action = self.run_frame(frame)?;
+        let after = trace
+            .get(&0, 0)
+            .with_context(|| format!("reading map {MAP_TRACE}"))?;
+        if after.seq != before.seq.wrapping_add(1) || after.action != action {
+            bail!(
+                "the trace map did not record this run (seq {} -> {}, action {action} vs {})",
+                before.seq,
+                after.seq,
+                after.action
+            );
+        }
+        Ok(after)
+    }
+
+    /// The last decision the program traced (needs [`Filter::load_traced`]).
+    /// Its `seq` tells how many frames were traced so far.
+    pub fn last_trace(&self) -> Result<Trace> {
+        self.trace
+            .as_ref()
+            .context("last_trace needs a program loaded with Filter::load_traced")?
+            .get(&0, 0)
+            .with_context(|| format!("reading map {MAP_TRACE}"))
+    }
+
+    /// The configuration the program applies.
+    pub fn config(&self) -> Result<Config> {
+        self.config
+            .get(&0, 0)
+            .with_context(|| format!("reading map {MAP_CONFIG}"))
+    }
+
+    fn write_config(&mut self, config: Config, what: &str) -> Result<()> {
+        self.config
+            .set(0, config, 0)
+            .with_context(|| format!("writing {what} into map {MAP_CONFIG}"))
+    }
+
     /// Sets the policy; the running program sees it on its next packet.
     pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
-        self.config
-            .set(0, Config::new(mode), 0)
-            .with_context(|| format!("writing {} mode into map {MAP_CONFIG}", mode.name()))
+        let config = Config {
+            mode: mode as u32,
+            ..self.config()?
+        };
+        self.write_config(config, &format!("{} mode", mode.name()))
+    }
+
+    /// Sets where the network header starts (the interface's link type).
+    pub fn set_link(&mut self, link: Link) -> Result<()> {
+        let config = self.config()?.with_link(link);
+        self.write_config(config, &format!("link type {}", link.name()))
     }
 
     /// The policy the program currently applies.
     pub fn mode(&self) -> Result<Mode> {
-        let cfg = self
-            .config
-            .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_CONFIG}"))?;
-        Ok(if cfg.drops() {
-            Mode::Drop
-        } else {
-            Mode::Monitor
-        })
+        Ok(self.config()?.mode())
+    }
+
+    /// Forgets every first fragment the program remembers (tests compare
+    /// the kernel with a host table that never evicts).
+    pub fn clear_fragments(&mut self) -> Result<()> {
+        let keys: Vec<FragKey> = self
+            .frags
+            .keys()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("listing map {MAP_FRAGS}"))?;
+        for key in keys {
+            // A key the LRU evicted meanwhile is already gone.
+            let _ = self.frags.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Instructions the verifier processed when it loaded the program
+    /// (`verified_insns`, Linux 5.16+).
+    pub fn verified_instructions(&self) -> Result<Option<u32>> {
+        Ok(self
+            .program()?
+            .info()
+            .context("reading the program's info (BPF_OBJ_GET_INFO_BY_FD)")?
+            .verified_instruction_count())
     }
 
     /// Totals since load, summed over CPUs.
@@ -208,6 +392,7 @@ impl Filter {
                 .iter()
                 .fold(ClassCounters::default(), |acc, c| acc.add(c));
         }
+        snap.fill_aggregates();
         Ok(snap)
     }
 

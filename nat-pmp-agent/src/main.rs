@@ -9,7 +9,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use nat_pmp_agent::{
-    ebpf::AttachMode,
+    ebpf::{AttachMode, LinkType},
     monitor::{self, Output},
     probe,
 };
@@ -46,6 +46,10 @@ struct RunArgs {
     /// XDP attach mode: auto tries native and falls back to skb.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     xdp_mode: AttachMode,
+    /// Where the network header starts: auto reads the interface's type
+    /// (Ethernet, or raw IP for PPP, tun and WireGuard interfaces).
+    #[arg(long, value_enum, default_value_t = LinkType::Auto)]
+    link_type: LinkType,
     /// Seconds between reports.
     #[arg(long, default_value_t = 1.0, value_name = "SECS")]
     interval: f64,
@@ -89,9 +93,19 @@ struct ProbeArgs {
 }
 
 fn parse_class(s: &str) -> Result<Class, String> {
-    Class::from_name(s).ok_or_else(|| {
-        let names: Vec<&str> = Class::ALL.iter().map(|c| c.name()).collect();
-        format!("unknown class {s:?}; one of: {}", names.join(", "))
+    // Classes defined by the headers around the payload cannot be sent from
+    // a UDP socket.
+    let sendable = |c: &Class| !c.decided_by_headers();
+    Class::from_name(s).filter(sendable).ok_or_else(|| {
+        let names: Vec<&str> = Class::ALL
+            .iter()
+            .filter(|c| sendable(c))
+            .map(|c| c.name())
+            .collect();
+        format!(
+            "unknown or unsendable class {s:?}; one of: {}",
+            names.join(", ")
+        )
     })
 }
 
@@ -126,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
                 iface,
                 mode: if a.drop { Mode::Drop } else { Mode::Monitor },
                 attach: a.xdp_mode,
+                link: a.link_type,
                 interval: seconds("--interval", a.interval)?,
                 output: a.output,
                 duration: a.duration.map(|d| seconds("--duration", d)).transpose()?,

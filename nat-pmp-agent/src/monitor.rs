@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     counters::Snapshot,
-    ebpf::{AttachMode, Filter},
+    ebpf::{AttachMode, Filter, LinkType},
     report::{Header, Report},
 };
 
@@ -39,6 +39,7 @@ pub struct Options {
     pub iface: String,
     pub mode: Mode,
     pub attach: AttachMode,
+    pub link: LinkType,
     pub interval: Duration,
     pub output: Output,
     pub duration: Option<Duration>,
@@ -57,6 +58,7 @@ pub async fn run(opts: Options) -> Result<()> {
     crate::ebpf::check_iface(&opts.iface)?;
     let mut filter = Filter::load()?;
     filter.set_mode(opts.mode)?;
+    filter.set_link(opts.link.resolve(&opts.iface)?)?;
     let att = filter.attach(&opts.iface, opts.attach)?;
     if let Some(reason) = &att.fallback_reason {
         eprintln!("note: {reason}; attached in skb (generic) mode instead, which is slower");

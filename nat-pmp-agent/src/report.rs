@@ -2,7 +2,9 @@
 //! people, one JSON object per line for scripts).
 //!
 //! Contract: the JSON field names and class names are a public contract read
-//! by scripts and dashboards: fields are added, never renamed.
+//! by scripts and dashboards: fields are added, never renamed. `pcp` (in
+//! `counters` and in the table) is the sum of every `pcp_*` class; `total`
+//! counts each datagram once.
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -44,8 +46,22 @@ pub const fn opcode_label(class: Class) -> &'static str {
         Class::NatpmpMapUdpResponse => "129",
         Class::NatpmpMapTcpResponse => "130",
         Class::NatpmpUnsupportedOpcode => "other",
-        Class::Pcp => "PCP",
-        Class::MalformedTruncated | Class::MalformedVersion => "-",
+        Class::Pcp => "PCP all",
+        Class::PcpAnnounceRequest => "PCP 0",
+        Class::PcpAnnounceResponse => "PCP 128",
+        Class::PcpMapRequest => "PCP 1",
+        Class::PcpMapResponse => "PCP 129",
+        Class::PcpPeerRequest => "PCP 2",
+        Class::PcpPeerResponse => "PCP 130",
+        Class::PcpUnsupportedOpcode => "PCP other",
+        Class::PcpMalformedShortHeader
+        | Class::PcpMalformedShortOpcode
+        | Class::PcpMalformedTooLong
+        | Class::PcpMalformedNotMultipleOf4 => "PCP -",
+        Class::MalformedTruncated
+        | Class::MalformedVersion
+        | Class::FragmentNonfirst
+        | Class::Ipv6ExtChainTooLong => "-",
     }
 }
 

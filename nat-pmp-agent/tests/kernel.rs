@@ -1,12 +1,19 @@
 //! Kernel tests: the compiled XDP program, loaded into the running kernel and
-//! run with `BPF_PROG_TEST_RUN` on table-driven frames, in both modes. Each row
+//! run with BPF_PROG_TEST_RUN on table-driven frames, in both modes. Each row
 //! asserts the XDP action and the exact change of every counter.
 
 mod common;
 
 use etherparse::PacketBuilder;
 use nat_pmp_agent::{counters::Snapshot, ebpf::Filter, probe::sample_payload};
-use nat_pmp_ebpf_common::{Class, Mode, NATPMP_PORT};
+use nat_pmp_ebpf_common::{
+    frames::{self, ethernet, ethernet_pppoe, ext, frag6, ipv4, ipv6, pppoe, udp, V4Frag},
+    headers::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_DSTOPTS,
+        IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_ROUTING, IPPROTO_UDP, PPP_IP, PPP_IPV6,
+    },
+    Class, Link, Mode, MAX_IPV6_EXT_HEADERS, NATPMP_PORT,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -87,6 +94,7 @@ struct Row {
     class: Option<Class>,
     to_server: bool,
     oversized: bool,
+    link: Link,
 }
 
 fn row(what: &'static str, frame: Vec<u8>, class: Option<Class>, to_server: bool) -> Row {
@@ -96,18 +104,24 @@ fn row(what: &'static str, frame: Vec<u8>, class: Option<Class>, to_server: bool
         class,
         to_server,
         oversized: false,
+        link: Link::Ethernet,
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "a table of frames reads best as one list"
-)]
+/// The classes a payload alone makes (not the aggregate `pcp`, not the two
+/// classes defined by the headers around the payload).
+fn payload_classes() -> impl Iterator<Item = Class> {
+    Class::ALL.into_iter().filter(|c| {
+        !c.is_aggregate() && !matches!(c, Class::FragmentNonfirst | Class::Ipv6ExtChainTooLong)
+    })
+}
+
+#[expect(clippy::too_many_lines, reason = "a table: one entry per case")]
 fn rows() -> Vec<Row> {
-    let mut rows: Vec<Row> = Class::ALL
-        .iter()
-        .map(|&c| row(c.name(), to_server(c), Some(c), true))
+    let mut rows: Vec<Row> = payload_classes()
+        .map(|c| row(c.name(), to_server(c), Some(c), true))
         .collect();
+    rows.extend(encapsulation_rows());
     let mut oversized_probe = sample_payload(Class::NatpmpExternalAddressRequest);
     oversized_probe.extend_from_slice(&[0, 0]);
     rows.extend([
@@ -133,7 +147,7 @@ fn rows() -> Vec<Row> {
         row(
             "IPv6 PCP",
             udp6(40000, NATPMP_PORT, &sample_payload(Class::Pcp)),
-            Some(Class::Pcp),
+            Some(Class::PcpAnnounceRequest),
             true,
         ),
         row(
@@ -196,21 +210,34 @@ fn rows() -> Vec<Row> {
             Some(Class::MalformedTruncated),
             true,
         ),
+        Row {
+            oversized: true,
+            ..row(
+                "first IPv4 fragment (MF, offset 0): classified by its payload, not truncated",
+                with_frag(
+                    with_udp_len(to_server(Class::NatpmpMapUdpRequest), 1400),
+                    0x2000,
+                ),
+                Some(Class::NatpmpMapUdpRequest),
+                true,
+            )
+        },
         row(
-            "first IPv4 fragment (MF, offset 0): datagram longer than the frame",
-            with_frag(
-                with_udp_len(to_server(Class::NatpmpMapUdpRequest), 1400),
-                0x2000,
-            ),
-            Some(Class::MalformedTruncated),
+            "a later fragment of that datagram (same id 0): fragment_nonfirst",
+            with_frag(to_server(Class::NatpmpExternalAddressRequest), 185),
+            Some(Class::FragmentNonfirst),
             true,
         ),
         row(
-            "later IPv4 fragment is never read as UDP",
-            with_frag(
-                to_server(Class::NatpmpExternalAddressRequest),
-                0x2000 | 0x00b9,
-            ),
+            "later IPv4 fragment of an unknown datagram is never read as UDP",
+            {
+                let mut f = with_frag(
+                    to_server(Class::NatpmpExternalAddressRequest),
+                    0x2000 | 0xb9,
+                );
+                f[18] = 0x77;
+                f
+            },
             None,
             false,
         ),
@@ -266,6 +293,332 @@ fn rows() -> Vec<Row> {
     rows
 }
 
+const NAT0: [u8; 2] = [0, 0];
+
+fn pcp_map() -> Vec<u8> {
+    sample_payload(Class::PcpMapRequest)
+}
+
+fn v4(payload: &[u8]) -> Vec<u8> {
+    ipv4(
+        IPPROTO_UDP,
+        V4Frag::default(),
+        &[],
+        &udp(40000, NATPMP_PORT, payload),
+    )
+}
+
+fn v6(payload: &[u8]) -> Vec<u8> {
+    ipv6(IPPROTO_UDP, &udp(40000, NATPMP_PORT, payload))
+}
+
+/// `n` destination-options headers, then UDP to 5351.
+fn v6_chain(n: usize) -> Vec<u8> {
+    let mut body = udp(40000, NATPMP_PORT, &NAT0);
+    let mut next = IPPROTO_UDP;
+    for _ in 0..n {
+        body = ext(next, 0, &body);
+        next = IPPROTO_DSTOPTS;
+    }
+    ethernet(&[], ETH_P_IPV6, &ipv6(next, &body))
+}
+
+/// Every WAN encapsulation the program walks, and the edges around them.
+#[expect(clippy::too_many_lines, reason = "a table: one entry per case")]
+fn encapsulation_rows() -> Vec<Row> {
+    use Class::{
+        FragmentNonfirst, Ipv6ExtChainTooLong, NatpmpExternalAddressRequest as Ext0,
+        NatpmpExternalAddressResponse, PcpMapRequest,
+    };
+    let raw = |r: Row| Row {
+        link: Link::RawIp,
+        ..r
+    };
+    let mut big = vec![0u8, 1];
+    big.resize(1400, 0);
+    let dgram4 = udp(40000, NATPMP_PORT, &big);
+    let frag4 = |id, offset, more, body: &[u8]| {
+        ethernet(
+            &[],
+            ETH_P_IP,
+            &ipv4(IPPROTO_UDP, V4Frag { id, offset, more }, &[], body),
+        )
+    };
+    let mut pcp_big = vec![2u8, 1];
+    pcp_big.resize(1100, 0);
+    let dgram6 = udp(40000, NATPMP_PORT, &pcp_big);
+    let inner4 = v4(&pcp_big);
+    vec![
+        row(
+            "802.1Q",
+            ethernet(&[ETH_P_8021Q], ETH_P_IP, &v4(&NAT0)),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "802.1ad",
+            ethernet(&[ETH_P_8021AD], ETH_P_IPV6, &v6(&NAT0)),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "QinQ 88a8 then 8100",
+            ethernet(&[ETH_P_8021AD, ETH_P_8021Q], ETH_P_IP, &v4(&NAT0)),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "QinQ 8100 then 88a8",
+            ethernet(&[ETH_P_8021Q, ETH_P_8021AD], ETH_P_IP, &v4(&NAT0)),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "QinQ 8100 twice, IPv6",
+            ethernet(&[ETH_P_8021Q, ETH_P_8021Q], ETH_P_IPV6, &v6(&pcp_map())),
+            Some(PcpMapRequest),
+            true,
+        ),
+        row(
+            "three VLAN tags pass uncounted",
+            ethernet(&[ETH_P_8021Q; 3], ETH_P_IP, &v4(&NAT0)),
+            None,
+            false,
+        ),
+        row(
+            "PPPoE session, PPP IPv4",
+            ethernet_pppoe(PPP_IP, &v4(&NAT0)),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "PPPoE session, PPP IPv6",
+            ethernet_pppoe(PPP_IPV6, &v6(&pcp_map())),
+            Some(PcpMapRequest),
+            true,
+        ),
+        row(
+            "VLAN + PPPoE",
+            ethernet(&[ETH_P_8021Q], ETH_P_PPP_SES, &pppoe(PPP_IP, &v4(&NAT0))),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "PPPoE LCP passes",
+            ethernet_pppoe(0xc021, &v4(&NAT0)),
+            None,
+            false,
+        ),
+        row(
+            "PPPoE discovery (0x8863) passes",
+            ethernet(&[], 0x8863, &pppoe(PPP_IP, &v4(&NAT0))),
+            None,
+            false,
+        ),
+        row(
+            "answer from 5351 through QinQ + PPPoE + IPv6",
+            ethernet(
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                ETH_P_PPP_SES,
+                &pppoe(
+                    PPP_IPV6,
+                    &ipv6(
+                        IPPROTO_UDP,
+                        &udp(
+                            NATPMP_PORT,
+                            40000,
+                            &sample_payload(NatpmpExternalAddressResponse),
+                        ),
+                    ),
+                ),
+            ),
+            Some(NatpmpExternalAddressResponse),
+            false,
+        ),
+        row(
+            "IPv4 IHL 15 (40 bytes of options)",
+            ethernet(
+                &[],
+                ETH_P_IP,
+                &ipv4(
+                    IPPROTO_UDP,
+                    V4Frag::default(),
+                    &[1; 40],
+                    &udp(1, NATPMP_PORT, &NAT0),
+                ),
+            ),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "IPv4 in IPv6 (DS-Lite)",
+            ethernet(&[], ETH_P_IPV6, &ipv6(IPPROTO_IPIP, &v4(&NAT0))),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "IPv4 in IPv6 over PPPoE (MAP-E)",
+            ethernet_pppoe(PPP_IPV6, &ipv6(IPPROTO_IPIP, &v4(&pcp_map()))),
+            Some(PcpMapRequest),
+            true,
+        ),
+        row(
+            "IPv6 in IPv6 passes",
+            ethernet(&[], ETH_P_IPV6, &ipv6(41, &v6(&NAT0))),
+            None,
+            false,
+        ),
+        row(
+            "hop-by-hop + routing + destination options",
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(
+                    IPPROTO_HOPOPTS,
+                    &ext(
+                        IPPROTO_ROUTING,
+                        1,
+                        &ext(
+                            IPPROTO_DSTOPTS,
+                            0,
+                            &ext(IPPROTO_UDP, 0, &udp(1, NATPMP_PORT, &NAT0)),
+                        ),
+                    ),
+                ),
+            ),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "IPv6 chain at the bound",
+            v6_chain(MAX_IPV6_EXT_HEADERS),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "IPv6 chain beyond the bound: counted, passed",
+            v6_chain(MAX_IPV6_EXT_HEADERS + 1),
+            Some(Ipv6ExtChainTooLong),
+            false,
+        ),
+        Row {
+            oversized: true,
+            ..row(
+                "first IPv4 fragment, id 7",
+                frag4(7, 0, true, &dgram4[..800]),
+                Some(Class::NatpmpMapUdpRequest),
+                true,
+            )
+        },
+        row(
+            "second IPv4 fragment, id 7",
+            frag4(7, 100, false, &dgram4[800..]),
+            Some(FragmentNonfirst),
+            true,
+        ),
+        row(
+            "IPv4 fragment, unknown id 8",
+            frag4(8, 100, false, &dgram4[800..]),
+            None,
+            false,
+        ),
+        row(
+            "first IPv6 fragment",
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(
+                    frames::FRAGMENT,
+                    &frag6(IPPROTO_UDP, 0, true, 0xdead, &dgram6[..512]),
+                ),
+            ),
+            Some(PcpMapRequest),
+            true,
+        ),
+        row(
+            "later IPv6 fragment",
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(
+                    frames::FRAGMENT,
+                    &frag6(IPPROTO_UDP, 64, false, 0xdead, &dgram6[512..]),
+                ),
+            ),
+            Some(FragmentNonfirst),
+            true,
+        ),
+        row(
+            "later IPv6 fragment, unknown id",
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(
+                    frames::FRAGMENT,
+                    &frag6(IPPROTO_UDP, 64, false, 0xbeef, &dgram6[512..]),
+                ),
+            ),
+            None,
+            false,
+        ),
+        row(
+            "first fragment of IPv4 in IPv6",
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(
+                    frames::FRAGMENT,
+                    &frag6(IPPROTO_IPIP, 0, true, 5, &inner4[..600]),
+                ),
+            ),
+            Some(PcpMapRequest),
+            true,
+        ),
+        row(
+            "later fragment of IPv4 in IPv6",
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(
+                    frames::FRAGMENT,
+                    &frag6(IPPROTO_IPIP, 75, false, 5, &inner4[600..]),
+                ),
+            ),
+            Some(FragmentNonfirst),
+            true,
+        ),
+        raw(row("raw IP link, IPv4", v4(&NAT0), Some(Ext0), true)),
+        raw(row(
+            "raw IP link, IPv6",
+            v6(&pcp_map()),
+            Some(PcpMapRequest),
+            true,
+        )),
+        raw(row(
+            "raw IP link, IPv4 in IPv6",
+            ipv6(IPPROTO_IPIP, &v4(&NAT0)),
+            Some(Ext0),
+            true,
+        )),
+        raw(row(
+            "raw IP link, version 5 passes",
+            {
+                let mut f = v4(&NAT0);
+                f[0] = 0x55;
+                f
+            },
+            None,
+            false,
+        )),
+        raw(row(
+            "raw IP link, an Ethernet frame passes",
+            ethernet(&[], ETH_P_IP, &v4(&NAT0)),
+            None,
+            false,
+        )),
+    ]
+}
+
 fn expected_delta(r: &Row, drop: bool) -> (u32, Snapshot) {
     let mut snap = Snapshot::default();
     let Some(class) = r.class else {
@@ -282,6 +635,7 @@ fn expected_delta(r: &Row, drop: bool) -> (u32, Snapshot) {
         c.passed_bytes = bytes;
     }
     c.oversized_packets = u64::from(r.oversized);
+    snap.fill_aggregates();
     (if dropped { XDP_DROP } else { XDP_PASS }, snap)
 }
 
@@ -291,16 +645,18 @@ fn check_mode(mode: Mode) {
     filter.set_mode(mode).expect("setting the mode");
     let mut failures = Vec::new();
     for r in rows() {
+        filter.set_link(r.link).expect("setting the link type");
         let before = filter.snapshot().expect("reading counters");
         let action = filter.run_frame(&r.frame).expect("BPF_PROG_TEST_RUN");
         let delta = filter.snapshot().expect("reading counters").since(&before);
         let (want_action, want_delta) = expected_delta(&r, mode == Mode::Drop);
         if action != want_action || delta != want_delta {
             failures.push(format!(
-                "{} mode, {}:\n  frame    {:02x?}\n  expected action {want_action}, counters {:?}\n  \
+                "{} mode, {} ({} link):\n  frame    {:02x?}\n  expected action {want_action}, counters {:?}\n  \
                  actual   action {action}, counters {:?}",
                 mode.name(),
                 r.what,
+                r.link.name(),
                 r.frame,
                 nonzero(&want_delta),
                 nonzero(&delta)
@@ -352,4 +708,22 @@ fn mode_switch_takes_effect_without_reload() {
         .unwrap()
         .get(Class::NatpmpExternalAddressRequest);
     assert_eq!((c.passed_packets, c.dropped_packets), (2, 1));
+}
+
+/// The verifier must accept the program with room to spare: the walk's
+/// loops are bounded and its offsets masked, so the number of instructions
+/// it explores stays far below the 1,000,000 limit.
+#[test]
+fn verifier_instruction_count_has_headroom() {
+    common::require_root();
+    let filter = Filter::load().expect("loading the XDP program");
+    let n = filter
+        .verified_instructions()
+        .expect("reading program info")
+        .expect("this kernel reports verified_insns (Linux 5.16+)");
+    println!("verifier processed {n} instructions (limit 1,000,000)");
+    assert!(
+        n < 200_000,
+        "verifier processed {n} instructions: budget is 200,000"
+    );
 }

@@ -482,7 +482,10 @@ impl Lab {
             "0.5",
             "--json",
         ];
-        for class in Class::ALL {
+        for class in Class::ALL
+            .into_iter()
+            .filter(|c| !c.decided_by_headers() && !c.is_aggregate())
+        {
             args.extend(["--class", class.name()]);
         }
         let out = run_in(&self.internet, &self.tools, 20, Path::new(AGENT), &args);
@@ -596,11 +599,19 @@ impl Agent {
     }
 }
 
+/// The classes Wireshark's verdicts tell apart: every class but the pcp_*
+/// ones (refereed through their aggregate `pcp`) and those decided by the
+/// headers around the payload (none of the traffic here has them).
+fn refereed() -> impl Iterator<Item = Class> {
+    Class::ALL
+        .into_iter()
+        .filter(|c| c.parent().is_none() && !c.decided_by_headers())
+}
+
 /// Per-class counts out of an agent report: `field` of every class.
 fn agent_counts(report: &Value, field: &str) -> BTreeMap<Class, u64> {
-    Class::ALL
-        .iter()
-        .map(|&c| {
+    refereed()
+        .map(|c| {
             let n = report["counters"][c.name()][field]
                 .as_u64()
                 .unwrap_or_else(|| panic!("report has no counters.{}.{field}", c.name()));
@@ -687,8 +698,10 @@ const REFEREE: &[Row] = &[
     (Dissector::NatPmp,      Some(0), Op::Is(130), Some(false), Class::NatpmpMapTcpResponse),
     // Any other opcode: Wireshark adds its "Unknown opcode" expert note.
     (Dissector::NatPmp,      Some(0), Op::Any,     Some(false), Class::NatpmpUnsupportedOpcode),
-    // PCP (RFC 6887 §7), well formed.
-    (Dissector::PortControl, Some(2), Op::Any,     Some(false), Class::Pcp),
+    // PCP (RFC 6887 §7), well formed or not: Wireshark tells PCP apart from
+    // NAT-PMP but does not judge it as finely as the pcp_* classes, so PCP
+    // is refereed as the `pcp` aggregate (the sum of every pcp_* class).
+    (Dissector::PortControl, Some(2), Op::Any,     None,        Class::Pcp),
     // Pre-standard PCP version 1 (RFC 6887 §9): Wireshark still dissects it.
     (Dissector::PortControl, Some(1), Op::Any,     None,        Class::MalformedVersion),
     // A version byte that Wireshark's port-5351 dispatcher does not know.
@@ -780,12 +793,7 @@ impl Capture {
 
     /// Wireshark's verdict on every NAT-PMP/PCP frame, tallied per class.
     fn tally(&self) -> Tally {
-        let zero = || {
-            Class::ALL
-                .iter()
-                .map(|&c| (c, 0))
-                .collect::<BTreeMap<_, _>>()
-        };
+        let zero = || refereed().map(|c| (c, 0)).collect::<BTreeMap<_, _>>();
         let mut t = Tally {
             packets: zero(),
             bytes: zero(),
@@ -898,7 +906,7 @@ fn comparison(report: &Value, field: &str, bytes_field: &str, tshark: &Tally) ->
         format!("agent {bytes_field}"),
         "tshark"
     );
-    for class in Class::ALL {
+    for class in refereed() {
         let _ = writeln!(
             s,
             "{:<34} {:>21} {:>7} {:>19} {:>7}",
@@ -1002,7 +1010,7 @@ fn monitor_counts_equal_wiresharks_dissectors() {
     // The scans and the probe reached every class: nothing compared is
     // vacuous. nmap's port probe, both scripts and natpmpc each ask for the
     // external address.
-    for class in Class::ALL {
+    for class in refereed() {
         assert!(
             counted[&class] > 0,
             "no {} datagram seen:\n{table}",

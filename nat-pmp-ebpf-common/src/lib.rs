@@ -9,8 +9,24 @@
 //! Every type that crosses the kernel/user boundary through a map is defined
 //! here once, `#[repr(C)]`, `Copy`, without implicit padding.
 #![cfg_attr(not(test), no_std)]
+// The XDP program must get these small functions inlined: a BPF-to-BPF call
+// costs a stack frame (512 bytes in all) and re-verification per call site.
+#![expect(
+    clippy::inline_always,
+    reason = "the XDP program needs its hot helpers inlined"
+)]
 
+#[cfg(any(test, feature = "host"))]
+pub mod frames;
 pub mod headers;
+pub mod parse;
+#[cfg(any(test, feature = "host"))]
+pub mod reference;
+
+pub use parse::{
+    decide, walk, Bytes, Found, FragEntry, FragKey, FragTable, Outcome, Walk, MAX_IPV6_EXT_HEADERS,
+    MAX_VLAN_TAGS,
+};
 
 /// UDP port of NAT-PMP (RFC 6886 §3.1) and of PCP (RFC 6887 §19.1).
 pub const NATPMP_PORT: u16 = 5351;
@@ -19,14 +35,29 @@ pub const NATPMP_PORT: u16 = 5351;
 pub const MAP_STATS: &str = "NATPMP_STATS";
 /// Name of the one-entry array holding the [`Config`] the agent writes.
 pub const MAP_CONFIG: &str = "NATPMP_CONFIG";
+/// Name of the LRU hash of first fragments seen on port 5351
+/// ([`FragKey`] to [`FragEntry`]).
+pub const MAP_FRAGS: &str = "NATPMP_FRAGS";
+/// Entries of [`MAP_FRAGS`]: datagrams in flight whose later fragments can
+/// still be recognised.
+pub const FRAGS_MAX_ENTRIES: u32 = 4096;
+/// Name of the one-entry array the program writes its last [`Trace`] into,
+/// when loaded with [`TRACE_GLOBAL`] set (tests only).
+pub const MAP_TRACE: &str = "NATPMP_TRACE";
+/// Name of the read-only global that turns tracing on at load time. It is
+/// a constant to the verifier, which removes the tracing code entirely
+/// when it is 0: the normal path does not pay for it.
+pub const TRACE_GLOBAL: &str = "NATPMP_TRACE_ON";
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "nat_pmp";
 
-/// What a NAT-PMP/PCP datagram is, by its UDP payload.
+/// What a NAT-PMP/PCP datagram is, by its UDP payload (and, for the last
+/// three, by the headers around it).
 ///
 /// The discriminant is the index into [`MAP_STATS`]. The names returned by
 /// [`Class::name`] are a public contract (JSON fields, metric labels): add
-/// classes, never rename them.
+/// classes, never rename them. New classes are appended, so indices of
+/// existing classes never move.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {
@@ -44,7 +75,10 @@ pub enum Class {
     NatpmpMapTcpResponse = 5,
     /// Version 0 with an opcode RFC 6886 does not define (§3.5: result 5).
     NatpmpUnsupportedOpcode = 6,
-    /// Version 2: PCP (RFC 6887 §7). Finer PCP classes come later.
+    /// Every PCP (version 2, RFC 6887) datagram: an aggregate, never produced
+    /// by [`classify`] and never counted by the kernel. The host fills it in
+    /// as the sum of the `pcp_*` classes (see [`Class::parent`]), so the
+    /// `pcp` name and JSON key keep meaning "all PCP".
     Pcp = 7,
     /// Fewer bytes than the version/opcode needs, a 0 or 1 byte payload, or
     /// a UDP length field that is below 8 or beyond the frame.
@@ -52,15 +86,43 @@ pub enum Class {
     /// A version byte other than 0 and 2 (version 1 was pre-standard and
     /// must not be used, RFC 6887 §9).
     MalformedVersion = 9,
+    /// PCP ANNOUNCE request (RFC 6887 §14.1): opcode 0, R bit clear.
+    PcpAnnounceRequest = 10,
+    /// PCP ANNOUNCE response (RFC 6887 §14.1): opcode 0, R bit set.
+    PcpAnnounceResponse = 11,
+    /// PCP MAP request (RFC 6887 §11.1): opcode 1, at least 60 bytes.
+    PcpMapRequest = 12,
+    /// PCP MAP response (RFC 6887 §11.1): opcode 1 | R, at least 60 bytes.
+    PcpMapResponse = 13,
+    /// PCP PEER request (RFC 6887 §12.1): opcode 2, at least 80 bytes.
+    PcpPeerRequest = 14,
+    /// PCP PEER response (RFC 6887 §12.1): opcode 2 | R, at least 80 bytes.
+    PcpPeerResponse = 15,
+    /// A well-formed PCP message with an opcode RFC 6887 does not define,
+    /// request or response (a server answers `UNSUPP_OPCODE`, §7.4).
+    PcpUnsupportedOpcode = 16,
+    /// PCP shorter than its 24-byte common header (RFC 6887 §7.1, §7.2).
+    PcpMalformedShortHeader = 17,
+    /// PCP MAP or PEER shorter than the header plus the opcode's fixed part
+    /// (MAP 24 + 36 = 60 bytes, §11.1; PEER 24 + 56 = 80 bytes, §12.1).
+    PcpMalformedShortOpcode = 18,
+    /// PCP longer than 1100 bytes (RFC 6887 §7: "MUST NOT exceed 1100").
+    PcpMalformedTooLong = 19,
+    /// PCP whose length is not a multiple of 4 (RFC 6887 §7, §8.3).
+    PcpMalformedNotMultipleOf4 = 20,
+    /// An IPv4 or IPv6 fragment after the first, of a datagram whose first
+    /// fragment was UDP on port 5351 (RFC 791 §3.2, RFC 8200 §4.5). It
+    /// carries no UDP header; it is recognised by its reassembly key.
+    FragmentNonfirst = 21,
+    /// An IPv6 packet whose extension-header chain is longer than
+    /// [`MAX_IPV6_EXT_HEADERS`]: where it leads (maybe port 5351) is not
+    /// known, so it is counted (whatever its port) and passed.
+    Ipv6ExtChainTooLong = 22,
 }
 
 impl Class {
     /// Number of classes: the size of [`MAP_STATS`].
-    pub const COUNT: usize = 10;
-
-    /// Number of classes as the map's `max_entries`.
-    #[expect(clippy::cast_possible_truncation, reason = "a handful of classes")]
-    pub const MAP_ENTRIES: u32 = Class::COUNT as u32;
+    pub const COUNT: usize = 23;
 
     /// Every class, in index order.
     pub const ALL: [Class; Class::COUNT] = [
@@ -74,6 +136,19 @@ impl Class {
         Class::Pcp,
         Class::MalformedTruncated,
         Class::MalformedVersion,
+        Class::PcpAnnounceRequest,
+        Class::PcpAnnounceResponse,
+        Class::PcpMapRequest,
+        Class::PcpMapResponse,
+        Class::PcpPeerRequest,
+        Class::PcpPeerResponse,
+        Class::PcpUnsupportedOpcode,
+        Class::PcpMalformedShortHeader,
+        Class::PcpMalformedShortOpcode,
+        Class::PcpMalformedTooLong,
+        Class::PcpMalformedNotMultipleOf4,
+        Class::FragmentNonfirst,
+        Class::Ipv6ExtChainTooLong,
     ];
 
     /// The stable name used in JSON, metrics and reports.
@@ -89,7 +164,52 @@ impl Class {
             Class::Pcp => "pcp",
             Class::MalformedTruncated => "malformed_truncated",
             Class::MalformedVersion => "malformed_version",
+            Class::PcpAnnounceRequest => "pcp_announce_request",
+            Class::PcpAnnounceResponse => "pcp_announce_response",
+            Class::PcpMapRequest => "pcp_map_request",
+            Class::PcpMapResponse => "pcp_map_response",
+            Class::PcpPeerRequest => "pcp_peer_request",
+            Class::PcpPeerResponse => "pcp_peer_response",
+            Class::PcpUnsupportedOpcode => "pcp_unsupported_opcode",
+            Class::PcpMalformedShortHeader => "pcp_malformed_short_header",
+            Class::PcpMalformedShortOpcode => "pcp_malformed_short_opcode",
+            Class::PcpMalformedTooLong => "pcp_malformed_too_long",
+            Class::PcpMalformedNotMultipleOf4 => "pcp_malformed_not_multiple_of_4",
+            Class::FragmentNonfirst => "fragment_nonfirst",
+            Class::Ipv6ExtChainTooLong => "ipv6_ext_chain_too_long",
         }
+    }
+
+    /// The aggregate this class is part of: [`Class::Pcp`] for every
+    /// `pcp_*` class, `None` otherwise.
+    pub const fn parent(self) -> Option<Class> {
+        match self {
+            Class::PcpAnnounceRequest
+            | Class::PcpAnnounceResponse
+            | Class::PcpMapRequest
+            | Class::PcpMapResponse
+            | Class::PcpPeerRequest
+            | Class::PcpPeerResponse
+            | Class::PcpUnsupportedOpcode
+            | Class::PcpMalformedShortHeader
+            | Class::PcpMalformedShortOpcode
+            | Class::PcpMalformedTooLong
+            | Class::PcpMalformedNotMultipleOf4 => Some(Class::Pcp),
+            _ => None,
+        }
+    }
+
+    /// Whether this class is an aggregate of others (its map slot stays
+    /// zero; the host computes it; totals must not add it again).
+    pub const fn is_aggregate(self) -> bool {
+        matches!(self, Class::Pcp)
+    }
+
+    /// Whether the headers around the UDP payload decide this class (a
+    /// later fragment, an over-long IPv6 extension chain): no UDP payload
+    /// sent from a socket can produce it.
+    pub const fn decided_by_headers(self) -> bool {
+        matches!(self, Class::FragmentNonfirst | Class::Ipv6ExtChainTooLong)
     }
 
     /// The map index of this class.
@@ -119,13 +239,25 @@ pub struct Classification {
     pub class: Class,
     /// The payload is longer than its opcode needs; it keeps its class (real
     /// scanners send 4-byte opcode-0 probes) and is also counted apart.
+    /// NAT-PMP only: PCP messages carry options after the fixed part, so a
+    /// longer PCP message is normal.
     pub oversized: bool,
 }
+
+/// Size of the UDP header (RFC 768), as the classifiers' `u32`.
+const UDP_HEADER_LEN: u32 = 8;
+const _: () = assert!(UDP_HEADER_LEN as usize == headers::UdpHdr::LEN);
 
 /// NAT-PMP version byte (RFC 6886 §3).
 pub const NATPMP_VERSION: u8 = 0;
 /// PCP version byte (RFC 6887 §7).
 pub const PCP_VERSION: u8 = 2;
+/// Size of the PCP common request/response header (RFC 6887 §7.1, §7.2).
+pub const PCP_HEADER_LEN: u32 = 24;
+/// Longest PCP message (RFC 6887 §7).
+pub const PCP_MAX_LEN: u32 = 1100;
+/// The R bit of the PCP opcode byte: set in responses (RFC 6887 §7).
+pub const PCP_R_BIT: u8 = 0x80;
 
 /// Bytes a NAT-PMP (version 0) message with `opcode` needs, or `None` for an
 /// opcode RFC 6886 does not define.
@@ -141,6 +273,51 @@ pub const fn natpmp_needed_len(opcode: u8) -> Option<u32> {
     }
 }
 
+/// Bytes a PCP message with `opcode` (R bit ignored) needs: the 24-byte
+/// header plus the opcode's fixed part, or `None` for an undefined opcode.
+/// ANNOUNCE has no fixed part (§14.1), MAP 36 bytes (§11.1), PEER 56
+/// (§12.1); requests and responses are the same size.
+pub const fn pcp_needed_len(opcode: u8) -> Option<u32> {
+    match opcode & !PCP_R_BIT {
+        0 => Some(PCP_HEADER_LEN),
+        1 => Some(PCP_HEADER_LEN + 36),
+        2 => Some(PCP_HEADER_LEN + 56),
+        _ => None,
+    }
+}
+
+/// Classifies a PCP (version 2) payload of `len >= 2` bytes.
+///
+/// The checks run in the order a PCP server applies them (RFC 6887 §8.3:
+/// length first, then version, then opcode), so each datagram has exactly
+/// one reason.
+const fn classify_pcp(len: u32, opcode: u8) -> Class {
+    if len < PCP_HEADER_LEN {
+        return Class::PcpMalformedShortHeader;
+    }
+    if len > PCP_MAX_LEN {
+        return Class::PcpMalformedTooLong;
+    }
+    if !len.is_multiple_of(4) {
+        return Class::PcpMalformedNotMultipleOf4;
+    }
+    let Some(needed) = pcp_needed_len(opcode) else {
+        return Class::PcpUnsupportedOpcode;
+    };
+    if len < needed {
+        return Class::PcpMalformedShortOpcode;
+    }
+    let response = opcode & PCP_R_BIT != 0;
+    match (opcode & !PCP_R_BIT, response) {
+        (0, false) => Class::PcpAnnounceRequest,
+        (0, true) => Class::PcpAnnounceResponse,
+        (1, false) => Class::PcpMapRequest,
+        (1, true) => Class::PcpMapResponse,
+        (_, false) => Class::PcpPeerRequest,
+        (_, true) => Class::PcpPeerResponse,
+    }
+}
+
 /// Classifies a UDP payload sent to or from port 5351.
 ///
 /// `payload_len` is the payload length from the UDP length field (not the
@@ -152,7 +329,7 @@ pub const fn classify(payload_len: u32, version: u8, opcode: u8) -> Classificati
         // Not even a version and an opcode: nothing to tell apart.
         Class::MalformedTruncated
     } else if version == PCP_VERSION {
-        Class::Pcp
+        classify_pcp(payload_len, opcode)
     } else if version != NATPMP_VERSION {
         Class::MalformedVersion
     } else {
@@ -181,23 +358,50 @@ pub const fn classify(payload_len: u32, version: u8, opcode: u8) -> Classificati
     }
 }
 
+const TRUNCATED: Classification = Classification {
+    class: Class::MalformedTruncated,
+    oversized: false,
+};
+
 /// Classifies a UDP datagram from its header's length field and the bytes
 /// the frame really holds from the start of the UDP header.
 ///
 /// A length field below the UDP header's 8 bytes, or one that claims more
 /// bytes than the frame holds, makes the datagram `malformed_truncated`
-/// (RFC 768; a first IPv4 fragment looks like this too).
+/// (RFC 768). First fragments go to [`classify_first_fragment`] instead.
 pub const fn classify_udp(udp_len: u16, available: u32, version: u8, opcode: u8) -> Classification {
-    #[expect(clippy::cast_possible_truncation, reason = "8 fits in u32")]
-    const HEADER: u32 = headers::UdpHdr::LEN as u32;
     let udp_len = udp_len as u32;
-    if udp_len < HEADER || udp_len > available {
-        return Classification {
-            class: Class::MalformedTruncated,
-            oversized: false,
-        };
+    if udp_len < UDP_HEADER_LEN || udp_len > available {
+        return TRUNCATED;
     }
-    classify(udp_len - HEADER, version, opcode)
+    classify(udp_len - UDP_HEADER_LEN, version, opcode)
+}
+
+/// Classifies the UDP datagram that starts in a first IP fragment (offset
+/// 0, more-fragments set).
+///
+/// The UDP length field describes the whole datagram, which the fragment
+/// only begins (RFC 791 §3.2, RFC 8200 §4.5), so a length beyond the frame
+/// is expected here and the datagram is classified by that length and by
+/// its first two payload bytes. Only a length below 8, or a fragment too
+/// short to hold the version and opcode bytes, is `malformed_truncated`.
+pub const fn classify_first_fragment(
+    udp_len: u16,
+    available: u32,
+    version: u8,
+    opcode: u8,
+) -> Classification {
+    let udp_len = udp_len as u32;
+    let header = UDP_HEADER_LEN;
+    if udp_len < header {
+        return TRUNCATED;
+    }
+    let payload_len = udp_len - header;
+    // The fragment must hold the bytes `classify` looks at.
+    if payload_len >= 2 && available < header + 2 {
+        return TRUNCATED;
+    }
+    classify(payload_len, version, opcode)
 }
 
 /// Which way a UDP datagram on port 5351 travels.
@@ -251,6 +455,27 @@ impl Mode {
     }
 }
 
+/// Where the network header starts: what link layer the interface has.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// An Ethernet header (with up to two VLAN tags and PPPoE) comes first.
+    Ethernet = 0,
+    /// The frame starts with the IP header (PPP, tun, WireGuard); its
+    /// version nibble tells IPv4 from IPv6.
+    RawIp = 1,
+}
+
+impl Link {
+    /// The stable name used on the command line and in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Link::Ethernet => "ethernet",
+            Link::RawIp => "raw-ip",
+        }
+    }
+}
+
 /// The program's configuration: entry 0 of [`MAP_CONFIG`].
 ///
 /// Plain `u32` fields rather than enums, so that any bit pattern a map can
@@ -260,22 +485,49 @@ impl Mode {
 pub struct Config {
     /// [`Mode`] as `u32`; unknown values act as [`Mode::Monitor`].
     pub mode: u32,
-    /// Reserved, zero. Keeps the layout explicit and room to grow.
-    pub reserved: u32,
+    /// [`Link`] as `u32`; unknown values act as [`Link::Ethernet`].
+    pub link: u32,
 }
 
 impl Config {
-    /// A configuration for `mode`.
+    /// A configuration for `mode` on an Ethernet interface.
     pub const fn new(mode: Mode) -> Self {
         Config {
             mode: mode as u32,
-            reserved: 0,
+            link: Link::Ethernet as u32,
+        }
+    }
+
+    /// This configuration with `link` instead.
+    #[must_use]
+    pub const fn with_link(self, link: Link) -> Self {
+        Config {
+            link: link as u32,
+            ..self
         }
     }
 
     /// Whether datagrams to port 5351 are dropped.
     pub const fn drops(&self) -> bool {
         self.mode == Mode::Drop as u32
+    }
+
+    /// The link type the program parses.
+    pub const fn link(&self) -> Link {
+        if self.link == Link::RawIp as u32 {
+            Link::RawIp
+        } else {
+            Link::Ethernet
+        }
+    }
+
+    /// The mode the program applies.
+    pub const fn mode(&self) -> Mode {
+        if self.drops() {
+            Mode::Drop
+        } else {
+            Mode::Monitor
+        }
     }
 }
 
@@ -336,9 +588,35 @@ impl ClassCounters {
     }
 }
 
+/// What the program decided for one frame: written to [`MAP_TRACE`] when
+/// tracing is on, so tests compare the kernel with the host reference frame
+/// by frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// Incremented on every traced run: tells a fresh record from a stale one.
+    pub seq: u32,
+    /// The XDP action returned.
+    pub action: u32,
+    /// The [`Class`] index counted, or [`Trace::UNCOUNTED`].
+    pub class: u32,
+    /// 1 when the oversized counter moved.
+    pub oversized: u32,
+    /// Frame bytes counted (0 when uncounted).
+    pub bytes: u64,
+}
+
+impl Trace {
+    /// [`Trace::class`] of a frame no counter moved for.
+    pub const UNCOUNTED: u32 = u32::MAX;
+}
+
 // The layouts above are shared with the kernel: no padding may creep in.
 const _: () = assert!(core::mem::size_of::<ClassCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(core::mem::size_of::<Trace>() == 24);
+const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FragEntry>() == 4);
 const _: () = assert!(Class::ALL.len() == Class::COUNT);
 
 #[cfg(feature = "user")]
@@ -349,7 +627,16 @@ mod pod {
     // SAFETY: `#[repr(C)]`, `Copy`, only `u32` fields: no padding, every bit
     // pattern is valid.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: `#[repr(C)]`, `Copy`, `u32`/`u64` fields in an order that
+    // leaves no padding (size asserted above).
+    unsafe impl aya::Pod for super::Trace {}
+    // SAFETY: `#[repr(C)]`, only byte arrays: no padding.
+    unsafe impl aya::Pod for super::FragKey {}
+    // SAFETY: `#[repr(C)]`, one `u32`.
+    unsafe impl aya::Pod for super::FragEntry {}
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod walk_tests;

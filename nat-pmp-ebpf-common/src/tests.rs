@@ -157,9 +157,107 @@ const ROWS: &[Row] = &[
         NatpmpUnsupportedOpcode,
         false,
     ),
-    row("PCP, 2 bytes", 2, 2, 1, Pcp, false),
-    row("PCP MAP, 60 bytes", 60, 2, 1, Pcp, false),
-    row("PCP response", 60, 2, 0x81, Pcp, false),
+    // PCP (RFC 6887): the length checks come first (§8.3), then the opcode.
+    row("PCP, 2 bytes", 2, 2, 1, PcpMalformedShortHeader, false),
+    row("PCP, 20 bytes", 20, 2, 0, PcpMalformedShortHeader, false),
+    row("PCP, 23 bytes", 23, 2, 0, PcpMalformedShortHeader, false),
+    row(
+        "PCP ANNOUNCE, 24 bytes",
+        24,
+        2,
+        0,
+        PcpAnnounceRequest,
+        false,
+    ),
+    row(
+        "PCP ANNOUNCE response",
+        24,
+        2,
+        0x80,
+        PcpAnnounceResponse,
+        false,
+    ),
+    row(
+        "PCP ANNOUNCE with an option",
+        28,
+        2,
+        0,
+        PcpAnnounceRequest,
+        false,
+    ),
+    row(
+        "PCP MAP, 56 bytes",
+        56,
+        2,
+        1,
+        PcpMalformedShortOpcode,
+        false,
+    ),
+    row("PCP MAP, 60 bytes", 60, 2, 1, PcpMapRequest, false),
+    row(
+        "PCP MAP response, 60 bytes",
+        60,
+        2,
+        0x81,
+        PcpMapResponse,
+        false,
+    ),
+    row(
+        "PCP MAP response, 56 bytes",
+        56,
+        2,
+        0x81,
+        PcpMalformedShortOpcode,
+        false,
+    ),
+    row("PCP MAP with options", 84, 2, 1, PcpMapRequest, false),
+    row(
+        "PCP PEER, 76 bytes",
+        76,
+        2,
+        2,
+        PcpMalformedShortOpcode,
+        false,
+    ),
+    row("PCP PEER, 80 bytes", 80, 2, 2, PcpPeerRequest, false),
+    row("PCP PEER response", 80, 2, 0x82, PcpPeerResponse, false),
+    row(
+        "PCP PEER response, 60 bytes",
+        60,
+        2,
+        0x82,
+        PcpMalformedShortOpcode,
+        false,
+    ),
+    row("PCP opcode 3", 24, 2, 3, PcpUnsupportedOpcode, false),
+    row(
+        "PCP opcode 127 response",
+        24,
+        2,
+        0xff,
+        PcpUnsupportedOpcode,
+        false,
+    ),
+    row(
+        "PCP unknown opcode, 1100",
+        1100,
+        2,
+        9,
+        PcpUnsupportedOpcode,
+        false,
+    ),
+    row("PCP, 1100 bytes", 1100, 2, 1, PcpMapRequest, false),
+    row("PCP, 1101 bytes", 1101, 2, 1, PcpMalformedTooLong, false),
+    row("PCP, 1104 bytes", 1104, 2, 1, PcpMalformedTooLong, false),
+    row("PCP, 61 bytes", 61, 2, 1, PcpMalformedNotMultipleOf4, false),
+    row(
+        "PCP, 26 bytes, opcode 7",
+        26,
+        2,
+        7,
+        PcpMalformedNotMultipleOf4,
+        false,
+    ),
     row("version 1 (pre-standard)", 2, 1, 0, MalformedVersion, false),
     row("version 3", 24, 3, 0, MalformedVersion, false),
     row("version 255", 2, 255, 128, MalformedVersion, false),
@@ -186,7 +284,8 @@ fn classify_table() {
 
 #[test]
 fn every_class_is_covered_by_the_table() {
-    for class in Class::ALL {
+    let counted = [FragmentNonfirst, Ipv6ExtChainTooLong, Pcp];
+    for class in Class::ALL.into_iter().filter(|c| !counted.contains(c)) {
         assert!(
             ROWS.iter().any(|r| r.class == class),
             "no row for {class:?}"
@@ -266,11 +365,100 @@ fn direction_and_policy() {
     assert!(drops(&drop, Direction::ToServer));
     assert!(!drops(&drop, Direction::FromServer));
     assert!(!drops(&monitor, Direction::ToServer));
-    assert!(!drops(
-        &Config {
-            mode: 77,
-            reserved: 0
-        },
-        Direction::ToServer
-    ));
+    assert!(!drops(&Config { mode: 77, link: 0 }, Direction::ToServer));
+}
+
+/// Every PCP length from 0 to 1200 for every opcode byte: exactly one
+/// reason per length, in RFC 6887 §8.3's order.
+#[test]
+fn every_pcp_boundary() {
+    for opcode in 0..=255u8 {
+        for len in 2..1200u32 {
+            let got = classify(len, PCP_VERSION, opcode);
+            assert!(!got.oversized);
+            assert_eq!(got.class.parent(), Some(Pcp), "len {len} opcode {opcode}");
+            let want = if len < 24 {
+                PcpMalformedShortHeader
+            } else if len > 1100 {
+                PcpMalformedTooLong
+            } else if len % 4 != 0 {
+                PcpMalformedNotMultipleOf4
+            } else {
+                match (opcode & 0x7f, opcode >= 0x80) {
+                    (1, _) if len < 60 => PcpMalformedShortOpcode,
+                    (2, _) if len < 80 => PcpMalformedShortOpcode,
+                    (0, false) => PcpAnnounceRequest,
+                    (0, true) => PcpAnnounceResponse,
+                    (1, false) => PcpMapRequest,
+                    (1, true) => PcpMapResponse,
+                    (2, false) => PcpPeerRequest,
+                    (2, true) => PcpPeerResponse,
+                    _ => PcpUnsupportedOpcode,
+                }
+            };
+            assert_eq!(got.class, want, "len {len} opcode {opcode:#x}");
+        }
+    }
+}
+
+#[test]
+fn first_fragment_rule() {
+    // The datagram is longer than the fragment: classified by its length.
+    assert_eq!(
+        classify_first_fragment(8 + 60, 16, 2, 1).class,
+        PcpMapRequest
+    );
+    assert_eq!(
+        classify_first_fragment(1400, 16, 0, 1),
+        Classification {
+            class: NatpmpMapUdpRequest,
+            oversized: true
+        }
+    );
+    // The fragment lacks the version/opcode bytes.
+    assert_eq!(
+        classify_first_fragment(1400, 8, 0, 0).class,
+        MalformedTruncated
+    );
+    assert_eq!(
+        classify_first_fragment(1400, 9, 0, 0).class,
+        MalformedTruncated
+    );
+    assert_eq!(
+        classify_first_fragment(1400, 10, 0, 0).class,
+        NatpmpExternalAddressRequest
+    );
+    // A length below the UDP header stays malformed.
+    for udp_len in 0..8 {
+        assert_eq!(
+            classify_first_fragment(udp_len, 100, 0, 0).class,
+            MalformedTruncated
+        );
+    }
+}
+
+#[test]
+fn pcp_is_the_aggregate_of_the_pcp_classes() {
+    let parts: Vec<Class> = Class::ALL
+        .into_iter()
+        .filter(|c| c.parent() == Some(Pcp))
+        .collect();
+    assert_eq!(parts.len(), 11);
+    assert!(parts.iter().all(|c| c.name().starts_with("pcp_")));
+    assert!(Pcp.is_aggregate());
+    assert_eq!(Class::ALL.iter().filter(|c| c.is_aggregate()).count(), 1);
+    // No classification ever yields the aggregate itself.
+    for len in 0..1200 {
+        for opcode in 0..=255u8 {
+            assert_ne!(classify(len, PCP_VERSION, opcode).class, Pcp);
+        }
+    }
+}
+
+#[test]
+fn link_round_trips_through_config() {
+    let c = Config::new(Mode::Drop).with_link(Link::RawIp);
+    assert_eq!((c.mode(), c.link()), (Mode::Drop, Link::RawIp));
+    assert_eq!(Config { mode: 0, link: 9 }.link(), Link::Ethernet);
+    assert_eq!(Config::default().link(), Link::Ethernet);
 }

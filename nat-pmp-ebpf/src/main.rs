@@ -1,6 +1,9 @@
-//! The XDP program: finds UDP port 5351 behind Ethernet and IPv4/IPv6,
+//! The XDP program: walks the frame with the shared walk (Ethernet, VLAN,
+//! PPPoE or raw IP; IPv4, IPv6 with extension headers, IPv4 in IPv6; UDP),
 //! classifies the payload with the shared classifier, counts every datagram
 //! per class in a per-CPU array and, in drop mode, drops what goes to 5351.
+//! All of the decision is `nat_pmp_ebpf_common::decide`; this file only
+//! supplies packet bytes, maps and counters.
 //!
 //! Contract: anything that is not UDP to or from port 5351 passes untouched
 //! and uncounted, on the cheapest path the parse allows; anything the program
@@ -8,130 +11,160 @@
 //! does not understand). Datagrams from port 5351 are counted, never dropped.
 #![no_std]
 #![no_main]
+// Everything on the packet path must be inlined: a BPF-to-BPF call costs a
+// stack frame out of 512 bytes and is verified again at every call site.
+#![expect(
+    clippy::inline_always,
+    reason = "the packet path is inlined on purpose"
+)]
 
 use core::mem;
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use nat_pmp_ebpf_common::{
-    classify_udp, direction, drops,
-    headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, UdpHdr, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
-    Class, ClassCounters, Classification, Config,
+    decide,
+    parse::{Plain, MAX_OFFSET},
+    Bytes, Class, ClassCounters, Config, FragEntry, FragKey, FragTable, Outcome, Trace,
+    FRAGS_MAX_ENTRIES,
 };
 
 #[map(name = "NATPMP_STATS")]
-static STATS: PerCpuArray<ClassCounters> = PerCpuArray::with_max_entries(Class::MAP_ENTRIES, 0);
+#[expect(clippy::cast_possible_truncation, reason = "23 classes")]
+static STATS: PerCpuArray<ClassCounters> = PerCpuArray::with_max_entries(Class::COUNT as u32, 0);
 
 #[map(name = "NATPMP_CONFIG")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
+/// First fragments seen on port 5351 (see `FragTable` in -common for why an
+/// LRU: bounded memory under a flood, old datagrams age out by themselves).
+#[map(name = "NATPMP_FRAGS")]
+static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
+
+/// The last frame's decision, written only when tracing is on (tests).
+#[map(name = "NATPMP_TRACE")]
+static TRACE: Array<Trace> = Array::with_max_entries(1, 0);
+
+/// Set at load time (`EbpfLoader::override_global`) by tests only. It lives
+/// in `.rodata`, so the verifier treats it as a constant and removes the
+/// tracing code when it is 0: the normal path does not even test it.
+#[unsafe(no_mangle)]
+static NATPMP_TRACE_ON: u32 = 0;
+
 #[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] macro fixes the signature"
-)]
+#[expect(clippy::needless_pass_by_value, reason = "the #[xdp] entry signature")]
 pub fn nat_pmp(ctx: XdpContext) -> u32 {
-    // Unparseable frames pass: see the module contract.
-    try_nat_pmp(&ctx).unwrap_or(xdp_action::XDP_PASS)
-}
-
-/// Returns a pointer to a `T` at `offset` from the start of the frame, or
-/// `Err` if the frame is too short. The only place packet bounds are checked.
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + mem::size_of::<T>() > end {
-        return Err(());
+    let pkt = Packet {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    // A missing config entry cannot happen (arrays are preallocated); the
+    // default is monitor mode on Ethernet.
+    let config = CONFIG.get(0).copied().unwrap_or_default();
+    let outcome = decide(&pkt, &config, &mut Frags);
+    if let Some(class) = outcome.class {
+        record(class, &outcome);
     }
-    Ok((start + offset) as *const T)
-}
-
-/// Copies a `T` out of the frame at `offset`.
-#[inline(always)]
-fn read_at<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, ()> {
-    let ptr = ptr_at::<T>(ctx, offset)?;
-    // SAFETY: `ptr_at` checked that `size_of::<T>()` bytes at `ptr` lie inside
-    // the frame; every `T` read here is a byte-array header of alignment 1.
-    Ok(unsafe { *ptr })
-}
-
-#[inline(always)]
-fn try_nat_pmp(ctx: &XdpContext) -> Result<u32, ()> {
-    let eth: EthHdr = read_at(ctx, 0)?;
-    let udp_off = match eth.ether_type() {
-        ETH_P_IP => {
-            let ip: Ipv4Hdr = read_at(ctx, EthHdr::LEN)?;
-            // Fragments after the first carry no UDP header: never read their
-            // payload as one (RFC 791 §3.2).
-            if ip.proto != IPPROTO_UDP || ip.fragment_offset() != 0 {
-                return Ok(xdp_action::XDP_PASS);
-            }
-            let ihl = ip.header_len();
-            if ihl < Ipv4Hdr::LEN {
-                return Ok(xdp_action::XDP_PASS);
-            }
-            EthHdr::LEN + ihl
-        }
-        ETH_P_IPV6 => {
-            let ip: Ipv6Hdr = read_at(ctx, EthHdr::LEN)?;
-            if ip.next_header != IPPROTO_UDP {
-                return Ok(xdp_action::XDP_PASS);
-            }
-            EthHdr::LEN + Ipv6Hdr::LEN
-        }
-        _ => return Ok(xdp_action::XDP_PASS),
-    };
-    let udp: UdpHdr = read_at(ctx, udp_off)?;
-    let Some(dir) = direction(udp.src_port(), udp.dst_port()) else {
-        return Ok(xdp_action::XDP_PASS);
-    };
-
-    let frame_len = ctx.data_end() - ctx.data();
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "frames are far below 4 GiB"
-    )]
-    let available = (frame_len - udp_off) as u32;
-    let payload = udp_off + UdpHdr::LEN;
-    // The first two payload bytes, where the frame has them. `classify_udp`
-    // ignores bytes the UDP length field says are absent.
-    let version: u8 = read_at(ctx, payload).unwrap_or(0);
-    let opcode: u8 = read_at(ctx, payload + 1).unwrap_or(0);
-    let verdict = classify_udp(udp.length(), available, version, opcode);
-
-    let dropped = CONFIG.get(0).is_some_and(|cfg| drops(cfg, dir));
-    record(verdict, dropped, frame_len as u64);
-    Ok(if dropped {
+    let action = if outcome.drop {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
-    })
+    };
+    // SAFETY: a plain read of a `u32` static; volatile so that the compiler
+    // keeps the load for the loader to patch instead of folding the 0.
+    if unsafe { core::ptr::read_volatile(&raw const NATPMP_TRACE_ON) } != 0 {
+        trace(&outcome, action);
+    }
+    action
+}
+
+/// The frame as the shared walk sees it.
+struct Packet {
+    start: usize,
+    end: usize,
+}
+
+impl Bytes for Packet {
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The one place packet bounds are checked.
+    #[inline(always)]
+    fn read<T: Plain>(&self, off: usize) -> Option<T> {
+        // The walk never asks beyond MAX_OFFSET; the mask restates that
+        // bound where the verifier needs it, at the pointer arithmetic.
+        let off = off & MAX_OFFSET;
+        let ptr = self.start + off;
+        if ptr + mem::size_of::<T>() > self.end {
+            return None;
+        }
+        // SAFETY: the `size_of::<T>()` bytes at `ptr` lie inside the frame
+        // (checked just above against `data_end`); the read is unaligned and
+        // `T: Plain` makes every bit pattern valid.
+        Some(unsafe { core::ptr::read_unaligned(ptr as *const T) })
+    }
+}
+
+/// The LRU map of first fragments, as the shared `FragTable`.
+struct Frags;
+
+impl FragTable for Frags {
+    #[inline(always)]
+    fn lookup(&mut self, key: &FragKey) -> Option<FragEntry> {
+        // SAFETY: the reference is copied out at once; a concurrent update
+        // of an entry can at worst give a stale direction.
+        unsafe { FRAGS.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn remember(&mut self, key: &FragKey, entry: FragEntry) {
+        // An LRU insert only fails if the kernel cannot allocate; the
+        // datagram's later fragments then pass uncounted.
+        let _ = FRAGS.insert(key, entry, 0);
+    }
 }
 
 /// The one place verdicts are counted.
 #[inline(always)]
-fn record(verdict: Classification, dropped: bool, bytes: u64) {
-    let Some(c) = STATS.get_ptr_mut(verdict.class.index()) else {
+fn record(class: Class, outcome: &Outcome) {
+    let Some(c) = STATS.get_ptr_mut(class.index()) else {
         return;
     };
     // SAFETY: the pointer is this CPU's slot of a per-CPU array entry; XDP
     // runs with preemption disabled, so nothing else writes it concurrently.
     let c = unsafe { &mut *c };
-    if dropped {
+    if outcome.drop {
         c.dropped_packets += 1;
-        c.dropped_bytes += bytes;
+        c.dropped_bytes += outcome.bytes;
     } else {
         c.passed_packets += 1;
-        c.passed_bytes += bytes;
+        c.passed_bytes += outcome.bytes;
     }
-    if verdict.oversized {
+    if outcome.oversized {
         c.oversized_packets += 1;
     }
+}
+
+/// Writes the decision into the trace map (tests only).
+#[inline(never)]
+fn trace(outcome: &Outcome, action: u32) {
+    let Some(t) = TRACE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: entry 0 of a one-entry array; traced tests run one frame at
+    // a time.
+    let t = unsafe { &mut *t };
+    t.seq = t.seq.wrapping_add(1);
+    t.action = action;
+    t.class = outcome.class.map_or(Trace::UNCOUNTED, Class::index);
+    t.oversized = u32::from(outcome.oversized);
+    t.bytes = outcome.bytes;
 }
 
 #[cfg(not(test))]

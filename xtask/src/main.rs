@@ -115,5 +115,25 @@ fn test(extra: &[String]) -> Result<()> {
             .args(["test", "--release", "--lib", "--bins", "--tests"])
             .args(extra)
             .args(["--", "--test-threads=1"]),
+    )?;
+    if extra.is_empty() {
+        fuzz(FUZZ_SECONDS)?;
+    }
+    Ok(())
+}
+
+/// Seconds of the fuzz session `cargo xtask test` runs.
+const FUZZ_SECONDS: u32 = 30;
+
+/// Runs the libFuzzer target on the host parser and classifier for
+/// `seconds` (README, "Fuzzing", for a long run).
+fn fuzz(seconds: u32) -> Result<()> {
+    util::exec(
+        util::cmd("cargo")
+            .args(["+nightly", "fuzz", "run", "walk", "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .current_dir(util::workspace_root().join("nat-pmp-ebpf-common"))
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"),
     )
 }

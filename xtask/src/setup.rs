@@ -7,7 +7,8 @@
 //!    bpf-linker links `$LLVM_PREFIX/lib/libLLVM.so` dynamically. The prefix
 //!    holds two symlinks to that file and must stay where it is (its path is
 //!    the binary's rpath);
-//! 3. the Debian packages the tests use.
+//! 3. cargo-fuzz (the test suite runs a short fuzz session);
+//! 4. the Debian packages the tests use.
 //!
 //! Each step checks first and does nothing when it is already done.
 
@@ -71,8 +72,31 @@ wireshark-common wireshark-common/install-setuid boolean false
 pub fn setup() -> Result<()> {
     nightly_components()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     debian_packages()?;
     Ok(())
+}
+
+/// cargo-fuzz, for the short fuzz run of `cargo xtask test` (libFuzzer on the
+/// host parser; it runs on the nightly toolchain).
+fn cargo_fuzz() -> Result<()> {
+    let installed = cmd("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if installed {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz (a few minutes, once)");
+    exec(
+        cmd("cargo")
+            .args(["install", "cargo-fuzz", "--locked"])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"),
+    )
+    .context("installing cargo-fuzz")
 }
 
 fn nightly_components() -> Result<()> {

@@ -1,0 +1,327 @@
+//! The differential test: at least a million generated and mutated frames
+//! (every encapsulation, random truncations, bit flips, random lengths, both
+//! link types, both modes) run through the XDP program in the kernel
+//! (BPF_PROG_TEST_RUN, traced) and through the host reference
+//! (`nat_pmp_ebpf_common::reference`, the same walk over a byte slice). The
+//! class, the action, the oversized flag and the counted bytes must agree on
+//! every frame; the first disagreement is printed in hex with the seed that
+//! reproduces it. At the end the kernel's counters must equal the sum of the
+//! host's outcomes.
+//!
+//! `NATPMP_DIFF_SEED` (default fixed) and `NATPMP_DIFF_FRAMES` (default
+//! 1,000,000) override the run.
+
+mod common;
+
+use std::time::Instant;
+
+use fastrand::Rng;
+use nat_pmp_agent::{counters::Snapshot, ebpf::Filter, probe::sample_payload};
+use nat_pmp_ebpf_common::{
+    frames::{ethernet, ext, frag6, ipv4, ipv6, pppoe, udp, V4Frag, FRAGMENT},
+    headers::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_DSTOPTS,
+        IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_ROUTING, IPPROTO_UDP, PPP_IP, PPP_IPV6,
+    },
+    reference::Reference,
+    Class, Config, Link, Mode, Outcome, Trace, FRAGS_MAX_ENTRIES, NATPMP_PORT,
+};
+
+const DEFAULT_SEED: u64 = 0x5351_6886_6887;
+const DEFAULT_FRAMES: u64 = 1_000_000;
+/// BPF_PROG_TEST_RUN takes XDP frames of at least ETH_HLEN bytes and at
+/// most about a page minus headroom and skb_shared_info.
+const MIN_FRAME: usize = 14;
+const MAX_FRAME: usize = 3000;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        let v = v.trim();
+        v.strip_prefix("0x")
+            .map_or_else(|| v.parse(), |h| u64::from_str_radix(h, 16))
+            .unwrap_or_else(|e| panic!("{name}={v:?}: {e}"))
+    })
+}
+
+/// A UDP payload: a sample of a class, a PCP message of a random length, or
+/// random bytes behind a chosen version byte.
+fn payload(rng: &mut Rng) -> Vec<u8> {
+    match rng.u8(0..10) {
+        0..=3 => {
+            let classes: Vec<Class> = Class::ALL.into_iter().collect();
+            sample_payload(classes[rng.usize(..classes.len())])
+        }
+        4..=5 => {
+            let len = if rng.bool() {
+                rng.usize(0..=1200) & !3
+            } else {
+                rng.usize(0..=1200)
+            };
+            let mut p = vec![2, rng.u8(..)];
+            p.resize(len.max(2), 0);
+            p.truncate(len);
+            p
+        }
+        _ => {
+            let len = rng.usize(0..=40);
+            let mut p: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            if let Some(v) = p.first_mut() {
+                *v = [0, 0, 1, 2, rng.u8(..)][rng.usize(..5)];
+            }
+            p
+        }
+    }
+}
+
+/// A UDP datagram (sometimes to other ports, sometimes with a wrong length
+/// field).
+fn datagram(rng: &mut Rng) -> Vec<u8> {
+    let (sport, dport) = match rng.u8(0..10) {
+        0..=6 => (rng.u16(1024..), NATPMP_PORT),
+        7 => (NATPMP_PORT, rng.u16(1024..)),
+        8 => (NATPMP_PORT, NATPMP_PORT),
+        _ => (rng.u16(..), rng.u16(..)),
+    };
+    let mut d = udp(sport, dport, &payload(rng));
+    if rng.u8(0..10) == 0 {
+        d[4..6].copy_from_slice(&rng.u16(..).to_be_bytes());
+    }
+    d
+}
+
+/// The IPv4 fragments of a datagram share these ids, so later fragments
+/// often meet their first.
+fn frag_id(rng: &mut Rng) -> u16 {
+    rng.u16(0..4)
+}
+
+/// An IPv4 packet around `body` (options, fragments, other protocols).
+fn v4_packet(rng: &mut Rng, body: &[u8]) -> Vec<u8> {
+    let options: Vec<u8> = vec![1; [0, 0, 0, 4, 12, 40][rng.usize(..6)]];
+    let proto = if rng.u8(0..20) == 0 { 6 } else { IPPROTO_UDP };
+    match rng.u8(0..10) {
+        0 => {
+            // First fragment: a prefix of the datagram, 8-byte aligned.
+            let cut = (rng.usize(0..=body.len()) & !7).max(8).min(body.len());
+            let f = V4Frag {
+                id: frag_id(rng),
+                offset: 0,
+                more: true,
+            };
+            ipv4(proto, f, &options, &body[..cut])
+        }
+        1 => {
+            let f = V4Frag {
+                id: frag_id(rng),
+                offset: rng.u16(1..200),
+                more: rng.bool(),
+            };
+            ipv4(proto, f, &options, body)
+        }
+        _ => ipv4(proto, V4Frag::default(), &options, body),
+    }
+}
+
+/// An IPv6 packet: a random extension-header chain (around the bound),
+/// fragments, UDP or IPv4 in IPv6.
+fn v6_packet(rng: &mut Rng) -> Vec<u8> {
+    let (mut next, mut body) = if rng.u8(0..5) == 0 {
+        let d = datagram(rng);
+        (IPPROTO_IPIP, v4_packet(rng, &d))
+    } else {
+        (IPPROTO_UDP, datagram(rng))
+    };
+    let headers = [0, 0, 0, 1, 2, 3, 5, 6, 7, 8][rng.usize(..10)];
+    for _ in 0..headers {
+        let kind = [IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, FRAGMENT][rng.usize(..4)];
+        body = if kind == FRAGMENT {
+            let offset = if rng.bool() { 0 } else { rng.u16(1..100) };
+            frag6(next, offset, rng.bool(), u32::from(frag_id(rng)), &body)
+        } else {
+            ext(next, [0, 0, 1, 3, 40][rng.usize(..5)], &body)
+        };
+        next = kind;
+    }
+    ipv6(next, &body)
+}
+
+/// A frame for `link`.
+fn frame(rng: &mut Rng, link: Link) -> Vec<u8> {
+    let ip = if rng.bool() {
+        let d = datagram(rng);
+        v4_packet(rng, &d)
+    } else {
+        v6_packet(rng)
+    };
+    let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
+    match link {
+        Link::RawIp => ip,
+        Link::Ethernet => {
+            let tags: Vec<u16> = (0..[0, 0, 1, 2, 3][rng.usize(..5)])
+                .map(|_| {
+                    if rng.bool() {
+                        ETH_P_8021Q
+                    } else {
+                        ETH_P_8021AD
+                    }
+                })
+                .collect();
+            if rng.u8(0..5) == 0 {
+                ethernet(
+                    &tags,
+                    ETH_P_PPP_SES,
+                    &pppoe(if v6 { PPP_IPV6 } else { PPP_IP }, &ip),
+                )
+            } else {
+                ethernet(&tags, if v6 { ETH_P_IPV6 } else { ETH_P_IP }, &ip)
+            }
+        }
+    }
+}
+
+/// Truncations, bit flips, random bytes, random lengths.
+fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
+    match rng.u8(0..20) {
+        0..=3 => f.truncate(rng.usize(MIN_FRAME..=f.len().max(MIN_FRAME))),
+        4..=8 => {
+            for _ in 0..rng.usize(1..=4) {
+                let bit = rng.usize(..f.len() * 8);
+                f[bit / 8] ^= 1 << (bit % 8);
+            }
+        }
+        9 => f = (0..rng.usize(MIN_FRAME..200)).map(|_| rng.u8(..)).collect(),
+        10 => f.resize(f.len() + rng.usize(0..64), 0),
+        11 => {
+            // Overwrite one byte anywhere with a random value.
+            let i = rng.usize(..f.len());
+            f[i] = rng.u8(..);
+        }
+        _ => {}
+    }
+    f.truncate(MAX_FRAME);
+    if f.len() < MIN_FRAME {
+        f.resize(MIN_FRAME, 0);
+    }
+    f
+}
+
+fn hex(f: &[u8]) -> String {
+    use std::fmt::Write as _;
+    f.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn describe(o: &Outcome) -> String {
+    format!(
+        "class {} action {} oversized {} bytes {}",
+        o.class.map_or("(uncounted)", Class::name),
+        if o.drop { "drop" } else { "pass" },
+        o.oversized,
+        o.bytes
+    )
+}
+
+fn kernel_outcome(t: &Trace) -> Outcome {
+    Outcome {
+        class: (t.class != Trace::UNCOUNTED).then(|| {
+            Class::from_index(t.class).unwrap_or_else(|| panic!("kernel traced class {}", t.class))
+        }),
+        oversized: t.oversized != 0,
+        drop: t.action == 1,
+        bytes: t.bytes,
+    }
+}
+
+#[test]
+fn kernel_and_host_reference_agree_on_every_frame() {
+    common::require_root();
+    let seed = env_u64("NATPMP_DIFF_SEED", DEFAULT_SEED);
+    let total = env_u64("NATPMP_DIFF_FRAMES", DEFAULT_FRAMES);
+    println!(
+        "differential: seed {seed:#x} (NATPMP_DIFF_SEED), {total} frames (NATPMP_DIFF_FRAMES)"
+    );
+    let mut rng = Rng::with_seed(seed);
+    let mut filter = Filter::load_traced().expect("loading the XDP program with tracing");
+    let mut seq = filter.last_trace().expect("reading the trace map").seq;
+    let mut host_counts = Snapshot::default();
+    let start = Instant::now();
+    let phases = [
+        (Mode::Monitor, Link::Ethernet),
+        (Mode::Drop, Link::Ethernet),
+        (Mode::Monitor, Link::RawIp),
+        (Mode::Drop, Link::RawIp),
+    ];
+    let mut reference = Reference::default();
+    let mut counted = 0u64;
+    for (phase, (mode, link)) in phases.into_iter().enumerate() {
+        filter.set_mode(mode).expect("setting the mode");
+        filter.set_link(link).expect("setting the link type");
+        reference.config = Config::new(mode).with_link(link);
+        let n = total / 4 + u64::from((phase as u64) < total % 4);
+        for i in 0..n {
+            let built = frame(&mut rng, link);
+            let f = mutate(&mut rng, built);
+            let want = reference.run(&f);
+            let action = filter.run_frame(&f).expect("BPF_PROG_TEST_RUN");
+            let t = filter.last_trace().expect("reading the trace map");
+            seq = seq.wrapping_add(1);
+            assert_eq!(t.seq, seq, "the program did not trace frame {i}");
+            assert_eq!(t.action, action);
+            let got = kernel_outcome(&t);
+            assert!(
+                got == want,
+                "kernel and host reference disagree (seed {seed:#x}, {} mode, {} link, frame {i} \
+                 of the phase):\n  frame  {}\n  kernel {}\n  host   {}",
+                mode.name(),
+                link.name(),
+                hex(&f),
+                describe(&got),
+                describe(&want)
+            );
+            if let Some(class) = want.class {
+                counted += 1;
+                let c = &mut host_counts.classes[class.index() as usize];
+                if want.drop {
+                    c.dropped_packets += 1;
+                    c.dropped_bytes += want.bytes;
+                } else {
+                    c.passed_packets += 1;
+                    c.passed_bytes += want.bytes;
+                }
+                c.oversized_packets += u64::from(want.oversized);
+            }
+            // The host table never evicts; keep the kernel's LRU far from
+            // full so it does not either, then forget on both sides.
+            if reference.frags.0.len() >= (FRAGS_MAX_ENTRIES / 4) as usize {
+                reference.clear_fragments();
+                filter.clear_fragments().expect("clearing the fragment map");
+            }
+        }
+    }
+    host_counts.fill_aggregates();
+    let kernel_counts = filter.snapshot().expect("reading counters");
+    assert_eq!(
+        kernel_counts, host_counts,
+        "the kernel's counters differ from the host's sum"
+    );
+    let per_class: Vec<String> = Class::ALL
+        .iter()
+        .filter(|c| host_counts.get(**c).packets() > 0)
+        .map(|c| format!("{} {}", c.name(), host_counts.get(*c).packets()))
+        .collect();
+    println!(
+        "differential: {total} frames agree ({counted} counted) in {:.1} s; per class: {}",
+        start.elapsed().as_secs_f64(),
+        per_class.join(", ")
+    );
+    // The generator must reach every class, or the comparison proves little.
+    for class in Class::ALL {
+        assert!(
+            host_counts.get(class).packets() > 0,
+            "no frame of class {}",
+            class.name()
+        );
+    }
+}

@@ -1,0 +1,543 @@
+//! The frame walk and the per-frame decision, shared by the XDP program and
+//! the host.
+//!
+//! Contract: [`walk`] and [`decide`] are generic over [`Bytes`] (where the
+//! frame's bytes come from) and [`FragTable`] (where first fragments are
+//! remembered). The XDP program implements them over `XdpContext` and an LRU
+//! hash map; the host implements them over `&[u8]` and a `HashMap`
+//! ([`crate::reference`]). Nothing else differs, so the host's answer for a
+//! frame *is* the kernel's answer (the differential test checks it on a
+//! million frames).
+//!
+//! The walk accepts: Ethernet, then up to [`MAX_VLAN_TAGS`] 802.1Q/802.1ad
+//! tags in any order, then optionally PPPoE session + PPP (IPv4 0x0021,
+//! IPv6 0x0057); or a raw IP link (no link-layer header). Then IPv4 with any
+//! IHL, or IPv6 with up to [`MAX_IPV6_EXT_HEADERS`] extension headers
+//! (hop-by-hop, routing, destination options, fragment); IPv4 in IPv6 (next
+//! header 4, DS-Lite / MAP-E) one level deep; then UDP.
+//!
+//! Every loop has a constant bound and every offset is checked against
+//! [`MAX_OFFSET`] before it reaches [`Bytes::read`], so the verifier sees
+//! bounded packet offsets; non-IP and non-UDP frames leave at the first
+//! header that tells.
+
+use crate::{
+    classify_first_fragment, classify_udp, direction, drops,
+    headers::{
+        EthHdr, Ipv4Hdr, Ipv6FragHdr, Ipv6Hdr, PppoeHdr, UdpHdr, VlanHdr, ETH_P_8021AD,
+        ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+        IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_ROUTING, IPPROTO_UDP, PPP_IP, PPP_IPV6,
+    },
+    Class, Classification, Config, Direction, Link,
+};
+
+/// VLAN tags walked (802.1Q and 802.1ad, in any order: QinQ). A frame with
+/// more tags passes uncounted (no WAN stacks three).
+pub const MAX_VLAN_TAGS: usize = 2;
+
+/// IPv6 extension headers walked before giving up. Real chains are short
+/// (hop-by-hop, destination options, routing, fragment, destination options
+/// is already five, RFC 8200 §4.1); a longer chain is counted as
+/// [`Class::Ipv6ExtChainTooLong`] rather than silently passed.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// Largest offset the walk reads at. Far beyond any header chain the walk
+/// accepts within a real frame (6 × 2048-byte extension headers is the
+/// worst), and low enough that the verifier can prove `data + offset` stays
+/// a valid packet pointer (it must stay below 64 KiB).
+pub const MAX_OFFSET: usize = 0x3fff;
+
+/// Where a frame's bytes come from.
+///
+/// # Contract
+/// `read` returns the `size_of::<T>()` bytes at `off` as a `T`, or `None`
+/// when they are not all inside the frame. It must never read outside it.
+pub trait Bytes {
+    /// The frame's length in bytes (what the counters count).
+    fn frame_len(&self) -> usize;
+    /// The `T` at `off`, if the frame holds all of it.
+    fn read<T: Plain>(&self, off: usize) -> Option<T>;
+}
+
+/// Types that may be read from any bytes: every bit pattern is a valid
+/// value and they have no padding.
+///
+/// # Safety
+/// Implement only for types of which every bit pattern is valid.
+pub unsafe trait Plain: Copy {}
+
+// SAFETY: every bit pattern is a valid `u8` / byte array.
+unsafe impl Plain for u8 {}
+// SAFETY: as above.
+unsafe impl<const N: usize> Plain for [u8; N] {}
+// SAFETY: the header structs hold only byte arrays and bytes.
+unsafe impl Plain for EthHdr {}
+// SAFETY: as above.
+unsafe impl Plain for VlanHdr {}
+// SAFETY: as above.
+unsafe impl Plain for PppoeHdr {}
+// SAFETY: as above.
+unsafe impl Plain for Ipv4Hdr {}
+// SAFETY: as above.
+unsafe impl Plain for Ipv6Hdr {}
+// SAFETY: as above.
+unsafe impl Plain for Ipv6FragHdr {}
+// SAFETY: as above.
+unsafe impl Plain for UdpHdr {}
+
+/// The host's frame: a byte slice. This is the host reference parser's
+/// input; the XDP program has its own `Bytes` over `XdpContext`.
+impl Bytes for [u8] {
+    #[inline]
+    fn frame_len(&self) -> usize {
+        self.len()
+    }
+
+    #[inline]
+    fn read<T: Plain>(&self, off: usize) -> Option<T> {
+        let bytes = self.get(off..off.checked_add(core::mem::size_of::<T>())?)?;
+        // SAFETY: `bytes` holds exactly `size_of::<T>()` bytes, the read is
+        // unaligned, and `T: Plain` makes any bit pattern a valid `T`.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
+}
+
+/// Reads at `off` after checking it against [`MAX_OFFSET`]: the one place
+/// the walk touches the frame.
+#[inline(always)]
+fn at<B: Bytes + ?Sized, T: Plain>(b: &B, off: usize) -> Option<T> {
+    if off > MAX_OFFSET {
+        return None;
+    }
+    b.read(off)
+}
+
+/// The reassembly key of a fragmented datagram: source, destination,
+/// protocol and identification (RFC 791 §3.2; RFC 8200 §4.5 without the
+/// protocol, which every fragment repeats). IPv4 addresses fill the first 4
+/// bytes of `src`/`dst`; unused bytes are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Identification, big-endian; IPv4's 16 bits fill the last two bytes.
+    pub id: [u8; 4],
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// The protocol the reassembled datagram carries (17, or 4 for IPv4 in
+    /// IPv6).
+    pub proto: u8,
+    pub pad: [u8; 2],
+}
+
+impl FragKey {
+    #[inline(always)]
+    fn v4(ip: &Ipv4Hdr) -> Self {
+        let mut k = FragKey {
+            ip_version: 4,
+            proto: ip.proto,
+            ..FragKey::default()
+        };
+        k.src[..4].copy_from_slice(&ip.src);
+        k.dst[..4].copy_from_slice(&ip.dst);
+        k.id[2..].copy_from_slice(&ip.id);
+        k
+    }
+}
+
+/// What [`FragTable`] remembers of a first fragment: which way it went.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    /// 1 when the datagram goes to port 5351 ([`Direction::ToServer`]).
+    pub to_server: u32,
+}
+
+/// First fragments of datagrams on port 5351, remembered so that their
+/// later fragments (which carry no UDP header) can be told apart.
+///
+/// Why a table at all: a later fragment has no ports, so without state it
+/// is indistinguishable from any other fragment; remembering the reassembly
+/// key of first fragments seen on 5351 recognises the rest of the datagram
+/// exactly, at the cost of one lookup per later UDP fragment (rare traffic)
+/// and one insert per first fragment on 5351. The kernel uses an LRU hash
+/// bounded at [`crate::FRAGS_MAX_ENTRIES`]: a flood of first fragments only
+/// evicts old keys; it cannot grow memory, and a datagram whose entry was
+/// evicted (or whose first fragment arrives last) is passed uncounted like
+/// any fragment.
+pub trait FragTable {
+    /// The entry for `key`, if its first fragment was seen.
+    fn lookup(&mut self, key: &FragKey) -> Option<FragEntry>;
+    /// Remembers (or refreshes) `key`.
+    fn remember(&mut self, key: &FragKey, entry: FragEntry);
+}
+
+/// Which fragment the walk is in: `first` with the reassembly key, or a
+/// whole datagram (also an atomic fragment, RFC 6946).
+///
+/// A struct with every field always set rather than an enum with a payload:
+/// an enum's unused payload bytes are undefined, and copying them makes LLVM
+/// emit reads of registers the verifier knows were never written ("`R3
+/// !read_ok`").
+#[derive(Clone, Copy)]
+struct Frag {
+    /// Offset 0, more fragments: holds the UDP header.
+    first: bool,
+    /// Offset above 0: holds no UDP header.
+    later: bool,
+    key: FragKey,
+}
+
+impl Frag {
+    const WHOLE: Frag = Frag {
+        first: false,
+        later: false,
+        key: FragKey {
+            src: [0; 16],
+            dst: [0; 16],
+            id: [0; 4],
+            ip_version: 0,
+            proto: 0,
+            pad: [0; 2],
+        },
+    };
+}
+
+/// What kind of frame the walk found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Not UDP on port 5351, or not parseable: passed, uncounted.
+    Pass,
+    /// An IPv6 header chain longer than [`MAX_IPV6_EXT_HEADERS`].
+    ChainTooLong,
+    /// A UDP datagram to or from port 5351.
+    Datagram,
+    /// The first fragment of a UDP datagram to or from port 5351: `key` is
+    /// what its later fragments carry.
+    FirstFragment,
+    /// A fragment after the first, of UDP (or of IPv4 in IPv6): its ports
+    /// are unknown; the [`FragTable`] may know `key`.
+    LaterFragment,
+}
+
+/// What the walk found in a frame. Every field is always initialised (see
+/// [`Frag`] for why this is not an enum with payloads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk {
+    pub found: Found,
+    /// For `Datagram` and `FirstFragment`.
+    pub dir: Direction,
+    /// For `Datagram` and `FirstFragment`.
+    pub verdict: Classification,
+    /// For `FirstFragment` and `LaterFragment`; zero otherwise.
+    pub key: FragKey,
+}
+
+impl Walk {
+    const PASS: Walk = Walk {
+        found: Found::Pass,
+        dir: Direction::FromServer,
+        verdict: Classification {
+            class: Class::MalformedTruncated,
+            oversized: false,
+        },
+        key: Frag::WHOLE.key,
+    };
+
+    const fn only(found: Found, key: FragKey) -> Walk {
+        Walk {
+            found,
+            key,
+            ..Walk::PASS
+        }
+    }
+}
+
+/// Walks the frame's headers down to UDP. See the module docs for what is
+/// accepted; everything else is [`Found::Pass`].
+#[inline(always)]
+pub fn walk<B: Bytes + ?Sized>(b: &B, link: Link) -> Walk {
+    walk_inner(b, link).unwrap_or(Walk::PASS)
+}
+
+/// The walk as one pipeline (link layer, IPv6, IPv4, UDP), each stage
+/// with a single call site: inlining a stage twice (IPv4 directly and in
+/// IPv6, say) doubles the code and the stack slots, and the BPF stack is
+/// 512 bytes.
+#[inline(always)]
+fn walk_inner<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Walk> {
+    let (ether_type, mut off) = match link {
+        Link::RawIp => {
+            // No link layer: the version nibble picks the protocol. Two
+            // bytes, not one: a 1-byte bounds check at offset 0 compiles to
+            // `data < data_end`, which the verifier cannot use (no IP
+            // header is shorter anyway).
+            let [version, _]: [u8; 2] = at(b, 0)?;
+            match version >> 4 {
+                4 => (ETH_P_IP, 0),
+                6 => (ETH_P_IPV6, 0),
+                _ => return None,
+            }
+        }
+        Link::Ethernet => ethernet(b)?,
+    };
+    let mut frag = Frag::WHOLE;
+    let ipv4_next = match ether_type {
+        ETH_P_IP => true,
+        ETH_P_IPV6 => {
+            let (next, after) = ipv6(b, off, &mut frag)?;
+            off = after;
+            match next {
+                IPPROTO_UDP => false,
+                // IPv4 in IPv6, one level deep (RFC 2473 / RFC 6333).
+                IPPROTO_IPIP => true,
+                IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
+                    return Some(Walk::only(Found::ChainTooLong, Frag::WHOLE.key));
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    if frag.later {
+        return Some(Walk::only(Found::LaterFragment, frag.key));
+    }
+    if ipv4_next {
+        off = ipv4(b, off, &mut frag)?;
+        if frag.later {
+            return Some(Walk::only(Found::LaterFragment, frag.key));
+        }
+    }
+    udp(b, off, &frag)
+}
+
+/// Ethernet, VLAN tags and PPPoE: returns the network protocol (as an
+/// EtherType) and where its header starts.
+#[cfg_attr(target_arch = "bpf", inline(never))]
+#[cfg_attr(not(target_arch = "bpf"), inline)]
+fn ethernet<B: Bytes + ?Sized>(b: &B) -> Option<(u16, usize)> {
+    let eth: EthHdr = at(b, 0)?;
+    let mut ether_type = eth.ether_type();
+    let mut off = EthHdr::LEN;
+    // 802.1ad (S-tag) and 802.1Q (C-tag) in any order: some providers tag
+    // with 0x8100 twice, others put 0x88A8 inside.
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        let tag: VlanHdr = at(b, off)?;
+        ether_type = tag.ether_type();
+        off += VlanHdr::LEN;
+    }
+    if ether_type == ETH_P_PPP_SES {
+        // RFC 2516 §4: version 1, type 1, code 0 (session data); the PPP
+        // protocol field follows (RFC 1661 §2).
+        let ppp: PppoeHdr = at(b, off)?;
+        if ppp.ver_type != PppoeHdr::VER_TYPE || ppp.code != 0 {
+            return None;
+        }
+        off += PppoeHdr::LEN;
+        return match ppp.protocol() {
+            PPP_IP => Some((ETH_P_IP, off)),
+            PPP_IPV6 => Some((ETH_P_IPV6, off)),
+            _ => None,
+        };
+    }
+    Some((ether_type, off))
+}
+
+/// IPv4 with any IHL carrying UDP: returns where the UDP header starts, and
+/// updates `frag` (a first or later fragment here overrides an enclosing
+/// IPv6 fragment's state).
+#[cfg_attr(target_arch = "bpf", inline(never))]
+#[cfg_attr(not(target_arch = "bpf"), inline)]
+fn ipv4<B: Bytes + ?Sized>(b: &B, off: usize, frag: &mut Frag) -> Option<usize> {
+    let ip: Ipv4Hdr = at(b, off)?;
+    if ip.version() != 4 || ip.proto != IPPROTO_UDP {
+        return None;
+    }
+    let ihl = ip.header_len();
+    if ihl < Ipv4Hdr::LEN {
+        return None;
+    }
+    // RFC 791 §3.2: only the fragment at offset 0 holds the UDP header; a
+    // later fragment's first bytes are payload and must never be read as
+    // ports (xdp-filter does).
+    let later = ip.fragment_offset() != 0;
+    if later || ip.more_fragments() {
+        *frag = Frag {
+            first: !later,
+            later,
+            key: FragKey::v4(&ip),
+        };
+    }
+    Some(off + ihl)
+}
+
+/// IPv6 and its extension headers: returns the protocol after the chain
+/// (an extension header if the chain is longer than the bound) and where it
+/// starts, and sets `frag` from a fragment header.
+#[cfg_attr(target_arch = "bpf", inline(never))]
+#[cfg_attr(not(target_arch = "bpf"), inline)]
+fn ipv6<B: Bytes + ?Sized>(b: &B, off: usize, frag: &mut Frag) -> Option<(u8, usize)> {
+    // Version, traffic class, flow label, payload length, next header, hop
+    // limit; the addresses are read only for a fragment's key.
+    let fixed: [u8; 8] = at(b, off)?;
+    if fixed[0] >> 4 != 6 {
+        return None;
+    }
+    let addrs = off + 8;
+    let mut next = fixed[6];
+    let mut off = off + Ipv6Hdr::LEN;
+    let mut fragment: Option<Ipv6FragHdr> = None;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                // RFC 8200 §4.3-4.6: next header, length in 8-octet units
+                // not counting the first 8.
+                let h: [u8; 2] = at(b, off)?;
+                next = h[0];
+                off += (h[1] as usize + 1) * 8;
+            }
+            IPPROTO_FRAGMENT => {
+                let h: Ipv6FragHdr = at(b, off)?;
+                next = h.next_header;
+                off += Ipv6FragHdr::LEN;
+                fragment = Some(h);
+                if h.fragment_offset() != 0 {
+                    // The rest is payload of a later fragment.
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    if let Some(h) = fragment {
+        let later = h.fragment_offset() != 0;
+        // M clear at offset 0 is an atomic fragment (RFC 6946): a whole
+        // datagram.
+        if later || h.more_fragments() {
+            if later && next != IPPROTO_UDP && next != IPPROTO_IPIP {
+                return None;
+            }
+            let [src, dst]: [[u8; 16]; 2] = at::<B, [u8; 32]>(b, addrs).map(split_addrs)?;
+            *frag = Frag {
+                first: !later,
+                later,
+                key: FragKey {
+                    src,
+                    dst,
+                    id: h.id,
+                    ip_version: 6,
+                    proto: next,
+                    pad: [0; 2],
+                },
+            };
+        }
+    }
+    Some((next, off))
+}
+
+#[inline(always)]
+fn split_addrs(a: [u8; 32]) -> [[u8; 16]; 2] {
+    let mut out = [[0u8; 16]; 2];
+    out[0].copy_from_slice(&a[..16]);
+    out[1].copy_from_slice(&a[16..]);
+    out
+}
+
+/// The UDP header at `off`: ports, then the shared classifier.
+#[cfg_attr(target_arch = "bpf", inline(never))]
+#[cfg_attr(not(target_arch = "bpf"), inline)]
+fn udp<B: Bytes + ?Sized>(b: &B, off: usize, frag: &Frag) -> Option<Walk> {
+    let h: UdpHdr = at(b, off)?;
+    let dir = direction(h.src_port(), h.dst_port())?;
+    // `at` succeeded, so `off + 8 <= frame_len`.
+    let available = u32::try_from(b.frame_len() - off).unwrap_or(u32::MAX);
+    // The version and opcode bytes, where the frame has them; the
+    // classifiers ignore them when the lengths say they are absent.
+    let [version, opcode] = at::<B, [u8; 2]>(b, off + UdpHdr::LEN).unwrap_or([0, 0]);
+    Some(if frag.first {
+        Walk {
+            found: Found::FirstFragment,
+            dir,
+            verdict: classify_first_fragment(h.length(), available, version, opcode),
+            key: frag.key,
+        }
+    } else {
+        Walk {
+            found: Found::Datagram,
+            dir,
+            verdict: classify_udp(h.length(), available, version, opcode),
+            key: frag.key,
+        }
+    })
+}
+
+/// What to do with a frame: which counter moves, and whether it is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The class counted, or `None` when no counter moves.
+    pub class: Option<Class>,
+    /// The oversized counter moves too.
+    pub oversized: bool,
+    /// `XDP_DROP` rather than `XDP_PASS`.
+    pub drop: bool,
+    /// Bytes counted: the whole frame as XDP sees it (0 when uncounted).
+    pub bytes: u64,
+}
+
+impl Outcome {
+    const PASS: Outcome = Outcome {
+        class: None,
+        oversized: false,
+        drop: false,
+        bytes: 0,
+    };
+}
+
+/// Walks the frame and applies `config`: the whole per-frame decision, the
+/// same in the kernel and on the host.
+///
+/// Drop mode drops datagrams to port 5351 and the later fragments of such
+/// datagrams; answers from 5351, frames it cannot see into (over-long IPv6
+/// chains) and everything else pass.
+#[inline(always)]
+pub fn decide<B: Bytes + ?Sized, F: FragTable>(b: &B, config: &Config, frags: &mut F) -> Outcome {
+    let counted = |class, oversized, dir: Direction| Outcome {
+        class: Some(class),
+        oversized,
+        drop: drops(config, dir),
+        bytes: b.frame_len() as u64,
+    };
+    let w = walk(b, config.link());
+    match w.found {
+        Found::Pass => Outcome::PASS,
+        Found::ChainTooLong => Outcome {
+            drop: false,
+            ..counted(Class::Ipv6ExtChainTooLong, false, Direction::FromServer)
+        },
+        Found::Datagram => counted(w.verdict.class, w.verdict.oversized, w.dir),
+        Found::FirstFragment => {
+            frags.remember(
+                &w.key,
+                FragEntry {
+                    to_server: u32::from(w.dir == Direction::ToServer),
+                },
+            );
+            counted(w.verdict.class, w.verdict.oversized, w.dir)
+        }
+        Found::LaterFragment => match frags.lookup(&w.key) {
+            Some(e) => {
+                let dir = if e.to_server != 0 {
+                    Direction::ToServer
+                } else {
+                    Direction::FromServer
+                };
+                counted(Class::FragmentNonfirst, false, dir)
+            }
+            None => Outcome::PASS,
+        },
+    }
+}

@@ -1,0 +1,665 @@
+//! Host tests of the frame walk and the per-frame decision: every
+//! encapsulation, every fragment case, the extension-header bound. The
+//! kernel tests run the same kinds of frames through the XDP program.
+
+use super::frames::*;
+use super::headers::*;
+use super::reference::Reference;
+use super::*;
+
+const PORT: u16 = NATPMP_PORT;
+
+fn pcp_map() -> Vec<u8> {
+    let mut p = vec![2, 1];
+    p.resize(60, 0);
+    p
+}
+
+fn v4(payload: &[u8]) -> Vec<u8> {
+    ipv4(
+        IPPROTO_UDP,
+        V4Frag::default(),
+        &[],
+        &udp(40000, PORT, payload),
+    )
+}
+
+fn v6(payload: &[u8]) -> Vec<u8> {
+    ipv6(IPPROTO_UDP, &udp(40000, PORT, payload))
+}
+
+/// Runs `frame` through a fresh reference in drop mode.
+fn outcome(link: Link, frame: &[u8]) -> Outcome {
+    Reference::new(Config::new(Mode::Drop).with_link(link)).run(frame)
+}
+
+fn class_of(link: Link, frame: &[u8]) -> Option<Class> {
+    outcome(link, frame).class
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "a table: one entry per case")]
+fn encapsulations() {
+    use Class::*;
+    let nat = [0u8, 0];
+    let e = Link::Ethernet;
+    let rows: Vec<(&str, Link, Vec<u8>, Option<Class>)> = vec![
+        (
+            "plain IPv4",
+            e,
+            ethernet(&[], ETH_P_IP, &v4(&nat)),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "plain IPv6",
+            e,
+            ethernet(&[], ETH_P_IPV6, &v6(&pcp_map())),
+            Some(PcpMapRequest),
+        ),
+        (
+            "802.1Q",
+            e,
+            ethernet(&[ETH_P_8021Q], ETH_P_IP, &v4(&nat)),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "802.1ad",
+            e,
+            ethernet(&[ETH_P_8021AD], ETH_P_IPV6, &v6(&nat)),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "QinQ 88a8+8100",
+            e,
+            ethernet(&[ETH_P_8021AD, ETH_P_8021Q], ETH_P_IP, &v4(&nat)),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "QinQ 8100+88a8",
+            e,
+            ethernet(&[ETH_P_8021Q, ETH_P_8021AD], ETH_P_IP, &v4(&nat)),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "QinQ 8100+8100",
+            e,
+            ethernet(&[ETH_P_8021Q, ETH_P_8021Q], ETH_P_IPV6, &v6(&nat)),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "three tags pass",
+            e,
+            ethernet(&[ETH_P_8021Q; 3], ETH_P_IP, &v4(&nat)),
+            None,
+        ),
+        (
+            "PPPoE IPv4",
+            e,
+            ethernet_pppoe(PPP_IP, &v4(&nat)),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "PPPoE IPv6",
+            e,
+            ethernet_pppoe(PPP_IPV6, &v6(&pcp_map())),
+            Some(PcpMapRequest),
+        ),
+        (
+            "VLAN + PPPoE",
+            e,
+            ethernet(&[ETH_P_8021Q], ETH_P_PPP_SES, &pppoe(PPP_IP, &v4(&nat))),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "PPPoE LCP passes",
+            e,
+            ethernet_pppoe(0xc021, &v4(&nat)),
+            None,
+        ),
+        (
+            "PPPoE discovery passes",
+            e,
+            ethernet(&[], 0x8863, &pppoe(PPP_IP, &v4(&nat))),
+            None,
+        ),
+        (
+            "PPPoE code != 0 passes",
+            e,
+            {
+                let mut f = ethernet_pppoe(PPP_IP, &v4(&nat));
+                f[15] = 9;
+                f
+            },
+            None,
+        ),
+        (
+            "raw IPv4",
+            Link::RawIp,
+            v4(&nat),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "raw IPv6",
+            Link::RawIp,
+            v6(&nat),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "raw version 5 passes",
+            Link::RawIp,
+            {
+                let mut f = v4(&nat);
+                f[0] = 0x55;
+                f
+            },
+            None,
+        ),
+        (
+            "raw link, Ethernet frame passes",
+            Link::RawIp,
+            ethernet(&[], ETH_P_IP, &v4(&nat)),
+            None,
+        ),
+        (
+            "IPv4 header says version 6",
+            e,
+            {
+                let mut f = ethernet(&[], ETH_P_IP, &v4(&nat));
+                f[14] = 0x65;
+                f
+            },
+            None,
+        ),
+        (
+            "IHL 15",
+            e,
+            ethernet(
+                &[],
+                ETH_P_IP,
+                &ipv4(
+                    IPPROTO_UDP,
+                    V4Frag::default(),
+                    &[1; 40],
+                    &udp(1, PORT, &nat),
+                ),
+            ),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "IPv4 in IPv6",
+            e,
+            ethernet(&[], ETH_P_IPV6, &ipv6(IPPROTO_IPIP, &v4(&nat))),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "IPv4 in IPv6 over PPPoE",
+            e,
+            ethernet_pppoe(PPP_IPV6, &ipv6(IPPROTO_IPIP, &v4(&pcp_map()))),
+            Some(PcpMapRequest),
+        ),
+        (
+            "IPv4 in IPv6 after a dest-opts header",
+            e,
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(IPPROTO_DSTOPTS, &ext(IPPROTO_IPIP, 0, &v4(&nat))),
+            ),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "IPv6 in IPv6 passes",
+            e,
+            ethernet(&[], ETH_P_IPV6, &ipv6(41, &v6(&nat))),
+            None,
+        ),
+        (
+            "IPv4 in IPv4 passes",
+            e,
+            ethernet(
+                &[],
+                ETH_P_IP,
+                &ipv4(IPPROTO_IPIP, V4Frag::default(), &[], &v4(&nat)),
+            ),
+            None,
+        ),
+        (
+            "HBH + routing + dest opts",
+            e,
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(
+                    IPPROTO_HOPOPTS,
+                    &ext(
+                        IPPROTO_ROUTING,
+                        1,
+                        &ext(
+                            IPPROTO_DSTOPTS,
+                            0,
+                            &ext(IPPROTO_UDP, 0, &udp(1, PORT, &nat)),
+                        ),
+                    ),
+                ),
+            ),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "big extension header (2048 bytes)",
+            e,
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(IPPROTO_DSTOPTS, &ext(IPPROTO_UDP, 255, &udp(1, PORT, &nat))),
+            ),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "answer through QinQ PPPoE",
+            e,
+            ethernet(
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                ETH_P_PPP_SES,
+                &pppoe(
+                    PPP_IPV6,
+                    &ipv6(
+                        IPPROTO_UDP,
+                        &udp(PORT, 40000, &[0, 128, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4]),
+                    ),
+                ),
+            ),
+            Some(NatpmpExternalAddressResponse),
+        ),
+    ];
+    for (what, link, frame, want) in rows {
+        assert_eq!(class_of(link, &frame), want, "{what}: {frame:02x?}");
+    }
+}
+
+/// A chain of `n` destination-options headers before UDP.
+fn chain(n: usize) -> Vec<u8> {
+    let mut body = udp(40000, PORT, &[0, 0]);
+    let mut next = IPPROTO_UDP;
+    for _ in 0..n {
+        body = ext(next, 0, &body);
+        next = IPPROTO_DSTOPTS;
+    }
+    ethernet(&[], ETH_P_IPV6, &ipv6(next, &body))
+}
+
+#[test]
+fn extension_header_bound() {
+    for n in 0..=MAX_IPV6_EXT_HEADERS {
+        let o = outcome(Link::Ethernet, &chain(n));
+        assert_eq!(
+            o.class,
+            Some(Class::NatpmpExternalAddressRequest),
+            "{n} headers"
+        );
+        assert!(o.drop);
+    }
+    for n in MAX_IPV6_EXT_HEADERS + 1..MAX_IPV6_EXT_HEADERS + 4 {
+        let o = outcome(Link::Ethernet, &chain(n));
+        assert_eq!(o.class, Some(Class::Ipv6ExtChainTooLong), "{n} headers");
+        assert!(
+            !o.drop,
+            "a chain too long to see through is counted, not dropped"
+        );
+    }
+}
+
+#[test]
+fn ipv4_fragments() {
+    let mut r = Reference::new(Config::new(Mode::Drop));
+    // A 1400-byte MAP request split in two: the first fragment holds the
+    // UDP header and the start of the payload.
+    let mut payload = vec![0u8, 1];
+    payload.resize(1400, 0);
+    let datagram = udp(40000, PORT, &payload);
+    let first = ipv4(
+        IPPROTO_UDP,
+        V4Frag {
+            id: 7,
+            offset: 0,
+            more: true,
+        },
+        &[],
+        &datagram[..800],
+    );
+    let second = ipv4(
+        IPPROTO_UDP,
+        V4Frag {
+            id: 7,
+            offset: 100,
+            more: false,
+        },
+        &[],
+        &datagram[800..],
+    );
+    let other_id = ipv4(
+        IPPROTO_UDP,
+        V4Frag {
+            id: 8,
+            offset: 100,
+            more: false,
+        },
+        &[],
+        &datagram[800..],
+    );
+    // The later fragment before its first is unknown: it passes uncounted.
+    assert_eq!(r.run(&ethernet(&[], ETH_P_IP, &second)).class, None);
+    let o = r.run(&ethernet(&[], ETH_P_IP, &first));
+    assert_eq!(
+        (o.class, o.oversized, o.drop),
+        (Some(Class::NatpmpMapUdpRequest), true, true)
+    );
+    let o = r.run(&ethernet(&[], ETH_P_IP, &second));
+    assert_eq!((o.class, o.drop), (Some(Class::FragmentNonfirst), true));
+    assert_eq!(r.run(&ethernet(&[], ETH_P_IP, &other_id)).class, None);
+    // A later fragment whose payload looks like a UDP header to 5351 is
+    // never read as one.
+    let fake = ipv4(
+        IPPROTO_UDP,
+        V4Frag {
+            id: 9,
+            offset: 3,
+            more: true,
+        },
+        &[],
+        &udp(1, PORT, &[0, 0]),
+    );
+    assert_eq!(r.run(&ethernet(&[], ETH_P_IP, &fake)).class, None);
+    // Answers from 5351 are remembered as answers: counted, never dropped.
+    let answer = udp(PORT, 40000, &payload);
+    let a1 = ipv4(
+        IPPROTO_UDP,
+        V4Frag {
+            id: 10,
+            offset: 0,
+            more: true,
+        },
+        &[],
+        &answer[..800],
+    );
+    let a2 = ipv4(
+        IPPROTO_UDP,
+        V4Frag {
+            id: 10,
+            offset: 100,
+            more: false,
+        },
+        &[],
+        &answer[800..],
+    );
+    assert!(!r.run(&ethernet(&[], ETH_P_IP, &a1)).drop);
+    let o = r.run(&ethernet(&[], ETH_P_IP, &a2));
+    assert_eq!((o.class, o.drop), (Some(Class::FragmentNonfirst), false));
+}
+
+#[test]
+fn ipv6_fragments() {
+    let mut r = Reference::new(Config::new(Mode::Drop));
+    let mut payload = vec![2u8, 1];
+    payload.resize(1100, 0);
+    let datagram = udp(40000, PORT, &payload);
+    let first = ipv6(
+        FRAGMENT,
+        &frag6(IPPROTO_UDP, 0, true, 0xdead, &datagram[..512]),
+    );
+    let second = ipv6(
+        FRAGMENT,
+        &frag6(IPPROTO_UDP, 64, false, 0xdead, &datagram[512..]),
+    );
+    let o = r.run(&ethernet(&[], ETH_P_IPV6, &first));
+    assert_eq!((o.class, o.drop), (Some(Class::PcpMapRequest), true));
+    let o = r.run(&ethernet(&[], ETH_P_IPV6, &second));
+    assert_eq!((o.class, o.drop), (Some(Class::FragmentNonfirst), true));
+    // An atomic fragment (offset 0, M clear) is a whole datagram.
+    let atomic = ipv6(
+        FRAGMENT,
+        &frag6(IPPROTO_UDP, 0, false, 1, &udp(1, PORT, &[0, 0])),
+    );
+    assert_eq!(
+        r.run(&ethernet(&[], ETH_P_IPV6, &atomic)).class,
+        Some(Class::NatpmpExternalAddressRequest)
+    );
+    // Fragmented IPv4 in IPv6 (DS-Lite): the outer fragments carry the key.
+    let inner = v4(&payload);
+    let f1 = ipv6(FRAGMENT, &frag6(IPPROTO_IPIP, 0, true, 5, &inner[..600]));
+    let f2 = ipv6(FRAGMENT, &frag6(IPPROTO_IPIP, 75, false, 5, &inner[600..]));
+    assert_eq!(
+        r.run(&ethernet(&[], ETH_P_IPV6, &f1)).class,
+        Some(Class::PcpMapRequest)
+    );
+    assert_eq!(
+        r.run(&ethernet(&[], ETH_P_IPV6, &f2)).class,
+        Some(Class::FragmentNonfirst)
+    );
+}
+
+#[test]
+fn first_fragment_too_short_for_the_opcode() {
+    let datagram = udp(40000, PORT, &[0u8; 100]);
+    let first = ipv4(
+        IPPROTO_UDP,
+        V4Frag {
+            id: 1,
+            offset: 0,
+            more: true,
+        },
+        &[],
+        &datagram[..8],
+    );
+    assert_eq!(
+        class_of(Link::Ethernet, &ethernet(&[], ETH_P_IP, &first)),
+        Some(Class::MalformedTruncated)
+    );
+}
+
+/// Every prefix of every kind of frame: the walk never reads past the end
+/// (the slice reader would panic) and a cut frame is never counted as more
+/// than what its bytes show.
+#[test]
+fn every_truncation_is_safe() {
+    let frames = [
+        ethernet(
+            &[ETH_P_8021AD, ETH_P_8021Q],
+            ETH_P_PPP_SES,
+            &pppoe(
+                PPP_IPV6,
+                &ipv6(IPPROTO_HOPOPTS, &ext(IPPROTO_IPIP, 1, &v4(&pcp_map()))),
+            ),
+        ),
+        chain(MAX_IPV6_EXT_HEADERS),
+        ethernet(
+            &[],
+            ETH_P_IP,
+            &ipv4(
+                IPPROTO_UDP,
+                V4Frag::default(),
+                &[1; 12],
+                &udp(1, PORT, &[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            ),
+        ),
+    ];
+    for f in &frames {
+        for cut in 0..=f.len() {
+            let o = outcome(Link::Ethernet, &f[..cut]);
+            assert_eq!(o.bytes, if o.class.is_some() { cut as u64 } else { 0 });
+        }
+    }
+}
+
+/// An example frame (or frames: the class is that of the last) per class.
+fn doc_example(class: Class) -> Vec<Vec<u8>> {
+    let eth4 = |p: &[u8]| ethernet(&[], ETH_P_IP, &v4(p));
+    let payload = |c: Class| -> Vec<u8> {
+        match c {
+            Class::NatpmpExternalAddressRequest => vec![0, 0],
+            Class::NatpmpMapUdpRequest => {
+                vec![0, 1, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20]
+            }
+            Class::NatpmpMapTcpRequest => {
+                vec![0, 2, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20]
+            }
+            Class::NatpmpExternalAddressResponse => vec![0, 128, 0, 0, 0, 0, 0, 60, 198, 18, 0, 1],
+            Class::NatpmpMapUdpResponse => vec![
+                0, 129, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
+            ],
+            Class::NatpmpMapTcpResponse => vec![
+                0, 130, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
+            ],
+            Class::NatpmpUnsupportedOpcode => vec![0, 3],
+            Class::MalformedTruncated => vec![0, 1, 0, 0],
+            Class::MalformedVersion => vec![1, 0],
+            Class::Pcp | Class::PcpAnnounceRequest => pcp(0, 24),
+            Class::PcpAnnounceResponse => pcp(0x80, 24),
+            Class::PcpMapRequest => pcp(1, 60),
+            Class::PcpMapResponse => pcp(0x81, 60),
+            Class::PcpPeerRequest => pcp(2, 80),
+            Class::PcpPeerResponse => pcp(0x82, 80),
+            Class::PcpUnsupportedOpcode => pcp(3, 24),
+            Class::PcpMalformedShortHeader => vec![2, 1, 0, 0],
+            Class::PcpMalformedShortOpcode => pcp(1, 24),
+            Class::PcpMalformedTooLong => pcp(0, 1104),
+            Class::PcpMalformedNotMultipleOf4 => pcp(0, 26),
+            Class::FragmentNonfirst | Class::Ipv6ExtChainTooLong => vec![],
+        }
+    };
+    match class {
+        Class::FragmentNonfirst => {
+            let d = udp(40000, PORT, &payload(Class::NatpmpMapUdpRequest));
+            let mut big = d.clone();
+            big.resize(24, 0);
+            big[4..6].copy_from_slice(&24u16.to_be_bytes());
+            vec![
+                ethernet(
+                    &[],
+                    ETH_P_IP,
+                    &ipv4(
+                        IPPROTO_UDP,
+                        V4Frag {
+                            id: 0x1234,
+                            offset: 0,
+                            more: true,
+                        },
+                        &[],
+                        &big[..16],
+                    ),
+                ),
+                ethernet(
+                    &[],
+                    ETH_P_IP,
+                    &ipv4(
+                        IPPROTO_UDP,
+                        V4Frag {
+                            id: 0x1234,
+                            offset: 2,
+                            more: false,
+                        },
+                        &[],
+                        &big[16..],
+                    ),
+                ),
+            ]
+        }
+        Class::Ipv6ExtChainTooLong => {
+            let mut body = udp(40000, PORT, &[0, 0]);
+            let mut next = IPPROTO_UDP;
+            for _ in 0..=MAX_IPV6_EXT_HEADERS {
+                body = ext(next, 0, &body);
+                next = IPPROTO_DSTOPTS;
+            }
+            vec![ethernet(&[], ETH_P_IPV6, &ipv6(next, &body))]
+        }
+        Class::NatpmpExternalAddressResponse
+        | Class::NatpmpMapUdpResponse
+        | Class::NatpmpMapTcpResponse
+        | Class::PcpAnnounceResponse
+        | Class::PcpMapResponse
+        | Class::PcpPeerResponse => vec![ethernet(
+            &[],
+            ETH_P_IP,
+            &ipv4(
+                IPPROTO_UDP,
+                V4Frag::default(),
+                &[],
+                &udp(PORT, 40000, &payload(class)),
+            ),
+        )],
+        _ => vec![eth4(&payload(class))],
+    }
+}
+
+fn pcp(opcode: u8, len: usize) -> Vec<u8> {
+    let mut p = vec![2, opcode];
+    p.resize(len, 0);
+    p
+}
+
+fn hex_lines(f: &[u8]) -> String {
+    f.chunks(16)
+        .map(|c| {
+            c.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Prints the examples of docs/classes.md (`cargo test -p
+/// nat-pmp-ebpf-common print_doc_examples -- --ignored --nocapture`).
+#[test]
+#[ignore = "prints the docs' example frames"]
+fn print_doc_examples() {
+    for class in Class::ALL {
+        println!("### {}", class.name());
+        for f in doc_example(class) {
+            println!("```text\n{}\n```", hex_lines(&f));
+        }
+    }
+}
+
+/// Every example frame in docs/classes.md is what its heading says.
+#[test]
+fn docs_classes_examples_are_their_class() {
+    let doc = include_str!("../../docs/classes.md");
+    let mut seen = Vec::new();
+    for section in doc.split("\n### `").skip(1) {
+        let name = &section[..section.find('`').expect("heading closes")];
+        let class = Class::from_name(name).unwrap_or_else(|| panic!("unknown class {name}"));
+        let mut r = Reference::new(Config::new(Mode::Drop));
+        let mut last = None;
+        for block in section.split("```text\n").skip(1) {
+            let hex = &block[..block.find("```").expect("block closes")];
+            let mut frame: Vec<u8> = Vec::new();
+            for token in hex.split_whitespace() {
+                // `00*N`: N zero bytes.
+                if let Some(n) = token.strip_prefix("00*") {
+                    frame.resize(frame.len() + n.parse::<usize>().expect("run length"), 0);
+                } else {
+                    frame.push(u8::from_str_radix(token, 16).expect("hex byte"));
+                }
+            }
+            last = Some(r.run(&frame));
+        }
+        let got = last
+            .unwrap_or_else(|| panic!("{name}: no example frame"))
+            .class;
+        if class.is_aggregate() {
+            assert_eq!(got.and_then(Class::parent), Some(class), "{name}");
+        } else {
+            assert_eq!(got, Some(class), "{name}");
+        }
+        seen.push(class);
+    }
+    for class in Class::ALL {
+        assert!(
+            seen.contains(&class),
+            "docs/classes.md lacks {}",
+            class.name()
+        );
+    }
+}
