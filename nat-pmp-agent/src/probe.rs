@@ -12,90 +12,25 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use nat_pmp_ebpf_common::{classify, Class};
+use nat_pmp_ebpf_common::{classify, samples, Class};
 
 /// Most datagrams one probe run may send.
 pub const MAX_COUNT: u64 = 1_000_000;
 
-/// A payload of exactly `class`, as a scanner or a gateway would send it.
+/// A payload of exactly `class`, as a scanner or a gateway would send it
+/// (the shared definition in [`nat_pmp_ebpf_common::samples`]).
 pub fn sample_payload(class: Class) -> Vec<u8> {
-    match class {
-        // RFC 6886 §3.2: version 0, opcode 0.
-        Class::NatpmpExternalAddressRequest => vec![0, 0],
-        // RFC 6886 §3.3: reserved, internal port 5000, suggested external
-        // port 5000, lifetime 7200 s.
-        Class::NatpmpMapUdpRequest => vec![0, 1, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20],
-        Class::NatpmpMapTcpRequest => vec![0, 2, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20],
-        // RFC 6886 §3.2: result 0, epoch 60, external address 198.18.0.1.
-        Class::NatpmpExternalAddressResponse => vec![0, 128, 0, 0, 0, 0, 0, 60, 198, 18, 0, 1],
-        // RFC 6886 §3.3: result 0, epoch 60, ports 5000/5000, lifetime 7200.
-        Class::NatpmpMapUdpResponse => {
-            vec![
-                0, 129, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
-            ]
-        }
-        Class::NatpmpMapTcpResponse => {
-            vec![
-                0, 130, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
-            ]
-        }
-        // Opcode 3 is not defined by RFC 6886 (a gateway answers result 5).
-        Class::NatpmpUnsupportedOpcode => vec![0, 3],
-        // RFC 6887 §7.1: a 24-byte ANNOUNCE request, lifetime 0, client
-        // 198.18.0.2 as an IPv4-mapped IPv6 address.
-        Class::Pcp => {
-            let mut p = vec![2, 0, 0, 0, 0, 0, 0, 0];
-            p.extend_from_slice(&Ipv4Addr::new(198, 18, 0, 2).to_ipv6_mapped().octets());
-            p
-        }
-        // A map request cut after 4 bytes.
-        Class::MalformedTruncated => vec![0, 1, 0, 0],
-        // Version 1 was never standardised (RFC 6887 §9).
-        Class::MalformedVersion => vec![1, 0],
-    }
+    samples::sample_payload(class).to_vec()
 }
 
-/// The composition a honeypot recorded over ten weeks (119,062 datagrams):
-/// opcode 0 82.8%, opcode 1 14.0%, opcode 2 2.5%, malformed 0.7%. Weights in
-/// tenths of a percent.
-pub const HONEYPOT_MIX: [(Class, u64); 5] = [
-    (Class::NatpmpExternalAddressRequest, 828),
-    (Class::NatpmpMapUdpRequest, 140),
-    (Class::NatpmpMapTcpRequest, 25),
-    (Class::MalformedTruncated, 4),
-    (Class::MalformedVersion, 3),
-];
+pub use nat_pmp_ebpf_common::samples::HONEYPOT_MIX;
 
 /// Exactly how many of `count` datagrams each class gets under `weights`
 /// (largest-remainder apportionment: the counts add up to `count`).
 pub fn apportion(weights: &[(Class, u64)], count: u64) -> Vec<(Class, u64)> {
-    let sum: u64 = weights.iter().map(|w| w.1).sum();
-    if sum == 0 {
-        return weights.iter().map(|w| (w.0, 0)).collect();
-    }
-    let mut out: Vec<(Class, u64, u64)> = weights
-        .iter()
-        .map(|&(c, w)| {
-            let exact = u128::from(count) * u128::from(w);
-            let sum = u128::from(sum);
-            #[expect(
-                clippy::cast_possible_truncation,
-                reason = "quotient <= count, remainder < sum"
-            )]
-            let parts = ((exact / sum) as u64, (exact % sum) as u64);
-            (c, parts.0, parts.1)
-        })
-        .collect();
-    let given: u64 = out.iter().map(|o| o.1).sum();
-    let mut order: Vec<usize> = (0..out.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(out[i].2));
-    for &i in order
-        .iter()
-        .take(usize::try_from(count - given).unwrap_or(usize::MAX))
-    {
-        out[i].1 += 1;
-    }
-    out.into_iter().map(|(c, n, _)| (c, n)).collect()
+    let mut counts = vec![0; weights.len()];
+    samples::apportion_into(weights, count, &mut counts);
+    weights.iter().map(|w| w.0).zip(counts).collect()
 }
 
 /// A send order with exactly `counts[i]` datagrams of each class, spread

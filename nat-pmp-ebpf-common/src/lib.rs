@@ -11,6 +11,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod headers;
+pub mod samples;
 
 /// UDP port of NAT-PMP (RFC 6886 §3.1) and of PCP (RFC 6887 §19.1).
 pub const NATPMP_PORT: u16 = 5351;

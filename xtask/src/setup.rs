@@ -27,6 +27,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "ip: network namespaces and veth pairs for the end-to-end tests and the demo",
     ),
     ("util-linux", "setpriv: the unprivileged-start test"),
+    (
+        "tshark",
+        "tshark/dumpcap: the replay tests capture real client traffic in namespaces",
+    ),
 ];
 
 pub fn setup() -> Result<()> {
