@@ -49,6 +49,23 @@ pub const fn opcode_label(class: Class) -> &'static str {
     }
 }
 
+/// The meaning column of the table, after the honeypot report's layout
+/// (RFC 6886 §3.2/§3.3, RFC 6887).
+pub const fn meaning(class: Class) -> &'static str {
+    match class {
+        Class::NatpmpExternalAddressRequest => "external address request",
+        Class::NatpmpMapUdpRequest => "map UDP request",
+        Class::NatpmpMapTcpRequest => "map TCP request",
+        Class::NatpmpExternalAddressResponse => "external address response",
+        Class::NatpmpMapUdpResponse => "map UDP response",
+        Class::NatpmpMapTcpResponse => "map TCP response",
+        Class::NatpmpUnsupportedOpcode => "unsupported NAT-PMP opcode",
+        Class::Pcp => "PCP (version 2)",
+        Class::MalformedTruncated => "malformed: truncated",
+        Class::MalformedVersion => "malformed: unknown version",
+    }
+}
+
 /// `part` as a percentage of `whole` (0 when `whole` is 0).
 pub fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 {
