@@ -183,7 +183,11 @@ pub fn kernel_view(frame: &[u8]) -> Option<(Direction, Classification, IpAddr)> 
     let payload = udp_off + UdpHdr::LEN;
     let version = frame.get(payload).copied().unwrap_or(0);
     let opcode = frame.get(payload + 1).copied().unwrap_or(0);
-    Some((dir, classify_udp(udp.len(), available, version, opcode), src))
+    Some((
+        dir,
+        classify_udp(udp.len(), available, version, opcode),
+        src,
+    ))
 }
 
 /// One capture file as read.
@@ -491,8 +495,9 @@ fn replay_file(
         format!("opening the capture {name}: check the path and that it is readable")
     })?;
     let mut magic = [0u8; 4];
-    file.read_exact(&mut magic)
-        .with_context(|| format!("{name}: reading the file header: the file is empty or unreadable"))?;
+    file.read_exact(&mut magic).with_context(|| {
+        format!("{name}: reading the file header: the file is empty or unreadable")
+    })?;
     count.set(4);
     let reader = Counted {
         inner: Cursor::new(magic).chain(file),
@@ -706,7 +711,10 @@ mod tests {
         assert_eq!(&f[12..14], &ETH_P_IP.to_be_bytes());
         assert_eq!(&f[14..], &v4);
         let v6 = [0x60u8, 0, 0, 0];
-        assert_eq!(&to_ethernet(LinkKind::RawIp, &v6)[12..14], &ETH_P_IPV6.to_be_bytes());
+        assert_eq!(
+            &to_ethernet(LinkKind::RawIp, &v6)[12..14],
+            &ETH_P_IPV6.to_be_bytes()
+        );
         // SLL: protocol at 14, payload from 16.
         let mut sll = vec![0u8; 16];
         sll[14..16].copy_from_slice(&ETH_P_IP.to_be_bytes());

@@ -16,8 +16,8 @@ use nat_pmp_ebpf_common::{Class, ClassCounters};
 use serde_json::{json, Map, Value};
 
 use crate::{
-    report::{meaning, opcode_label, share},
     replay::{Analysis, Source},
+    report::{meaning, opcode_label, share},
 };
 
 /// A short label per class for the sources' "classes seen" column.
@@ -123,7 +123,14 @@ pub fn to_text(a: &Analysis, top: usize) -> String {
     }
     let mut table = Table::new();
     table.load_preset(ASCII_MARKDOWN).set_header(vec![
-        "opcode", "meaning", "class", "packets", "share", "bytes", "oversized", "dropped",
+        "opcode",
+        "meaning",
+        "class",
+        "packets",
+        "share",
+        "bytes",
+        "oversized",
+        "dropped",
     ]);
     let mut row = |op: &str, meaning: &str, name: &str, c: &ClassCounters| {
         table.add_row(vec![
@@ -151,12 +158,7 @@ pub fn to_text(a: &Analysis, top: usize) -> String {
 
     let sources = a.sources_by_packets();
     let shown = &sources[..top.min(sources.len())];
-    let _ = writeln!(
-        out,
-        "\ntop sources ({} of {}):",
-        shown.len(),
-        sources.len()
-    );
+    let _ = writeln!(out, "\ntop sources ({} of {}):", shown.len(), sources.len());
     let mut table = Table::new();
     table.load_preset(ASCII_MARKDOWN).set_header(vec![
         "source",
@@ -387,7 +389,10 @@ pub fn plot_format(path: &Path) -> Result<()> {
              `rsvg-convert -o chart.png chart.svg`",
             path.display()
         ),
-        _ => bail!("--plot {}: the chart is written as SVG; name an .svg file", path.display()),
+        _ => bail!(
+            "--plot {}: the chart is written as SVG; name an .svg file",
+            path.display()
+        ),
     }
 }
 
@@ -473,6 +478,7 @@ pub fn plot(a: &Analysis, path: &Path, top: usize) -> Result<()> {
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| anyhow::anyhow!("{e}"))
+    draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("drawing the chart into {}", path.display()))
 }

@@ -161,8 +161,10 @@ pub fn hour_key(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs / 3600 * 3600))
-        .to_string()
+    humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs / 3600 * 3600),
+    )
+    .to_string()
 }
 
 /// The gateway the scan targets.
@@ -185,7 +187,22 @@ fn scanners(rng: &mut ChaCha8Rng, hours: u64) -> Vec<Scanner> {
         .collect();
     addrs.extend((0..2u8).map(|i| {
         IpAddr::from([
-            0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0x10 + i,
+            0x20,
+            0x01,
+            0,
+            2,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0xab,
+            0x10 + i,
         ])
     }));
     addrs
@@ -421,7 +438,12 @@ pub fn write<W: Write>(spec: &Spec, out: W) -> Result<(Composition, W)> {
                 } else {
                     sample_payload(class)
                 };
-            let ip = ip_packet(src, GATEWAY_V4, GATEWAY_V6, L4::Udp(sport, NATPMP_PORT, payload))?;
+            let ip = ip_packet(
+                src,
+                GATEWAY_V4,
+                GATEWAY_V6,
+                L4::Udp(sport, NATPMP_PORT, payload),
+            )?;
             let frame = match spec.link {
                 Link::Ethernet => ethernet(&ip),
                 Link::Raw => ip,
@@ -446,7 +468,12 @@ pub fn write<W: Write>(spec: &Spec, out: W) -> Result<(Composition, W)> {
         } else {
             background_left -= 1;
             let ip = match below(&mut rng, 3) {
-                0 => ip_packet(src, [198, 18, 0, 53], GATEWAY_V6, L4::Udp(sport, 53, &DNS_QUERY))?,
+                0 => ip_packet(
+                    src,
+                    [198, 18, 0, 53],
+                    GATEWAY_V6,
+                    L4::Udp(sport, 53, &DNS_QUERY),
+                )?,
                 1 => ip_packet(src, GATEWAY_V4, GATEWAY_V6, L4::TcpSyn(sport, 443))?,
                 // Raw-IP links carry no ARP: another DNS query there.
                 _ if spec.link == Link::Ethernet && src.is_ipv4() => {
@@ -454,7 +481,12 @@ pub fn write<W: Write>(spec: &Spec, out: W) -> Result<(Composition, W)> {
                     finish_times(&mut comp, t);
                     continue;
                 }
-                _ => ip_packet(src, [198, 18, 0, 53], GATEWAY_V6, L4::Udp(sport, 53, &DNS_QUERY))?,
+                _ => ip_packet(
+                    src,
+                    [198, 18, 0, 53],
+                    GATEWAY_V6,
+                    L4::Udp(sport, 53, &DNS_QUERY),
+                )?,
             };
             match spec.link {
                 Link::Ethernet => ethernet(&ip),
@@ -526,7 +558,11 @@ mod tests {
         assert_eq!(a.class(Class::MalformedVersion).packets, 3);
         assert_eq!(a.background_frames, 200);
         assert!(a.class(Class::NatpmpExternalAddressRequest).oversized > 100);
-        assert!(a.sources.len() >= 5, "several scanners: {:?}", a.sources.keys());
+        assert!(
+            a.sources.len() >= 5,
+            "several scanners: {:?}",
+            a.sources.keys()
+        );
         let per_hour: u64 = a.sources.values().flat_map(|s| s.per_hour.values()).sum();
         assert_eq!(per_hour, 1000);
     }
