@@ -83,6 +83,28 @@ fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
     false
 }
 
+/// The XDP program in `ebpf`.
+fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
+        .try_into()
+        .context("the program in the XDP object is not an XDP program")
+}
+
+/// Wraps a load error with what was done and a hint: the privilege hint when
+/// the kernel said EPERM, `otherwise` else.
+fn privilege_or<E>(e: E, what: &str, otherwise: &str) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let hint = if has_errno(&e, libc::EPERM) {
+        PRIVILEGE_HINT
+    } else {
+        otherwise
+    };
+    anyhow!(e).context(format!("{what}: {hint}"))
+}
+
 const PRIVILEGE_HINT: &str = "loading XDP programs needs root, or CAP_BPF + CAP_NET_ADMIN \
      (+ CAP_PERFMON); run it with sudo";
 
@@ -91,25 +113,19 @@ impl Filter {
     /// and opens its maps. Nothing is attached yet.
     pub fn load() -> Result<Self> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| {
-            let hint = if has_errno(&e, libc::EPERM) {
-                PRIVILEGE_HINT
-            } else {
-                "the kernel refused the maps; it needs BPF support (CONFIG_BPF_SYSCALL)"
-            };
-            anyhow!(e).context(format!("loading the embedded XDP object: {hint}"))
+            privilege_or(
+                e,
+                "loading the embedded XDP object",
+                "the kernel refused the maps; it needs BPF support (CONFIG_BPF_SYSCALL)",
+            )
         })?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
-            .try_into()
-            .context("the program in the XDP object is not an XDP program")?;
-        program.load().map_err(|e| {
-            let hint = if has_errno(&e, libc::EPERM) {
-                PRIVILEGE_HINT
-            } else {
-                "the kernel verifier rejected it; run with RUST_LOG=debug for its log"
-            };
-            anyhow!(e).context(format!("loading the XDP program {PROGRAM_NAME}: {hint}"))
+        xdp_mut(&mut ebpf)?.load().map_err(|e| {
+            privilege_or(
+                e,
+                &format!("loading the XDP program {PROGRAM_NAME}"),
+                "the kernel rejected it (the verifier's log follows); this kernel may lack \
+                 BPF features the program needs",
+            )
         })?;
         let stats = PerCpuArray::try_from(
             ebpf.take_map(MAP_STATS)
@@ -157,11 +173,7 @@ impl Filter {
     }
 
     fn program_mut(&mut self) -> Result<&mut Xdp> {
-        self.ebpf
-            .program_mut(PROGRAM_NAME)
-            .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
-            .try_into()
-            .context("the program in the XDP object is not an XDP program")
+        xdp_mut(&mut self.ebpf)
     }
 
     /// Sets the policy; the running program sees it on its next packet.

@@ -104,13 +104,13 @@ async fn report_loop(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            _ = ticker.tick() => view.emit(filter.snapshot()?, false)?,
+            _ = ticker.tick() => view.emit(&filter.snapshot()?, false)?,
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             () = &mut deadline => break,
         }
     }
-    view.emit(filter.snapshot()?, true)
+    view.emit(&filter.snapshot()?, true)
 }
 
 /// Renders reports; keeps what the next rate needs.
@@ -123,16 +123,16 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    fn emit(&mut self, totals: Snapshot, is_final: bool) -> Result<()> {
+    fn emit(&mut self, totals: &Snapshot, is_final: bool) -> Result<()> {
         let now = Instant::now();
         let last_interval = self
             .previous
             .map(|(at, prev)| (totals.since(&prev), now.duration_since(at)));
-        self.previous = Some((now, totals));
+        self.previous = Some((now, *totals));
         let report = Report {
             header: self.header,
             uptime: now.duration_since(self.started),
-            totals,
+            totals: *totals,
             last_interval,
             is_final,
         };
@@ -143,7 +143,9 @@ impl View<'_> {
                     .and_then(|o| o.queue(MoveTo(0, 0)))
                     .context("clearing the terminal")?;
             }
-            write!(out, "{}", report.to_table())
+            // Without redrawing, a blank line keeps successive tables apart.
+            let gap = if self.redraw { "" } else { "\n" };
+            write!(out, "{}{gap}", report.to_table())
         } else {
             writeln!(out, "{}", report.to_json(SystemTime::now()))
         }

@@ -85,7 +85,7 @@ pub fn run(target: SocketAddr, order: &[Class], rate: u32, wait: Duration) -> Re
     let start = Instant::now();
     let mut buf = [0u8; 1500];
     for (i, &class) in order.iter().enumerate() {
-        let due = start + gap.mul_f64(i as f64);
+        let due = start + gap * u32::try_from(i).unwrap_or(u32::MAX);
         while let Some(left) = due.checked_duration_since(Instant::now()) {
             if left > Duration::from_millis(2) {
                 drain(&sock, target, &mut buf, &mut result);
@@ -127,7 +127,11 @@ mod tests {
     fn sample_payloads_are_their_class() {
         for class in Class::ALL {
             let p = sample_payload(class);
-            let got = classify(p.len() as u32, p[0], p.get(1).copied().unwrap_or(0));
+            let got = classify(
+                u32::try_from(p.len()).unwrap(),
+                p[0],
+                p.get(1).copied().unwrap_or(0),
+            );
             assert_eq!(got.class, class, "{class:?}: {p:02x?}");
             assert!(!got.oversized, "{class:?} sample must not be oversized");
         }

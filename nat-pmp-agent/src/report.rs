@@ -6,7 +6,7 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, CellAlignment, Table};
+use comfy_table::{presets::UTF8_BORDERS_ONLY, CellAlignment, Table};
 use nat_pmp_ebpf_common::{Class, ClassCounters};
 use serde_json::{json, Map, Value};
 
@@ -145,7 +145,7 @@ impl Report<'_> {
             if self.is_final { "  (final)" } else { "" },
         );
         let mut table = Table::new();
-        table.load_preset(UTF8_HORIZONTAL_ONLY).set_header(vec![
+        table.load_preset(UTF8_BORDERS_ONLY).set_header(vec![
             "class", "opcode", "packets", "share", "pkt/s", "dropped", "bytes",
         ]);
         let mut row = |name: &str, opcode: &str, c: &ClassCounters, pps: f64| {

@@ -4,9 +4,9 @@
 //! read at any offset of packet memory; `LEN` is the header's size on the
 //! wire, checked at compile time against the struct's size.
 
-/// EtherType of IPv4.
+/// `EtherType` of IPv4.
 pub const ETH_P_IP: u16 = 0x0800;
-/// EtherType of IPv6.
+/// `EtherType` of IPv6.
 pub const ETH_P_IPV6: u16 = 0x86DD;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
@@ -23,7 +23,7 @@ pub struct EthHdr {
 impl EthHdr {
     pub const LEN: usize = 14;
 
-    /// The EtherType, host order.
+    /// The `EtherType`, host order.
     #[inline(always)]
     pub const fn ether_type(&self) -> u16 {
         u16::from_be_bytes(self.ether_type)
@@ -125,7 +125,7 @@ impl UdpHdr {
 
     /// The length field: header plus payload, in bytes.
     #[inline(always)]
-    pub const fn len(&self) -> u16 {
+    pub const fn length(&self) -> u16 {
         u16::from_be_bytes(self.len)
     }
 }

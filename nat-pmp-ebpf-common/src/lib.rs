@@ -59,6 +59,10 @@ impl Class {
     /// Number of classes: the size of [`MAP_STATS`].
     pub const COUNT: usize = 10;
 
+    /// Number of classes as the map's `max_entries`.
+    #[expect(clippy::cast_possible_truncation, reason = "a handful of classes")]
+    pub const MAP_ENTRIES: u32 = Class::COUNT as u32;
+
     /// Every class, in index order.
     pub const ALL: [Class; Class::COUNT] = [
         Class::NatpmpExternalAddressRequest,
@@ -185,14 +189,16 @@ pub const fn classify(payload_len: u32, version: u8, opcode: u8) -> Classificati
 /// bytes than the frame holds, makes the datagram `malformed_truncated`
 /// (RFC 768; a first IPv4 fragment looks like this too).
 pub const fn classify_udp(udp_len: u16, available: u32, version: u8, opcode: u8) -> Classification {
+    #[expect(clippy::cast_possible_truncation, reason = "8 fits in u32")]
+    const HEADER: u32 = headers::UdpHdr::LEN as u32;
     let udp_len = udp_len as u32;
-    if udp_len < headers::UdpHdr::LEN as u32 || udp_len > available {
+    if udp_len < HEADER || udp_len > available {
         return Classification {
             class: Class::MalformedTruncated,
             oversized: false,
         };
     }
-    classify(udp_len - headers::UdpHdr::LEN as u32, version, opcode)
+    classify(udp_len - HEADER, version, opcode)
 }
 
 /// Which way a UDP datagram on port 5351 travels.

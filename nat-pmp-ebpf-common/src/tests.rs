@@ -249,7 +249,10 @@ fn names_are_unique_and_round_trip() {
         assert_eq!(Class::from_index(class.index()), Some(*class));
         assert_eq!(Class::from_name(class.name()), Some(*class));
     }
-    assert_eq!(Class::from_index(Class::COUNT as u32), None);
+    assert_eq!(
+        Class::from_index(u32::try_from(Class::COUNT).unwrap()),
+        None
+    );
 }
 
 #[test]

@@ -24,12 +24,16 @@ use nat_pmp_ebpf_common::{
 };
 
 #[map(name = "NATPMP_STATS")]
-static STATS: PerCpuArray<ClassCounters> = PerCpuArray::with_max_entries(Class::COUNT as u32, 0);
+static STATS: PerCpuArray<ClassCounters> = PerCpuArray::with_max_entries(Class::MAP_ENTRIES, 0);
 
 #[map(name = "NATPMP_CONFIG")]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 #[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro fixes the signature"
+)]
 pub fn nat_pmp(ctx: XdpContext) -> u32 {
     // Unparseable frames pass: see the module contract.
     try_nat_pmp(&ctx).unwrap_or(xdp_action::XDP_PASS)
@@ -98,7 +102,7 @@ fn try_nat_pmp(ctx: &XdpContext) -> Result<u32, ()> {
     // ignores bytes the UDP length field says are absent.
     let version: u8 = read_at(ctx, payload).unwrap_or(0);
     let opcode: u8 = read_at(ctx, payload + 1).unwrap_or(0);
-    let verdict = classify_udp(udp.len(), available, version, opcode);
+    let verdict = classify_udp(udp.length(), available, version, opcode);
 
     let dropped = CONFIG.get(0).is_some_and(|cfg| drops(cfg, dir));
     record(verdict, dropped, frame_len as u64);

@@ -1,0 +1,408 @@
+//! End to end: the agent binary attached to a veth "WAN" in namespaces the
+//! test creates, real datagrams sent across, the JSON counters compared with
+//! what was sent, exactly; drop mode keeps them from a listener behind the
+//! veth, monitor mode does not; the agent exits cleanly on SIGTERM/SIGINT and
+//! leaves nothing attached; start-up errors say what is wrong.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    net::UdpSocket,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::{require_root, NetNs, Proc, WanLink, AGENT, INTERNET_ADDR, ROUTER_ADDR};
+use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
+use serde_json::Value;
+
+/// Ethernet + IPv4 + UDP headers in front of every payload sent here.
+const HEADERS: u64 = 14 + 20 + 8;
+
+/// A running agent whose JSON lines arrive on a channel.
+struct Agent {
+    proc: Proc,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Agent {
+    fn start(ns: &NetNs, args: &[&str]) -> Agent {
+        let mut child = ns
+            .command(AGENT)
+            .args(args)
+            .args(["--output", "json", "--interval", "0.2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the agent");
+        let stdout = child.stdout.take().expect("agent stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let agent = Agent {
+            proc: Proc(child),
+            lines,
+        };
+        // The first report means the program is loaded and attached.
+        agent.next_report(Duration::from_secs(20));
+        agent
+    }
+
+    fn next_report(&self, limit: Duration) -> Value {
+        self.lines
+            .recv_timeout(limit)
+            .expect("no JSON report from the agent in time (did it fail to start?)")
+    }
+
+    /// Waits until the reported total reaches `packets`, returns that report.
+    fn wait_for_total(&self, packets: u64) -> Value {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.next_report(Duration::from_secs(5));
+            if r["total"]["packets"].as_u64() == Some(packets) || Instant::now() > end {
+                return r;
+            }
+        }
+    }
+
+    /// Sends `sig`, expects a clean exit, returns the final report.
+    fn stop(mut self, sig: i32) -> Value {
+        self.proc.signal(sig);
+        let status = self
+            .proc
+            .wait_for(Duration::from_secs(10))
+            .expect("agent did not exit");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.proc.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        assert!(status.success(), "agent exited with {status}: {stderr}");
+        let mut last = None;
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            last = Some(v);
+        }
+        let last = last.expect("no final report");
+        assert_eq!(
+            last["final"],
+            Value::Bool(true),
+            "the last report must be marked final"
+        );
+        last
+    }
+}
+
+/// How many datagrams of each class the tests send: all different, so a
+/// class counted as another cannot go unnoticed.
+fn plan() -> Vec<(Class, u64)> {
+    Class::ALL
+        .iter()
+        .zip(1u64..)
+        .map(|(&c, i)| (c, i + 2))
+        .collect()
+}
+
+fn payload(class: Class) -> Vec<u8> {
+    nat_pmp_agent::probe::sample_payload(class)
+}
+
+/// Sends the plan to the router's port 5351 and `answers` datagrams from port
+/// 5351 to the router's port 40000; returns what the router's listeners got.
+fn exchange(link: &WanLink, answers: u64) -> (u64, u64) {
+    let (listener, answer_listener) = link.router.enter(|| {
+        let l = UdpSocket::bind((ROUTER_ADDR, NATPMP_PORT)).expect("binding 5351 on the router");
+        let a = UdpSocket::bind((ROUTER_ADDR, 40000)).expect("binding 40000 on the router");
+        (l, a)
+    });
+    let (scanner, server) = link.internet.enter(|| {
+        (
+            UdpSocket::bind((INTERNET_ADDR, 0)).expect("binding the scanner"),
+            UdpSocket::bind((INTERNET_ADDR, NATPMP_PORT))
+                .expect("binding 5351 on the internet side"),
+        )
+    });
+    for (class, n) in plan() {
+        for _ in 0..n {
+            scanner
+                .send_to(&payload(class), (ROUTER_ADDR, NATPMP_PORT))
+                .expect("sending");
+        }
+    }
+    let answer = payload(Class::NatpmpExternalAddressResponse);
+    for _ in 0..answers {
+        server
+            .send_to(&answer, (ROUTER_ADDR, 40000))
+            .expect("sending an answer");
+    }
+    (drain(&listener), drain(&answer_listener))
+}
+
+/// `v` without its `pps` fields (rates change while totals stand still).
+fn without_rates(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "pps")
+                .map(|(k, v)| (k.clone(), without_rates(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn drain(sock: &UdpSocket) -> u64 {
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while sock.recv_from(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+fn run_mode(drop: bool, stop_signal: i32) {
+    require_root();
+    let link = WanLink::new(if drop { "e2e-drop" } else { "e2e-mon" });
+    let mut args = vec!["--iface", "wan0"];
+    if drop {
+        args.push("--drop");
+    }
+    let agent = Agent::start(&link.router, &args);
+    assert!(
+        link.router.xdp_attached("wan0"),
+        "the agent must have attached XDP to wan0"
+    );
+    let answers = 3;
+    let (received, answers_received) = exchange(&link, answers);
+    let sent: u64 = plan().iter().map(|p| p.1).sum();
+    let live = agent.wait_for_total(sent + answers);
+    let report = agent.stop(stop_signal);
+    assert_eq!(
+        without_rates(&live["counters"]),
+        without_rates(&report["counters"]),
+        "no packet may arrive after the scan"
+    );
+
+    // The listener behind the filter.
+    if drop {
+        assert_eq!(
+            received, 0,
+            "drop mode: the 5351 listener must receive nothing"
+        );
+    } else {
+        assert_eq!(
+            received, sent,
+            "monitor mode: the 5351 listener must receive everything"
+        );
+    }
+    assert_eq!(
+        answers_received, answers,
+        "answers from port 5351 are never dropped"
+    );
+
+    // The counters, exactly.
+    let mut want: BTreeMap<Class, (u64, u64, u64, u64)> = BTreeMap::new();
+    for (class, n) in plan() {
+        let bytes = n * (HEADERS + payload(class).len() as u64);
+        let (dp, db) = if drop { (n, bytes) } else { (0, 0) };
+        want.insert(class, (n, bytes, dp, db));
+    }
+    let a = want
+        .entry(Class::NatpmpExternalAddressResponse)
+        .or_default();
+    a.0 += answers;
+    a.1 += answers * (HEADERS + payload(Class::NatpmpExternalAddressResponse).len() as u64);
+    for (class, (packets, bytes, dropped_packets, dropped_bytes)) in want {
+        let c = &report["counters"][class.name()];
+        let got = (
+            c["packets"].as_u64(),
+            c["bytes"].as_u64(),
+            c["dropped_packets"].as_u64(),
+            c["dropped_bytes"].as_u64(),
+        );
+        assert_eq!(
+            got,
+            (
+                Some(packets),
+                Some(bytes),
+                Some(dropped_packets),
+                Some(dropped_bytes)
+            ),
+            "{}: (packets, bytes, dropped_packets, dropped_bytes)\nreport: {report}",
+            class.name()
+        );
+    }
+    assert_eq!(report["oversized"].as_u64(), Some(0));
+    assert_eq!(report["iface"], "wan0");
+    assert_eq!(report["mode"], if drop { "drop" } else { "monitor" });
+    assert_eq!(report["xdp_mode"], "native", "veth supports native XDP");
+    assert!(report["time"].is_string() && report["uptime_secs"].is_number());
+    assert!(
+        !link.router.xdp_attached("wan0"),
+        "the agent must detach on exit"
+    );
+}
+
+#[test]
+fn drop_mode_counts_exactly_and_blocks_5351() {
+    run_mode(true, libc::SIGTERM);
+}
+
+#[test]
+fn monitor_mode_counts_exactly_and_passes_everything() {
+    run_mode(false, libc::SIGINT);
+}
+
+/// Runs the agent to completion and returns (success, stdout, stderr).
+fn run_agent(ns: &NetNs, args: &[&str]) -> (bool, String, String) {
+    run_cmd(ns.command(AGENT).args(args))
+}
+
+fn run_cmd(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("running the agent");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn refuses_to_replace_another_xdp_program() {
+    require_root();
+    let link = WanLink::new("e2e-busy");
+    let first = Agent::start(&link.router, &["--iface", "wan0", "--drop"]);
+    let (ok, _, err) = run_agent(&link.router, &["--iface", "wan0", "--duration", "1"]);
+    assert!(!ok, "a second agent on the same interface must fail");
+    assert!(
+        err.contains("another XDP program is already attached to wan0") && err.contains("refusing"),
+        "unexpected error: {err}"
+    );
+    // The first one is untouched and still filtering.
+    assert!(link.router.xdp_attached("wan0"));
+    let report = first.stop(libc::SIGTERM);
+    assert_eq!(report["mode"], "drop");
+    assert!(!link.router.xdp_attached("wan0"));
+}
+
+#[test]
+fn missing_interface_is_a_clear_error() {
+    require_root();
+    let ns = NetNs::new("e2e-noif");
+    let (ok, _, err) = run_agent(&ns, &["--iface", "wan9", "--duration", "1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("interface \"wan9\" does not exist") && err.contains("ip link show"),
+        "unexpected error: {err}"
+    );
+}
+
+#[test]
+fn unprivileged_start_says_it_needs_root_and_attaches_nothing() {
+    require_root();
+    let link = WanLink::new("e2e-user");
+    let mut cmd = link.router.command("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .args([AGENT, "--iface", "wan0", "--duration", "1"]);
+    let (ok, _, err) = run_cmd(&mut cmd);
+    assert!(!ok, "an unprivileged agent must fail");
+    assert!(
+        err.contains("needs root") && err.contains("sudo"),
+        "unexpected error: {err}"
+    );
+    assert!(!link.router.xdp_attached("wan0"));
+}
+
+#[test]
+fn auto_mode_falls_back_to_skb_where_native_is_missing() {
+    require_root();
+    // The loopback driver has no native XDP.
+    let ns = NetNs::new("e2e-lo");
+    let (ok, _, err) = run_agent(
+        &ns,
+        &["--iface", "lo", "--xdp-mode", "native", "--duration", "1"],
+    );
+    assert!(!ok, "native mode on lo must fail");
+    assert!(
+        err.contains("no native XDP support") && err.contains("--xdp-mode skb"),
+        "{err}"
+    );
+    assert!(!ns.xdp_attached("lo"));
+
+    let (ok, out, err) = run_agent(
+        &ns,
+        &[
+            "--iface",
+            "lo",
+            "--output",
+            "json",
+            "--duration",
+            "0.5",
+            "--interval",
+            "0.2",
+        ],
+    );
+    assert!(ok, "auto mode on lo must work: {err}");
+    assert!(
+        err.contains("note:") && err.contains("skb"),
+        "the fallback must be noted: {err}"
+    );
+    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    assert_eq!(last["xdp_mode"], "skb");
+    assert_eq!(last["final"], true);
+    assert!(!ns.xdp_attached("lo"), "nothing may stay attached");
+}
+
+#[test]
+fn probe_reports_what_it_sent_and_the_agent_counts_it() {
+    require_root();
+    let link = WanLink::new("e2e-probe");
+    let agent = Agent::start(&link.router, &["--iface", "wan0", "--drop"]);
+    let (ok, out, err) = run_cmd(link.internet.command(AGENT).args([
+        "probe",
+        ROUTER_ADDR,
+        "--count",
+        "1000",
+        "--rate",
+        "5000",
+        "--wait",
+        "0.2",
+        "--json",
+    ]));
+    assert!(ok, "probe failed: {err}");
+    let probe: Value = serde_json::from_str(out.trim()).expect("probe JSON");
+    assert_eq!(
+        probe["exposed"], false,
+        "drop mode: no answer may come back"
+    );
+    let report = agent.wait_for_total(1000);
+    let report_final = agent.stop(libc::SIGTERM);
+    assert_eq!(
+        without_rates(&report["total"]),
+        without_rates(&report_final["total"])
+    );
+    for (name, n) in probe["sent"].as_object().expect("sent map") {
+        assert_eq!(
+            report_final["counters"][name]["dropped_packets"], *n,
+            "{name}: the agent must have dropped exactly what the probe sent"
+        );
+    }
+    // The honeypot mix of 1000: 828 / 140 / 25 / 4 / 3.
+    assert_eq!(probe["sent"]["natpmp_external_address_request"], 828);
+    assert_eq!(probe["sent"]["natpmp_map_udp_request"], 140);
+}
