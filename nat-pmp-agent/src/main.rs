@@ -65,7 +65,7 @@ enum Command {
     /// whether it is exposed, and whether a filter stops the probes).
     Probe(ProbeArgs),
     /// Run every frame of pcap/pcapng captures through the XDP program
-    /// (BPF_PROG_TEST_RUN, no interface needed) and report what the router
+    /// (`BPF_PROG_TEST_RUN`, no interface needed) and report what the router
     /// would have counted: per class, top sources, packets per hour.
     Replay(ReplayArgs),
 }

@@ -50,19 +50,19 @@ const XDP_DROP: u32 = 1;
 /// program parses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkKind {
-    /// LINKTYPE_ETHERNET (1): as is.
+    /// `LINKTYPE_ETHERNET` (1): as is.
     Ethernet,
-    /// LINKTYPE_RAW (101), LINKTYPE_IPV4 (228), LINKTYPE_IPV6 (229) and the
-    /// historical DLT_RAW values 12 and 14: IP from the first byte.
+    /// `LINKTYPE_RAW` (101), `LINKTYPE_IPV4` (228), `LINKTYPE_IPV6` (229) and
+    /// the historical `DLT_RAW` values 12 and 14: IP from the first byte.
     RawIp,
-    /// LINKTYPE_LINUX_SLL (113): a 16-byte cooked header, protocol at 14.
+    /// `LINKTYPE_LINUX_SLL` (113): a 16-byte cooked header, protocol at 14.
     LinuxSll,
-    /// LINKTYPE_LINUX_SLL2 (276): a 20-byte cooked header, protocol at 0.
+    /// `LINKTYPE_LINUX_SLL2` (276): a 20-byte cooked header, protocol at 0.
     LinuxSll2,
 }
 
 impl LinkKind {
-    /// The kind for a LINKTYPE_ value, or `None` when replay cannot use it.
+    /// The kind for a `LINKTYPE_` value, or `None` when replay cannot use it.
     pub const fn from_linktype(linktype: u32) -> Option<Self> {
         match linktype {
             1 => Some(LinkKind::Ethernet),
@@ -88,7 +88,7 @@ impl LinkKind {
 ///
 /// The program expects Ethernet (an "L3 offset" setting is being added to it
 /// separately). Until then, frames of other link types get a synthesized
-/// 14-byte Ethernet header (zero MACs, the EtherType from the IP version
+/// 14-byte Ethernet header (zero MACs, the `EtherType` from the IP version
 /// nibble or the cooked header's protocol field) in place of their own. The
 /// kernel counts those synthesized bytes, so the report adds back the
 /// difference per frame (`captured - given`, see [`Analysis`]) and shows the
@@ -185,7 +185,7 @@ pub fn kernel_view(frame: &[u8]) -> Option<(Direction, Classification, IpAddr)> 
     let opcode = frame.get(payload + 1).copied().unwrap_or(0);
     Some((
         dir,
-        classify_udp(udp.len(), available, version, opcode),
+        classify_udp(udp.length(), available, version, opcode),
         src,
     ))
 }
@@ -196,7 +196,7 @@ pub struct FileInfo {
     pub path: PathBuf,
     /// `pcap` or `pcapng`; empty when the file could not be opened.
     pub format: &'static str,
-    /// LINKTYPE_ values seen (one for pcap; one per interface for pcapng).
+    /// `LINKTYPE_` values seen (one for pcap; one per interface for pcapng).
     pub link_types: Vec<u32>,
     /// Frames read from this file.
     pub frames: u64,
@@ -323,15 +323,14 @@ impl Analysis {
 
     /// The hours the capture spans (hours since the Unix epoch), first to
     /// last, empty hours included.
-    pub fn hours(&self) -> std::ops::RangeInclusive<u64> {
+    pub fn hours(&self) -> std::ops::Range<u64> {
         let hour = |t: Option<SystemTime>| {
             t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs() / 3600)
         };
         match (hour(self.first), hour(self.last)) {
-            (Some(a), Some(b)) => a..=b,
-            // An empty range.
-            _ => 1..=0,
+            (Some(a), Some(b)) => a..b + 1,
+            _ => 0..0,
         }
     }
 
@@ -511,20 +510,46 @@ fn replay_file(
         link_types: Vec::new(),
         frames: 0,
     });
-    let frame_err = |frames: u64, e: PcapError| {
-        let n = frames + 1;
-        match e {
-            PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => anyhow!(
-                "{name}: frame {n}: the file ends inside this frame: the capture is truncated \
-                 (the report covers the {frames} frames before it)"
-            ),
-            other => anyhow!(other).context(format!(
-                "{name}: frame {n}: the capture is corrupt (the report covers the {frames} \
-                 frames before it)"
-            )),
-        }
-    };
     if PCAP_MAGICS.contains(&magic) {
+        read_pcap(filter, path, reader, analysis, index, tick)?;
+    } else if magic == PCAPNG_MAGIC {
+        read_pcapng(filter, path, reader, analysis, index, tick)?;
+    } else {
+        bail!(
+            "{name}: not a pcap or pcapng file (it starts with {magic:02x?}); convert it with \
+             `editcap -F pcapng {name} out.pcapng` if Wireshark reads it"
+        );
+    }
+    tick();
+    Ok(())
+}
+
+/// What a reading error means, for frame `frames + 1` of `path`.
+fn frame_err(path: &Path, frames: u64, e: PcapError) -> anyhow::Error {
+    let name = path.display();
+    let n = frames + 1;
+    match e {
+        PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => anyhow!(
+            "{name}: frame {n}: the file ends inside this frame: the capture is truncated \
+             (the report covers the {frames} frames before it)"
+        ),
+        other => anyhow!(other).context(format!(
+            "{name}: frame {n}: the capture is corrupt (the report covers the {frames} \
+             frames before it)"
+        )),
+    }
+}
+
+fn read_pcap(
+    filter: &Filter,
+    path: &Path,
+    reader: impl Read,
+    analysis: &mut Analysis,
+    index: usize,
+    tick: &dyn Fn(),
+) -> Result<()> {
+    let name = path.display();
+    {
         analysis.files[index].format = "pcap";
         let mut r = PcapReader::new(reader)
             .map_err(|e| anyhow!(e).context(format!("{name}: reading the pcap file header")))?;
@@ -533,16 +558,29 @@ fn replay_file(
         let kind = link_kind(path, linktype, 1)?;
         let mut frames = 0u64;
         while let Some(p) = r.next_packet() {
-            let p = p.map_err(|e| frame_err(frames, e))?;
+            let p = p.map_err(|e| frame_err(path, frames, e))?;
             frames += 1;
             analysis.files[index].frames = frames;
             let time = SystemTime::UNIX_EPOCH.checked_add(p.timestamp);
             analysis.frame(filter, kind, time, &p.data, p.orig_len);
-            if frames % 4096 == 0 {
+            if frames.is_multiple_of(4096) {
                 tick();
             }
         }
-    } else if magic == PCAPNG_MAGIC {
+    }
+    Ok(())
+}
+
+fn read_pcapng(
+    filter: &Filter,
+    path: &Path,
+    reader: impl Read,
+    analysis: &mut Analysis,
+    index: usize,
+    tick: &dyn Fn(),
+) -> Result<()> {
+    let name = path.display();
+    {
         analysis.files[index].format = "pcapng";
         let mut r = PcapNgReader::new(reader).map_err(|e| {
             anyhow!(e).context(format!("{name}: reading the pcapng section header block"))
@@ -552,7 +590,7 @@ fn replay_file(
         // (The reader keeps them too, but a block borrows the reader.)
         let mut interfaces: Vec<(u32, TsUnits)> = Vec::new();
         while let Some(block) = r.next_block() {
-            let block = block.map_err(|e| frame_err(frames, e))?;
+            let block = block.map_err(|e| frame_err(path, frames, e))?;
             let (iface, time_units, data, orig_len) = match block {
                 Block::SectionHeader(_) => {
                     interfaces.clear();
@@ -593,17 +631,11 @@ fn replay_file(
             let kind = link_kind(path, linktype, frames)?;
             let time = time_units.and_then(|units| ts.time(units));
             analysis.frame(filter, kind, time, &data, orig_len);
-            if frames % 4096 == 0 {
+            if frames.is_multiple_of(4096) {
                 tick();
             }
         }
-    } else {
-        bail!(
-            "{name}: not a pcap or pcapng file (it starts with {magic:02x?}); convert it with \
-             `editcap -F pcapng {name} out.pcapng` if Wireshark reads it"
-        );
     }
-    tick();
     Ok(())
 }
 
@@ -689,7 +721,7 @@ mod tests {
         );
         // 2^-10 s units.
         assert_eq!(
-            t(&[InterfaceDescriptionOption::IfTsResol(0x80 | 10)], 1536),
+            t(&[InterfaceDescriptionOption::IfTsResol(0x80 | 0x0a)], 1536),
             Duration::from_millis(1500)
         );
         assert_eq!(

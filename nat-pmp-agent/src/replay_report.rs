@@ -155,7 +155,15 @@ pub fn to_text(a: &Analysis, top: usize) -> String {
     row("", "total", "", &total);
     right_align(&mut table, 3, 8);
     let _ = writeln!(out, "{table}");
+    sources_text(a, top, total.packets(), &mut out);
+    if let Some(e) = &a.error {
+        let _ = writeln!(out, "\nINCOMPLETE: {e}");
+    }
+    out
+}
 
+/// The top sources and the per-hour table.
+fn sources_text(a: &Analysis, top: usize, total_packets: u64, out: &mut String) {
     let sources = a.sources_by_packets();
     let shown = &sources[..top.min(sources.len())];
     let _ = writeln!(out, "\ntop sources ({} of {}):", shown.len(), sources.len());
@@ -173,7 +181,7 @@ pub fn to_text(a: &Analysis, top: usize) -> String {
         table.add_row(vec![
             addr.to_string(),
             s.packets.to_string(),
-            format!("{:.1}%", share(s.packets, total.packets())),
+            format!("{:.1}%", share(s.packets, total_packets)),
             s.bytes.to_string(),
             classes_seen(s),
             time_str(s.first_seen),
@@ -217,10 +225,6 @@ pub fn to_text(a: &Analysis, top: usize) -> String {
         right_align(&mut table, 1, cols);
         let _ = writeln!(out, "{table}");
     }
-    if let Some(e) = &a.error {
-        let _ = writeln!(out, "\nINCOMPLETE: {e}");
-    }
-    out
 }
 
 fn class_json(c: &ClassCounters, total: u64) -> Value {

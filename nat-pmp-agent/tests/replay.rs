@@ -1,4 +1,4 @@
-//! Replay tests: captures through the real XDP program (BPF_PROG_TEST_RUN)
+//! Replay tests: captures through the real XDP program (`BPF_PROG_TEST_RUN`)
 //! via the `nat-pmp-agent replay` binary.
 //!
 //! - Generated captures (pcap and pcapng, Ethernet and raw IP) report
@@ -10,6 +10,10 @@
 //! - A tshark capture of real client traffic in namespaces replays to
 //!   exactly what the client sent, and to exactly what the live agent
 //!   attached to the same interface counted.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "test frames and counts are small"
+)]
 
 mod common;
 
@@ -25,6 +29,10 @@ use common::{require_root, Proc, WanLink, AGENT, ROUTER_ADDR};
 use etherparse::{SlicedPacket, TransportSlice};
 use nat_pmp_capgen::{write_file, Composition, Format, Link, Spec};
 use nat_pmp_ebpf_common::{samples::sample_payload, Class, NATPMP_PORT};
+use pcap_file::{
+    pcap::{PcapHeader, PcapPacket, PcapWriter},
+    DataLink,
+};
 use serde_json::Value;
 
 /// A directory removed on drop.
@@ -372,15 +380,11 @@ fn bad_input_names_file_and_frame_and_keeps_the_partial_report() {
     );
 }
 
-/// Frames shorter than an Ethernet header (which BPF_PROG_TEST_RUN refuses)
+/// Frames shorter than an Ethernet header (which `BPF_PROG_TEST_RUN` refuses)
 /// are counted as skipped, not fatal; raw-IP frames report captured bytes.
 #[test]
 fn short_frames_are_skipped_and_raw_ip_bytes_are_as_captured() {
     require_root();
-    use pcap_file::{
-        pcap::{PcapHeader, PcapPacket, PcapWriter},
-        DataLink,
-    };
     let dir = TempDir::new("short");
     let path = dir.path("short.pcap");
     let mut w = PcapWriter::with_header(
@@ -396,7 +400,8 @@ fn short_frames_are_skipped_and_raw_ip_bytes_are_as_captured() {
     let payload = sample_payload(Class::NatpmpMapTcpRequest);
     let mut ip = Vec::new();
     b.write(&mut ip, payload).unwrap();
-    let t = Duration::from_secs(1_748_736_000);
+    // 2025-06-01T00:00:00Z.
+    let t = Duration::from_hours(485_760);
     // A raw-IP frame of fewer than 14 bytes still becomes a 14+ byte frame;
     // an Ethernet-typed file is needed for a frame below 14 bytes, so the
     // short frames here are garbage IP that the program passes uncounted.
@@ -471,6 +476,10 @@ fn probe(link: &WanLink, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("probe JSON")
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario: agent, capture, client, then three comparisons"
+)]
 /// Real client traffic in namespaces: the live agent counts it on wan0 while
 /// tshark captures it there; the capture replays to exactly what the client
 /// sent and exactly what the live agent counted.

@@ -4,7 +4,7 @@
 //! Contract: [`write`] streams `spec.count` NAT-PMP datagrams in the
 //! honeypot's mix ([`HONEYPOT_MIX`]: opcode 0 82.8%, opcode 1 14.0%, opcode 2
 //! 2.5%, malformed 0.7%, apportioned exactly) from a handful of scanners in
-//! 198.18.0.0/15 and 2001:2::/48 (the benchmarking ranges, RFC 2544 and
+//! `198.18.0.0/15` and `2001:2::/48` (the benchmarking ranges, RFC 2544 and
 //! RFC 5180), spread over `spec.hours` hours, interleaved with background
 //! traffic (DNS, TCP SYNs, ARP) that a NAT-PMP filter must not count. It
 //! returns the [`Composition`] it wrote: what a correct replay must report,
@@ -59,14 +59,14 @@ pub enum Format {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Link {
-    /// LINKTYPE_ETHERNET (1), short frames padded to 60 bytes as on the wire.
+    /// `LINKTYPE_ETHERNET` (1), short frames padded to 60 bytes as on the wire.
     Ethernet,
-    /// LINKTYPE_RAW (101): frames start with the IP header.
+    /// `LINKTYPE_RAW` (101): frames start with the IP header.
     Raw,
 }
 
 impl Link {
-    /// The LINKTYPE_ value written into the file.
+    /// The `LINKTYPE_` value written into the file.
     pub const fn linktype(self) -> u32 {
         match self {
             Link::Ethernet => 1,
@@ -231,19 +231,18 @@ fn scanners(rng: &mut ChaCha8Rng, hours: u64) -> Vec<Scanner> {
 /// A uniform number in `0..n` (`n` > 0). Multiply-shift: the bias is below
 /// n / 2^64, irrelevant for test traffic.
 fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
-    #[expect(clippy::cast_possible_truncation, reason = "the high half of a u128")]
-    let v = ((u128::from(rng.next_u64()) * u128::from(n)) >> 64) as u64;
-    v
+    let high = (u128::from(rng.next_u64()) * u128::from(n)) >> 64;
+    u64::try_from(high).unwrap_or(0)
 }
 
 /// Builds the IP packet (no link layer) of a UDP datagram or TCP SYN.
-fn ip_packet(src: IpAddr, dst_v4: [u8; 4], dst_v6: [u8; 16], l4: L4<'_>) -> Result<Vec<u8>> {
+fn ip_packet(src: IpAddr, dst_v4: [u8; 4], dst_v6: [u8; 16], l4: &L4<'_>) -> Result<Vec<u8>> {
     let ip = match src {
         IpAddr::V4(s) => PacketBuilder::ipv4(s.octets(), dst_v4, 64),
         IpAddr::V6(s) => PacketBuilder::ipv6(s.octets(), dst_v6, 64),
     };
     let mut v = Vec::with_capacity(80);
-    match l4 {
+    match *l4 {
         L4::Udp(sport, dport, payload) => {
             ip.udp(sport, dport)
                 .write(&mut v, payload)
@@ -359,11 +358,51 @@ impl<W: Write> Sink<W> {
         }
     }
 
-    fn finish(self) -> Result<W> {
-        Ok(match self {
+    fn finish(self) -> W {
+        match self {
             Sink::Pcap(w) => w.into_writer(),
             Sink::Pcapng(w) => w.into_inner(),
+        }
+    }
+}
+
+/// Picks the scanner of a frame in `hour`: by weight among those active.
+fn pick_source(scanners: &[Scanner], hour: u64, rng: &mut ChaCha8Rng) -> IpAddr {
+    let active = || {
+        scanners
+            .iter()
+            .filter(move |s| (s.from_hour..s.to_hour).contains(&hour))
+    };
+    let mut pick = below(rng, active().map(|s| s.weight).sum::<u64>().max(1));
+    active()
+        .find(|s| {
+            let hit = pick < s.weight;
+            pick = pick.saturating_sub(s.weight);
+            hit
         })
+        .map_or(scanners[0].addr, |s| s.addr)
+}
+
+/// Draws one of the datagrams still owed (`left[i]` of `HONEYPOT_MIX[i]`),
+/// without replacement: the counts stay exact, the order is random.
+fn pick_class(left: &mut [u64; HONEYPOT_MIX.len()], rng: &mut ChaCha8Rng) -> Class {
+    let mut draw = below(rng, left.iter().sum::<u64>().max(1));
+    let idx = left
+        .iter()
+        .position(|&n| {
+            let hit = draw < n;
+            draw = draw.saturating_sub(n);
+            hit
+        })
+        .unwrap_or(0);
+    left[idx] = left[idx].saturating_sub(1);
+    HONEYPOT_MIX[idx].0
+}
+
+fn framed(link: Link, ip: Vec<u8>) -> Vec<u8> {
+    match link {
+        Link::Ethernet => ethernet(&ip),
+        Link::Raw => ip,
     }
 }
 
@@ -377,9 +416,9 @@ pub fn write<W: Write>(spec: &Spec, out: W) -> Result<(Composition, W)> {
     let mut natpmp_left = spec.count;
     let mut background_left = spec.count * spec.background_percent / 100;
     let frames = natpmp_left + background_left;
-    let span = Duration::from_secs(hours * 3600);
-    let start = Duration::from_secs(spec.start_unix);
-    let step = span / u32::try_from(frames.max(1)).context("--count is too large")?;
+    // Frames are spread evenly with jitter inside each slot (times never go
+    // back), in whole microseconds so that pcap's timestamps are exact.
+    let step_us = (hours * 3_600_000_000 / frames.max(1)).max(1);
     let mut sink = Sink::new(out, spec.format, spec.link)?;
     let mut comp = Composition {
         format: spec.format,
@@ -393,43 +432,13 @@ pub fn write<W: Write>(spec: &Spec, out: W) -> Result<(Composition, W)> {
         last: String::new(),
     };
     for i in 0..frames {
-        // Evenly spread with jitter inside each slot: times never go back.
-        let slot = step * u32::try_from(i).context("--count is too large")?;
-        let jitter = Duration::from_micros(below(&mut rng, step.as_micros().max(1) as u64));
-        // Whole microseconds, so pcap's microsecond timestamps are exact.
-        let t = Duration::from_micros((start + slot + jitter).as_micros() as u64);
-        let hour = (slot + jitter).as_secs() / 3600;
-        let active: Vec<&Scanner> = scanners
-            .iter()
-            .filter(|s| (s.from_hour..s.to_hour).contains(&hour))
-            .collect();
-        let total_weight: u64 = active.iter().map(|s| s.weight).sum();
-        let mut pick = below(&mut rng, total_weight.max(1));
-        let src = active
-            .iter()
-            .find(|s| {
-                let hit = pick < s.weight;
-                pick = pick.saturating_sub(s.weight);
-                hit
-            })
-            .map_or(scanners[0].addr, |s| s.addr);
+        let offset_us = i * step_us + below(&mut rng, step_us);
+        let time = Duration::from_secs(spec.start_unix) + Duration::from_micros(offset_us);
+        let src = pick_source(&scanners, offset_us / 3_600_000_000, &mut rng);
         let sport = 32_768 + u16::try_from(below(&mut rng, 28_000)).unwrap_or(0);
-        // Sampling without replacement keeps the counts exact and the order
-        // random.
-        let natpmp = below(&mut rng, natpmp_left + background_left) < natpmp_left;
-        let frame = if natpmp {
+        let frame = if below(&mut rng, natpmp_left + background_left) < natpmp_left {
             natpmp_left -= 1;
-            let mut k = below(&mut rng, left.iter().sum());
-            let idx = left
-                .iter()
-                .position(|&n| {
-                    let hit = k < n;
-                    k = k.saturating_sub(n);
-                    hit
-                })
-                .unwrap_or(0);
-            left[idx] -= 1;
-            let class = HONEYPOT_MIX[idx].0;
+            let class = pick_class(&mut left, &mut rng);
             // A quarter of the opcode-0 probes carry 4 bytes, as real
             // scanners' do: same class, counted oversized too.
             let payload: &[u8] =
@@ -442,63 +451,57 @@ pub fn write<W: Write>(spec: &Spec, out: W) -> Result<(Composition, W)> {
                 src,
                 GATEWAY_V4,
                 GATEWAY_V6,
-                L4::Udp(sport, NATPMP_PORT, payload),
+                &L4::Udp(sport, NATPMP_PORT, payload),
             )?;
-            let frame = match spec.link {
-                Link::Ethernet => ethernet(&ip),
-                Link::Raw => ip,
-            };
-            let c = classify(
-                u32::try_from(payload.len()).unwrap_or(u32::MAX),
-                payload[0],
-                payload[1],
-            );
-            let bytes = frame.len() as u64;
-            let e = comp.counters.entry(class.name().to_owned()).or_default();
-            e.packets += 1;
-            e.bytes += bytes;
-            e.oversized += u64::from(c.oversized);
-            let s = comp.sources.entry(src.to_string()).or_default();
-            s.packets += 1;
-            s.bytes += bytes;
-            *s.per_hour
-                .entry(hour_key(SystemTime::UNIX_EPOCH + t))
-                .or_default() += 1;
+            let frame = framed(spec.link, ip);
+            comp.record(class, payload, src, time, frame.len() as u64);
             frame
         } else {
             background_left -= 1;
-            let ip = match below(&mut rng, 3) {
-                0 => ip_packet(
-                    src,
-                    [198, 18, 0, 53],
-                    GATEWAY_V6,
-                    L4::Udp(sport, 53, &DNS_QUERY),
-                )?,
-                1 => ip_packet(src, GATEWAY_V4, GATEWAY_V6, L4::TcpSyn(sport, 443))?,
-                // Raw-IP links carry no ARP: another DNS query there.
-                _ if spec.link == Link::Ethernet && src.is_ipv4() => {
-                    sink.frame(t, &arp_request())?;
-                    finish_times(&mut comp, t);
-                    continue;
-                }
-                _ => ip_packet(
-                    src,
-                    [198, 18, 0, 53],
-                    GATEWAY_V6,
-                    L4::Udp(sport, 53, &DNS_QUERY),
-                )?,
-            };
-            match spec.link {
-                Link::Ethernet => ethernet(&ip),
-                Link::Raw => ip,
+            match below(&mut rng, 3) {
+                1 => framed(
+                    spec.link,
+                    ip_packet(src, GATEWAY_V4, GATEWAY_V6, &L4::TcpSyn(sport, 443))?,
+                ),
+                // Raw-IP links carry no ARP: a DNS query there.
+                2 if spec.link == Link::Ethernet => arp_request(),
+                _ => framed(
+                    spec.link,
+                    ip_packet(
+                        src,
+                        [198, 18, 0, 53],
+                        GATEWAY_V6,
+                        &L4::Udp(sport, 53, &DNS_QUERY),
+                    )?,
+                ),
             }
         };
-        sink.frame(t, &frame)?;
-        finish_times(&mut comp, t);
+        sink.frame(time, &frame)?;
+        finish_times(&mut comp, time);
     }
-    let mut out = sink.finish()?;
+    let mut out = sink.finish();
     out.flush().context("flushing the capture")?;
     Ok((comp, out))
+}
+
+impl Composition {
+    fn record(&mut self, class: Class, payload: &[u8], src: IpAddr, time: Duration, bytes: u64) {
+        let c = classify(
+            u32::try_from(payload.len()).unwrap_or(u32::MAX),
+            payload.first().copied().unwrap_or(0),
+            payload.get(1).copied().unwrap_or(0),
+        );
+        let e = self.counters.entry(class.name().to_owned()).or_default();
+        e.packets += 1;
+        e.bytes += bytes;
+        e.oversized += u64::from(c.oversized);
+        let s = self.sources.entry(src.to_string()).or_default();
+        s.packets += 1;
+        s.bytes += bytes;
+        *s.per_hour
+            .entry(hour_key(SystemTime::UNIX_EPOCH + time))
+            .or_default() += 1;
+    }
 }
 
 fn finish_times(comp: &mut Composition, t: Duration) {

@@ -103,7 +103,8 @@ mod tests {
     fn sample_payloads_are_their_class() {
         for class in Class::ALL {
             let p = sample_payload(class);
-            let got = classify(p.len() as u32, p[0], p.get(1).copied().unwrap_or(0));
+            let len = u32::try_from(p.len()).unwrap();
+            let got = classify(len, p[0], p.get(1).copied().unwrap_or(0));
             assert_eq!(got.class, class, "{class:?}: {p:02x?}");
             assert!(!got.oversized, "{class:?} sample must not be oversized");
         }

@@ -1,7 +1,7 @@
 //! Project tasks: `cargo xtask setup|build|run|test|demo|gen-capture`.
 //!
 //! xtask depends on none of the project's crates that build the XDP program
-//! (only on the capture generator and the no_std common crate), so it builds
+//! (only on the capture generator and the `no_std` common crate), so it builds
 //! on a fresh machine before `setup` has installed bpf-linker.
 
 mod demo;
