@@ -105,22 +105,7 @@ pub fn to_text(a: &Analysis, top: usize) -> String {
          {} shorter than an Ethernet header (skipped)",
         a.frames, a.natpmp_frames, a.other_frames, a.skipped_short
     );
-    if a.refused > 0 {
-        let _ = writeln!(
-            out,
-            "warning: the kernel refused {} frames (not counted): {}",
-            a.refused,
-            a.refused_reason.as_deref().unwrap_or("")
-        );
-    }
-    if a.cut_by_snaplen > 0 {
-        let _ = writeln!(
-            out,
-            "note: {} frames were cut by the capture's snap length; a cut NAT-PMP datagram \
-             counts as malformed_truncated",
-            a.cut_by_snaplen
-        );
-    }
+    notes_text(a, &mut out);
     let mut table = Table::new();
     table.load_preset(ASCII_MARKDOWN).set_header(vec![
         "opcode",
@@ -160,6 +145,36 @@ pub fn to_text(a: &Analysis, top: usize) -> String {
         let _ = writeln!(out, "\nINCOMPLETE: {e}");
     }
     out
+}
+
+/// Warnings and notes about frames the program saw differently.
+fn notes_text(a: &Analysis, out: &mut String) {
+    if a.refused > 0 {
+        let _ = writeln!(
+            out,
+            "warning: the kernel refused {} frames (not counted): {}",
+            a.refused,
+            a.refused_reason.as_deref().unwrap_or("")
+        );
+    }
+    if a.jumbo > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} frames were longer than {} bytes; BPF_PROG_TEST_RUN gives the program \
+             only their first {} bytes (the rest are XDP fragments)",
+            a.jumbo,
+            crate::replay::TEST_RUN_LINEAR_MAX,
+            crate::replay::TEST_RUN_LINEAR_MAX
+        );
+    }
+    if a.cut_by_snaplen > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} frames were cut by the capture's snap length; a cut NAT-PMP datagram \
+             counts as malformed_truncated",
+            a.cut_by_snaplen
+        );
+    }
 }
 
 /// The top sources and the per-hour table.
@@ -298,6 +313,7 @@ pub fn to_json(a: &Analysis) -> Value {
         "skipped_short": a.skipped_short,
         "refused": a.refused,
         "cut_by_snaplen": a.cut_by_snaplen,
+        "jumbo": a.jumbo,
         "counters": classes,
         "oversized": total.oversized_packets,
         "total": class_json(&total, total.packets()),
