@@ -199,6 +199,9 @@ fn run_replay(args: &ReplayArgs) -> Result<()> {
         ReplayOutput::Csv => replay_report::write_csv(&analysis, &mut out)?,
     }
     out.flush().context("writing the report to stdout")?;
+    if let Some(e) = analysis.error {
+        bail!("{e}");
+    }
     if let Some(p) = &args.plot {
         replay_report::plot(&analysis, p, args.top)?;
     }
@@ -208,9 +211,6 @@ fn run_replay(args: &ReplayArgs) -> Result<()> {
              ({d}); the per-source and per-hour figures cannot be trusted. This is a bug: \
              please report it with the capture"
         );
-    }
-    if let Some(e) = analysis.error {
-        bail!("{e}");
     }
     Ok(())
 }
