@@ -6,4 +6,6 @@ pub mod counters;
 pub mod ebpf;
 pub mod monitor;
 pub mod probe;
+pub mod replay;
+pub mod replay_report;
 pub mod report;

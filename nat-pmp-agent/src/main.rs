@@ -1,7 +1,9 @@
 //! `nat-pmp-agent`: the command line.
 
 use std::{
+    io::{IsTerminal as _, Write as _},
     net::{IpAddr, SocketAddr},
+    path::PathBuf,
     process::ExitCode,
     time::Duration,
 };
@@ -11,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use nat_pmp_agent::{
     ebpf::{AttachMode, LinkType},
     monitor::{self, Output},
-    probe,
+    probe, replay, replay_report,
 };
 use nat_pmp_ebpf_common::{Class, Mode, NATPMP_PORT};
 
@@ -66,6 +68,36 @@ enum Command {
     /// Send NAT-PMP/PCP probes to a gateway and report its answers (checks
     /// whether it is exposed, and whether a filter stops the probes).
     Probe(ProbeArgs),
+    /// Run every frame of pcap/pcapng captures through the XDP program
+    /// (`BPF_PROG_TEST_RUN`, no interface needed) and report what the router
+    /// would have counted: per class, top sources, packets per hour.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// Capture files (pcap or pcapng; Ethernet, raw IP or Linux cooked).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = ReplayOutput::Text)]
+    output: ReplayOutput,
+    /// Also draw packets per hour by source into this .svg file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Sources to list (and to chart; the rest add up as "others").
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    top: usize,
+    /// Model drop mode: datagrams to port 5351 count as dropped.
+    #[arg(long)]
+    drop: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ReplayOutput {
+    Text,
+    Json,
+    Csv,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +163,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Probe(args)) => run_probe(&args),
+        Some(Command::Replay(args)) => run_replay(&args),
         None => {
             let a = cli.run;
             let Some(iface) = a.iface else {
@@ -152,6 +185,49 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(monitor::run(opts))
         }
     }
+}
+
+/// Replays the captures and prints the report, also when the replay stopped
+/// at a bad file (the report then covers what was read, and the command
+/// fails with the error).
+fn run_replay(args: &ReplayArgs) -> Result<()> {
+    if args.top == 0 {
+        bail!("--top must be at least 1");
+    }
+    if let Some(p) = &args.plot {
+        if p.extension().and_then(|e| e.to_str()) != Some("svg") {
+            // Fail before the replay, not after minutes of work.
+            replay_report::plot_format(p)?;
+        }
+    }
+    let analysis = replay::replay(&replay::Options {
+        files: args.files.clone(),
+        mode: if args.drop { Mode::Drop } else { Mode::Monitor },
+        progress: std::io::stderr().is_terminal(),
+    })?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        ReplayOutput::Text => write!(out, "{}", replay_report::to_text(&analysis, args.top))
+            .context("writing the report to stdout")?,
+        ReplayOutput::Json => writeln!(out, "{}", replay_report::to_json(&analysis))
+            .context("writing the report to stdout")?,
+        ReplayOutput::Csv => replay_report::write_csv(&analysis, &mut out)?,
+    }
+    out.flush().context("writing the report to stdout")?;
+    if let Some(e) = analysis.error {
+        bail!("{e}");
+    }
+    if let Some(p) = &args.plot {
+        replay_report::plot(&analysis, p, args.top)?;
+    }
+    if let Some(d) = analysis.disagreement() {
+        bail!(
+            "the kernel's counters and the host's classification of the same frames differ \
+             ({d}); the per-source and per-hour figures cannot be trusted. This is a bug: \
+             please report it with the capture"
+        );
+    }
+    Ok(())
 }
 
 fn run_probe(args: &ProbeArgs) -> Result<()> {

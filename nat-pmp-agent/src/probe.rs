@@ -12,134 +12,25 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use nat_pmp_ebpf_common::{classify, Class};
+use nat_pmp_ebpf_common::{classify, samples, Class};
 
 /// Most datagrams one probe run may send.
 pub const MAX_COUNT: u64 = 1_000_000;
 
-/// A payload of exactly `class`, as a scanner or a gateway would send it.
+/// A payload of exactly `class`, as a scanner or a gateway would send it
+/// (the shared definition in [`nat_pmp_ebpf_common::samples`]).
 pub fn sample_payload(class: Class) -> Vec<u8> {
-    match class {
-        // RFC 6886 §3.2: version 0, opcode 0.
-        Class::NatpmpExternalAddressRequest
-        | Class::FragmentNonfirst
-        | Class::Ipv6ExtChainTooLong => vec![0, 0],
-        // RFC 6886 §3.3: reserved, internal port 5000, suggested external
-        // port 5000, lifetime 7200 s.
-        Class::NatpmpMapUdpRequest => vec![0, 1, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20],
-        Class::NatpmpMapTcpRequest => vec![0, 2, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20],
-        // RFC 6886 §3.2: result 0, epoch 60, external address 198.18.0.1.
-        Class::NatpmpExternalAddressResponse => vec![0, 128, 0, 0, 0, 0, 0, 60, 198, 18, 0, 1],
-        // RFC 6886 §3.3: result 0, epoch 60, ports 5000/5000, lifetime 7200.
-        Class::NatpmpMapUdpResponse => {
-            vec![
-                0, 129, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
-            ]
-        }
-        Class::NatpmpMapTcpResponse => {
-            vec![
-                0, 130, 0, 0, 0, 0, 0, 60, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20,
-            ]
-        }
-        // Opcode 3 is not defined by RFC 6886 (a gateway answers result 5).
-        Class::NatpmpUnsupportedOpcode => vec![0, 3],
-        // RFC 6887 §7.1, §14.1: a 24-byte ANNOUNCE request, lifetime 0,
-        // client 198.18.0.2 as an IPv4-mapped IPv6 address. `pcp` is the
-        // aggregate of all PCP classes; its sample is an ANNOUNCE request.
-        // The two header classes cannot be sent from a UDP socket (they
-        // come from the headers around the payload): their sample is an
-        // opcode-0 request, and `probe --class` refuses them.
-        Class::Pcp | Class::PcpAnnounceRequest => pcp_header(0, 24),
-        // RFC 6887 §7.2: R bit, result 0, lifetime 0, epoch 60.
-        Class::PcpAnnounceResponse => pcp_header(0x80, 24),
-        // RFC 6887 §11.1: MAP, 36 bytes after the header: nonce, UDP,
-        // internal port 5000, suggested external port 5000, address 0.
-        Class::PcpMapRequest => pcp_header(1, 60),
-        Class::PcpMapResponse => pcp_header(0x81, 60),
-        // RFC 6887 §12.1: PEER, 56 bytes after the header.
-        Class::PcpPeerRequest => pcp_header(2, 80),
-        Class::PcpPeerResponse => pcp_header(0x82, 80),
-        // Opcode 3 is not defined by RFC 6887 (UNSUPP_OPCODE, §7.4).
-        Class::PcpUnsupportedOpcode => pcp_header(3, 24),
-        Class::PcpMalformedShortHeader => vec![2, 1, 0, 0],
-        // A MAP request cut after its 24-byte header.
-        Class::PcpMalformedShortOpcode => pcp_header(1, 24),
-        Class::PcpMalformedTooLong => pcp_header(0, 1104),
-        Class::PcpMalformedNotMultipleOf4 => pcp_header(0, 26),
-        // A map request cut after 4 bytes.
-        Class::MalformedTruncated => vec![0, 1, 0, 0],
-        // Version 1 was never standardised (RFC 6887 §9).
-        Class::MalformedVersion => vec![1, 0],
-    }
+    samples::sample_payload(class).to_vec()
 }
 
-/// A PCP message of `len` bytes (at least 24) with `opcode` (R bit
-/// included): the common header (RFC 6887 §7.1 request / §7.2 response)
-/// for client 198.18.0.2, then the opcode's fields (§11.1 MAP, §12.1 PEER)
-/// with a fixed nonce, protocol UDP and ports 5000, zero-padded.
-fn pcp_header(opcode: u8, len: usize) -> Vec<u8> {
-    let mut p = vec![2, opcode, 0, 0];
-    if opcode & 0x80 == 0 {
-        // Lifetime 7200 s (0 for ANNOUNCE), client address.
-        let lifetime: u32 = if opcode == 0 { 0 } else { 7200 };
-        p.extend_from_slice(&lifetime.to_be_bytes());
-        p.extend_from_slice(&Ipv4Addr::new(198, 18, 0, 2).to_ipv6_mapped().octets());
-    } else {
-        // Result 0 (in byte 3), lifetime 7200, epoch 60, 12 reserved bytes.
-        p.extend_from_slice(&7200u32.to_be_bytes());
-        p.extend_from_slice(&60u32.to_be_bytes());
-        p.extend_from_slice(&[0; 12]);
-    }
-    if opcode & 0x7f == 1 || opcode & 0x7f == 2 {
-        p.extend_from_slice(&[0x5a; 12]); // mapping nonce
-        p.extend_from_slice(&[17, 0, 0, 0]); // protocol UDP, reserved
-        p.extend_from_slice(&[0x13, 0x88, 0x13, 0x88]); // ports 5000
-    }
-    p.resize(len, 0);
-    p
-}
-
-/// The composition a honeypot recorded over ten weeks (119,062 datagrams):
-/// opcode 0 82.8%, opcode 1 14.0%, opcode 2 2.5%, malformed 0.7%. Weights in
-/// tenths of a percent.
-pub const HONEYPOT_MIX: [(Class, u64); 5] = [
-    (Class::NatpmpExternalAddressRequest, 828),
-    (Class::NatpmpMapUdpRequest, 140),
-    (Class::NatpmpMapTcpRequest, 25),
-    (Class::MalformedTruncated, 4),
-    (Class::MalformedVersion, 3),
-];
+pub use nat_pmp_ebpf_common::samples::HONEYPOT_MIX;
 
 /// Exactly how many of `count` datagrams each class gets under `weights`
 /// (largest-remainder apportionment: the counts add up to `count`).
 pub fn apportion(weights: &[(Class, u64)], count: u64) -> Vec<(Class, u64)> {
-    let sum: u64 = weights.iter().map(|w| w.1).sum();
-    if sum == 0 {
-        return weights.iter().map(|w| (w.0, 0)).collect();
-    }
-    let mut out: Vec<(Class, u64, u64)> = weights
-        .iter()
-        .map(|&(c, w)| {
-            let exact = u128::from(count) * u128::from(w);
-            let sum = u128::from(sum);
-            #[expect(
-                clippy::cast_possible_truncation,
-                reason = "quotient <= count, remainder < sum"
-            )]
-            let parts = ((exact / sum) as u64, (exact % sum) as u64);
-            (c, parts.0, parts.1)
-        })
-        .collect();
-    let given: u64 = out.iter().map(|o| o.1).sum();
-    let mut order: Vec<usize> = (0..out.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(out[i].2));
-    for &i in order
-        .iter()
-        .take(usize::try_from(count - given).unwrap_or(usize::MAX))
-    {
-        out[i].1 += 1;
-    }
-    out.into_iter().map(|(c, n, _)| (c, n)).collect()
+    let mut counts = vec![0; weights.len()];
+    samples::apportion_into(weights, count, &mut counts);
+    weights.iter().map(|w| w.0).zip(counts).collect()
 }
 
 /// A send order with exactly `counts[i]` datagrams of each class, spread

@@ -65,6 +65,36 @@ pub const fn opcode_label(class: Class) -> &'static str {
     }
 }
 
+/// The meaning column of the table, after the honeypot report's layout
+/// (RFC 6886 §3.2/§3.3, RFC 6887).
+pub const fn meaning(class: Class) -> &'static str {
+    match class {
+        Class::NatpmpExternalAddressRequest => "external address request",
+        Class::NatpmpMapUdpRequest => "map UDP request",
+        Class::NatpmpMapTcpRequest => "map TCP request",
+        Class::NatpmpExternalAddressResponse => "external address response",
+        Class::NatpmpMapUdpResponse => "map UDP response",
+        Class::NatpmpMapTcpResponse => "map TCP response",
+        Class::NatpmpUnsupportedOpcode => "unsupported NAT-PMP opcode",
+        Class::Pcp => "PCP (version 2), all of the pcp_* rows",
+        Class::PcpAnnounceRequest => "PCP ANNOUNCE request",
+        Class::PcpAnnounceResponse => "PCP ANNOUNCE response",
+        Class::PcpMapRequest => "PCP MAP request",
+        Class::PcpMapResponse => "PCP MAP response",
+        Class::PcpPeerRequest => "PCP PEER request",
+        Class::PcpPeerResponse => "PCP PEER response",
+        Class::PcpUnsupportedOpcode => "unsupported PCP opcode",
+        Class::PcpMalformedShortHeader => "malformed PCP: shorter than its header",
+        Class::PcpMalformedShortOpcode => "malformed PCP: shorter than its opcode",
+        Class::PcpMalformedTooLong => "malformed PCP: over 1,100 bytes",
+        Class::PcpMalformedNotMultipleOf4 => "malformed PCP: length not a multiple of 4",
+        Class::MalformedTruncated => "malformed: truncated",
+        Class::MalformedVersion => "malformed: unknown version",
+        Class::FragmentNonfirst => "later fragment of a datagram to 5351",
+        Class::Ipv6ExtChainTooLong => "IPv6 extension chain beyond the bound",
+    }
+}
+
 /// `part` as a percentage of `whole` (0 when `whole` is 0).
 pub fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 {

@@ -8,7 +8,8 @@
 //!
 //! Every type that crosses the kernel/user boundary through a map is defined
 //! here once, `#[repr(C)]`, `Copy`, without implicit padding.
-#![cfg_attr(not(test), no_std)]
+// `no_std` for the XDP program; the host-only capture generator needs std.
+#![cfg_attr(not(any(test, feature = "capgen")), no_std)]
 // The XDP program must get these small functions inlined: a BPF-to-BPF call
 // costs a stack frame (512 bytes in all) and re-verification per call site.
 #![expect(
@@ -27,6 +28,9 @@ pub use parse::{
     decide, walk, Bytes, Found, FragEntry, FragKey, FragTable, Outcome, Walk, MAX_IPV6_EXT_HEADERS,
     MAX_VLAN_TAGS,
 };
+#[cfg(feature = "capgen")]
+pub mod capgen;
+pub mod samples;
 
 /// UDP port of NAT-PMP (RFC 6886 §3.1) and of PCP (RFC 6887 §19.1).
 pub const NATPMP_PORT: u16 = 5351;

@@ -1,13 +1,15 @@
-//! Project tasks: `cargo xtask setup|build|run|test|demo`.
+//! Project tasks: `cargo xtask setup|build|run|test|demo|gen-capture`.
 //!
-//! xtask depends on nothing of the project's own crates, so it builds on a
-//! fresh machine before `setup` has installed bpf-linker.
+//! xtask depends on none of the project's crates that build the XDP program
+//! (only on the capture generator and the `no_std` common crate), so it builds
+//! on a fresh machine before `setup` has installed bpf-linker.
 
 mod demo;
+mod gen_capture;
 mod setup;
 mod util;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,6 +55,41 @@ enum Command {
         #[arg(long)]
         monitor: bool,
     },
+    /// Write a capture of a NAT-PMP scan in the honeypot's mix with a known
+    /// composition (written next to it as FILE.json), for
+    /// `nat-pmp-agent replay`.
+    GenCapture {
+        /// The capture to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// NAT-PMP datagrams (background traffic comes on top, 20%).
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Random seed: the same seed writes the same file.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// File format (default: pcapng for a .pcapng file, else pcap).
+        #[arg(long, value_enum)]
+        format: Option<CapFormat>,
+        /// Link type: ethernet (1) or raw IP (101).
+        #[arg(long, value_enum, default_value_t = CapLink::Ethernet)]
+        link: CapLink,
+        /// Hours the capture spans.
+        #[arg(long, default_value_t = 6)]
+        hours: u32,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CapFormat {
+    Pcap,
+    Pcapng,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CapLink {
+    Ethernet,
+    Raw,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +125,27 @@ fn run(cli: Cli) -> Result<()> {
             util::require_root("cargo xtask demo")?;
             demo::demo(seconds, monitor)
         }
+        Command::GenCapture {
+            out,
+            count,
+            seed,
+            format,
+            link,
+            hours,
+        } => gen_capture::gen_capture(
+            &out,
+            count,
+            seed,
+            format.map(|f| match f {
+                CapFormat::Pcap => nat_pmp_ebpf_common::capgen::Format::Pcap,
+                CapFormat::Pcapng => nat_pmp_ebpf_common::capgen::Format::Pcapng,
+            }),
+            match link {
+                CapLink::Ethernet => nat_pmp_ebpf_common::capgen::Link::Ethernet,
+                CapLink::Raw => nat_pmp_ebpf_common::capgen::Link::Raw,
+            },
+            hours,
+        ),
     }
 }
 

@@ -55,7 +55,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "tshark",
-        "Wireshark's NAT-PMP and Port Control dissectors: the referee for the counters",
+        "Wireshark's NAT-PMP and Port Control dissectors (the referee for the counters); \
+         tshark/dumpcap also capture real client traffic for the replay tests",
     ),
 ];
 

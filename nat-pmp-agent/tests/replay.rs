@@ -1,0 +1,613 @@
+//! Replay tests: captures through the real XDP program (`BPF_PROG_TEST_RUN`)
+//! via the `nat-pmp-agent replay` binary.
+//!
+//! - Generated captures (pcap and pcapng, Ethernet and raw IP) report
+//!   exactly the composition the generator wrote: per class, per source,
+//!   per hour, and the background traffic uncounted.
+//! - Truncated and corrupt captures, unsupported link types and missing
+//!   files fail naming the file and the frame, and still print the report of
+//!   what was read (checked against an independent parse with etherparse).
+//! - A tshark capture of real client traffic in namespaces replays to
+//!   exactly what the client sent, and to exactly what the live agent
+//!   attached to the same interface counted.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "test frames and counts are small"
+)]
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{require_root, Proc, WanLink, AGENT, ROUTER_ADDR};
+use etherparse::{SlicedPacket, TransportSlice};
+use nat_pmp_ebpf_common::capgen::{write_file, Composition, Format, Link, Spec};
+use nat_pmp_ebpf_common::{samples::sample_payload, Class, NATPMP_PORT};
+use pcap_file::{
+    pcap::{PcapHeader, PcapPacket, PcapWriter},
+    DataLink,
+};
+use serde_json::Value;
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("natpmp-replay-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("creating a temporary directory");
+        TempDir(p)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn replay(args: &[&str]) -> Output {
+    Command::new(AGENT)
+        .arg("replay")
+        .args(args)
+        .output()
+        .expect("running nat-pmp-agent replay")
+}
+
+fn json_of(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "replay printed no JSON object ({e}):\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn replay_json(file: &Path) -> Value {
+    let out = replay(&[file.to_str().unwrap(), "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "replay of {} failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_of(&out)
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
+}
+
+/// Asserts that a replay's JSON report is exactly `comp`.
+fn assert_matches(report: &Value, comp: &Composition) {
+    let what = format!("{:?}/{:?}", comp.format, comp.link);
+    assert_eq!(u(&report["frames"]), comp.frames, "{what}: frames");
+    assert_eq!(
+        u(&report["other_frames"]),
+        comp.background_frames,
+        "{what}: background traffic must pass uncounted"
+    );
+    assert_eq!(u(&report["skipped_short"]), 0, "{what}");
+    assert_eq!(report["kernel_agrees"], true, "{what}");
+    assert_eq!(report["complete"], true, "{what}");
+    for class in Class::ALL {
+        let want = comp.class(class);
+        let got = &report["counters"][class.name()];
+        assert_eq!(
+            (u(&got["packets"]), u(&got["bytes"]), u(&got["oversized"])),
+            (want.packets, want.bytes, want.oversized),
+            "{what}: {} (packets, bytes, oversized)",
+            class.name()
+        );
+        assert_eq!(u(&got["dropped_packets"]), 0, "{what}: monitor mode");
+    }
+    let sources: BTreeMap<String, &Value> = report["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .map(|s| (s["source"].as_str().unwrap().to_owned(), s))
+        .collect();
+    assert_eq!(
+        sources.keys().collect::<Vec<_>>(),
+        comp.sources.keys().collect::<Vec<_>>(),
+        "{what}: sources"
+    );
+    for (addr, want) in &comp.sources {
+        let got = sources[addr];
+        assert_eq!(u(&got["packets"]), want.packets, "{what}: {addr} packets");
+        assert_eq!(u(&got["bytes"]), want.bytes, "{what}: {addr} bytes");
+        let per_hour: BTreeMap<String, u64> = got["per_hour"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(h, n)| (h.clone(), u(n)))
+            .collect();
+        assert_eq!(per_hour, want.per_hour, "{what}: {addr} per hour");
+    }
+}
+
+/// Generated captures in both formats and both link types replay to exactly
+/// the composition written.
+#[test]
+fn generated_captures_replay_to_their_composition() {
+    require_root();
+    let dir = TempDir::new("gen");
+    for (i, (format, link)) in [
+        (Format::Pcap, Link::Ethernet),
+        (Format::Pcapng, Link::Ethernet),
+        (Format::Pcap, Link::Raw),
+        (Format::Pcapng, Link::Raw),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path(&format!("scan-{i}.cap"));
+        let spec = Spec {
+            count: 3000,
+            seed: 7 + i as u64,
+            format,
+            link,
+            hours: 5,
+            ..Spec::default()
+        };
+        let comp = write_file(&spec, &path).expect("writing the capture");
+        // The generator's own promise, so that the comparison means something.
+        assert_eq!(comp.natpmp_packets(), 3000);
+        assert_eq!(
+            comp.class(Class::NatpmpExternalAddressRequest).packets,
+            2484
+        );
+        assert_eq!(comp.class(Class::NatpmpMapUdpRequest).packets, 420);
+        assert_eq!(comp.class(Class::NatpmpMapTcpRequest).packets, 75);
+        assert!(comp.sources.len() >= 5);
+        let report = replay_json(&path);
+        assert_matches(&report, &comp);
+        assert_eq!(report["hours"].as_array().unwrap().len(), 5);
+    }
+}
+
+/// Two files in one run add up; CSV and text views carry the same totals.
+#[test]
+fn several_files_add_up_and_every_view_agrees() {
+    require_root();
+    let dir = TempDir::new("multi");
+    let (a, b) = (dir.path("a.pcap"), dir.path("b.pcapng"));
+    let ca = write_file(
+        &Spec {
+            count: 500,
+            seed: 1,
+            ..Spec::default()
+        },
+        &a,
+    )
+    .unwrap();
+    let cb = write_file(
+        &Spec {
+            count: 700,
+            seed: 2,
+            format: Format::Pcapng,
+            link: Link::Raw,
+            ..Spec::default()
+        },
+        &b,
+    )
+    .unwrap();
+    let files = [a.to_str().unwrap(), b.to_str().unwrap()];
+    let out = replay(&[files[0], files[1], "--output", "json"]);
+    assert!(out.status.success());
+    let report = json_of(&out);
+    assert_eq!(u(&report["total"]["packets"]), 1200);
+    assert_eq!(u(&report["frames"]), ca.frames + cb.frames);
+    let op0 = ca.class(Class::NatpmpExternalAddressRequest).packets
+        + cb.class(Class::NatpmpExternalAddressRequest).packets;
+    assert_eq!(
+        u(&report["counters"]["natpmp_external_address_request"]["packets"]),
+        op0
+    );
+
+    let svg = dir.path("chart.svg");
+    let out = replay(&[
+        files[0],
+        files[1],
+        "--output",
+        "csv",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("class,,,natpmp_external_address_request,"))
+        .expect("a CSV row for opcode 0");
+    assert_eq!(row.split(',').nth(5).unwrap(), op0.to_string(), "{row}");
+    let hour_rows: u64 = csv
+        .lines()
+        .filter(|l| l.starts_with("hour,"))
+        .map(|l| l.split(',').nth(5).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(hour_rows, 1200, "per-hour rows add up to every datagram");
+    let chart = std::fs::read_to_string(&svg).expect("the chart was written");
+    assert!(chart.starts_with("<svg") && chart.contains("packets per hour by source"));
+    assert!(
+        chart.contains(ca.sources.keys().next().unwrap()),
+        "sources in the legend"
+    );
+
+    let out = replay(&[files[0], files[1], "--top", "3"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("| 0 ") && text.contains("external address request"));
+    assert!(text.contains(&format!(" {op0} |")), "{text}");
+    assert!(text.contains("top sources (3 of"), "{text}");
+
+    let out = replay(&[files[0], "--plot", dir.path("chart.png").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("write an .svg"));
+}
+
+/// Byte offsets of every pcap record (after the 24-byte file header), with
+/// each record's frame.
+fn pcap_records(file: &[u8]) -> Vec<(usize, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= file.len() {
+        let caplen = u32::from_le_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
+        out.push((at, &file[at + 16..at + 16 + caplen]));
+        at += 16 + caplen;
+    }
+    out
+}
+
+/// Datagrams to port 5351 among `frames`, by an independent parser.
+fn natpmp_in(frames: &[(usize, &[u8])]) -> u64 {
+    frames
+        .iter()
+        .filter(|(_, f)| {
+            matches!(
+                SlicedPacket::from_ethernet(f).map(|p| p.transport),
+                Ok(Some(TransportSlice::Udp(u))) if u.destination_port() == NATPMP_PORT
+            )
+        })
+        .count() as u64
+}
+
+fn failing(args: &[&str]) -> (Value, String) {
+    let mut a = args.to_vec();
+    a.extend(["--output", "json"]);
+    let out = replay(&a);
+    assert!(!out.status.success(), "replay of {args:?} must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (json_of(&out), stderr)
+}
+
+/// Truncated and corrupt captures, unsupported link types, missing files
+/// and non-captures: an error naming the file and frame, and the report of
+/// what was read before it.
+#[test]
+fn bad_input_names_file_and_frame_and_keeps_the_partial_report() {
+    require_root();
+    let dir = TempDir::new("bad");
+    let good = dir.path("good.pcap");
+    write_file(
+        &Spec {
+            count: 400,
+            ..Spec::default()
+        },
+        &good,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let records = pcap_records(&bytes);
+    let k = 300; // The frame (1-based) the damage hits.
+    let before = &records[..k - 1];
+
+    // Truncated inside frame k.
+    let cut = dir.path("cut.pcap");
+    std::fs::write(&cut, &bytes[..records[k - 1].0 + 20]).unwrap();
+    let (report, err) = failing(&[cut.to_str().unwrap()]);
+    assert!(
+        err.contains(cut.to_str().unwrap()) && err.contains(&format!("frame {k}")),
+        "{err}"
+    );
+    assert!(err.contains("truncated"), "{err}");
+    assert_eq!(report["complete"], false);
+    assert_eq!(u(&report["frames"]), (k - 1) as u64);
+    assert_eq!(u(&report["total"]["packets"]), natpmp_in(before));
+    assert_eq!(u(&report["natpmp_frames"]), natpmp_in(before));
+
+    // A record header whose length exceeds the snap length: corrupt.
+    let mut corrupt = bytes.clone();
+    let at = records[k - 1].0;
+    corrupt[at + 8..at + 12].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    let bad = dir.path("corrupt.pcap");
+    std::fs::write(&bad, &corrupt).unwrap();
+    let (report, err) = failing(&[bad.to_str().unwrap()]);
+    assert!(
+        err.contains(bad.to_str().unwrap()) && err.contains(&format!("frame {k}")),
+        "{err}"
+    );
+    assert_eq!(u(&report["frames"]), (k - 1) as u64);
+    assert_eq!(u(&report["total"]["packets"]), natpmp_in(before));
+
+    // Unsupported link type (IEEE 802.11, 105).
+    let mut wifi = bytes.clone();
+    wifi[20..24].copy_from_slice(&105u32.to_le_bytes());
+    let wlan = dir.path("wlan.pcap");
+    std::fs::write(&wlan, &wifi).unwrap();
+    let (report, err) = failing(&[wlan.to_str().unwrap()]);
+    assert!(
+        err.contains(wlan.to_str().unwrap()) && err.contains("link type 105"),
+        "{err}"
+    );
+    assert_eq!(report["files"][0]["link_types"][0], 105);
+
+    // A good file, then a missing one: the good file's counts survive.
+    let missing = dir.path("missing.pcap");
+    let (report, err) = failing(&[good.to_str().unwrap(), missing.to_str().unwrap()]);
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert_eq!(u(&report["total"]["packets"]), 400);
+
+    // Not a capture at all.
+    let text = dir.path("notes.txt");
+    std::fs::write(&text, "not a capture\n").unwrap();
+    let (_, err) = failing(&[text.to_str().unwrap()]);
+    assert!(err.contains("not a pcap or pcapng file"), "{err}");
+
+    // The text view prints the partial report too, then the error.
+    let out = replay(&[cut.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("INCOMPLETE") && text.contains(&format!("frame {k}")),
+        "{text}"
+    );
+}
+
+/// Frames shorter than an Ethernet header (which `BPF_PROG_TEST_RUN` refuses)
+/// are counted as skipped, not fatal; raw-IP frames report captured bytes.
+#[test]
+fn short_frames_are_skipped_and_raw_ip_bytes_are_as_captured() {
+    require_root();
+    let dir = TempDir::new("short");
+    let path = dir.path("short.pcap");
+    let mut w = PcapWriter::with_header(
+        std::fs::File::create(&path).unwrap(),
+        PcapHeader {
+            datalink: DataLink::RAW,
+            ..PcapHeader::default()
+        },
+    )
+    .unwrap();
+    let b = etherparse::PacketBuilder::ipv4([198, 18, 5, 5], [198, 18, 0, 1], 64)
+        .udp(40000, NATPMP_PORT);
+    let payload = sample_payload(Class::NatpmpMapTcpRequest);
+    let mut ip = Vec::new();
+    b.write(&mut ip, payload).unwrap();
+    // 2025-06-01T00:00:00Z.
+    let t = Duration::from_hours(485_760);
+    // Raw-IP frames go to the program as they are (its link type set to raw
+    // IP), so the 3- and 1-byte ones are below the 14 bytes
+    // BPF_PROG_TEST_RUN accepts: skipped, not fatal.
+    for frame in [&ip[..], &ip[..3], &ip[..], &[0x45u8][..]] {
+        w.write_packet(&PcapPacket::new(t, frame.len() as u32, frame))
+            .unwrap();
+    }
+    drop(w);
+    let report = replay_json(&path);
+    assert_eq!(u(&report["frames"]), 4);
+    let c = &report["counters"]["natpmp_map_tcp_request"];
+    assert_eq!(u(&c["packets"]), 2);
+    assert_eq!(u(&c["bytes"]), 2 * ip.len() as u64, "bytes as captured");
+    assert_eq!(u(&report["skipped_short"]), 2);
+
+    let eth = dir.path("short-eth.pcap");
+    let mut w =
+        PcapWriter::with_header(std::fs::File::create(&eth).unwrap(), PcapHeader::default())
+            .unwrap();
+    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0];
+    frame.extend_from_slice(&ip);
+    for f in [&frame[..], &frame[..10], &frame[..0], &frame[..]] {
+        w.write_packet(&PcapPacket::new(t, f.len() as u32, f))
+            .unwrap();
+    }
+    drop(w);
+    let report = replay_json(&eth);
+    assert_eq!(u(&report["skipped_short"]), 2);
+    assert_eq!(
+        u(&report["counters"]["natpmp_map_tcp_request"]["packets"]),
+        2
+    );
+}
+
+/// Waits until `path` contains `needle` (a child's stderr), or panics.
+fn wait_for_text(path: &Path, needle: &str, limit: Duration) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "waited {limit:?} for {needle:?} in {}: {}",
+        path.display(),
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
+}
+
+fn probe(link: &WanLink, args: &[&str]) -> Value {
+    let out = link
+        .internet
+        .command(AGENT)
+        .args([
+            "probe",
+            ROUTER_ADDR,
+            "--rate",
+            "2000",
+            "--wait",
+            "0",
+            "--json",
+        ])
+        .args(args)
+        .output()
+        .expect("running nat-pmp-agent probe");
+    assert!(
+        out.status.success(),
+        "probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("probe JSON")
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario: agent, capture, client, then three comparisons"
+)]
+/// Real client traffic in namespaces: the live agent counts it on wan0 while
+/// tshark captures it there; the capture replays to exactly what the client
+/// sent and exactly what the live agent counted.
+#[test]
+fn tshark_capture_replays_to_what_was_sent_and_what_the_live_agent_counted() {
+    require_root();
+    let tshark = Command::new("tshark").arg("--version").output();
+    assert!(
+        tshark.is_ok_and(|o| o.status.success()),
+        "tshark is missing: run `cargo xtask setup` (it installs Debian's tshark)"
+    );
+    let dir = TempDir::new("live");
+    let link = WanLink::new("rpl");
+
+    // The live agent first: its first report means the program is attached.
+    let mut agent = Proc(
+        link.router
+            .command(AGENT)
+            .args(["--iface", "wan0", "--output", "json"])
+            .args(["--interval", "0.2", "--duration", "60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the agent"),
+    );
+    let mut lines = BufReader::new(agent.0.stdout.take().unwrap()).lines();
+    lines
+        .next()
+        .expect("the agent printed a first report")
+        .expect("reading the agent's output");
+
+    // Monitor mode passes everything, so the AF_PACKET tap behind XDP sees
+    // every frame the program saw.
+    let capture = dir.path("wan0.pcapng");
+    let tshark_err = dir.path("tshark.err");
+    let mut tshark = Proc(
+        link.router
+            .command("tshark")
+            .args(["-i", "wan0", "-w", capture.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&tshark_err).unwrap())
+            .spawn()
+            .expect("starting tshark"),
+    );
+    // "Capturing on" comes before the socket is ready; "Capture started"
+    // after. A little slack on top for the ring buffer's first block.
+    wait_for_text(&tshark_err, "Capture started", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mix = probe(&link, &["--count", "300"]);
+    let others = probe(
+        &link,
+        &[
+            "--count",
+            "4",
+            "--class",
+            "pcp_announce_request",
+            "--class",
+            "natpmp_unsupported_opcode",
+            "--class",
+            "natpmp_external_address_response",
+        ],
+    );
+    // Let the last frames reach the tap and the agent's counters.
+    std::thread::sleep(Duration::from_millis(500));
+
+    agent.signal(libc::SIGINT);
+    let live: Value = lines
+        .map(|l| l.expect("reading the agent's output"))
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .find(|v| v["final"] == true)
+        .expect("the agent's final report");
+    assert!(
+        agent.wait_for(Duration::from_secs(10)).is_some(),
+        "agent exited"
+    );
+    tshark.signal(libc::SIGINT);
+    let st = tshark.wait_for(Duration::from_secs(10));
+    assert!(st.is_some(), "tshark did not stop");
+
+    let report = replay_json(&capture);
+    let mut sent: BTreeMap<String, u64> = BTreeMap::new();
+    for p in [&mix, &others] {
+        for (class, n) in p["sent"].as_object().unwrap() {
+            *sent.entry(class.clone()).or_default() += u(n);
+        }
+    }
+    assert_eq!(sent.values().sum::<u64>(), 312);
+    // A pcp_* class also counts in its aggregate, `pcp`.
+    for (name, n) in sent.clone() {
+        if let Some(parent) = Class::from_name(&name).and_then(Class::parent) {
+            *sent.entry(parent.name().to_owned()).or_default() += n;
+        }
+    }
+    for class in Class::ALL {
+        let name = class.name();
+        let replayed = &report["counters"][name];
+        let counted = &live["counters"][name];
+        assert_eq!(
+            u(&counted["packets"]),
+            sent.get(name).copied().unwrap_or(0),
+            "{name}: live agent vs sent\nlive: {live}\ntshark: {}",
+            std::fs::read_to_string(&tshark_err).unwrap_or_default()
+        );
+        assert_eq!(
+            u(&replayed["packets"]),
+            sent.get(name).copied().unwrap_or(0),
+            "{name}: replay vs sent\nreplay: {report}\ntshark: {}",
+            std::fs::read_to_string(&tshark_err).unwrap_or_default()
+        );
+        for field in [
+            "packets",
+            "bytes",
+            "dropped_packets",
+            "dropped_bytes",
+            "oversized",
+        ] {
+            assert_eq!(
+                u(&replayed[field]),
+                u(&counted[field]),
+                "{name}.{field}: replay of the capture vs live agent"
+            );
+        }
+    }
+    assert_eq!(report["kernel_agrees"], true);
+    // Every datagram came from the internet side's address.
+    let sources = report["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    assert_eq!(sources[0]["source"], common::INTERNET_ADDR);
+    assert_eq!(u(&sources[0]["packets"]), 312);
+}
