@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup|build|run|test|demo`.
+//! Project tasks: `cargo xtask setup|build|run|test|demo|bench`.
 //!
 //! xtask depends on nothing of the project's own crates, so it builds on a
 //! fresh machine before `setup` has installed bpf-linker.
 
+mod bench;
 mod demo;
 mod setup;
 mod util;
@@ -53,6 +54,15 @@ enum Command {
         #[arg(long)]
         monitor: bool,
     },
+    /// Set up, build, and measure: per-packet cost (`BPF_PROG_TEST_RUN`) of the
+    /// product next to bare `XDP_PASS`/`XDP_DROP` and xdp-filter, flood drop rate
+    /// against them and nftables, the agent's own cost; writes BENCHMARKS.md.
+    /// Needs root; a few minutes.
+    Bench {
+        /// Extra arguments for the bench binary (e.g. `--runs 3`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +97,12 @@ fn run(cli: Cli) -> Result<()> {
             build()?;
             util::require_root("cargo xtask demo")?;
             demo::demo(seconds, monitor)
+        }
+        Command::Bench { args } => {
+            setup::setup()?;
+            build()?;
+            util::require_root("cargo xtask bench")?;
+            bench::bench(&args)
         }
     }
 }
