@@ -375,11 +375,17 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
             .join("; "),
         verdict: Verdict::of(ok),
         why: (!ok).then(|| {
-            "The product's extra work on a non-NAT-PMP frame is the parse down to the UDP ports: \
-             Ethernet type, IPv4/IPv6 header, protocol (and fragment offset) checks, each a bounds \
-             check against data_end and a load. See the xlated instruction counts in the program \
-             table; the fix is an earlier exit (check the protocol byte before anything else)."
-                .into()
+            format!(
+                "The product's extra work on a non-NAT-PMP frame is the parse down to the \
+                 protocol byte: the EtherType, then `read_at` copies the whole 20-byte IPv4 (or \
+                 40-byte IPv6) header to the stack before `proto` is tested, each copy behind a \
+                 bounds check against `data_end`. What would fix it: test the protocol byte (and \
+                 the fragment field) through `ptr_at` without copying the header, which leaves \
+                 two loads and two compares. Noise bounds the verdict as much as the code does: \
+                 the load average was {} at the start of this run (2 CPUs shared with builds), \
+                 and a cell's runs spread by several ns (see the cross-check table).",
+                r.machine.load_before
+            )
         }),
     });
 
@@ -403,10 +409,13 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
                  about {:.0} instructions at this CPU's clock. What bounds it: the two map lookups \
                  (each a helper call the JIT inlines to an address computation only for plain \
                  arrays) and the counter writes. What would fix it: read the mode from a global \
-                 (a .rodata/.data variable, no lookup), and count with one per-CPU array update.",
+                 (a .rodata/.data variable, no lookup), and count with one per-CPU array update. The product's opcode-0 cell spread by ±{:.0} ns \
+                 over the runs of this one: rerun on a quiet machine before reading much into a \
+                 few nanoseconds.",
                 p - d,
                 0.3 * d,
-                0.3 * d * 2.5
+                0.3 * d * 2.5,
+                get(c, OPCODE0, PRODUCT_DROP).spread_ns / 2.0
             )
         }),
     });
