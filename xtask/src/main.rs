@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup|build|run|test|demo|gen-capture`.
+//! Project tasks: `cargo xtask setup|build|run|test|demo|bench|gen-capture`.
 //!
 //! xtask depends on none of the project's crates that build the XDP program
 //! (only on the capture generator and the `no_std` common crate), so it builds
 //! on a fresh machine before `setup` has installed bpf-linker.
 
+mod bench;
 mod demo;
 mod gen_capture;
 mod setup;
@@ -54,6 +55,15 @@ enum Command {
         /// Only count (monitor mode) instead of dropping.
         #[arg(long)]
         monitor: bool,
+    },
+    /// Set up, build, and measure: per-packet cost (`BPF_PROG_TEST_RUN`) of the
+    /// product next to bare `XDP_PASS`/`XDP_DROP` and xdp-filter, flood drop rate
+    /// against them and nftables, the agent's own cost; writes BENCHMARKS.md.
+    /// Needs root; a few minutes.
+    Bench {
+        /// Extra arguments for the bench binary (e.g. `--runs 3`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Write a capture of a NAT-PMP scan in the honeypot's mix with a known
     /// composition (written next to it as FILE.json), for
@@ -146,6 +156,12 @@ fn run(cli: Cli) -> Result<()> {
             },
             hours,
         ),
+        Command::Bench { args } => {
+            setup::setup()?;
+            build()?;
+            util::require_root("cargo xtask bench")?;
+            bench::bench(&args)
+        }
     }
 }
 

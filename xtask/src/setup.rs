@@ -43,7 +43,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "nftables",
-        "nft: the chains miniupnpd fills with its mappings, and reading them",
+        "nft: the chains miniupnpd fills with its mappings, and reading them; \
+         the netfilter drop rules `cargo xtask bench` measures against",
     ),
     (
         "nmap",
@@ -57,6 +58,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "tshark",
         "Wireshark's NAT-PMP and Port Control dissectors (the referee for the counters); \
          tshark/dumpcap also capture real client traffic for the replay tests",
+    ),
+    (
+        "xdp-tools",
+        "xdp-filter: the alternative XDP filter `cargo xtask bench` measures against",
+    ),
+    (
+        "bpftool",
+        "bpftool prog pin: the bench pins xdp-filter's program to test-run it",
     ),
 ];
 

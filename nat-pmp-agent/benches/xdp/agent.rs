@@ -1,0 +1,183 @@
+//! The agent's own cost: the release agent attached in drop mode to the
+//! receiving veth, reporting JSON every second, while the sender floods it;
+//! CPU share from `/proc/<pid>/stat` (utime + stime) over the flood window
+//! and peak RSS from `VmHWM` in `/proc/<pid>/status`.
+//!
+//! XDP work runs in softirq context on the CPU that receives (here: the
+//! sender's), not in the agent: what this measures is the agent's own
+//! userspace loop (map reads, formatting, writing), which is what an operator
+//! pays for running it.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{env::VethPair, flood::Sender};
+
+pub struct AgentCost {
+    pub hide_kernel_btf: bool,
+    pub window_secs: f64,
+    pub cpu_percent: f64,
+    pub vm_hwm_kib: u64,
+    pub reports: usize,
+    pub frames: u64,
+    /// Opcode-0 drops the agent's last report showed.
+    pub reported_drops: Option<u64>,
+}
+
+/// Ends the child by its own PID (SIGTERM, then SIGKILL) on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            if let Ok(pid) = i32::try_from(self.0.id()) {
+                // SAFETY: kill has no memory preconditions; the PID is our child's.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end {
+                if matches!(self.0.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat: did the agent exit?"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line (proc(5)).
+    let rest = stat
+        .rsplit_once(')')
+        .map(|x| x.1)
+        .context("odd /proc/pid/stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11).and_then(|s| s.parse().ok()).context("no utime")?;
+    let stime: u64 = f.get(12).and_then(|s| s.parse().ok()).context("no stime")?;
+    Ok(utime + stime)
+}
+
+fn vm_hwm_kib(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmHWM in /proc/pid/status")
+}
+
+pub fn measure(
+    pair: &VethPair,
+    agent: &Path,
+    sender: &Sender,
+    frame: &[u8],
+    seconds: u64,
+    hide_kernel_btf: bool,
+) -> Result<AgentCost> {
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &pair.rx.name]);
+    if hide_kernel_btf {
+        // In the private mount namespace `ip netns exec` makes: aya's
+        // loader then finds no kernel BTF (the program needs none).
+        cmd.args([
+            "sh",
+            "-c",
+            "mount --bind /dev/null /sys/kernel/btf/vmlinux && exec \"$0\" \"$@\"",
+        ]);
+    }
+    let child = cmd
+        .arg(agent)
+        .args(["--iface", pair.rx_dev, "--drop", "--xdp-mode", "native"])
+        .args(["--output", "json", "--interval", "1"])
+        .args(["--duration", &(seconds + 6).to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", agent.display()))?;
+    let mut guard = Guard(child);
+    // `ip netns exec` execs the agent: same PID.
+    let pid = guard.0.id();
+    let lines = Arc::new(Mutex::new((0usize, String::new())));
+    let stdout = guard.0.stdout.take().context("no agent stdout")?;
+    let reader = {
+        let lines = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut l) = lines.lock() {
+                    l.0 += 1;
+                    l.1 = line;
+                }
+            }
+        })
+    };
+    // Wait (bounded) for the agent to attach.
+    let end = Instant::now() + Duration::from_secs(10);
+    while pair.rx.xdp_prog(pair.rx_dev).is_err() {
+        if Instant::now() > end {
+            let _ = guard.0.kill();
+            let mut err = String::new();
+            if let Some(mut e) = guard.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            bail!(
+                "the agent did not attach to {} within 10 s: {}",
+                pair.rx_dev,
+                err.trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Start-up (loading, verifying) is a one-off; measure the steady state.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ticks0 = cpu_ticks(pid)?;
+    let t0 = Instant::now();
+    let mut frames = 0u64;
+    // Bounded: by time, and by a chunk count far above what time allows.
+    for _ in 0..10_000 {
+        if t0.elapsed() >= Duration::from_secs(seconds) {
+            break;
+        }
+        let n = 500_000;
+        sender.send(pair, frame, n)?;
+        frames += u64::from(n);
+    }
+    let ticks1 = cpu_ticks(pid)?;
+    let window = t0.elapsed().as_secs_f64();
+    let hwm = vm_hwm_kib(pid)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    #[expect(clippy::cast_precision_loss, reason = "tick counts are small")]
+    let cpu_secs = (ticks1 - ticks0) as f64 / hz as f64;
+    // Let it print its last report after the flood, then end it.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(guard);
+    let _ = reader.join();
+    let (reports, last) = lines.lock().map(|l| l.clone()).unwrap_or_default();
+    let reported_drops = serde_json::from_str::<serde_json::Value>(&last)
+        .ok()
+        .and_then(|v| v["counters"]["natpmp_external_address_request"]["dropped_packets"].as_u64());
+    Ok(AgentCost {
+        hide_kernel_btf,
+        window_secs: window,
+        cpu_percent: cpu_secs / window * 100.0,
+        vm_hwm_kib: hwm,
+        reports,
+        frames,
+        reported_drops,
+    })
+}

@@ -1,0 +1,135 @@
+//! The frames every program is measured on: NAT-PMP requests (valid, map,
+//! malformed) and the traffic a WAN link mostly carries (TCP, DNS, IPv6),
+//! plus VLAN-tagged and `PPPoE` frames. Built with etherparse; the VLAN tag
+//! and the `PPPoE` session header are spliced in by hand because they are
+//! four and eight fixed bytes (RFC 2516 §4, IEEE 802.1Q) and etherparse 0.16
+//! has no `PPPoE` builder.
+
+use etherparse::PacketBuilder;
+use nat_pmp_agent::probe::sample_payload;
+use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
+
+use crate::env::{RX_ADDR, RX_MAC, TX_ADDR, TX_MAC};
+
+const V6_SRC: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const V6_DST: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// One measured frame.
+pub struct Frame {
+    pub name: &'static str,
+    pub bytes: Vec<u8>,
+    /// Is it a datagram to port 5351 (the product counts it)?
+    pub natpmp: bool,
+    /// The product's parser does not handle this encapsulation yet.
+    pub not_yet_parsed: bool,
+}
+
+/// Pads to the 60-byte Ethernet minimum (without FCS), as a NIC delivers.
+fn padded(mut f: Vec<u8>) -> Vec<u8> {
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+/// IPv4/UDP from the sender to the receiver of the flood veth pair.
+pub fn udp4(dport: u16, payload: &[u8]) -> Vec<u8> {
+    padded(udp4_unpadded(dport, payload))
+}
+
+fn udp4_unpadded(dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(TX_MAC, RX_MAC)
+        .ipv4(TX_ADDR, RX_ADDR, 64)
+        .udp(40000, dport);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    // Writing into a Vec cannot fail for these small, valid headers.
+    let _ = b.write(&mut v, payload);
+    v
+}
+
+fn tcp4() -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(TX_MAC, RX_MAC)
+        .ipv4(TX_ADDR, RX_ADDR, 64)
+        .tcp(40000, 443, 1, 1024);
+    let mut v = Vec::new();
+    let _ = b.write(&mut v, &[]);
+    padded(v)
+}
+
+fn tcp6() -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(TX_MAC, RX_MAC)
+        .ipv6(V6_SRC, V6_DST, 64)
+        .tcp(40000, 443, 1, 1024);
+    let mut v = Vec::new();
+    let _ = b.write(&mut v, &[]);
+    padded(v)
+}
+
+/// An opcode-0 request to 5351 behind one 802.1Q tag (VID 100).
+fn vlan() -> Vec<u8> {
+    let mut f = udp4_unpadded(
+        NATPMP_PORT,
+        &sample_payload(Class::NatpmpExternalAddressRequest),
+    );
+    // TPID 0x8100, PCP 0 / DEI 0 / VID 100; the IPv4 EtherType follows.
+    f.splice(12..12, [0x81, 0x00, 0x00, 100]);
+    padded(f)
+}
+
+/// An opcode-0 request to 5351 inside a `PPPoE` session (RFC 2516 §4,
+/// PPP protocol 0x0021 = IPv4).
+fn pppoe() -> Vec<u8> {
+    let f = udp4_unpadded(
+        NATPMP_PORT,
+        &sample_payload(Class::NatpmpExternalAddressRequest),
+    );
+    let ip = &f[14..];
+    let ppp_len = u16::try_from(ip.len() + 2)
+        .unwrap_or(u16::MAX)
+        .to_be_bytes();
+    let mut out = f[..12].to_vec();
+    out.extend_from_slice(&[0x88, 0x64]); // PPPoE session stage
+    out.extend_from_slice(&[0x11, 0x00, 0x00, 0x01, ppp_len[0], ppp_len[1], 0x00, 0x21]);
+    out.extend_from_slice(ip);
+    padded(out)
+}
+
+/// The opcode-0 request of the flood test.
+pub fn opcode0() -> Vec<u8> {
+    udp4(
+        NATPMP_PORT,
+        &sample_payload(Class::NatpmpExternalAddressRequest),
+    )
+}
+
+/// Every frame of the per-packet table, in table order.
+pub fn all() -> Vec<Frame> {
+    let f = |name, bytes, natpmp| Frame {
+        name,
+        bytes,
+        natpmp,
+        not_yet_parsed: false,
+    };
+    vec![
+        f("NAT-PMP opcode 0 request (IPv4 UDP/5351)", opcode0(), true),
+        f(
+            "NAT-PMP map UDP request (opcode 1)",
+            udp4(NATPMP_PORT, &sample_payload(Class::NatpmpMapUdpRequest)),
+            true,
+        ),
+        f(
+            "malformed NAT-PMP (map request cut to 4 bytes)",
+            udp4(NATPMP_PORT, &sample_payload(Class::MalformedTruncated)),
+            true,
+        ),
+        f("IPv4 TCP/443", tcp4(), false),
+        f("IPv4 UDP/53 (DNS)", udp4(53, &[0; 12]), false),
+        f("IPv6 TCP/443", tcp6(), false),
+        Frame {
+            not_yet_parsed: true,
+            ..f("802.1Q VLAN + opcode 0 request", vlan(), true)
+        },
+        Frame {
+            not_yet_parsed: true,
+            ..f("PPPoE session + opcode 0 request", pppoe(), true)
+        },
+    ]
+}

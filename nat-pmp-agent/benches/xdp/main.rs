@@ -1,0 +1,329 @@
+//! `cargo bench -p nat-pmp-agent --bench xdp -- [--output BENCHMARKS.md]`
+//! (run by `cargo xtask bench`, as root): measures the product's XDP program
+//! against the cheapest possible XDP programs and against the alternatives an
+//! operator would use (xdp-filter, nftables), in one run on one machine, and
+//! writes the method, the numbers, the ratios against the project's targets
+//! and, for each missed target, what bounds it.
+//!
+//! Three parts: per-packet cost (`BPF_PROG_TEST_RUN`), flood drop rate (live
+//! frames through a veth pair) and the agent's own cost. Everything runs in
+//! namespaces, on a bpffs and with processes this bench creates and removes.
+
+mod agent;
+mod cost;
+mod env;
+mod flood;
+mod frames;
+mod progs;
+mod report;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{bail, Context as _, Result};
+use aya::programs::XdpMode;
+use clap::Parser;
+use nat_pmp_agent::ebpf::{AttachMode, Filter};
+use nat_pmp_ebpf_common::{Class, Mode};
+
+use crate::{
+    cost::Subject,
+    env::{Bpffs, NetNs, VethPair},
+    progs::XdpFilter,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks of the NAT-PMP XDP filter (needs root)")]
+pub struct Args {
+    /// Where to write the Markdown report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    output: PathBuf,
+    /// The release agent binary (for the agent-cost part).
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// `BPF_PROG_TEST_RUN` repeat count per measurement.
+    #[arg(long, default_value_t = 10_000_000)]
+    repeat: u32,
+    /// Measurements per (program, frame) cell; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Frames per flood round.
+    #[arg(long, default_value_t = 4_000_000)]
+    flood_frames: u32,
+    /// Flood rounds per contender; the median rate is reported.
+    #[arg(long, default_value_t = 3)]
+    flood_rounds: usize,
+    /// Seconds of flood while the agent's cost is measured.
+    #[arg(long, default_value_t = 10)]
+    agent_seconds: u64,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+pub const PRODUCT_DROP: &str = "product, drop mode";
+pub const PRODUCT_MONITOR: &str = "product, monitor mode";
+pub const BARE_PASS: &str = "bare XDP_PASS";
+pub const BARE_DROP: &str = "bare XDP_DROP";
+pub const XDP_FILTER: &str = "xdp-filter port 5351";
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmarks load XDP programs and build network namespaces: run them as root (`cargo xtask bench`)");
+    }
+    if args.repeat < 1_000_000 || args.runs == 0 || args.flood_rounds == 0 {
+        bail!("--repeat must be at least 1,000,000 and --runs, --flood-rounds at least 1");
+    }
+    env::sweep_stale();
+    let machine = report::Machine::probe();
+    // The measuring thread and every thread it spawns (the flood sender)
+    // run on the last CPU.
+    let cpu = env::cpus() - 1;
+    env::pin_to_cpu(cpu)?;
+    let bpffs = Bpffs::new()?;
+
+    let (cost, facts, xdp_filter_prog) = per_packet(args, &bpffs)?;
+    let (floods, agent) = flood_and_agent(args, &bpffs)?;
+
+    let text = report::render(&report::Results {
+        args,
+        machine,
+        cpu,
+        load_after: report::loadavg(),
+        cost: &cost,
+        facts: &facts,
+        xdp_filter_prog: &xdp_filter_prog,
+        floods: &floods,
+        agent: &agent,
+    });
+    std::fs::write(&args.output, text)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!("bench: wrote {}", args.output.display());
+    Ok(())
+}
+
+/// The cost table, each program's size facts, xdp-filter's program name.
+type PerPacket = (cost::CostTable, Vec<(String, progs::ProgFacts)>, String);
+
+fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
+    let mut product_drop = Filter::load()?;
+    product_drop.set_mode(Mode::Drop)?;
+    let mut product_monitor = Filter::load()?;
+    product_monitor.set_mode(Mode::Monitor)?;
+    let pass = progs::load(progs::BENCH_PASS, "bench_pass")?;
+    let drop = progs::load(progs::BENCH_DROP, "bench_drop")?;
+    // xdp-filter needs an interface to load on: a veth in our namespace.
+    let ns = NetNs::new("xf")?;
+    ns.ip(&["link", "add", "xf0", "type", "veth", "peer", "name", "xf1"])?;
+    ns.ip(&["link", "set", "xf0", "up"])?;
+    ns.ip(&["link", "set", "xf1", "up"])?;
+    let xf = XdpFilter::load(&ns, bpffs, "xf0")?;
+    let (xf_prog, xf_name) = xf.program()?;
+
+    let subjects = [
+        Subject {
+            name: PRODUCT_DROP.into(),
+            prog: product_drop.program()?,
+        },
+        Subject {
+            name: PRODUCT_MONITOR.into(),
+            prog: product_monitor.program()?,
+        },
+        Subject {
+            name: BARE_PASS.into(),
+            prog: progs::xdp(&pass, "bench_pass")?,
+        },
+        Subject {
+            name: BARE_DROP.into(),
+            prog: progs::xdp(&drop, "bench_drop")?,
+        },
+        Subject {
+            name: XDP_FILTER.into(),
+            prog: &xf_prog,
+        },
+    ];
+    let frames = frames::all();
+    let table = cost::measure(&frames, &subjects, args.runs, args.repeat)?;
+    // The product must have done its job on every frame it was timed on.
+    for (fi, name) in table.frames.iter().enumerate() {
+        let must_drop = table.natpmp[fi] && !table.not_yet_parsed[fi];
+        for (subject, want) in [
+            (PRODUCT_DROP, if must_drop { 1 } else { 2 }),
+            (PRODUCT_MONITOR, 2),
+        ] {
+            let got = table.cell(fi, subject).map(|c| c.action);
+            if got != Some(want) {
+                bail!("{subject} returned XDP action {got:?} on {name}, expected {want}: the product is broken, its timing meaningless");
+            }
+        }
+    }
+    let opcode0 = *product_drop
+        .snapshot()?
+        .get(Class::NatpmpExternalAddressRequest);
+    if opcode0.dropped_packets == 0 {
+        bail!("the product in drop mode counted no dropped opcode-0 request while being timed");
+    }
+    let facts = subjects
+        .iter()
+        .map(|s| Ok((s.name.clone(), progs::facts(s.prog)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((table, facts, xf_name))
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one block per contender, in report order"
+)]
+fn flood_and_agent(
+    args: &Args,
+    bpffs: &Bpffs,
+) -> Result<(Vec<flood::FloodResult>, Vec<agent::AgentCost>)> {
+    let pair = VethPair::new("f")?;
+    let sender = flood::Sender::new(&pair)?;
+    let frame = frames::opcode0();
+    let (n, r) = (args.flood_frames, args.flood_rounds);
+    let mut results = Vec::new();
+    let rx_dev = pair.rx_dev;
+
+    // (a) the product, drop mode, attached as the agent attaches it.
+    {
+        let mut f = Filter::load()?;
+        f.set_mode(Mode::Drop)?;
+        pair.rx
+            .enter(|| f.attach(rx_dev, AttachMode::Native).map(|_| ()))?;
+        let res = flood::rounds(
+            PRODUCT_DROP,
+            "the product's own counter (NATPMP_STATS, opcode-0 dropped)",
+            &sender,
+            &pair,
+            &frame,
+            n,
+            r,
+            &mut || {
+                Ok(f.snapshot()?
+                    .get(Class::NatpmpExternalAddressRequest)
+                    .dropped_packets)
+            },
+        )?;
+        f.detach()?;
+        results.push(res);
+    }
+    // (b) bare XDP_DROP.
+    {
+        let mut e = progs::load(progs::BENCH_DROP, "bench_drop")?;
+        let prog = progs::xdp_mut(&mut e, "bench_drop")?;
+        pair.rx.enter(|| {
+            prog.attach(rx_dev, XdpMode::Driver)
+                .map(|_| ())
+                .context("attaching bench_drop")
+        })?;
+        results.push(flood::rounds(
+            BARE_DROP,
+            "rx_packets of the receiving veth",
+            &sender,
+            &pair,
+            &frame,
+            n,
+            r,
+            &mut || pair.rx_packets(),
+        )?);
+    }
+    // (c) xdp-filter.
+    {
+        let xf = XdpFilter::load(&pair.rx, bpffs, rx_dev)?;
+        results.push(flood::rounds(
+            XDP_FILTER,
+            "xdp-filter status, XDP_DROP",
+            &sender,
+            &pair,
+            &frame,
+            n,
+            r,
+            &mut || xf.dropped(),
+        )?);
+    }
+    // (d) nftables, behind the bare XDP_PASS the veth needs.
+    {
+        let mut e = progs::load(progs::BENCH_PASS, "bench_pass")?;
+        let prog = progs::xdp_mut(&mut e, "bench_pass")?;
+        pair.rx.enter(|| {
+            prog.attach(rx_dev, XdpMode::Driver)
+                .map(|_| ())
+                .context("attaching bench_pass")
+        })?;
+        let nft = |cmds: &[String]| -> Result<()> {
+            for c in cmds {
+                pair.rx.exec(&["nft", c])?;
+            }
+            Ok(())
+        };
+        nft(&[
+            "add table netdev natpmp_bench".into(),
+            format!("add chain netdev natpmp_bench in {{ type filter hook ingress device {rx_dev} priority 0; }}"),
+            "add rule netdev natpmp_bench in udp dport 5351 counter drop".into(),
+        ])?;
+        results.push(flood::rounds(
+            "nftables netdev ingress drop",
+            "nft rule counter",
+            &sender,
+            &pair,
+            &frame,
+            n,
+            r,
+            &mut || flood::nft_counter(&pair, "netdev", "natpmp_bench"),
+        )?);
+        nft(&[
+            "delete table netdev natpmp_bench".into(),
+            "add table inet natpmp_bench".into(),
+            "add chain inet natpmp_bench in { type filter hook input priority 0; }".into(),
+            "add rule inet natpmp_bench in udp dport 5351 counter drop".into(),
+        ])?;
+        results.push(flood::rounds(
+            "nftables inet input drop",
+            "nft rule counter",
+            &sender,
+            &pair,
+            &frame,
+            n,
+            r,
+            &mut || flood::nft_counter(&pair, "inet", "natpmp_bench"),
+        )?);
+        nft(&["delete table inet natpmp_bench".into()])?;
+    }
+    let mut agent = Vec::new();
+    match &args.agent {
+        Some(path) => {
+            agent.push(agent::measure(
+                &pair,
+                path,
+                &sender,
+                &frame,
+                args.agent_seconds,
+                false,
+            )?);
+            // The same agent with the kernel's BTF out of sight: shows what
+            // aya's loader costs by parsing it (see the report).
+            agent.push(agent::measure(
+                &pair,
+                path,
+                &sender,
+                &frame,
+                args.agent_seconds.min(5),
+                true,
+            )?);
+        }
+        None => eprintln!("bench: no --agent given: skipping the agent's cost"),
+    }
+    Ok((results, agent))
+}
