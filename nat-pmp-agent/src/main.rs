@@ -220,6 +220,9 @@ fn run(cli: Cli) -> Result<()> {
                      file)"
                 );
             }
+            if a.pin_dir.is_some() && !a.pin {
+                bail!("--pin-dir is where --pin puts its pins: add --pin (or `pin = true`)");
+            }
             if let Some(addr) = a.metrics {
                 if !addr.ip().is_loopback() && !a.metrics_allow_remote {
                     bail!(

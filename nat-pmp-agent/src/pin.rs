@@ -32,7 +32,7 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/nat-pmp";
 /// Where systemd (and everyone else) mounts bpffs.
 pub const BPFFS_DEFAULT_MOUNT: &str = "/sys/fs/bpf";
 /// `statfs(2)` `f_type` of bpffs (`BPF_FS_MAGIC` in linux/magic.h).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
 /// File names inside an instance directory.
 pub const PROG: &str = "prog";
@@ -118,12 +118,8 @@ pub fn is_bpffs(path: &Path) -> Result<bool> {
         return Err(io::Error::last_os_error())
             .with_context(|| format!("statfs {}", path.display()));
     }
-    #[expect(
-        clippy::useless_conversion,
-        reason = "f_type's width differs by libc target"
-    )]
-    let f_type = i64::from(st.f_type);
-    Ok(f_type == BPF_FS_MAGIC)
+    // `f_type` is signed in glibc and unsigned in musl; the magic is positive.
+    Ok(u64::try_from(st.f_type).ok() == Some(BPF_FS_MAGIC))
 }
 
 /// Makes sure `root` exists on a bpffs, mounting one if needed: on
