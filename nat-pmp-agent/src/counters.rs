@@ -44,6 +44,16 @@ impl Snapshot {
         self.total().oversized_packets
     }
 
+    /// Class-wise sum of two readings (e.g. of two interfaces).
+    #[must_use]
+    pub fn add(&self, other: &Snapshot) -> Snapshot {
+        let mut out = *self;
+        for (o, b) in out.classes.iter_mut().zip(&other.classes) {
+            *o = o.add(b);
+        }
+        out
+    }
+
     /// What was counted between `earlier` and `self`.
     #[must_use]
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {

@@ -3,29 +3,42 @@
 //! Contract: [`Filter::load`] either returns a verified program with its maps
 //! or an error that says why and what to do; [`Filter::attach`] never
 //! replaces an XDP program someone else attached, and a failed attach leaves
-//! nothing attached. Dropping a `Filter` detaches what it attached.
+//! nothing attached. Dropping a `Filter` detaches what it attached, unless it
+//! is pinned ([`Filter::attach_pinned`], [`Filter::adopt`]): then the link
+//! pin under bpffs keeps the program attached after the agent exits, and only
+//! [`detach_pinned`] (or removing the pins) takes it away.
 
-use std::{ffi::CString, io};
+use std::{ffi::CString, io, path::Path, time::SystemTime};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{xdp::XdpLinkId, TestRun as _, TestRunOptions, Xdp, XdpMode},
+    maps::{Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLinkId,
+        TestRun as _, TestRunOptions, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
+use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
     Class, ClassCounters, Config, FragEntry, FragKey, Link, Mode, Trace, MAP_CONFIG, MAP_FRAGS,
     MAP_STATS, MAP_TRACE, PROGRAM_NAME, TRACE_GLOBAL,
 };
 
-use crate::counters::Snapshot;
+use crate::{
+    counters::Snapshot,
+    netlink::{self, XdpAttachment},
+    pin::{self, PinDir},
+};
 
 /// The compiled XDP object, built by `build.rs` from the `nat-pmp-ebpf` crate.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-pmp-ebpf"));
 
 /// How to attach: what the user asked for on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Native (driver) mode, falling back to skb mode where the driver has none.
     Auto,
@@ -59,11 +72,138 @@ pub struct Attachment {
     pub mode: AttachedMode,
     /// Set when auto mode fell back to skb mode: the kernel's reason.
     pub fallback_reason: Option<String>,
-    link: XdpLinkId,
+    link: LinkHandle,
+}
+
+#[derive(Debug)]
+enum LinkHandle {
+    /// Owned by the program: detached when the program is dropped.
+    Owned(XdpLinkId),
+    /// Pinned on bpffs: stays attached until the pin is removed.
+    Pinned(
+        #[expect(
+            dead_code,
+            reason = "held only so the link's fd lives as long as the filter"
+        )]
+        PinnedLink,
+    ),
+}
+
+/// The two maps of one instance: what the reports, `status`, `mode` and
+/// the metrics endpoint read and write.
+pub struct Maps {
+    stats: PerCpuArray<MapData, ClassCounters>,
+    config: Array<MapData, Config>,
+}
+
+impl Maps {
+    /// Opens the maps of the instance pinned under `dir`.
+    pub fn from_pin(dir: &PinDir) -> Result<Self> {
+        let open = |name: &str| {
+            let path = dir.path(name);
+            MapData::from_pin(&path).with_context(|| {
+                format!(
+                    "opening the pinned map {} (is an agent with --pin running, or was one, \
+                     on {}? see `nat-pmp-agent status`)",
+                    path.display(),
+                    dir.iface
+                )
+            })
+        };
+        Ok(Maps {
+            stats: PerCpuArray::try_from(Map::PerCpuArray(open(MAP_STATS)?))
+                .with_context(|| format!("{MAP_STATS} under {} is not ours", dir.dir.display()))?,
+            config: Array::try_from(Map::Array(open(MAP_CONFIG)?))
+                .with_context(|| format!("{MAP_CONFIG} under {} is not ours", dir.dir.display()))?,
+        })
+    }
+
+    /// A second handle on the same kernel maps (for another thread).
+    pub fn try_clone(&self) -> Result<Self> {
+        let dup = |m: &MapData, name: &str| {
+            let fd = std::os::fd::AsFd::as_fd(m.fd())
+                .try_clone_to_owned()
+                .with_context(|| format!("duplicating the fd of map {name}"))?;
+            MapData::from_fd(fd).with_context(|| format!("reopening map {name}"))
+        };
+        Ok(Maps {
+            stats: PerCpuArray::try_from(Map::PerCpuArray(dup(self.stats.map(), MAP_STATS)?))
+                .with_context(|| format!("reopening map {MAP_STATS}"))?,
+            config: Array::try_from(Map::Array(dup(self.config.map(), MAP_CONFIG)?))
+                .with_context(|| format!("reopening map {MAP_CONFIG}"))?,
+        })
+    }
+
+    /// The configuration the program applies.
+    pub fn config(&self) -> Result<Config> {
+        self.config
+            .get(&0, 0)
+            .with_context(|| format!("reading map {MAP_CONFIG}"))
+    }
+
+    fn write_config(&mut self, config: Config, what: &str) -> Result<()> {
+        self.config
+            .set(0, config, 0)
+            .with_context(|| format!("writing {what} into map {MAP_CONFIG}"))
+    }
+
+    /// Sets the policy, keeping the link type; the running program sees it
+    /// on its next packet (one 8-byte array element written by one syscall:
+    /// no packet sees a mix).
+    pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
+        let config = Config {
+            mode: mode as u32,
+            ..self.config()?
+        };
+        self.write_config(config, &format!("{} mode", mode.name()))
+    }
+
+    /// Sets where the network header starts, keeping the policy.
+    pub fn set_link(&mut self, link: Link) -> Result<()> {
+        let config = self.config()?.with_link(link);
+        self.write_config(config, &format!("link type {}", link.name()))
+    }
+
+    /// The policy the program currently applies.
+    pub fn mode(&self) -> Result<Mode> {
+        let cfg = self
+            .config
+            .get(&0, 0)
+            .with_context(|| format!("reading map {MAP_CONFIG}"))?;
+        Ok(if cfg.drops() {
+            Mode::Drop
+        } else {
+            Mode::Monitor
+        })
+    }
+
+    /// Totals since load, summed over CPUs.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        for class in Class::ALL {
+            let per_cpu = self
+                .stats
+                .get(&class.index(), 0)
+                .with_context(|| format!("reading {} from map {MAP_STATS}", class.name()))?;
+            snap.classes[class.index() as usize] = per_cpu
+                .iter()
+                .fold(ClassCounters::default(), |acc, c| acc.add(c));
+        }
+        snap.fill_aggregates();
+        Ok(snap)
+    }
+}
+
+enum Program {
+    /// Loaded by this process from the embedded object.
+    Loaded(Box<Ebpf>),
+    /// Opened from a pin left by an earlier agent.
+    Pinned(Box<Xdp>),
 }
 
 /// Where the network header starts, as the user asked for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LinkType {
     /// From the interface's hardware type (ARPHRD_*).
     Auto,
@@ -139,12 +279,15 @@ pub fn hardware_type(iface: &str) -> Result<u16> {
 
 /// The loaded program and its maps.
 pub struct Filter {
-    ebpf: Ebpf,
-    stats: PerCpuArray<MapData, ClassCounters>,
-    config: Array<MapData, Config>,
-    frags: HashMap<MapData, FragKey, FragEntry>,
+    program: Program,
+    maps: Maps,
+    /// First fragments the program remembers; only for a program this
+    /// agent loaded (tests clear it), not for one picked up from pins.
+    frags: Option<HashMap<MapData, FragKey, FragEntry>>,
     trace: Option<Array<MapData, Trace>>,
     attachment: Option<Attachment>,
+    /// Where the instance is pinned, when it is.
+    pin: Option<PinDir>,
 }
 
 /// Does any cause in `err`'s chain carry this errno?
@@ -247,22 +390,40 @@ impl Filter {
             None
         };
         Ok(Filter {
-            ebpf,
-            stats,
-            config,
-            frags,
+            program: Program::Loaded(Box::new(ebpf)),
+            maps: Maps { stats, config },
+            frags: Some(frags),
             trace,
             attachment: None,
+            pin: None,
         })
     }
 
     /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn program(&self) -> Result<&Xdp> {
-        self.ebpf
-            .program(PROGRAM_NAME)
-            .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
-            .try_into()
-            .context("the program in the XDP object is not an XDP program")
+        match &self.program {
+            Program::Loaded(ebpf) => ebpf
+                .program(PROGRAM_NAME)
+                .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
+                .try_into()
+                .context("the program in the XDP object is not an XDP program"),
+            Program::Pinned(xdp) => Ok(xdp),
+        }
+    }
+
+    /// The maps of this instance.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Where this instance is pinned, if it is.
+    pub fn pin_dir(&self) -> Option<&PinDir> {
+        self.pin.as_ref()
+    }
+
+    /// When the kernel loaded the program (the counters count from then).
+    pub fn loaded_at(&self) -> Option<SystemTime> {
+        self.program().ok()?.info().ok()?.loaded_at()
     }
 
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (counters
@@ -284,7 +445,14 @@ impl Filter {
     }
 
     fn program_mut(&mut self) -> Result<&mut Xdp> {
-        xdp_mut(&mut self.ebpf)
+        match &mut self.program {
+            Program::Loaded(ebpf) => ebpf
+                .program_mut(PROGRAM_NAME)
+                .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
+                .try_into()
+                .context("the program in the XDP object is not an XDP program"),
+            Program::Pinned(xdp) => Ok(xdp),
+        }
     }
 
     /// Runs the program once on `frame` and returns the decision it traced.
@@ -324,48 +492,38 @@ impl Filter {
 
     /// The configuration the program applies.
     pub fn config(&self) -> Result<Config> {
-        self.config
-            .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_CONFIG}"))
-    }
-
-    fn write_config(&mut self, config: Config, what: &str) -> Result<()> {
-        self.config
-            .set(0, config, 0)
-            .with_context(|| format!("writing {what} into map {MAP_CONFIG}"))
+        self.maps.config()
     }
 
     /// Sets the policy; the running program sees it on its next packet.
     pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
-        let config = Config {
-            mode: mode as u32,
-            ..self.config()?
-        };
-        self.write_config(config, &format!("{} mode", mode.name()))
+        self.maps.set_mode(mode)
     }
 
     /// Sets where the network header starts (the interface's link type).
     pub fn set_link(&mut self, link: Link) -> Result<()> {
-        let config = self.config()?.with_link(link);
-        self.write_config(config, &format!("link type {}", link.name()))
+        self.maps.set_link(link)
     }
 
     /// The policy the program currently applies.
     pub fn mode(&self) -> Result<Mode> {
-        Ok(self.config()?.mode())
+        self.maps.mode()
     }
 
     /// Forgets every first fragment the program remembers (tests compare
     /// the kernel with a host table that never evicts).
     pub fn clear_fragments(&mut self) -> Result<()> {
-        let keys: Vec<FragKey> = self
+        let frags = self
             .frags
+            .as_mut()
+            .context("this filter was picked up from pins: its fragment map is not open")?;
+        let keys: Vec<FragKey> = frags
             .keys()
             .collect::<Result<_, _>>()
             .with_context(|| format!("listing map {MAP_FRAGS}"))?;
         for key in keys {
             // A key the LRU evicted meanwhile is already gone.
-            let _ = self.frags.remove(&key);
+            let _ = frags.remove(&key);
         }
         Ok(())
     }
@@ -382,18 +540,7 @@ impl Filter {
 
     /// Totals since load, summed over CPUs.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        let mut snap = Snapshot::default();
-        for class in Class::ALL {
-            let per_cpu = self
-                .stats
-                .get(&class.index(), 0)
-                .with_context(|| format!("reading {} from map {MAP_STATS}", class.name()))?;
-            snap.classes[class.index() as usize] = per_cpu
-                .iter()
-                .fold(ClassCounters::default(), |acc, c| acc.add(c));
-        }
-        snap.fill_aggregates();
-        Ok(snap)
+        self.maps.snapshot()
     }
 
     /// Attaches the program to `iface`.
@@ -430,8 +577,196 @@ impl Filter {
             iface: iface.to_owned(),
             mode: attached,
             fallback_reason,
-            link,
+            link: LinkHandle::Owned(link),
         }))
+    }
+
+    /// Attaches like [`Filter::attach`], then pins the program, its maps and
+    /// its link under `dir`, so that the filter outlives this process.
+    ///
+    /// On any failure nothing stays attached or pinned. Needs BPF links for
+    /// XDP (Linux 5.9).
+    pub fn attach_pinned(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        dir: &PinDir,
+    ) -> Result<&Attachment> {
+        if dir.dir.exists() {
+            bail!(
+                "{} already exists: an instance for {iface} is pinned there (or left over); \
+                 see `nat-pmp-agent status`, or remove it with `nat-pmp-agent detach --iface \
+                 {iface}`",
+                dir.dir.display()
+            );
+        }
+        self.attach(iface, mode)?;
+        let result = self.pin_all(dir);
+        if let Err(e) = result {
+            // Nothing may be left behind by an error path.
+            let _ = dir.remove();
+            let _ = self.detach();
+            return Err(e);
+        }
+        self.pin = Some(dir.clone());
+        self.attachment
+            .as_ref()
+            .context("internal: the attachment vanished while pinning")
+    }
+
+    fn pin_all(&mut self, dir: &PinDir) -> Result<()> {
+        std::fs::create_dir(&dir.dir)
+            .with_context(|| format!("creating the pin directory {}", dir.dir.display()))?;
+        let pin_err = |what: &str, path: &Path| {
+            format!("pinning {what} at {} (is it on bpffs?)", path.display())
+        };
+        let p = dir.path(pin::PROG);
+        self.program_mut()?
+            .pin(&p)
+            .with_context(|| pin_err("the XDP program", &p))?;
+        let p = dir.path(MAP_STATS);
+        self.maps
+            .stats
+            .map()
+            .pin(&p)
+            .with_context(|| pin_err("the counters map", &p))?;
+        let p = dir.path(MAP_CONFIG);
+        self.maps
+            .config
+            .map()
+            .pin(&p)
+            .with_context(|| pin_err("the config map", &p))?;
+        let att = self
+            .attachment
+            .take()
+            .context("internal: pinning a filter that is not attached")?;
+        let LinkHandle::Owned(id) = att.link else {
+            bail!("internal: the link is pinned already");
+        };
+        let link = self
+            .program_mut()?
+            .take_link(id)
+            .context("taking the XDP link over from the program")?;
+        let fd_link = FdLink::try_from(link).context(
+            "the XDP program was attached through netlink, not a BPF link, so it cannot be \
+             pinned: --pin needs Linux 5.9 or later",
+        )?;
+        let p = dir.path(pin::LINK);
+        // If pinning fails here, `fd_link` is dropped and so detached.
+        let pinned = fd_link
+            .pin(&p)
+            .with_context(|| pin_err("the XDP link", &p))?;
+        self.attachment = Some(Attachment {
+            link: LinkHandle::Pinned(pinned),
+            ..att
+        });
+        Ok(())
+    }
+
+    /// Picks up the instance an earlier agent pinned under `dir` for
+    /// `iface`: the same program, link and maps, so counting continues where
+    /// it was. Returns `None` when nothing is pinned there.
+    ///
+    /// If the link no longer holds the interface (the interface was deleted
+    /// and made again), the pinned program is attached anew with `mode` and
+    /// its link pin replaced; if some other XDP program holds the interface,
+    /// this fails and changes nothing.
+    pub fn adopt(iface: &str, mode: AttachMode, dir: &PinDir) -> Result<Option<Filter>> {
+        if !dir.has_link() {
+            if dir.dir.exists() {
+                bail!(
+                    "{} holds no link pin: a leftover of an instance that is no longer \
+                     attached; remove it with `nat-pmp-agent detach --iface {iface}`",
+                    dir.dir.display()
+                );
+            }
+            return Ok(None);
+        }
+        check_iface(iface)?;
+        let prog_path = dir.path(pin::PROG);
+        let program = Xdp::from_pin(&prog_path, XdpAttachType::Interface)
+            .with_context(|| format!("opening the pinned XDP program {}", prog_path.display()))?;
+        let prog_id = program
+            .info()
+            .context("reading the pinned program's info")?
+            .id();
+        let maps = Maps::from_pin(dir)?;
+        let link_path = dir.path(pin::LINK);
+        let link = PinnedLink::from_pin(&link_path)
+            .with_context(|| format!("opening the pinned XDP link {}", link_path.display()))?;
+        let mut filter = Filter {
+            program: Program::Pinned(Box::new(program)),
+            maps,
+            frags: None,
+            trace: None,
+            attachment: None,
+            pin: Some(dir.clone()),
+        };
+        match netlink::xdp_attachment(iface)? {
+            Some(XdpAttachment {
+                prog_id: on,
+                mode: m,
+            }) if on == prog_id => {
+                filter.attachment = Some(Attachment {
+                    iface: iface.to_owned(),
+                    mode: m.unwrap_or(AttachedMode::Native),
+                    fallback_reason: None,
+                    link: LinkHandle::Pinned(link),
+                });
+            }
+            Some(other) => bail!(
+                "{iface} runs XDP program id {} but the instance pinned under {} is program \
+                 id {prog_id}; refusing to touch either. Remove the stale pins with \
+                 `nat-pmp-agent detach --iface {iface}` if they are yours",
+                other.prog_id,
+                dir.dir.display()
+            ),
+            None => {
+                // The link is defunct: attach the same program (and maps) again.
+                drop(link);
+                std::fs::remove_file(&link_path).with_context(|| {
+                    format!("removing the defunct link pin {}", link_path.display())
+                })?;
+                filter.attach(iface, mode)?;
+                if let Err(e) = filter.repin_link(dir) {
+                    let _ = filter.detach();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Some(filter))
+    }
+
+    fn repin_link(&mut self, dir: &PinDir) -> Result<()> {
+        let att = self
+            .attachment
+            .take()
+            .context("internal: re-pinning a filter that is not attached")?;
+        let LinkHandle::Owned(id) = att.link else {
+            bail!("internal: the link is pinned already");
+        };
+        let link = self.program_mut()?.take_link(id)?;
+        let fd_link = FdLink::try_from(link)
+            .context("the XDP link is not a BPF link: --pin needs Linux 5.9 or later")?;
+        let p = dir.path(pin::LINK);
+        let pinned = fd_link
+            .pin(&p)
+            .with_context(|| format!("pinning the XDP link at {}", p.display()))?;
+        self.attachment = Some(Attachment {
+            link: LinkHandle::Pinned(pinned),
+            ..att
+        });
+        Ok(())
+    }
+
+    /// Lets go of a pinned instance without detaching it: the pins keep the
+    /// program attached and counting. A filter that is not pinned detaches.
+    pub fn release(mut self) -> Result<()> {
+        if self.pin.is_some() {
+            self.attachment = None;
+            return Ok(());
+        }
+        self.detach()
     }
 
     fn try_attach(&mut self, iface: &str, mode: AttachedMode) -> Result<XdpLinkId, AttachError> {
@@ -466,16 +801,41 @@ impl Filter {
         self.attachment.as_ref()
     }
 
-    /// Detaches the program from its interface.
+    /// Detaches the program from its interface; a pinned instance also
+    /// loses its pins (see [`detach_pinned`]).
     pub fn detach(&mut self) -> Result<()> {
+        if let Some(dir) = self.pin.take() {
+            self.attachment = None;
+            return detach_pinned(&dir).map(|_| ());
+        }
         let Some(att) = self.attachment.take() else {
             return Ok(());
         };
         let iface = att.iface.clone();
-        self.program_mut()?
-            .detach(att.link)
-            .with_context(|| format!("detaching XDP from {iface}"))
+        match att.link {
+            LinkHandle::Owned(id) => self
+                .program_mut()?
+                .detach(id)
+                .with_context(|| format!("detaching XDP from {iface}")),
+            LinkHandle::Pinned(_) => Ok(()),
+        }
     }
+}
+
+/// Detaches and removes the instance pinned under `dir`: the link is
+/// detached at once (even while a running agent holds it), then every pin
+/// and the directory go. Returns whether there was anything to remove.
+pub fn detach_pinned(dir: &PinDir) -> Result<bool> {
+    if !dir.dir.exists() {
+        return Ok(false);
+    }
+    let link = dir.path(pin::LINK);
+    if link.exists() {
+        pin::force_detach_link(&link)
+            .with_context(|| format!("detaching the pinned filter from {}", dir.iface))?;
+    }
+    dir.remove()?;
+    Ok(true)
 }
 
 /// Why an attach failed: `NotSupported` lets auto mode fall back.

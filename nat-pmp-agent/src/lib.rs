@@ -1,10 +1,14 @@
-//! nat-pmp-agent: loads the NAT-PMP/PCP XDP filter, attaches it to a WAN
-//! interface and reports its counters. The library holds everything the
-//! binary and the tests share.
+//! nat-pmp-agent: loads the NAT-PMP/PCP XDP filter, attaches it to WAN
+//! interfaces and reports its counters (tables, JSON lines, Prometheus);
+//! with `--pin` the filter outlives the agent. The library holds everything
+//! the binary and the tests share.
 
 pub mod counters;
 pub mod ebpf;
+pub mod metrics;
 pub mod monitor;
+pub mod netlink;
+pub mod pin;
 pub mod probe;
 pub mod replay;
 pub mod replay_report;

@@ -1,5 +1,8 @@
 //! `nat-pmp-agent`: the command line.
 
+mod config;
+mod ops;
+
 use std::{
     io::{IsTerminal as _, Write as _},
     net::{IpAddr, SocketAddr},
@@ -13,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use nat_pmp_agent::{
     ebpf::{AttachMode, LinkType},
     monitor::{self, Output},
-    probe, replay, replay_report,
+    pin, probe, replay, replay_report,
 };
 use nat_pmp_ebpf_common::{Class, Mode, NATPMP_PORT};
 
@@ -36,35 +39,104 @@ struct Cli {
     run: RunArgs,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 struct RunArgs {
-    /// The WAN interface to attach to.
-    #[arg(long, required = true, value_name = "IFACE")]
-    iface: Option<String>,
+    /// Read settings from this TOML file; flags given on the command line
+    /// win over it. Keys are the flag names without `--` (see
+    /// contrib/nat-pmp-agent.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A WAN interface to attach to; repeat it for several (each has its own
+    /// program and counters).
+    #[arg(long, value_name = "IFACE")]
+    iface: Vec<String>,
     /// Drop every UDP datagram to port 5351 (the advisory's recommendation);
     /// without it, only count (monitor mode).
     #[arg(long)]
     drop: bool,
-    /// XDP attach mode: auto tries native and falls back to skb.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    xdp_mode: AttachMode,
+    /// XDP attach mode: auto tries native and falls back to skb [default: auto].
+    #[arg(long, value_enum)]
+    xdp_mode: Option<AttachMode>,
     /// Where the network header starts: auto reads the interface's type
-    /// (Ethernet, or raw IP for PPP, tun and WireGuard interfaces).
-    #[arg(long, value_enum, default_value_t = LinkType::Auto)]
-    link_type: LinkType,
-    /// Seconds between reports.
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
-    interval: f64,
-    /// Report format: auto is a live table on a terminal, JSON lines otherwise.
-    #[arg(long, value_enum, default_value_t = Output::Auto)]
-    output: Output,
+    /// (Ethernet, or raw IP for PPP, tun and WireGuard interfaces)
+    /// [default: auto].
+    #[arg(long, value_enum)]
+    link_type: Option<LinkType>,
+    /// Seconds between reports [default: 1].
+    #[arg(long, value_name = "SECS")]
+    interval: Option<f64>,
+    /// Report format: auto is a live table on a terminal, JSON lines
+    /// otherwise [default: auto].
+    #[arg(long, value_enum)]
+    output: Option<Output>,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// Pin the program, its link and its maps on bpffs so the filter keeps
+    /// working when the agent stops or dies; a restarted agent picks them up
+    /// and its counters continue.
+    #[arg(long)]
+    pin: bool,
+    /// Where pinned instances live: <DIR>/<iface>/ (mounts bpffs there if
+    /// needed) [default: /sys/fs/bpf/nat-pmp].
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR at /metrics [default address:
+    /// 127.0.0.1:9351].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_METRICS)]
+    metrics: Option<SocketAddr>,
+    /// Allow --metrics on an address other than loopback.
+    #[arg(long)]
+    metrics_allow_remote: bool,
+}
+
+/// Where `--metrics` listens when given without an address.
+const DEFAULT_METRICS: &str = "127.0.0.1:9351";
+
+/// `--pin-dir` for the subcommands that talk to pinned instances.
+#[derive(Args, Debug)]
+struct PinArgs {
+    /// Where pinned instances live: <DIR>/<iface>/.
+    #[arg(long, value_name = "DIR", default_value = pin::DEFAULT_PIN_ROOT)]
+    pin_dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Show the pinned instances (what is attached where, in which mode, and
+    /// their counters) and which XDP program each interface runs.
+    Status {
+        /// Only these interfaces (repeatable); they are shown even when
+        /// nothing is pinned for them.
+        #[arg(long, value_name = "IFACE")]
+        iface: Vec<String>,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pin: PinArgs,
+    },
+    /// Switch a running pinned instance between drop and monitor: one write
+    /// to its config map, no reload, no detach, no gap.
+    Mode {
+        /// The new mode.
+        #[arg(value_enum)]
+        mode: ModeArg,
+        /// The interface whose instance to switch.
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        #[command(flatten)]
+        pin: PinArgs,
+    },
+    /// Detach a pinned instance from its interface and remove its program,
+    /// link, maps and pin directory (also while an agent runs for it).
+    Detach {
+        /// The interface to detach from.
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        #[command(flatten)]
+        pin: PinArgs,
+    },
     /// Send NAT-PMP/PCP probes to a gateway and report its answers (checks
     /// whether it is exposed, and whether a filter stops the probes).
     Probe(ProbeArgs),
@@ -124,6 +196,21 @@ struct ProbeArgs {
     json: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    Drop,
+    Monitor,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Drop => Mode::Drop,
+            ModeArg::Monitor => Mode::Monitor,
+        }
+    }
+}
+
 fn parse_class(s: &str) -> Result<Class, String> {
     // Classes defined by the headers around the payload cannot be sent from
     // a UDP socket.
@@ -164,19 +251,48 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Probe(args)) => run_probe(&args),
         Some(Command::Replay(args)) => run_replay(&args),
+        Some(Command::Status { iface, json, pin }) => ops::status(&pin.pin_dir, &iface, json),
+        Some(Command::Mode { mode, iface, pin }) => {
+            ops::set_mode(&pin.pin_dir, &iface, mode.into())
+        }
+        Some(Command::Detach { iface, pin }) => ops::detach(&pin.pin_dir, &iface),
         None => {
-            let a = cli.run;
-            let Some(iface) = a.iface else {
-                bail!("--iface is required");
+            let a = match cli.run.config.clone() {
+                Some(path) => config::merge(cli.run, &config::load(&path)?),
+                None => cli.run,
             };
+            if a.iface.is_empty() {
+                bail!(
+                    "--iface is required (on the command line, or as `iface` in the --config \
+                     file)"
+                );
+            }
+            if a.pin_dir.is_some() && !a.pin {
+                bail!("--pin-dir is where --pin puts its pins: add --pin (or `pin = true`)");
+            }
+            if let Some(addr) = a.metrics {
+                if !addr.ip().is_loopback() && !a.metrics_allow_remote {
+                    bail!(
+                        "--metrics {addr}: refusing to serve metrics on a non-loopback address; \
+                         add --metrics-allow-remote if that is what you want (the counters \
+                         reveal who scans you)"
+                    );
+                }
+            }
             let opts = monitor::Options {
-                iface,
+                ifaces: a.iface,
                 mode: if a.drop { Mode::Drop } else { Mode::Monitor },
-                attach: a.xdp_mode,
-                link: a.link_type,
-                interval: seconds("--interval", a.interval)?,
-                output: a.output,
+                attach: a.xdp_mode.unwrap_or(AttachMode::Auto),
+                link: a.link_type.unwrap_or(LinkType::Auto),
+                interval: seconds("--interval", a.interval.unwrap_or(1.0))?,
+                output: a.output.unwrap_or(Output::Auto),
                 duration: a.duration.map(|d| seconds("--duration", d)).transpose()?,
+                pin_root: a.pin.then(|| {
+                    a.pin_dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(pin::DEFAULT_PIN_ROOT))
+                }),
+                metrics: a.metrics,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

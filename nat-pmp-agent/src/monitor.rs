@@ -1,13 +1,19 @@
-//! The live agent: load, configure, attach, report every interval, and on
-//! SIGINT/SIGTERM or at the end of `--duration` print a final report and
-//! detach.
+//! The live agent: load, configure, attach to every `--iface`, report every
+//! interval, and on SIGINT/SIGTERM or at the end of `--duration` print a
+//! final report and detach (or, with `--pin`, leave the pinned filter
+//! attached and say so).
 //!
 //! Contract: the policy is written before the program is attached, so drop
-//! mode holds from the first packet; any failure after attach detaches
-//! before returning (the `Filter` also detaches when dropped).
+//! mode holds from the first packet; a failure during start-up removes
+//! whatever this run attached or pinned (an instance picked up from pins
+//! stays as it was). Each interface has its own program and maps, so its
+//! counters are its own. The mode shown in each report is read back from the
+//! config map, so a switch made with `nat-pmp-agent mode` shows at once.
 
 use std::{
     io::{IsTerminal as _, Write as _},
+    net::SocketAddr,
+    path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -18,12 +24,15 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     counters::Snapshot,
-    ebpf::{AttachMode, Filter, LinkType},
-    report::{Header, Report},
+    ebpf::{check_iface, AttachMode, Filter, LinkType},
+    metrics,
+    pin::{self, PinDir},
+    report::{self, Header, Report},
 };
 
 /// How reports are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Output {
     /// A live table on a terminal, JSON lines otherwise.
     Auto,
@@ -36,13 +45,27 @@ pub enum Output {
 /// What `nat-pmp-agent --iface ...` was asked to do.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub iface: String,
+    /// One or more interfaces; each gets its own program and maps.
+    pub ifaces: Vec<String>,
     pub mode: Mode,
     pub attach: AttachMode,
     pub link: LinkType,
     pub interval: Duration,
     pub output: Output,
     pub duration: Option<Duration>,
+    /// Pin under this root (`<root>/<iface>/`) so the filter outlives us.
+    pub pin_root: Option<PathBuf>,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// One interface's filter, and whether this run created it.
+struct Instance {
+    filter: Filter,
+    iface: String,
+    /// Picked up from pins an earlier agent left.
+    adopted: bool,
+    xdp_mode: &'static str,
 }
 
 /// Runs the agent until a signal or the end of `--duration`.
@@ -50,33 +73,145 @@ pub async fn run(opts: Options) -> Result<()> {
     if opts.interval.is_zero() {
         bail!("--interval must be more than 0 seconds");
     }
+    if opts.ifaces.is_empty() {
+        bail!("--iface is required");
+    }
+    for (i, iface) in opts.ifaces.iter().enumerate() {
+        if opts.ifaces[..i].contains(iface) {
+            bail!("--iface {iface} is given twice");
+        }
+    }
     // Signal handlers first: a signal during start-up must still lead to an
     // orderly detach.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-    crate::ebpf::check_iface(&opts.iface)?;
-    let mut filter = Filter::load()?;
-    filter.set_mode(opts.mode)?;
-    filter.set_link(opts.link.resolve(&opts.iface)?)?;
-    let att = filter.attach(&opts.iface, opts.attach)?;
+    for iface in &opts.ifaces {
+        check_iface(iface)?;
+    }
+    if let Some(root) = &opts.pin_root {
+        if let Some(at) = pin::ensure_bpffs(root)? {
+            eprintln!(
+                "note: mounted a BPF filesystem on {} (it was not mounted)",
+                at.display()
+            );
+        }
+    }
+    let mut instances: Vec<Instance> = Vec::new();
+    for iface in &opts.ifaces {
+        match start(iface, &opts) {
+            Ok(inst) => instances.push(inst),
+            Err(e) => {
+                abandon(instances);
+                return Err(e);
+            }
+        }
+    }
+    let server = match &opts.metrics {
+        Some(addr) => {
+            let sources = instances
+                .iter()
+                .map(|i| Ok((i.iface.clone(), i.filter.maps().try_clone()?)))
+                .collect::<Result<Vec<_>>>();
+            match sources.and_then(|s| metrics::Server::start(*addr, s)) {
+                Ok(s) => {
+                    eprintln!("note: serving Prometheus metrics on http://{addr}/metrics");
+                    Some(s)
+                }
+                Err(e) => {
+                    abandon(instances);
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let result = report_loop(&instances, &opts, &mut sigterm, &mut sigint).await;
+    drop(server);
+    let mut finished = Ok(());
+    for inst in instances {
+        let pinned = inst.filter.pin_dir().map(|d| d.dir.clone());
+        let r = inst.filter.release();
+        if let (Some(dir), Ok(())) = (&pinned, &r) {
+            eprintln!(
+                "nat-pmp-agent: the filter stays attached to {} and keeps {} (pinned under \
+                 {}); see it with `nat-pmp-agent status`, remove it with `nat-pmp-agent \
+                 detach --iface {}`",
+                inst.iface,
+                if opts.mode == Mode::Drop {
+                    "dropping"
+                } else {
+                    "counting"
+                },
+                dir.display(),
+                inst.iface
+            );
+        }
+        if finished.is_ok() {
+            finished = r;
+        }
+    }
+    result?;
+    finished
+}
+
+/// Loads (or picks up) and attaches the filter of one interface.
+fn start(iface: &str, opts: &Options) -> Result<Instance> {
+    let (filter, adopted) = if let Some(root) = &opts.pin_root {
+        let dir = PinDir::new(root, iface);
+        if let Some(mut f) = Filter::adopt(iface, opts.attach, &dir)? {
+            // The flags (or config file) say which mode to run in; one map
+            // write, no gap.
+            f.set_mode(opts.mode)?;
+            f.set_link(opts.link.resolve(iface)?)?;
+            eprintln!(
+                "note: picked up the filter pinned under {}: its counters continue",
+                dir.dir.display()
+            );
+            (f, true)
+        } else {
+            let mut f = Filter::load()?;
+            f.set_mode(opts.mode)?;
+            f.set_link(opts.link.resolve(iface)?)?;
+            f.attach_pinned(iface, opts.attach, &dir)?;
+            (f, false)
+        }
+    } else {
+        let mut f = Filter::load()?;
+        f.set_mode(opts.mode)?;
+        f.set_link(opts.link.resolve(iface)?)?;
+        f.attach(iface, opts.attach)?;
+        (f, false)
+    };
+    let att = filter
+        .attachment()
+        .context("internal: the filter is not attached after start-up")?;
     if let Some(reason) = &att.fallback_reason {
         eprintln!("note: {reason}; attached in skb (generic) mode instead, which is slower");
     }
-    let header = Header {
-        iface: opts.iface.clone(),
-        mode: opts.mode.name(),
-        xdp_mode: att.mode.name(),
-    };
-    let result = report_loop(&filter, &header, &opts, &mut sigterm, &mut sigint).await;
-    let detached = filter.detach();
-    result?;
-    detached
+    let xdp_mode = att.mode.name();
+    Ok(Instance {
+        filter,
+        iface: iface.to_owned(),
+        adopted,
+        xdp_mode,
+    })
+}
+
+/// Undoes a failed start-up: what this run attached or pinned goes, what it
+/// picked up from pins stays as it was.
+fn abandon(instances: Vec<Instance>) {
+    for mut inst in instances {
+        let _ = if inst.adopted {
+            inst.filter.release()
+        } else {
+            inst.filter.detach()
+        };
+    }
 }
 
 async fn report_loop(
-    filter: &Filter,
-    header: &Header,
+    instances: &[Instance],
     opts: &Options,
     sigterm: &mut tokio::signal::unix::Signal,
     sigint: &mut tokio::signal::unix::Signal,
@@ -90,7 +225,6 @@ async fn report_loop(
     let mut view = View {
         table,
         redraw: table && stdout_tty,
-        header,
         started: Instant::now(),
         previous: None,
     };
@@ -106,38 +240,60 @@ async fn report_loop(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            _ = ticker.tick() => view.emit(&filter.snapshot()?, false)?,
+            _ = ticker.tick() => view.emit(&read(instances)?, false)?,
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             () = &mut deadline => break,
         }
     }
-    view.emit(&filter.snapshot()?, true)
+    view.emit(&read(instances)?, true)
 }
 
-/// Renders reports; keeps what the next rate needs.
-struct View<'a> {
+/// One reading of every interface: its header (with the live mode) and
+/// its counters.
+fn read(instances: &[Instance]) -> Result<Vec<(Header, Snapshot)>> {
+    instances
+        .iter()
+        .map(|i| {
+            Ok((
+                Header {
+                    iface: i.iface.clone(),
+                    mode: i.filter.mode()?.name(),
+                    xdp_mode: i.xdp_mode,
+                },
+                i.filter.snapshot()?,
+            ))
+        })
+        .collect()
+}
+
+/// Renders reports; keeps what the next rates need.
+struct View {
     table: bool,
     redraw: bool,
-    header: &'a Header,
     started: Instant,
-    previous: Option<(Instant, Snapshot)>,
+    previous: Option<(Instant, Vec<Snapshot>)>,
 }
 
-impl View<'_> {
-    fn emit(&mut self, totals: &Snapshot, is_final: bool) -> Result<()> {
+impl View {
+    fn emit(&mut self, now_read: &[(Header, Snapshot)], is_final: bool) -> Result<()> {
         let now = Instant::now();
-        let last_interval = self
-            .previous
-            .map(|(at, prev)| (totals.since(&prev), now.duration_since(at)));
-        self.previous = Some((now, *totals));
-        let report = Report {
-            header: self.header,
-            uptime: now.duration_since(self.started),
-            totals: *totals,
-            last_interval,
-            is_final,
-        };
+        let uptime = now.duration_since(self.started);
+        let reports: Vec<Report> = now_read
+            .iter()
+            .enumerate()
+            .map(|(i, (header, totals))| Report {
+                header,
+                uptime,
+                totals: *totals,
+                last_interval: self.previous.as_ref().and_then(|(at, prev)| {
+                    prev.get(i)
+                        .map(|p| (totals.since(p), now.duration_since(*at)))
+                }),
+                is_final,
+            })
+            .collect();
+        self.previous = Some((now, now_read.iter().map(|r| r.1).collect()));
         let mut out = std::io::stdout().lock();
         if self.table {
             if self.redraw {
@@ -147,9 +303,13 @@ impl View<'_> {
             }
             // Without redrawing, a blank line keeps successive tables apart.
             let gap = if self.redraw { "" } else { "\n" };
-            write!(out, "{}{gap}", report.to_table())
+            write!(out, "{}{gap}", report::combined_table(&reports))
         } else {
-            writeln!(out, "{}", report.to_json(SystemTime::now()))
+            writeln!(
+                out,
+                "{}",
+                report::combined_json(&reports, SystemTime::now())
+            )
         }
         .and_then(|()| out.flush())
         .context("writing the report to stdout")

@@ -5,6 +5,14 @@
 //! by scripts and dashboards: fields are added, never renamed. `pcp` (in
 //! `counters` and in the table) is the sum of every `pcp_*` class; `total`
 //! counts each datagram once.
+//!
+//! Several interfaces ([`combined_json`]): the top-level fields keep their
+//! meaning for one interface. With several, `iface` is the comma-separated
+//! list of interfaces, `mode` and `xdp_mode` are the common value or `mixed`,
+//! and `counters`, `oversized` and `total` are sums over all interfaces. The
+//! per-interface reports are always under `interfaces`, keyed by name (also
+//! with one interface), each with the same fields as a single report except
+//! `time`.
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -209,6 +217,86 @@ impl Report<'_> {
             self.totals.oversized()
         );
         out
+    }
+}
+
+/// The JSON view of one or several interfaces (see the module docs).
+pub fn combined_json(reports: &[Report], time: std::time::SystemTime) -> Value {
+    let mut interfaces = Map::new();
+    for r in reports {
+        let mut v = r.to_json(time);
+        if let Some(m) = v.as_object_mut() {
+            m.shift_remove("time");
+        }
+        interfaces.insert(r.header.iface.clone(), v);
+    }
+    let mut top = if let [one] = reports {
+        one.to_json(time)
+    } else {
+        let header = total_header(reports);
+        total_report(reports, &header).to_json(time)
+    };
+    if let Some(m) = top.as_object_mut() {
+        m.insert("interfaces".to_owned(), Value::Object(interfaces));
+    }
+    top
+}
+
+/// The table view of one or several interfaces: one section each, and a
+/// total when there are several.
+pub fn combined_table(reports: &[Report]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        out.push_str(&r.to_table());
+    }
+    if reports.len() > 1 {
+        let header = total_header(reports);
+        let total = total_report(reports, &header);
+        let _ = write!(out, "\n{}", total.to_table());
+    }
+    out
+}
+
+fn common(values: impl Iterator<Item = &'static str>) -> &'static str {
+    let mut it = values.peekable();
+    let first = it.peek().copied().unwrap_or("");
+    if it.all(|v| v == first) {
+        first
+    } else {
+        "mixed"
+    }
+}
+
+fn total_header(reports: &[Report]) -> Header {
+    Header {
+        iface: reports
+            .iter()
+            .map(|r| r.header.iface.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        mode: common(reports.iter().map(|r| r.header.mode)),
+        xdp_mode: common(reports.iter().map(|r| r.header.xdp_mode)),
+    }
+}
+
+fn total_report<'a>(reports: &[Report], header: &'a Header) -> Report<'a> {
+    let totals = reports
+        .iter()
+        .fold(Snapshot::default(), |acc, r| acc.add(&r.totals));
+    let last_interval = reports
+        .iter()
+        .map(|r| r.last_interval)
+        .reduce(|a, b| match (a, b) {
+            (Some((da, over)), Some((db, _))) => Some((da.add(&db), over)),
+            _ => None,
+        })
+        .flatten();
+    Report {
+        header,
+        uptime: reports.iter().map(|r| r.uptime).max().unwrap_or_default(),
+        totals,
+        last_interval,
+        is_final: reports.iter().all(|r| r.is_final),
     }
 }
 

@@ -784,10 +784,11 @@ impl Capture {
             .collect()
     }
 
-    fn sentinels(&self) -> usize {
+    /// Sentinels of UDP length `udp_length` printed so far.
+    fn sentinels(&self, udp_length: &str) -> usize {
         self.lines()
             .iter()
-            .filter(|f| f[0] == SENTINEL_PORT.to_string())
+            .filter(|f| f[0] == SENTINEL_PORT.to_string() && f[1] == udp_length)
             .count()
     }
 
@@ -850,6 +851,10 @@ struct Tally {
 struct Sentinel {
     tx: UdpSocket,
     rx: UdpSocket,
+    /// Syncs so far: sync `n` sends payloads of `n` bytes, so its datagrams
+    /// (tshark's `udp.length` = 8 + n) cannot be confused with the backlog
+    /// of an earlier sync that tshark may still be printing.
+    syncs: std::cell::Cell<usize>,
 }
 
 impl Sentinel {
@@ -867,24 +872,33 @@ impl Sentinel {
             .expect("binding the sentinel sender");
         tx.connect((router, SENTINEL_PORT))
             .expect("connecting the sentinel sender");
-        Sentinel { tx, rx }
+        Sentinel {
+            tx,
+            rx,
+            syncs: std::cell::Cell::new(0),
+        }
     }
 
     /// Sends sentinels until one has reached the router and `capture` has
     /// printed a new one.
     fn sync(&self, capture: &Capture) {
-        let seen = capture.sentinels();
+        let n = self.syncs.get() + 1;
+        self.syncs.set(n);
+        let payload = vec![b's'; n];
+        let udp_length = (8 + n).to_string();
         let mut arrived = false;
         let end = Instant::now() + Duration::from_secs(20);
         let mut buf = [0u8; 64];
+        // Paced: a flood of sentinels would bury what it is meant to mark.
         while Instant::now() < end {
-            self.tx.send(b"sentinel").expect("sending a sentinel");
+            self.tx.send(&payload).expect("sending a sentinel");
             if self.rx.recv(&mut buf).is_ok() {
                 arrived = true;
             }
-            if arrived && capture.sentinels() > seen {
+            if arrived && capture.sentinels(&udp_length) > 0 {
                 return;
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
             "sentinel not seen within 20 s (reached the router: {arrived}); tshark said:\n{}",
@@ -993,8 +1007,10 @@ fn monitor_counts_equal_wiresharks_dissectors() {
 
     let counted = agent_counts(&report, "packets");
     assert_eq!(
-        counted, tshark.packets,
-        "agent and Wireshark disagree:\n{table}"
+        counted,
+        tshark.packets,
+        "agent and Wireshark disagree:\n{table}\ntshark's output:\n{}",
+        read(&capture.out)
     );
     assert_eq!(
         agent_counts(&report, "bytes"),

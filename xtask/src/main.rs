@@ -31,7 +31,13 @@ enum Command {
     /// bpf-linker against the nightly's own LLVM, Debian packages the tests use.
     Setup,
     /// Build the agent with the XDP program embedded (release).
-    Build,
+    Build {
+        /// A statically linked agent for x86_64-unknown-linux-musl (adds
+        /// that rustup target if missing), for copying to a router as one
+        /// file: target/x86_64-unknown-linux-musl/release/nat-pmp-agent.
+        #[arg(long = "static")]
+        static_: bool,
+    },
     /// Set up, build, and run the agent as root with the given arguments,
     /// e.g. `cargo xtask run -- --iface wan0 --drop`.
     Run {
@@ -115,9 +121,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Setup => setup::setup(),
-        Command::Build => {
+        Command::Build { static_ } => {
             setup::setup()?;
-            build()
+            if static_ {
+                setup::musl_target()?;
+                build_static()
+            } else {
+                build()
+            }
         }
         Command::Run { args } => {
             setup::setup()?;
@@ -167,6 +178,29 @@ fn run(cli: Cli) -> Result<()> {
 
 fn build() -> Result<()> {
     util::exec(util::cargo().args(["build", "--release", "-p", "nat-pmp-agent"]))
+}
+
+/// The target of the static build. aya-build needs nothing for it: the XDP
+/// object is built for bpfel-unknown-none whatever the host target is, and
+/// the agent is pure Rust (no C library to link but musl's own).
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+fn build_static() -> Result<()> {
+    util::exec(util::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "nat-pmp-agent",
+        "--target",
+        MUSL_TARGET,
+    ]))?;
+    let bin = util::workspace_root()
+        .join("target")
+        .join(MUSL_TARGET)
+        .join("release")
+        .join("nat-pmp-agent");
+    eprintln!("xtask: static agent at {}", bin.display());
+    Ok(())
 }
 
 fn test(extra: &[String]) -> Result<()> {

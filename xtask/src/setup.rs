@@ -109,6 +109,18 @@ fn cargo_fuzz() -> Result<()> {
     .context("installing cargo-fuzz")
 }
 
+/// Adds the musl target to the toolchain building the agent (only for
+/// `cargo xtask build --static`).
+pub fn musl_target() -> Result<()> {
+    let installed = output(cmd("rustup").args(["target", "list", "--installed"]))
+        .context("listing the installed rustup targets")?;
+    if !installed.lines().any(|l| l.trim() == crate::MUSL_TARGET) {
+        eprintln!("setup: adding the {} target", crate::MUSL_TARGET);
+        exec(cmd("rustup").args(["target", "add", crate::MUSL_TARGET]))?;
+    }
+    Ok(())
+}
+
 fn nightly_components() -> Result<()> {
     let installed = output(cmd("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
         .context("listing the nightly toolchain's components; is rustup installed, with a nightly toolchain? (`rustup toolchain install nightly`)")?;

@@ -197,3 +197,76 @@ impl Drop for Proc {
 
 /// The agent binary cargo built for these tests.
 pub const AGENT: &str = env!("CARGO_BIN_EXE_nat-pmp-agent");
+
+/// A bpffs mounted by the test in a fresh directory under /run: pins made
+/// inside `ip netns exec` (which remounts /sys) must live on a bpffs mounted
+/// in the test's own mount namespace to outlive the agent. Unmounted (which
+/// drops every pin in it, detaching pinned links) and removed on drop.
+pub struct Bpffs {
+    pub path: std::path::PathBuf,
+}
+
+impl Bpffs {
+    pub fn new(tag: &str) -> Self {
+        let path = std::path::PathBuf::from(format!(
+            "/run/natpmp-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).expect("creating the bpffs mount point");
+        let p = path.to_str().expect("UTF-8 path");
+        sh(&["mount", "-t", "bpf", "bpf", p]);
+        Bpffs { path }
+    }
+
+    /// The pin root to pass as `--pin-dir`.
+    pub fn pin_root(&self) -> String {
+        self.path.join("pins").display().to_string()
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A second veth pair between the two namespaces of a [`WanLink`]:
+/// `wan1` (198.19.0.1/24) in the router, `inet1` (198.19.0.2/24) outside.
+pub const ROUTER_ADDR_1: &str = "198.19.0.1";
+pub const INTERNET_ADDR_1: &str = "198.19.0.2";
+
+impl WanLink {
+    pub fn add_second_wan(&self) {
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "wan1",
+            "netns",
+            &self.router.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "inet1",
+            "netns",
+            &self.internet.name,
+        ]);
+        self.router
+            .ip(&["addr", "add", &format!("{ROUTER_ADDR_1}/24"), "dev", "wan1"]);
+        self.internet.ip(&[
+            "addr",
+            "add",
+            &format!("{INTERNET_ADDR_1}/24"),
+            "dev",
+            "inet1",
+        ]);
+        self.router.ip(&["link", "set", "wan1", "up"]);
+        self.internet.ip(&["link", "set", "inet1", "up"]);
+    }
+}

@@ -1,0 +1,254 @@
+//! The subcommands that talk to pinned instances: `status`, `mode` and
+//! `detach`. They work with or without a running agent: the pins under
+//! bpffs are the instance.
+
+use std::{
+    io::Write as _,
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{bail, Context as _, Result};
+use aya::programs::ProgramInfo;
+use nat_pmp_agent::{
+    ebpf::{check_iface, detach_pinned, Maps},
+    netlink::{self, XdpAttachment},
+    pin::{self, PinDir},
+    report::{Header, Report},
+};
+use nat_pmp_ebpf_common::Mode;
+use serde_json::{json, Value};
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is an error, not a
+/// panic as with `println!`.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
+}
+
+/// What `status` found for one interface.
+struct Found {
+    dir: PinDir,
+    /// The pinned program's kernel id and load time, when pinned.
+    pinned: Option<(u32, Option<SystemTime>)>,
+    /// Which XDP program the interface runs (`Err`: no such interface here).
+    on_iface: Result<Option<XdpAttachment>, String>,
+    /// The pinned instance's mode and counters.
+    state: Option<(Mode, nat_pmp_agent::counters::Snapshot)>,
+}
+
+impl Found {
+    fn attached(&self) -> bool {
+        matches!((&self.pinned, &self.on_iface), (Some((id, _)), Ok(Some(x))) if x.prog_id == *id)
+    }
+
+    fn xdp_mode(&self) -> &'static str {
+        match &self.on_iface {
+            Ok(Some(XdpAttachment { mode: Some(m), .. })) if self.attached() => m.name(),
+            _ if self.attached() => "other",
+            _ => "none",
+        }
+    }
+}
+
+fn look(dir: PinDir) -> Result<Found> {
+    let on_iface = if check_iface(&dir.iface).is_ok() {
+        Ok(netlink::xdp_attachment(&dir.iface)?)
+    } else {
+        Err(format!(
+            "interface {} does not exist in this network namespace",
+            dir.iface
+        ))
+    };
+    let (pinned, state) = if dir.has_link() {
+        let prog = dir.path(pin::PROG);
+        let info = ProgramInfo::from_pin(&prog)
+            .with_context(|| format!("reading the pinned program {}", prog.display()))?;
+        let maps = Maps::from_pin(&dir)?;
+        (
+            Some((info.id(), info.loaded_at())),
+            Some((maps.mode()?, maps.snapshot()?)),
+        )
+    } else {
+        (None, None)
+    };
+    Ok(Found {
+        dir,
+        pinned,
+        on_iface,
+        state,
+    })
+}
+
+/// `nat-pmp-agent status`.
+pub fn status(root: &Path, ifaces: &[String], as_json: bool) -> Result<()> {
+    let dirs = if ifaces.is_empty() {
+        pin::instances(root)?
+    } else {
+        ifaces.iter().map(|i| PinDir::new(root, i)).collect()
+    };
+    let found = dirs.into_iter().map(look).collect::<Result<Vec<_>>>()?;
+    let now = SystemTime::now();
+    if as_json {
+        let instances: Vec<Value> = found.iter().map(|f| instance_json(f, now)).collect();
+        let v = json!({
+            "time": humantime::format_rfc3339_millis(now).to_string(),
+            "pin_root": root.display().to_string(),
+            "instances": instances,
+        });
+        return emit(&format!("{v}\n"));
+    }
+    let mut text = String::new();
+    if found.is_empty() {
+        text = format!("no pinned instances under {}\n", root.display());
+    }
+    for f in &found {
+        text.push_str(&instance_text(f, now));
+    }
+    emit(&text)
+}
+
+fn uptime(loaded: Option<SystemTime>, now: SystemTime) -> Duration {
+    loaded
+        .and_then(|t| now.duration_since(t).ok())
+        .unwrap_or_default()
+}
+
+fn iface_json(f: &Found) -> Value {
+    match &f.on_iface {
+        Ok(Some(x)) => json!({
+            "prog_id": x.prog_id,
+            "xdp_mode": x.mode.map_or("other", |m| m.name()),
+        }),
+        Ok(None) => Value::Null,
+        Err(e) => json!({ "error": e }),
+    }
+}
+
+fn instance_json(f: &Found, now: SystemTime) -> Value {
+    let mut v = match (&f.pinned, &f.state) {
+        (Some((_, loaded)), Some((mode, snap))) => {
+            let header = Header {
+                iface: f.dir.iface.clone(),
+                mode: mode.name(),
+                xdp_mode: f.xdp_mode(),
+            };
+            Report {
+                header: &header,
+                uptime: uptime(*loaded, now),
+                totals: *snap,
+                last_interval: None,
+                is_final: false,
+            }
+            .to_json(now)
+        }
+        _ => json!({ "iface": f.dir.iface }),
+    };
+    if let Some(m) = v.as_object_mut() {
+        m.shift_remove("time");
+        m.insert(
+            "pinned".into(),
+            f.pinned
+                .map_or(Value::Null, |_| json!(f.dir.dir.display().to_string())),
+        );
+        m.insert("attached".into(), json!(f.attached()));
+        m.insert(
+            "prog_id".into(),
+            f.pinned.map_or(Value::Null, |(id, _)| json!(id)),
+        );
+        m.insert(
+            "loaded_at".into(),
+            f.pinned.and_then(|(_, t)| t).map_or(Value::Null, |t| {
+                json!(humantime::format_rfc3339_seconds(t).to_string())
+            }),
+        );
+        m.insert("iface_xdp".into(), iface_json(f));
+    }
+    v
+}
+
+fn instance_text(f: &Found, now: SystemTime) -> String {
+    let on_iface = match &f.on_iface {
+        Ok(Some(x)) => format!(
+            "XDP program id {} ({})",
+            x.prog_id,
+            x.mode.map_or("other mode", |m| m.name())
+        ),
+        Ok(None) => "no XDP program".to_owned(),
+        Err(e) => e.clone(),
+    };
+    let (Some((id, loaded)), Some((mode, snap))) = (&f.pinned, &f.state) else {
+        return format!(
+            "{}: nothing pinned under {}; the interface runs {on_iface}\n",
+            f.dir.iface,
+            f.dir.dir.display()
+        );
+    };
+    let attached = if f.attached() {
+        format!("attached, {on_iface}")
+    } else {
+        format!("NOT attached (program id {id}); the interface runs {on_iface}")
+    };
+    let header = Header {
+        iface: f.dir.iface.clone(),
+        mode: mode.name(),
+        xdp_mode: f.xdp_mode(),
+    };
+    let report = Report {
+        header: &header,
+        uptime: uptime(*loaded, now),
+        totals: *snap,
+        last_interval: None,
+        is_final: false,
+    };
+    format!(
+        "{}: pinned under {}, {attached}, mode {}\n{}\n",
+        f.dir.iface,
+        f.dir.dir.display(),
+        mode.name(),
+        report.to_table()
+    )
+}
+
+/// `nat-pmp-agent mode drop|monitor --iface X`.
+pub fn set_mode(root: &Path, iface: &str, mode: Mode) -> Result<()> {
+    let dir = PinDir::new(root, iface);
+    if !dir.has_link() {
+        bail!(
+            "no pinned instance for {iface} under {}: `mode` switches an agent started with \
+             --pin (and the same --pin-dir); see `nat-pmp-agent status`",
+            root.display()
+        );
+    }
+    let mut maps = Maps::from_pin(&dir)?;
+    let old = maps.mode()?;
+    maps.set_mode(mode)?;
+    emit(&format!("{iface}: {} -> {}\n", old.name(), mode.name()))
+}
+
+/// `nat-pmp-agent detach --iface X`.
+pub fn detach(root: &Path, iface: &str) -> Result<()> {
+    let dir = PinDir::new(root, iface);
+    if !detach_pinned(&dir)? {
+        bail!(
+            "nothing is pinned for {iface} under {}; an agent started without --pin detaches \
+             when it stops (SIGTERM/SIGINT)",
+            root.display()
+        );
+    }
+    emit(&format!(
+        "{iface}: detached; removed {} (program, link, maps)\n",
+        dir.dir.display()
+    ))?;
+    if check_iface(iface).is_ok() {
+        if let Some(x) = netlink::xdp_attachment(iface)? {
+            emit(&format!(
+                "note: {iface} still runs XDP program id {} (not a pinned instance of ours)\n",
+                x.prog_id
+            ))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,730 @@
+//! Operations end to end, as root in namespaces the tests create: pinning
+//! (kill -9 keeps the filter dropping, a restart continues the counters,
+//! `detach` removes everything), `status`, the runtime `mode` switch under
+//! traffic (no packet lost from the counts), several interfaces in one
+//! agent, the Prometheus endpoint (parsed, equal to the JSON report) and the
+//! config file.
+//!
+//! Pins live on a bpffs each test mounts under /run ([`Bpffs`]): inside
+//! `ip netns exec` /sys is remounted, and a mount the agent made there would
+//! vanish with it. Guards unmount it (dropping the pins), delete the
+//! namespaces and end the agents by PID even when an assertion fails.
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpStream, UdpSocket},
+    path::Path,
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use common::{
+    require_root, Bpffs, NetNs, Proc, WanLink, AGENT, INTERNET_ADDR, INTERNET_ADDR_1, ROUTER_ADDR,
+    ROUTER_ADDR_1,
+};
+use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
+use serde_json::Value;
+
+/// A running agent whose JSON lines arrive on a channel.
+struct Agent {
+    proc: Proc,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Agent {
+    fn start(ns: &NetNs, args: &[&str]) -> Agent {
+        let mut child = ns
+            .command(AGENT)
+            .args(args)
+            .args(["--output", "json", "--interval", "0.1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the agent");
+        let stdout = child.stdout.take().expect("agent stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut agent = Agent {
+            proc: Proc(child),
+            lines,
+        };
+        if agent.lines.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = agent.proc.wait_for(Duration::from_secs(1));
+            panic!("no report from the agent: {}", agent.stderr());
+        }
+        agent
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.proc.0.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// The first report whose total reaches `packets` (or the last one seen).
+    fn wait_for_total(&self, packets: u64) -> Value {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self
+                .lines
+                .recv_timeout(Duration::from_secs(5))
+                .expect("no report from the agent in time");
+            if r["total"]["packets"].as_u64() >= Some(packets) || Instant::now() > end {
+                return r;
+            }
+        }
+    }
+
+    /// SIGTERM, expects a clean exit; returns its stderr.
+    fn stop(mut self) -> String {
+        self.proc.signal(libc::SIGTERM);
+        let status = self
+            .proc
+            .wait_for(Duration::from_secs(10))
+            .expect("the agent did not exit on SIGTERM");
+        let err = self.stderr();
+        assert!(status.success(), "agent exited with {status}: {err}");
+        err
+    }
+}
+
+/// Runs `nat-pmp-agent ARGS` in `ns` to completion: (success, stdout, stderr).
+fn agent(ns: &NetNs, args: &[&str]) -> (bool, String, String) {
+    let out = ns
+        .command(AGENT)
+        .args(args)
+        .output()
+        .expect("running the agent");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn agent_ok(ns: &NetNs, args: &[&str]) -> String {
+    let (ok, out, err) = agent(ns, args);
+    assert!(ok, "nat-pmp-agent {args:?} failed: {err}");
+    out
+}
+
+fn status_json(ns: &NetNs, pin_root: &str) -> Value {
+    let out = agent_ok(ns, &["status", "--json", "--pin-dir", pin_root]);
+    serde_json::from_str(out.trim()).expect("status JSON")
+}
+
+/// A UDP socket bound in `ns`.
+fn bind(ns: &NetNs, addr: &str, port: u16) -> UdpSocket {
+    ns.enter(|| {
+        UdpSocket::bind((addr, port)).unwrap_or_else(|e| panic!("binding {addr}:{port}: {e}"))
+    })
+}
+
+/// Datagrams waiting on `sock`, read until it stays quiet for 300 ms.
+fn drain(sock: &UdpSocket) -> u64 {
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while sock.recv_from(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+fn send(from: &UdpSocket, to: &str, class: Class, n: u64) {
+    let payload = nat_pmp_agent::probe::sample_payload(class);
+    for _ in 0..n {
+        from.send_to(&payload, (to, NATPMP_PORT)).expect("sending");
+    }
+}
+
+#[test]
+fn pinned_agent_killed_keeps_dropping_restart_continues_detach_removes_all() {
+    require_root();
+    let link = WanLink::new("ops-pin");
+    let bpffs = Bpffs::new("pin");
+    let root = bpffs.pin_root();
+    let args = ["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root];
+    let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
+    let scanner = bind(&link.internet, INTERNET_ADDR, 0);
+
+    let mut first = Agent::start(&link.router, &args);
+    send(
+        &scanner,
+        ROUTER_ADDR,
+        Class::NatpmpExternalAddressRequest,
+        50,
+    );
+    let r = first.wait_for_total(50);
+    assert_eq!(r["total"]["dropped_packets"], 50, "{r}");
+
+    // kill -9: no chance to clean up; the pins keep the filter in place.
+    first.proc.signal(libc::SIGKILL);
+    first
+        .proc
+        .wait_for(Duration::from_secs(5))
+        .expect("the agent survived SIGKILL");
+    assert!(
+        link.router.xdp_attached("wan0"),
+        "the pinned filter must stay attached after kill -9"
+    );
+    send(&scanner, ROUTER_ADDR, Class::NatpmpMapUdpRequest, 30);
+    assert_eq!(
+        drain(&listener),
+        0,
+        "fail-closed: nothing may reach the listener while no agent runs"
+    );
+    let st = status_json(&link.router, &root);
+    let inst = &st["instances"][0];
+    assert_eq!(inst["iface"], "wan0", "{st}");
+    assert_eq!(inst["attached"], true, "{st}");
+    assert_eq!(inst["mode"], "drop", "{st}");
+    assert_eq!(inst["xdp_mode"], "native", "{st}");
+    assert_eq!(
+        inst["total"]["packets"], 80,
+        "counted while no agent ran: {st}"
+    );
+    assert_eq!(inst["total"]["dropped_packets"], 80, "{st}");
+    assert_eq!(inst["iface_xdp"]["prog_id"], inst["prog_id"], "{st}");
+
+    // A restarted agent picks up the pinned program: counters continue.
+    let second = Agent::start(&link.router, &args);
+    send(&scanner, ROUTER_ADDR, Class::Pcp, 20);
+    let r = second.wait_for_total(100);
+    assert_eq!(r["total"]["packets"], 100, "{r}");
+    assert_eq!(
+        r["counters"]["natpmp_external_address_request"]["dropped_packets"],
+        50
+    );
+    assert_eq!(
+        r["counters"]["natpmp_map_udp_request"]["dropped_packets"],
+        30
+    );
+    assert_eq!(r["counters"]["pcp"]["dropped_packets"], 20);
+    let err = second.stop();
+    assert!(
+        err.contains("picked up the filter pinned under") && err.contains("stays attached to wan0"),
+        "the agent must say it picked up the pins and leaves the filter attached: {err}"
+    );
+    assert!(link.router.xdp_attached("wan0"));
+    assert_eq!(drain(&listener), 0);
+
+    // detach removes program, link, maps and the directory.
+    let out = agent_ok(
+        &link.router,
+        &["detach", "--iface", "wan0", "--pin-dir", &root],
+    );
+    assert!(out.contains("wan0: detached"), "{out}");
+    assert!(!link.router.xdp_attached("wan0"), "detach must detach");
+    assert!(
+        !Path::new(&root).join("wan0").exists(),
+        "detach must remove the pin directory"
+    );
+    send(
+        &scanner,
+        ROUTER_ADDR,
+        Class::NatpmpExternalAddressRequest,
+        5,
+    );
+    assert_eq!(drain(&listener), 5, "after detach, datagrams pass again");
+    let st = status_json(&link.router, &root);
+    assert_eq!(st["instances"], Value::Array(vec![]), "{st}");
+    let (ok, _, err) = agent(
+        &link.router,
+        &["detach", "--iface", "wan0", "--pin-dir", &root],
+    );
+    assert!(!ok && err.contains("nothing is pinned for wan0"), "{err}");
+}
+
+#[test]
+fn without_pin_nothing_is_left_behind() {
+    require_root();
+    let link = WanLink::new("ops-nopin");
+    let bpffs = Bpffs::new("nopin");
+    let root = bpffs.pin_root();
+    let a = Agent::start(&link.router, &["--iface", "wan0", "--drop"]);
+    a.stop();
+    assert!(!link.router.xdp_attached("wan0"));
+    assert!(!Path::new(&root).exists());
+    // status on an interface without pins says what runs there.
+    let out = agent_ok(
+        &link.router,
+        &["status", "--iface", "wan0", "--pin-dir", &root],
+    );
+    assert!(
+        out.contains("wan0: nothing pinned") && out.contains("no XDP program"),
+        "{out}"
+    );
+}
+
+#[test]
+fn detach_while_the_agent_runs_stops_the_filter_at_once() {
+    require_root();
+    let link = WanLink::new("ops-det");
+    let bpffs = Bpffs::new("det");
+    let root = bpffs.pin_root();
+    let a = Agent::start(
+        &link.router,
+        &["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root],
+    );
+    agent_ok(
+        &link.router,
+        &["detach", "--iface", "wan0", "--pin-dir", &root],
+    );
+    // The running agent still holds the link open; BPF_LINK_DETACH must
+    // have detached it anyway.
+    assert!(!link.router.xdp_attached("wan0"));
+    let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
+    let scanner = bind(&link.internet, INTERNET_ADDR, 0);
+    send(
+        &scanner,
+        ROUTER_ADDR,
+        Class::NatpmpExternalAddressRequest,
+        3,
+    );
+    assert_eq!(drain(&listener), 3);
+    a.stop();
+    assert!(!Path::new(&root).join("wan0").exists());
+}
+
+#[test]
+fn pin_dir_not_on_bpffs_inside_ip_netns_exec_is_a_clear_error() {
+    require_root();
+    let link = WanLink::new("ops-nobpf");
+    let dir = format!("/run/natpmp-test-nobpf-{}", std::process::id());
+    let (ok, _, err) = agent(
+        &link.router,
+        &[
+            "--iface",
+            "wan0",
+            "--pin",
+            "--pin-dir",
+            &dir,
+            "--duration",
+            "1",
+        ],
+    );
+    let _ = std::fs::remove_dir(&dir);
+    assert!(!ok, "pinning to a bpffs that would vanish must fail");
+    assert!(
+        err.contains("not on a BPF filesystem") && err.contains("mount -t bpf bpf"),
+        "{err}"
+    );
+    assert!(
+        !link.router.xdp_attached("wan0"),
+        "nothing may stay attached"
+    );
+}
+
+/// Datagrams the mode-switch test sends.
+const SENT: u64 = 6000;
+
+#[test]
+fn runtime_mode_switch_under_traffic_loses_no_packet() {
+    require_root();
+    let link = WanLink::new("ops-switch");
+    let bpffs = Bpffs::new("switch");
+    let root = bpffs.pin_root();
+    let a = Agent::start(
+        &link.router,
+        &["--iface", "wan0", "--pin", "--pin-dir", &root],
+    );
+    let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
+    let scanner = bind(&link.internet, INTERNET_ADDR, 0);
+    // A reader drains the listener while the traffic runs, so its socket
+    // buffer never overflows.
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            listener
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let mut buf = [0u8; 2048];
+            let mut n = 0u64;
+            loop {
+                match listener.recv_from(&mut buf) {
+                    Ok(_) => n += 1,
+                    Err(_) if done.load(Ordering::SeqCst) => return n,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    // Bounded: SENT datagrams at about 3000 per second, about 2 seconds.
+    let sender = std::thread::spawn(move || {
+        let payload = nat_pmp_agent::probe::sample_payload(Class::NatpmpMapTcpRequest);
+        let start = Instant::now();
+        for i in 0..SENT {
+            scanner
+                .send_to(&payload, (ROUTER_ADDR, NATPMP_PORT))
+                .expect("sending");
+            let due = start + Duration::from_micros(i * 333);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    });
+    let mut switches = 0;
+    for mode in ["drop", "monitor", "drop", "monitor", "drop", "monitor"] {
+        std::thread::sleep(Duration::from_millis(250));
+        let out = agent_ok(
+            &link.router,
+            &["mode", mode, "--iface", "wan0", "--pin-dir", &root],
+        );
+        assert!(out.contains(&format!("-> {mode}")), "{out}");
+        switches += 1;
+    }
+    sender.join().expect("sender");
+    let r = a.wait_for_total(SENT);
+    done.store(true, Ordering::SeqCst);
+    let received = reader.join().expect("reader");
+    let c = &r["counters"]["natpmp_map_tcp_request"];
+    let passed =
+        c["packets"].as_u64().expect("packets") - c["dropped_packets"].as_u64().expect("dropped");
+    let dropped = c["dropped_packets"].as_u64().expect("dropped");
+    assert_eq!(switches, 6);
+    assert_eq!(
+        passed + dropped,
+        SENT,
+        "every datagram sent must be counted once: {r}"
+    );
+    assert!(
+        passed > 0 && dropped > 0,
+        "the switches must have happened under traffic: {r}"
+    );
+    assert_eq!(
+        received, passed,
+        "the listener must get exactly the passed ones: {r}"
+    );
+    assert_eq!(r["mode"], "monitor", "the report shows the live mode");
+    a.stop();
+    agent_ok(
+        &link.router,
+        &["detach", "--iface", "wan0", "--pin-dir", &root],
+    );
+}
+
+/// The value of the one sample of `metric` with `labels`.
+fn sample_value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> u64 {
+    let s = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("no sample {metric}{labels:?}"));
+    let (prometheus_parse::Value::Counter(v)
+    | prometheus_parse::Value::Gauge(v)
+    | prometheus_parse::Value::Untyped(v)) = s.value
+    else {
+        panic!("{metric} is not a plain value");
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "small counts, exact in f64"
+    )]
+    let v = v as u64;
+    v
+}
+
+/// Parses the exposition text and checks every sample against the JSON
+/// report `r` of interfaces wan0 and wan1.
+fn check_metrics_match(report: &Value, body: &str) {
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("the exposition text parses");
+    let value = |metric: &str, labels: &[(&str, &str)]| sample_value(&scrape, metric, labels);
+    let mut checked = 0;
+    let mut packets = 0;
+    for iface in ["wan0", "wan1"] {
+        let json = &report["interfaces"][iface];
+        assert_eq!(value("natpmp_drop_mode", &[("iface", iface)]), 1);
+        for class in nat_pmp_agent::metrics::exported_classes() {
+            let counters = &json["counters"][class.name()];
+            let n = |f: &str| counters[f].as_u64().expect("a counter");
+            let l = |action| {
+                [
+                    ("iface", iface),
+                    ("class", class.name()),
+                    ("action", action),
+                ]
+            };
+            let what = format!("{iface} {}\n{body}", class.name());
+            assert_eq!(
+                value("natpmp_packets_total", &l("dropped")),
+                n("dropped_packets"),
+                "{what}"
+            );
+            assert_eq!(
+                value("natpmp_packets_total", &l("passed")),
+                n("packets") - n("dropped_packets"),
+                "{what}"
+            );
+            assert_eq!(
+                value("natpmp_bytes_total", &l("dropped")),
+                n("dropped_bytes"),
+                "{what}"
+            );
+            assert_eq!(
+                value("natpmp_bytes_total", &l("passed")),
+                n("bytes") - n("dropped_bytes"),
+                "{what}"
+            );
+            assert_eq!(
+                value(
+                    "natpmp_oversized_total",
+                    &[("iface", iface), ("class", class.name())]
+                ),
+                n("oversized"),
+                "{what}"
+            );
+            packets += value("natpmp_packets_total", &l("dropped"))
+                + value("natpmp_packets_total", &l("passed"));
+            checked += 5;
+        }
+    }
+    let exported = nat_pmp_agent::metrics::exported_classes().count();
+    assert_eq!(
+        exported,
+        Class::COUNT - 1,
+        "every class but the aggregate `pcp`"
+    );
+    assert_eq!(checked, 5 * 2 * exported);
+    assert!(
+        !body.contains("class=\"pcp\""),
+        "the aggregate must not be exported: it would count PCP twice in sums"
+    );
+    assert_eq!(
+        Some(packets),
+        report["total"]["packets"].as_u64(),
+        "the metrics add up to the JSON total"
+    );
+}
+
+/// GET /metrics from inside `ns`.
+fn scrape(ns: &NetNs, port: u16) -> String {
+    ns.enter(|| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connecting to /metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("response");
+        resp
+    })
+}
+
+#[test]
+fn two_interfaces_count_apart_and_metrics_match_the_json() {
+    require_root();
+    let link = WanLink::new("ops-metrics");
+    link.add_second_wan();
+    let port = 19000 + u16::try_from(std::process::id() % 1000).expect("small");
+    let addr = format!("127.0.0.1:{port}");
+    let running = Agent::start(
+        &link.router,
+        &[
+            "--iface",
+            "wan0",
+            "--iface",
+            "wan1",
+            "--drop",
+            "--metrics",
+            &addr,
+        ],
+    );
+    let s0 = bind(&link.internet, INTERNET_ADDR, 0);
+    let s1 = bind(&link.internet, INTERNET_ADDR_1, 0);
+    send(&s0, ROUTER_ADDR, Class::NatpmpExternalAddressRequest, 7);
+    send(&s0, ROUTER_ADDR, Class::Pcp, 2);
+    send(&s1, ROUTER_ADDR_1, Class::NatpmpMapUdpRequest, 5);
+    // Answers from port 5351 are counted and passed.
+    let server = bind(&link.internet, INTERNET_ADDR_1, NATPMP_PORT);
+    let answer = nat_pmp_agent::probe::sample_payload(Class::NatpmpExternalAddressResponse);
+    for _ in 0..3 {
+        server
+            .send_to(&answer, (ROUTER_ADDR_1, 40000))
+            .expect("answer");
+    }
+    let r = running.wait_for_total(17);
+    assert_eq!(r["total"]["packets"], 17, "{r}");
+    assert_eq!(r["iface"], "wan0,wan1");
+    assert_eq!(r["mode"], "drop");
+    let w0 = &r["interfaces"]["wan0"];
+    let w1 = &r["interfaces"]["wan1"];
+    assert_eq!(w0["total"]["packets"], 9, "{r}");
+    assert_eq!(w1["total"]["packets"], 8, "{r}");
+    assert_eq!(
+        w1["counters"]["natpmp_external_address_response"]["packets"],
+        3
+    );
+    assert_eq!(
+        w1["counters"]["natpmp_external_address_response"]["dropped_packets"],
+        0
+    );
+    assert_eq!(
+        w0["counters"]["natpmp_map_udp_request"]["packets"], 0,
+        "counted apart"
+    );
+
+    let resp = scrape(&link.router, port);
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    check_metrics_match(&r, body);
+
+    let err = running.stop();
+    assert!(
+        err.contains(&format!(
+            "serving Prometheus metrics on http://{addr}/metrics"
+        )),
+        "{err}"
+    );
+    assert!(!link.router.xdp_attached("wan0") && !link.router.xdp_attached("wan1"));
+}
+
+#[test]
+fn metrics_refuse_a_remote_address_unless_allowed() {
+    require_root();
+    let ns = NetNs::new("ops-remote");
+    let (ok, _, err) = agent(
+        &ns,
+        &[
+            "--iface",
+            "lo",
+            "--metrics",
+            "0.0.0.0:9351",
+            "--duration",
+            "1",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("--metrics-allow-remote"), "{err}");
+    assert!(!ns.xdp_attached("lo"));
+}
+
+#[test]
+fn config_file_sets_flags_and_bad_values_name_file_and_key() {
+    require_root();
+    let link = WanLink::new("ops-conf");
+    let dir = std::env::temp_dir().join(format!("natpmp-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "iface = \"wan0\"\ndrop = true\nxdp-mode = \"skb\"\noutput = \"json\"\nduration = 0.5\ninterval = 0.2\n",
+    )
+    .expect("writing the config");
+    let (ok, out, err) = agent(&link.router, &["--config", good.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    assert_eq!(last["iface"], "wan0");
+    assert_eq!(last["mode"], "drop");
+    assert_eq!(last["xdp_mode"], "skb");
+    assert_eq!(last["final"], true);
+    // A flag wins over the file.
+    let (ok, out, err) = agent(
+        &link.router,
+        &[
+            "--config",
+            good.to_str().expect("utf-8"),
+            "--xdp-mode",
+            "native",
+        ],
+    );
+    assert!(ok, "{err}");
+    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    assert_eq!(last["xdp_mode"], "native");
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "iface = \"wan0\"\nxdp-mode = \"turbo\"\n").expect("writing");
+    let (ok, _, err) = agent(&link.router, &["--config", bad.to_str().expect("utf-8")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("key `xdp-mode` (line 2)")
+            && err.contains("turbo"),
+        "{err}"
+    );
+    assert!(!link.router.xdp_attached("wan0"));
+}
+
+/// The capabilities the systemd unit grants (and no others) are enough to
+/// load, attach, pin, report and detach.
+#[test]
+fn the_units_capabilities_are_enough() {
+    require_root();
+    let link = WanLink::new("ops-caps");
+    let bpffs = Bpffs::new("caps");
+    let root = bpffs.pin_root();
+    let caps = "-all,+bpf,+net_admin,+perfmon";
+    let mut cmd = link.router.command("setpriv");
+    cmd.args([
+        &format!("--inh-caps={caps}"),
+        &format!("--ambient-caps={caps}"),
+        &format!("--bounding-set={caps}"),
+        "--reuid=0",
+    ])
+    .args([
+        AGENT,
+        "--iface",
+        "wan0",
+        "--drop",
+        "--pin",
+        "--pin-dir",
+        &root,
+        "--duration",
+        "0.5",
+        "--output",
+        "json",
+        "--interval",
+        "0.2",
+    ]);
+    let out = cmd.stderr(Stdio::piped()).output().expect("setpriv");
+    assert!(
+        out.status.success(),
+        "with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON only: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(link.router.xdp_attached("wan0"), "pinned and attached");
+    let st = Command::new("ip")
+        .args(["netns", "exec", &link.router.name, "setpriv"])
+        .args([
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            &format!("--bounding-set={caps}"),
+        ])
+        .args([AGENT, "detach", "--iface", "wan0", "--pin-dir", &root])
+        .output()
+        .expect("detach");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(!link.router.xdp_attached("wan0"));
+}
