@@ -445,3 +445,74 @@ fn probe_reports_what_it_sent_and_the_agent_counts_it() {
     assert_eq!(probe["sent"]["natpmp_external_address_request"], 828);
     assert_eq!(probe["sent"]["natpmp_map_udp_request"], 140);
 }
+
+/// A tun device has no link-layer header: `--link-type auto` must find that
+/// out from the interface (ARPHRD_NONE) and tell the program, or the raw IP
+/// packets written into the tun would not be recognised at all.
+#[test]
+fn link_type_auto_counts_raw_ip_on_a_tun_device() {
+    require_root();
+    let ns = NetNs::new("e2e-tun");
+    ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
+    ns.ip(&["addr", "add", "198.18.9.1/24", "dev", "tun0"]);
+    ns.ip(&["link", "set", "tun0", "up"]);
+    // The packets below reach tun0 as received traffic once written to the
+    // device's file descriptor, opened inside the namespace.
+    let tun = ns.enter(open_tun);
+    let agent = Agent::start(&ns, &["--iface", "tun0", "--drop"]);
+    let classes = [
+        (Class::NatpmpExternalAddressRequest, 5u64),
+        (Class::NatpmpMapTcpRequest, 3),
+        (Class::PcpMapRequest, 2),
+    ];
+    for (class, n) in classes {
+        let b = etherparse::PacketBuilder::ipv4([198, 18, 9, 2], [198, 18, 9, 1], 64)
+            .udp(40000, NATPMP_PORT);
+        let mut packet = Vec::new();
+        b.write(&mut packet, &payload(class))
+            .expect("building a packet");
+        for _ in 0..n {
+            std::io::Write::write_all(&mut &tun, &packet).expect("writing into the tun");
+        }
+    }
+    let report = agent.wait_for_total(10);
+    let report_final = agent.stop(libc::SIGTERM);
+    assert_eq!(
+        without_rates(&report["total"]),
+        without_rates(&report_final["total"])
+    );
+    for (class, n) in classes {
+        let c = &report_final["counters"][class.name()];
+        let bytes = n * (20 + 8 + payload(class).len() as u64);
+        assert_eq!(
+            (c["dropped_packets"].as_u64(), c["dropped_bytes"].as_u64()),
+            (Some(n), Some(bytes)),
+            "{}: raw IP bytes, no link-layer header\n{report_final}",
+            class.name()
+        );
+    }
+    assert!(!ns.xdp_attached("tun0"), "nothing may stay attached");
+}
+
+/// Opens the tun device `tun0` of the current namespace (IFF_TUN, no packet
+/// information header).
+fn open_tun() -> std::fs::File {
+    use std::os::fd::AsRawFd as _;
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca; // _IOW('T', 202, int)
+    const IFF_TUN: i16 = 0x0001;
+    const IFF_NO_PI: i16 = 0x1000;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .expect("opening /dev/net/tun");
+    // struct ifreq: the name, then the flags (a short) at offset 16.
+    let mut ifr = [0u8; 40];
+    ifr[..4].copy_from_slice(b"tun0");
+    ifr[16..18].copy_from_slice(&(IFF_TUN | IFF_NO_PI).to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes a struct ifreq; `ifr` is at least as
+    // large and lives across the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) };
+    assert_eq!(rc, 0, "TUNSETIFF tun0: {}", std::io::Error::last_os_error());
+    file
+}
