@@ -447,7 +447,7 @@ fn probe_reports_what_it_sent_and_the_agent_counts_it() {
 }
 
 /// A tun device has no link-layer header: `--link-type auto` must find that
-/// out from the interface (ARPHRD_NONE) and tell the program, or the raw IP
+/// out from the interface (`ARPHRD_NONE`) and tell the program, or the raw IP
 /// packets written into the tun would not be recognised at all.
 #[test]
 fn link_type_auto_counts_raw_ip_on_a_tun_device() {
@@ -494,7 +494,7 @@ fn link_type_auto_counts_raw_ip_on_a_tun_device() {
     assert!(!ns.xdp_attached("tun0"), "nothing may stay attached");
 }
 
-/// Opens the tun device `tun0` of the current namespace (IFF_TUN, no packet
+/// Opens the tun device `tun0` of the current namespace (`IFF_TUN`, no packet
 /// information header).
 fn open_tun() -> std::fs::File {
     use std::os::fd::AsRawFd as _;

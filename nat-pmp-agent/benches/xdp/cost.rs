@@ -57,10 +57,8 @@ pub struct Subject<'a> {
 /// Medians per (frame, subject).
 pub struct CostTable {
     pub frames: Vec<String>,
-    /// Per frame: a datagram to 5351 the product parses (it must drop it in
-    /// drop mode), and whether its encapsulation is not parsed yet.
+    /// Per frame: a datagram to 5351 (the product must drop it in drop mode).
     pub natpmp: Vec<bool>,
-    pub not_yet_parsed: Vec<bool>,
     pub subjects: Vec<String>,
     /// `cells[frame][subject]`.
     pub cells: Vec<Vec<Cell>>,
@@ -136,7 +134,6 @@ pub fn measure(
     Ok(CostTable {
         frames: frames.iter().map(|f| f.name.to_owned()).collect(),
         natpmp: frames.iter().map(|f| f.natpmp).collect(),
-        not_yet_parsed: frames.iter().map(|f| f.not_yet_parsed).collect(),
         subjects: subjects.iter().map(|s| s.name.clone()).collect(),
         cells,
         runs,

@@ -20,8 +20,6 @@ pub struct Frame {
     pub bytes: Vec<u8>,
     /// Is it a datagram to port 5351 (the product counts it)?
     pub natpmp: bool,
-    /// The product's parser does not handle this encapsulation yet.
-    pub not_yet_parsed: bool,
 }
 
 /// Pads to the 60-byte Ethernet minimum (without FCS), as a NIC delivers.
@@ -106,7 +104,6 @@ pub fn all() -> Vec<Frame> {
         name,
         bytes,
         natpmp,
-        not_yet_parsed: false,
     };
     vec![
         f("NAT-PMP opcode 0 request (IPv4 UDP/5351)", opcode0(), true),
@@ -123,13 +120,7 @@ pub fn all() -> Vec<Frame> {
         f("IPv4 TCP/443", tcp4(), false),
         f("IPv4 UDP/53 (DNS)", udp4(53, &[0; 12]), false),
         f("IPv6 TCP/443", tcp6(), false),
-        Frame {
-            not_yet_parsed: true,
-            ..f("802.1Q VLAN + opcode 0 request", vlan(), true)
-        },
-        Frame {
-            not_yet_parsed: true,
-            ..f("PPPoE session + opcode 0 request", pppoe(), true)
-        },
+        f("802.1Q VLAN + opcode 0 request", vlan(), true),
+        f("PPPoE session + opcode 0 request", pppoe(), true),
     ]
 }

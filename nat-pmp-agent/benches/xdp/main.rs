@@ -157,7 +157,7 @@ fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
     let table = cost::measure(&frames, &subjects, args.runs, args.repeat)?;
     // The product must have done its job on every frame it was timed on.
     for (fi, name) in table.frames.iter().enumerate() {
-        let must_drop = table.natpmp[fi] && !table.not_yet_parsed[fi];
+        let must_drop = table.natpmp[fi];
         for (subject, want) in [
             (PRODUCT_DROP, if must_drop { 1 } else { 2 }),
             (PRODUCT_MONITOR, 2),

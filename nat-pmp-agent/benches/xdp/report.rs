@@ -216,12 +216,7 @@ pub fn render(r: &Results<'_>) -> String {
     }
     let _ = writeln!(s, "\n|---|{}", "---:|".repeat(c.subjects.len()));
     for (fi, frame) in c.frames.iter().enumerate() {
-        let note = if c.not_yet_parsed[fi] {
-            " *(not yet parsed by the product: passes at the EtherType check)*"
-        } else {
-            ""
-        };
-        let _ = write!(s, "| {frame}{note} |");
+        let _ = write!(s, "| {frame} |");
         for cell in &c.cells[fi] {
             let _ = write!(s, " {:.0} ({}) |", cell.kernel_ns, action(cell.action));
         }
