@@ -336,6 +336,14 @@ pub fn render(r: &Results<'_>) -> String {
     s
 }
 
+/// The product's program size, from the program facts.
+fn product_insns(r: &Results<'_>) -> String {
+    r.facts
+        .iter()
+        .find(|(name, _)| name.starts_with("product"))
+        .map_or_else(|| "?".to_owned(), |(_, f)| f.xlated_insns.to_string())
+}
+
 #[expect(
     clippy::too_many_lines,
     reason = "one row per target, each with its analysis"
@@ -371,16 +379,21 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
         verdict: Verdict::of(ok),
         why: (!ok).then(|| {
             format!(
-                "The product's extra work on a non-NAT-PMP frame is the parse down to the \
-                 protocol byte. In the xlated program (`bpftool prog dump xlated`) an IPv4 TCP \
-                 frame leaves after 18 instructions: two bounds checks against `data_end`, the \
-                 EtherType and the protocol byte; UDP/53 goes on to the ports. Every 16-bit \
-                 field is read as two byte loads, a shift, an or and a byte swap, because the \
-                 shared headers are `[u8; 2]` arrays of alignment 1. What would fix it: read \
-                 16-bit fields with one unaligned `u16` load (x86's JIT allows unaligned packet \
-                 loads) and test the port before the length checks. Noise bounds the verdict as \
-                 much as the code does: the load average was {} at the start of this run (2 CPUs \
-                 shared with builds) and a cell's runs spread by several ns (cross-check table).",
+                "The product's extra work on a non-NAT-PMP frame is the shared frame walk \
+                 (`nat-pmp-ebpf-common/src/parse.rs`, {} xlated instructions in all). Two \
+                 things put it far above the bare program on every frame: the config map is \
+                 looked up before the walk (the link type, Ethernet or raw IP, lives there), \
+                 and the walk's stages are separate BPF functions (`inline(never)` on BPF, to \
+                 keep the stack under 512 bytes), so each frame pays BPF-to-BPF calls before \
+                 its protocol byte is read. On top of that every 16-bit field is read as two \
+                 byte loads, a shift, an or and a byte swap (`[u8; 2]` header fields). What \
+                 would fix it: the link type as a read-only global set at load (as the trace \
+                 switch already is, so the verifier folds it), an inlined first stage that \
+                 leaves on a non-IP/non-UDP protocol or a port other than 5351 before any \
+                 call or map access, and one-load `u16` reads. Noise: the load average was {} \
+                 at the start of this run (2 CPUs shared with builds) and a cell's runs spread \
+                 by several ns (cross-check table).",
+                product_insns(r),
                 r.machine.load_before
             )
         }),
@@ -401,16 +414,14 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
                 "The bare program costs {d:.0} ns, nearly all of it the harness \
                  (`BPF_PROG_TEST_RUN`'s per-run loop; bare `XDP_PASS` costs {pass:.0} ns on the \
                  same frame). The product adds {:.0} ns; 30 % of the floor is {:.1} ns. The \
-                 xlated program shows where they go: the opcode-0 drop path runs more than half of \
-                 its 239 instructions. Both map lookups are already inlined by the verifier (no \
-                 helper call: 6 instructions for the mode's array, 8 for the per-CPU counters), \
-                 so what bounds it is instruction count: 16-bit header fields read byte by byte \
-                 (5 instructions each instead of 2), the classification's branches and the \
-                 read-modify-write of three counters. What would fix it: one-load `u16` reads, \
-                 the mode in a global (`.bss`/`.data`, a direct address, no bounds check) and \
-                 packets and bytes counted in one 16-byte slot. The product's opcode-0 cell \
-                 spread by ±{:.0} ns over the runs of this one: rerun on a quiet machine before \
-                 reading much into a few nanoseconds.",
+                 added time is the whole walk of the previous target (config lookup, \
+                 BPF-to-BPF calls into the walk's stages, byte-wise 16-bit reads) plus the \
+                 classification and the read-modify-write of the per-CPU counters; the \
+                 fixes named there apply here too, and the mode can live in the same \
+                 read-mostly global, switched with a map only where a runtime switch is \
+                 needed. The product's opcode-0 cell spread by ±{:.0} ns over the runs of \
+                 this one: rerun on a quiet machine before reading much into a few \
+                 nanoseconds.",
                 p - d,
                 0.3 * d,
                 get(c, OPCODE0, PRODUCT_DROP).spread_ns / 2.0
