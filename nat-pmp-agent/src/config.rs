@@ -33,6 +33,7 @@ pub struct FileConfig {
     pin_dir: Option<PathBuf>,
     metrics: Option<SocketAddr>,
     metrics_allow_remote: Option<bool>,
+    top_sources: Option<usize>,
 }
 
 /// `iface = "wan0"` or `iface = ["wan0", "wan1"]`.
@@ -87,6 +88,7 @@ pub fn merge(mut cli: RunArgs, file: &FileConfig) -> RunArgs {
     cli.duration = cli.duration.or(file.duration);
     cli.pin_dir = cli.pin_dir.take().or_else(|| file.pin_dir.clone());
     cli.metrics = cli.metrics.or(file.metrics);
+    cli.top_sources = cli.top_sources.or(file.top_sources);
     cli
 }
 
@@ -109,6 +111,7 @@ pin = true
 pin-dir = "/run/natpmp"
 metrics = "127.0.0.1:9999"
 metrics-allow-remote = false
+top-sources = 3
 "#,
         )
         .expect("a valid file");
@@ -122,6 +125,7 @@ metrics-allow-remote = false
         assert_eq!(a.duration, Some(10.0));
         assert_eq!(a.pin_dir, Some(PathBuf::from("/run/natpmp")));
         assert_eq!(a.metrics, Some("127.0.0.1:9999".parse().expect("addr")));
+        assert_eq!(a.top_sources, Some(3));
     }
 
     #[test]

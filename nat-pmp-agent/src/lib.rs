@@ -13,3 +13,4 @@ pub mod probe;
 pub mod replay;
 pub mod replay_report;
 pub mod report;
+pub mod sources;

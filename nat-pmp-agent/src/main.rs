@@ -88,6 +88,9 @@ struct RunArgs {
     /// Allow --metrics on an address other than loopback.
     #[arg(long)]
     metrics_allow_remote: bool,
+    /// Sources (senders, by packets) listed in each report [default: 10].
+    #[arg(long, value_name = "N")]
+    top_sources: Option<usize>,
 }
 
 /// Where `--metrics` listens when given without an address.
@@ -293,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
                         .unwrap_or_else(|| PathBuf::from(pin::DEFAULT_PIN_ROOT))
                 }),
                 metrics: a.metrics,
+                top_sources: a.top_sources.unwrap_or(10),
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

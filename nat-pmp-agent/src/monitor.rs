@@ -28,6 +28,7 @@ use crate::{
     metrics,
     pin::{self, PinDir},
     report::{self, Header, Report},
+    sources::{self, Sources},
 };
 
 /// How reports are written.
@@ -57,6 +58,8 @@ pub struct Options {
     pub pin_root: Option<PathBuf>,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
+    /// Sources listed in each report.
+    pub top_sources: usize,
 }
 
 /// One interface's filter, and whether this run created it.
@@ -240,18 +243,18 @@ async fn report_loop(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            _ = ticker.tick() => view.emit(&read(instances)?, false)?,
+            _ = ticker.tick() => view.emit(&read(instances, opts.top_sources)?, false)?,
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             () = &mut deadline => break,
         }
     }
-    view.emit(&read(instances)?, true)
+    view.emit(&read(instances, opts.top_sources)?, true)
 }
 
-/// One reading of every interface: its header (with the live mode) and
-/// its counters.
-fn read(instances: &[Instance]) -> Result<Vec<(Header, Snapshot)>> {
+/// One reading of every interface: its header (with the live mode), its
+/// counters and its top sources.
+fn read(instances: &[Instance], top: usize) -> Result<Vec<(Header, Snapshot, Sources)>> {
     instances
         .iter()
         .map(|i| {
@@ -262,6 +265,7 @@ fn read(instances: &[Instance]) -> Result<Vec<(Header, Snapshot)>> {
                     xdp_mode: i.xdp_mode,
                 },
                 i.filter.snapshot()?,
+                sources::read(i.filter.maps(), top)?,
             ))
         })
         .collect()
@@ -276,13 +280,13 @@ struct View {
 }
 
 impl View {
-    fn emit(&mut self, now_read: &[(Header, Snapshot)], is_final: bool) -> Result<()> {
+    fn emit(&mut self, now_read: &[(Header, Snapshot, Sources)], is_final: bool) -> Result<()> {
         let now = Instant::now();
         let uptime = now.duration_since(self.started);
         let reports: Vec<Report> = now_read
             .iter()
             .enumerate()
-            .map(|(i, (header, totals))| Report {
+            .map(|(i, (header, totals, sources))| Report {
                 header,
                 uptime,
                 totals: *totals,
@@ -291,6 +295,7 @@ impl View {
                         .map(|p| (totals.since(p), now.duration_since(*at)))
                 }),
                 is_final,
+                sources: Some(sources.clone()),
             })
             .collect();
         self.previous = Some((now, now_read.iter().map(|r| r.1).collect()));

@@ -15,7 +15,11 @@ use nat_pmp_agent::{
     netlink::{self, XdpAttachment},
     pin::{self, PinDir},
     report::{Header, Report},
+    sources::{self, Sources},
 };
+
+/// Sources `status` lists per instance.
+const STATUS_TOP_SOURCES: usize = 10;
 use nat_pmp_ebpf_common::Mode;
 use serde_json::{json, Value};
 
@@ -37,6 +41,8 @@ struct Found {
     on_iface: Result<Option<XdpAttachment>, String>,
     /// The pinned instance's mode and counters.
     state: Option<(Mode, nat_pmp_agent::counters::Snapshot)>,
+    /// Its top sources.
+    sources: Option<Sources>,
 }
 
 impl Found {
@@ -62,7 +68,7 @@ fn look(dir: PinDir) -> Result<Found> {
             dir.iface
         ))
     };
-    let (pinned, state) = if dir.has_link() {
+    let (pinned, state, sources) = if dir.has_link() {
         let prog = dir.path(pin::PROG);
         let info = ProgramInfo::from_pin(&prog)
             .with_context(|| format!("reading the pinned program {}", prog.display()))?;
@@ -70,15 +76,17 @@ fn look(dir: PinDir) -> Result<Found> {
         (
             Some((info.id(), info.loaded_at())),
             Some((maps.mode()?, maps.snapshot()?)),
+            Some(sources::read(&maps, STATUS_TOP_SOURCES)?),
         )
     } else {
-        (None, None)
+        (None, None, None)
     };
     Ok(Found {
         dir,
         pinned,
         on_iface,
         state,
+        sources,
     })
 }
 
@@ -141,6 +149,7 @@ fn instance_json(f: &Found, now: SystemTime) -> Value {
                 totals: *snap,
                 last_interval: None,
                 is_final: false,
+                sources: f.sources.clone(),
             }
             .to_json(now)
         }
@@ -202,6 +211,7 @@ fn instance_text(f: &Found, now: SystemTime) -> String {
         totals: *snap,
         last_interval: None,
         is_final: false,
+        sources: f.sources.clone(),
     };
     format!(
         "{}: pinned under {}, {attached}, mode {}\n{}\n",

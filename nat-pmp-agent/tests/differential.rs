@@ -231,6 +231,8 @@ fn kernel_outcome(t: &Trace) -> Outcome {
         oversized: t.oversized != 0,
         drop: t.action == 1,
         bytes: t.bytes,
+        src: t.src,
+        allowed: t.allowed != 0,
     }
 }
 

@@ -455,6 +455,11 @@ fn check_metrics_match(report: &Value, body: &str) {
     for iface in ["wan0", "wan1"] {
         let json = &report["interfaces"][iface];
         assert_eq!(value("natpmp_drop_mode", &[("iface", iface)]), 1);
+        assert_eq!(
+            Some(value("natpmp_sources_tracked", &[("iface", iface)])),
+            json["sources_tracked"].as_u64(),
+            "{iface}"
+        );
         for class in nat_pmp_agent::metrics::exported_classes() {
             let counters = &json["counters"][class.name()];
             let n = |f: &str| counters[f].as_u64().expect("a counter");
@@ -515,6 +520,51 @@ fn check_metrics_match(report: &Value, body: &str) {
         report["total"]["packets"].as_u64(),
         "the metrics add up to the JSON total"
     );
+}
+
+/// The `sources` of the two-interface report: each interface saw exactly
+/// one sender, with what it sent; the combined report lists both.
+fn check_sources(r: &Value) {
+    // Sources: each interface saw exactly one sender, with what it sent.
+    let source = |w: &Value| {
+        assert_eq!(w["sources_tracked"], 1, "{w}");
+        let s = &w["sources"][0];
+        let classes: Vec<&str> = s["classes"]
+            .as_array()
+            .expect("classes")
+            .iter()
+            .map(|c| c.as_str().expect("a class name"))
+            .collect();
+        (
+            s["address"].as_str().expect("address").to_owned(),
+            s["packets"].as_u64().expect("packets"),
+            classes.join(" "),
+        )
+    };
+    assert_eq!(
+        source(&r["interfaces"]["wan0"]),
+        (
+            INTERNET_ADDR.to_string(),
+            9,
+            "natpmp_external_address_request pcp_announce_request".to_owned()
+        )
+    );
+    assert_eq!(
+        source(&r["interfaces"]["wan1"]),
+        (
+            INTERNET_ADDR_1.to_string(),
+            8,
+            "natpmp_map_udp_request natpmp_external_address_response".to_owned()
+        )
+    );
+    assert_eq!(
+        r["interfaces"]["wan1"]["sources"][0]["bytes"], r["interfaces"]["wan1"]["total"]["bytes"],
+        "one sender sent all of wan1's bytes"
+    );
+    // The combined report lists both, by packets.
+    assert_eq!(r["sources_tracked"], 2, "{r}");
+    assert_eq!(r["sources"][0]["address"], INTERNET_ADDR.to_string());
+    assert_eq!(r["sources"][1]["address"], INTERNET_ADDR_1.to_string());
 }
 
 /// GET /metrics from inside `ns`.
@@ -582,6 +632,7 @@ fn two_interfaces_count_apart_and_metrics_match_the_json() {
         w0["counters"]["natpmp_map_udp_request"]["packets"], 0,
         "counted apart"
     );
+    check_sources(&r);
 
     let resp = scrape(&link.router, port);
     let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");

@@ -1,0 +1,155 @@
+//! The per-source map and the allowlist, in the kernel: the compiled XDP
+//! program run with BPF_PROG_TEST_RUN on frames from chosen source
+//! addresses.
+
+mod common;
+
+use std::net::IpAddr;
+
+use nat_pmp_agent::{ebpf::Filter, sources};
+use nat_pmp_ebpf_common::{
+    frames::{ethernet, ipv4, ipv6, udp, V4Frag},
+    headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
+    samples::sample_payload,
+    v4_mapped, Class, Mode, NATPMP_PORT, SOURCES_MAX_ENTRIES,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+/// A NAT-PMP/PCP datagram of `class` to port 5351 from `src` (16 bytes,
+/// IPv4-mapped for IPv4).
+fn from(src: [u8; 16], class: Class) -> Vec<u8> {
+    let body = udp(40000, NATPMP_PORT, sample_payload(class));
+    let mut f;
+    if src[..12] == v4_mapped([0; 4])[..12] {
+        f = ethernet(
+            &[],
+            ETH_P_IP,
+            &ipv4(IPPROTO_UDP, V4Frag::default(), &[], &body),
+        );
+        f[14 + 12..14 + 16].copy_from_slice(&src[12..]);
+    } else {
+        f = ethernet(&[], ETH_P_IPV6, &ipv6(IPPROTO_UDP, &body));
+        f[14 + 8..14 + 24].copy_from_slice(&src);
+    }
+    f
+}
+
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    v4_mapped(a)
+}
+
+fn v6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>()
+        .expect("an IPv6 address")
+        .octets()
+}
+
+#[test]
+fn sources_are_counted_exactly_per_address() {
+    common::require_root();
+    let mut filter = Filter::load().expect("loading the XDP program");
+    filter.set_mode(Mode::Monitor).expect("mode");
+    let a = v4([198, 18, 7, 1]);
+    let b = v6("2001:db8::77");
+    let plan = [
+        (a, Class::NatpmpExternalAddressRequest, 5),
+        (a, Class::PcpMapRequest, 2),
+        (b, Class::NatpmpMapUdpRequest, 3),
+    ];
+    let mut bytes = [0u64; 2];
+    for (src, class, n) in plan {
+        let f = from(src, class);
+        for _ in 0..n {
+            assert_eq!(filter.run_frame(&f).expect("test run"), XDP_PASS);
+            bytes[usize::from(src != a)] += f.len() as u64;
+        }
+    }
+    // A frame that is not NAT-PMP/PCP leaves no source behind.
+    let other = {
+        let body = udp(40000, 53, b"x");
+        let mut f = ethernet(
+            &[],
+            ETH_P_IP,
+            &ipv4(IPPROTO_UDP, V4Frag::default(), &[], &body),
+        );
+        f[26..30].copy_from_slice(&[198, 18, 9, 9]);
+        f
+    };
+    assert_eq!(filter.run_frame(&other).expect("test run"), XDP_PASS);
+
+    let s = sources::read(filter.maps(), 10).expect("reading the sources");
+    assert_eq!(s.tracked, 2, "{s:?}");
+    let first = &s.top[0];
+    assert_eq!(first.addr, "198.18.7.1".parse::<IpAddr>().expect("addr"));
+    assert_eq!(first.stats.packets, 7);
+    assert_eq!(first.stats.bytes, bytes[0]);
+    assert_eq!(
+        first.classes(),
+        ["natpmp_external_address_request", "pcp_map_request"]
+    );
+    assert!(first.stats.first_seen_ns > 0 && first.stats.first_seen_ns <= first.stats.last_seen_ns);
+    let second = &s.top[1];
+    assert_eq!(second.addr, "2001:db8::77".parse::<IpAddr>().expect("addr"));
+    assert_eq!(second.stats.packets, 3);
+    assert_eq!(second.stats.bytes, bytes[1]);
+    assert_eq!(second.classes(), ["natpmp_map_udp_request"]);
+    // The JSON shape the reports print.
+    let j = s.to_json();
+    assert_eq!(j[0]["address"], "198.18.7.1");
+    assert_eq!(j[1]["classes"][0], "natpmp_map_udp_request");
+}
+
+#[test]
+fn a_spoofed_source_flood_stays_within_the_bound_and_counts_exactly() {
+    common::require_root();
+    let mut filter = Filter::load().expect("loading the XDP program");
+    filter.set_mode(Mode::Drop).expect("mode");
+    let n = 3 * SOURCES_MAX_ENTRIES;
+    let start = std::time::Instant::now();
+    let mut sent_bytes = 0u64;
+    let mut last = Vec::new();
+    for i in 0..n {
+        let [_, b1, b2, b3] = i.to_be_bytes();
+        // Alternate families: IPv4 from 198.18.0.0/15, IPv6 from 2001:db8::/32.
+        let src = if i % 2 == 0 {
+            v4([198, 18 + (b1 & 1), b2, b3])
+        } else {
+            let mut a = v6("2001:db8::");
+            a[12..].copy_from_slice(&i.to_be_bytes());
+            a
+        };
+        let f = from(src, Class::NatpmpExternalAddressRequest);
+        assert_eq!(filter.run_frame(&f).expect("test run"), XDP_DROP);
+        sent_bytes += f.len() as u64;
+        if i >= n - 100 {
+            last.push(sources::addr_of(src));
+        }
+    }
+    let elapsed = start.elapsed();
+    let tracked = filter.maps().sources_tracked().expect("counting sources");
+    let snap = filter.snapshot().expect("counters");
+    let c = snap.get(Class::NatpmpExternalAddressRequest);
+    println!(
+        "flood: {n} distinct sources in {:.2} s; map holds {tracked} (bound {SOURCES_MAX_ENTRIES})",
+        elapsed.as_secs_f64()
+    );
+    assert!(tracked <= SOURCES_MAX_ENTRIES as usize, "{tracked} entries");
+    assert!(tracked > 0);
+    assert_eq!(c.dropped_packets, u64::from(n), "class counters stay exact");
+    assert_eq!(c.dropped_bytes, sent_bytes);
+    assert_eq!(snap.total().packets(), u64::from(n));
+    // The most recent senders are the ones the LRU keeps, each exactly.
+    let all = sources::read(filter.maps(), usize::MAX).expect("reading the sources");
+    assert_eq!(all.tracked, tracked);
+    for addr in &last {
+        let s = all
+            .top
+            .iter()
+            .find(|s| s.addr == *addr)
+            .unwrap_or_else(|| panic!("recent source {addr} was evicted"));
+        assert_eq!(s.stats.packets, 1, "{addr}");
+    }
+    assert!(all.top.iter().all(|s| s.stats.packets == 1));
+}
