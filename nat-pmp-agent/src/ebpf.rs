@@ -216,6 +216,7 @@ impl Maps {
         match self.allow.remove(&Key::new(prefix.len, prefix.addr)) {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) if has_errno(&e, libc::ENOENT) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("removing a prefix from map {MAP_ALLOW}")),
         }
     }

@@ -3,6 +3,7 @@
 //! with `--pin` the filter outlives the agent. The library holds everything
 //! the binary and the tests share.
 
+pub mod allow;
 pub mod counters;
 pub mod ebpf;
 pub mod metrics;

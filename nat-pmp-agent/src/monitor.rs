@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use crossterm::{cursor::MoveTo, terminal::Clear, terminal::ClearType, QueueableCommand as _};
-use nat_pmp_ebpf_common::Mode;
+use nat_pmp_ebpf_common::{Mode, Prefix};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -60,6 +60,9 @@ pub struct Options {
     pub metrics: Option<SocketAddr>,
     /// Sources listed in each report.
     pub top_sources: usize,
+    /// Source prefixes drop mode lets through (added to what a picked-up
+    /// instance already allows).
+    pub allow: Vec<Prefix>,
 }
 
 /// One interface's filter, and whether this run created it.
@@ -167,6 +170,7 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
             // write, no gap.
             f.set_mode(opts.mode)?;
             f.set_link(opts.link.resolve(iface)?)?;
+            allow_all(&mut f, &opts.allow)?;
             eprintln!(
                 "note: picked up the filter pinned under {}: its counters continue",
                 dir.dir.display()
@@ -176,6 +180,7 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
             let mut f = Filter::load()?;
             f.set_mode(opts.mode)?;
             f.set_link(opts.link.resolve(iface)?)?;
+            allow_all(&mut f, &opts.allow)?;
             f.attach_pinned(iface, opts.attach, &dir)?;
             (f, false)
         }
@@ -183,6 +188,7 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
         let mut f = Filter::load()?;
         f.set_mode(opts.mode)?;
         f.set_link(opts.link.resolve(iface)?)?;
+        allow_all(&mut f, &opts.allow)?;
         f.attach(iface, opts.attach)?;
         (f, false)
     };
@@ -199,6 +205,14 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
         adopted,
         xdp_mode,
     })
+}
+
+/// Writes the `--allow` prefixes before the program sees a packet.
+fn allow_all(f: &mut Filter, prefixes: &[Prefix]) -> Result<()> {
+    for p in prefixes {
+        f.maps_mut().allow(*p)?;
+    }
+    Ok(())
 }
 
 /// Undoes a failed start-up: what this run attached or pinned goes, what it

@@ -11,6 +11,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use aya::programs::ProgramInfo;
 use nat_pmp_agent::{
+    allow,
     ebpf::{check_iface, detach_pinned, Maps},
     netlink::{self, XdpAttachment},
     pin::{self, PinDir},
@@ -20,7 +21,7 @@ use nat_pmp_agent::{
 
 /// Sources `status` lists per instance.
 const STATUS_TOP_SOURCES: usize = 10;
-use nat_pmp_ebpf_common::Mode;
+use nat_pmp_ebpf_common::{Mode, Prefix};
 use serde_json::{json, Value};
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is an error, not a
@@ -236,6 +237,50 @@ pub fn set_mode(root: &Path, iface: &str, mode: Mode) -> Result<()> {
     let old = maps.mode()?;
     maps.set_mode(mode)?;
     emit(&format!("{iface}: {} -> {}\n", old.name(), mode.name()))
+}
+
+/// `nat-pmp-agent allow add|del|list --iface X [PREFIX]`: `change` is the
+/// prefix and whether to add it; `None` lists.
+pub fn allow(root: &Path, iface: &str, change: Option<(Prefix, bool)>) -> Result<()> {
+    let dir = PinDir::new(root, iface);
+    if !dir.has_link() {
+        bail!(
+            "no pinned instance for {iface} under {}: `allow` changes an agent started with \
+             --pin (and the same --pin-dir); without --pin, give --allow at start",
+            root.display()
+        );
+    }
+    let mut maps = Maps::from_pin(&dir)?;
+    match change {
+        Some((p, true)) => {
+            maps.allow(p)?;
+            emit(&format!("{iface}: allowing {}\n", allow::show(&p)))
+        }
+        Some((p, false)) => {
+            if !maps.disallow(p)? {
+                bail!(
+                    "{} is not in the allowlist of {iface}; see `nat-pmp-agent allow list \
+                     --iface {iface}`",
+                    allow::show(&p)
+                );
+            }
+            emit(&format!(
+                "{iface}: no longer allowing {}\n",
+                allow::show(&p)
+            ))
+        }
+        None => {
+            let mut text = String::new();
+            for p in maps.allowed()? {
+                text.push_str(&allow::show(&p));
+                text.push('\n');
+            }
+            if text.is_empty() {
+                text = format!("{iface}: the allowlist is empty\n");
+            }
+            emit(&text)
+        }
+    }
 }
 
 /// `nat-pmp-agent detach --iface X`.

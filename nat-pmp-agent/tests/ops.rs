@@ -779,3 +779,98 @@ fn the_units_capabilities_are_enough() {
     );
     assert!(!link.router.xdp_attached("wan0"));
 }
+
+#[test]
+fn allowlist_from_the_flags_and_changed_at_runtime_without_reload() {
+    require_root();
+    let link = WanLink::new("ops-allow");
+    let bpffs = Bpffs::new("allow");
+    let root = bpffs.pin_root();
+    let prefix = format!("{INTERNET_ADDR}/32");
+    let a = Agent::start(
+        &link.router,
+        &[
+            "--iface",
+            "wan0",
+            "--drop",
+            "--pin",
+            "--pin-dir",
+            &root,
+            "--allow",
+            &prefix,
+        ],
+    );
+    let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
+    let scanner = bind(&link.internet, INTERNET_ADDR, 0);
+    let probe = |n| {
+        send(&scanner, ROUTER_ADDR, Class::NatpmpMapUdpRequest, n);
+        drain(&listener)
+    };
+    let list = |ns: &NetNs| {
+        agent_ok(
+            ns,
+            &["allow", "list", "--iface", "wan0", "--pin-dir", &root],
+        )
+    };
+    assert_eq!(list(&link.router), format!("{prefix}\n"));
+    assert_eq!(probe(4), 4, "an allowlisted source passes in drop mode");
+    let out = agent_ok(
+        &link.router,
+        &[
+            "allow",
+            "del",
+            &prefix,
+            "--iface",
+            "wan0",
+            "--pin-dir",
+            &root,
+        ],
+    );
+    assert_eq!(out, format!("wan0: no longer allowing {prefix}\n"));
+    assert_eq!(probe(3), 0, "dropped once the prefix is removed");
+    assert_eq!(list(&link.router), "wan0: the allowlist is empty\n");
+    agent_ok(
+        &link.router,
+        &[
+            "allow",
+            "add",
+            "198.18.0.0/24",
+            "--iface",
+            "wan0",
+            "--pin-dir",
+            &root,
+        ],
+    );
+    assert_eq!(probe(2), 2, "passes again after a runtime add");
+    let (ok, _, err) = agent(
+        &link.router,
+        &[
+            "allow",
+            "del",
+            "10.0.0.0/8",
+            "--iface",
+            "wan0",
+            "--pin-dir",
+            &root,
+        ],
+    );
+    assert!(!ok && err.contains("is not in the allowlist"), "{err}");
+    let prog_before = status_json(&link.router, &root)["instances"][0]["prog_id"].clone();
+    let r = a.wait_for_total(9);
+    let c = &r["counters"]["natpmp_map_udp_request"];
+    assert_eq!(
+        (c["packets"].as_u64(), c["dropped_packets"].as_u64()),
+        (Some(9), Some(3)),
+        "{r}"
+    );
+    assert_eq!(
+        status_json(&link.router, &root)["instances"][0]["prog_id"],
+        prog_before,
+        "no reload"
+    );
+    a.stop();
+    agent_ok(
+        &link.router,
+        &["detach", "--iface", "wan0", "--pin-dir", &root],
+    );
+}

@@ -6,12 +6,13 @@ mod common;
 
 use std::net::IpAddr;
 
-use nat_pmp_agent::{ebpf::Filter, sources};
+use nat_pmp_agent::{allow, ebpf::Filter, sources};
 use nat_pmp_ebpf_common::{
     frames::{ethernet, ipv4, ipv6, udp, V4Frag},
     headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
+    reference::Reference,
     samples::sample_payload,
-    v4_mapped, Class, Mode, NATPMP_PORT, SOURCES_MAX_ENTRIES,
+    v4_mapped, Class, Config, Mode, NATPMP_PORT, SOURCES_MAX_ENTRIES,
 };
 
 const XDP_DROP: u32 = 1;
@@ -152,4 +153,106 @@ fn a_spoofed_source_flood_stays_within_the_bound_and_counts_exactly() {
         assert_eq!(s.stats.packets, 1, "{addr}");
     }
     assert!(all.top.iter().all(|s| s.stats.packets == 1));
+}
+
+/// Runs `frame` in the kernel and in the host reference and checks both
+/// give `want`.
+fn check(filter: &Filter, reference: &mut Reference, what: &str, frame: &[u8], want: u32) {
+    let got = filter.run_frame(frame).expect("test run");
+    let host = reference.run(frame);
+    assert_eq!(got, want, "{what}: kernel action");
+    assert_eq!(
+        u32::from(host.drop),
+        u32::from(want == XDP_DROP),
+        "{what}: the host reference disagrees with the kernel"
+    );
+}
+
+#[test]
+fn drop_mode_passes_exactly_the_allowlisted_prefixes() {
+    common::require_root();
+    let mut filter = Filter::load().expect("loading the XDP program");
+    filter.set_mode(Mode::Drop).expect("mode");
+    let prefixes = ["198.51.100.0/24", "203.0.113.128/25", "2001:db8:1::/48"];
+    let mut reference = Reference::new(Config::new(Mode::Drop));
+    for p in prefixes {
+        let p = allow::parse(p).expect("a prefix");
+        filter.maps_mut().allow(p).expect("adding to the allowlist");
+        reference.allow.0.push(p);
+    }
+    let mut listed: Vec<String> = filter
+        .maps()
+        .allowed()
+        .expect("listing")
+        .iter()
+        .map(allow::show)
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["198.51.100.0/24", "2001:db8:1::/48", "203.0.113.128/25"]
+    );
+    // Each prefix's first and last address, and the addresses just
+    // outside it on either side.
+    let cases: [(&str, [u8; 16], bool); 12] = [
+        ("first of /24", v4([198, 51, 100, 0]), true),
+        ("last of /24", v4([198, 51, 100, 255]), true),
+        ("below /24", v4([198, 51, 99, 255]), false),
+        ("above /24", v4([198, 51, 101, 0]), false),
+        ("first of /25", v4([203, 0, 113, 128]), true),
+        ("last of /25", v4([203, 0, 113, 255]), true),
+        ("below /25", v4([203, 0, 113, 127]), false),
+        ("above /25", v4([203, 0, 114, 0]), false),
+        ("first of /48", v6("2001:db8:1::"), true),
+        (
+            "last of /48",
+            v6("2001:db8:1:ffff:ffff:ffff:ffff:ffff"),
+            true,
+        ),
+        (
+            "below /48",
+            v6("2001:db8:0:ffff:ffff:ffff:ffff:ffff"),
+            false,
+        ),
+        ("above /48", v6("2001:db8:2::"), false),
+    ];
+    let mut passed = 0;
+    let mut dropped = 0;
+    for (what, src, allowed) in cases {
+        let want = if allowed { XDP_PASS } else { XDP_DROP };
+        check(
+            &filter,
+            &mut reference,
+            what,
+            &from(src, Class::PcpMapRequest),
+            want,
+        );
+        if allowed {
+            passed += 1;
+        } else {
+            dropped += 1;
+        }
+    }
+    let c = *filter
+        .snapshot()
+        .expect("counters")
+        .get(Class::PcpMapRequest);
+    assert_eq!((c.passed_packets, c.dropped_packets), (passed, dropped));
+
+    // Runtime changes take effect on the next packet, without a reload.
+    let inside = from(v4([198, 51, 100, 7]), Class::NatpmpMapTcpRequest);
+    check(&filter, &mut reference, "listed", &inside, XDP_PASS);
+    let p = allow::parse("198.51.100.0/24").expect("a prefix");
+    assert!(filter.maps_mut().disallow(p).expect("removing"));
+    reference.allow.0.retain(|x| *x != p);
+    check(&filter, &mut reference, "after del", &inside, XDP_DROP);
+    assert!(!filter.maps_mut().disallow(p).expect("removing twice"));
+    filter.maps_mut().allow(p).expect("adding again");
+    reference.allow.0.push(p);
+    check(&filter, &mut reference, "after add", &inside, XDP_PASS);
+    // Monitor mode passes everything; the allowlist changes nothing there.
+    filter.set_mode(Mode::Monitor).expect("mode");
+    reference.config = Config::new(Mode::Monitor);
+    let outside = from(v4([198, 51, 101, 7]), Class::NatpmpMapTcpRequest);
+    check(&filter, &mut reference, "monitor", &outside, XDP_PASS);
 }
