@@ -514,6 +514,34 @@ impl Filter {
         &self.maps
     }
 
+    /// Starts reading the program's log of dropped datagrams (its aya-log
+    /// ring buffer) into `logger`; records arrive on
+    /// [`aya_log::EbpfLogger::flush`]. Keep the returned value: dropping it
+    /// stops the reading (the program keeps running and its log map stays,
+    /// held by the program).
+    pub fn drop_log<T: log::Log>(
+        &mut self,
+        logger: T,
+    ) -> Result<aya_log::EbpfLogger<crate::droplog::DropLogger<T>>> {
+        let logger = crate::droplog::DropLogger { inner: logger };
+        match &mut self.program {
+            Program::Loaded(ebpf) => aya_log::EbpfLogger::init_with_logger(ebpf, logger)
+                .context("opening the XDP program's log (aya-log ring buffer)"),
+            Program::Pinned(xdp) => {
+                let id = xdp
+                    .info()
+                    .context("reading the pinned program's info")?
+                    .id();
+                aya_log::EbpfLogger::init_from_id_with_logger(id, logger).with_context(|| {
+                    format!(
+                        "opening the log of pinned program id {id} (pinned by an agent older \
+                         than the drop log? `nat-pmp-agent detach` and start again to get it)"
+                    )
+                })
+            }
+        }
+    }
+
     /// The maps of this instance, to change the allowlist.
     pub fn maps_mut(&mut self) -> &mut Maps {
         &mut self.maps

@@ -5,6 +5,7 @@
 
 pub mod allow;
 pub mod counters;
+pub mod droplog;
 pub mod ebpf;
 pub mod metrics;
 pub mod monitor;

@@ -285,7 +285,11 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // The program's sample of dropped datagrams is logged at info level.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,nat_pmp_ebpf=info"),
+    )
+    .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -132,7 +132,16 @@ pub async fn run(opts: Options) -> Result<()> {
         }
         None => None,
     };
-    let result = report_loop(&instances, &opts, &mut sigterm, &mut sigint).await;
+    // The sample of dropped datagrams the program logs, to stderr through
+    // the `log` crate (env_logger; RUST_LOG=nat_pmp_ebpf=off silences it).
+    let mut logs = Vec::new();
+    for inst in &mut instances {
+        match inst.filter.drop_log(log::logger()) {
+            Ok(l) => logs.push(l),
+            Err(e) => eprintln!("note: {}: no log of dropped datagrams: {e:#}", inst.iface),
+        }
+    }
+    let result = report_loop(&instances, &opts, &mut sigterm, &mut sigint, &mut logs).await;
     drop(server);
     let mut finished = Ok(());
     for inst in instances {
@@ -232,6 +241,7 @@ async fn report_loop(
     opts: &Options,
     sigterm: &mut tokio::signal::unix::Signal,
     sigint: &mut tokio::signal::unix::Signal,
+    logs: &mut [DropLog],
 ) -> Result<()> {
     let stdout_tty = std::io::stdout().is_terminal();
     let table = match opts.output {
@@ -257,13 +267,27 @@ async fn report_loop(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            _ = ticker.tick() => view.emit(&read(instances, opts.top_sources)?, false)?,
+            _ = ticker.tick() => {
+                flush(logs);
+                view.emit(&read(instances, opts.top_sources)?, false)?;
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             () = &mut deadline => break,
         }
     }
+    flush(logs);
     view.emit(&read(instances, opts.top_sources)?, true)
+}
+
+/// The reader of one program's drop log.
+type DropLog = aya_log::EbpfLogger<crate::droplog::DropLogger<&'static dyn log::Log>>;
+
+/// Passes what the programs logged since the last call on to `log`.
+fn flush(logs: &mut [DropLog]) {
+    for l in logs {
+        l.flush();
+    }
 }
 
 /// One reading of every interface: its header (with the live mode), its

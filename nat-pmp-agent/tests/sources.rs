@@ -12,7 +12,7 @@ use nat_pmp_ebpf_common::{
     headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
     reference::Reference,
     samples::sample_payload,
-    v4_mapped, Class, Config, Mode, NATPMP_PORT, SOURCES_MAX_ENTRIES,
+    v4_mapped, Class, Config, Mode, DROP_LOG_PER_SEC, NATPMP_PORT, SOURCES_MAX_ENTRIES,
 };
 
 const XDP_DROP: u32 = 1;
@@ -255,4 +255,76 @@ fn drop_mode_passes_exactly_the_allowlisted_prefixes() {
     reference.config = Config::new(Mode::Monitor);
     let outside = from(v4([198, 51, 101, 7]), Class::NatpmpMapTcpRequest);
     check(&filter, &mut reference, "monitor", &outside, XDP_PASS);
+}
+
+/// Collects the lines a logger is given.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        self.0.lock().expect("the capture lock").push(format!(
+            "{} {}",
+            record.target(),
+            record.args()
+        ));
+    }
+
+    fn flush(&self) {}
+}
+
+#[test]
+fn a_flood_of_drops_logs_at_most_the_bound() {
+    common::require_root();
+    let mut filter = Filter::load().expect("loading the XDP program");
+    filter.set_mode(Mode::Drop).expect("mode");
+    let capture = Capture::default();
+    let mut log = filter
+        .drop_log(capture.clone())
+        .expect("opening the drop log");
+    let frame = from(v4([198, 18, 3, 4]), Class::NatpmpExternalAddressRequest);
+    let n = 20_000u64;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        assert_eq!(filter.run_frame(&frame).expect("test run"), XDP_DROP);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    log.flush();
+    let lines = capture.0.lock().expect("the capture lock").clone();
+    let cpus = aya::util::nr_cpus().expect("counting CPUs") as u64;
+    // Each CPU logs at most DROP_LOG_PER_SEC per one-second window; a run
+    // of `secs` seconds touches at most ceil(secs) + 1 windows.
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "seconds"
+    )]
+    let windows = secs.ceil() as u64 + 1;
+    let bound = cpus * DROP_LOG_PER_SEC * windows;
+    println!(
+        "drop log: {n} drops in {secs:.2} s on {cpus} CPUs -> {} lines (bound {bound}); first: {:?}",
+        lines.len(),
+        lines.first()
+    );
+    assert!(!lines.is_empty(), "a drop must be logged");
+    assert!(
+        lines.len() as u64 <= bound,
+        "{} lines: {lines:?}",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l == "nat_pmp_ebpf dropped natpmp_external_address_request from 198.18.3.4"),
+        "{lines:?}"
+    );
+    let c = filter.snapshot().expect("counters");
+    assert_eq!(
+        c.get(Class::NatpmpExternalAddressRequest).dropped_packets,
+        n
+    );
 }

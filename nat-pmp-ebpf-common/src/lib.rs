@@ -61,6 +61,12 @@ pub const SOURCES_MAX_ENTRIES: u32 = 16_384;
 pub const MAP_ALLOW: &str = "NATPMP_ALLOW";
 /// Entries of [`MAP_ALLOW`]: prefixes an operator lists by hand.
 pub const ALLOW_MAX_ENTRIES: u32 = 1024;
+/// Name of the per-CPU one-entry array that rate-limits the log of dropped
+/// datagrams ([`LogWindow`]).
+pub const MAP_LOG_RATE: &str = "NATPMP_LOG_RATE";
+/// Dropped datagrams logged (through aya-log) per CPU per one-second
+/// window at most: a sample for the operator, never a flood of the log.
+pub const DROP_LOG_PER_SEC: u64 = 5;
 /// Name of the one-entry array the program writes its last [`Trace`] into,
 /// when loaded with [`TRACE_GLOBAL`] set (tests only).
 pub const MAP_TRACE: &str = "NATPMP_TRACE";
@@ -677,6 +683,16 @@ impl SourceStats {
             pad: 0,
         }
     }
+}
+
+/// One CPU's window of the drop log's rate limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogWindow {
+    /// `bpf_ktime_get_ns` when the current one-second window began.
+    pub start_ns: u64,
+    /// Datagrams logged in it.
+    pub logged: u64,
 }
 
 // Every class has a bit in `SourceStats::classes`.

@@ -32,8 +32,9 @@ use aya_ebpf::{
 use nat_pmp_ebpf_common::{
     decide,
     parse::{Plain, MAX_OFFSET},
-    Allowlist, Bytes, Class, ClassCounters, Config, FragEntry, FragKey, FragTable, Outcome,
-    SourceStats, Trace, ALLOW_MAX_ENTRIES, FRAGS_MAX_ENTRIES, SOURCES_MAX_ENTRIES,
+    Allowlist, Bytes, Class, ClassCounters, Config, FragEntry, FragKey, FragTable, LogWindow,
+    Outcome, SourceStats, Trace, ALLOW_MAX_ENTRIES, DROP_LOG_PER_SEC, FRAGS_MAX_ENTRIES,
+    SOURCES_MAX_ENTRIES,
 };
 
 #[map(name = "NATPMP_STATS")]
@@ -60,6 +61,10 @@ static SOURCES: LruPerCpuHashMap<[u8; 16], SourceStats> =
 #[map(name = "NATPMP_ALLOW")]
 static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(ALLOW_MAX_ENTRIES, 0);
 
+/// The drop log's rate limit: one window per CPU, so no atomics.
+#[map(name = "NATPMP_LOG_RATE")]
+static LOG_RATE: PerCpuArray<LogWindow> = PerCpuArray::with_max_entries(1, 0);
+
 /// The last frame's decision, written only when tracing is on (tests).
 #[map(name = "NATPMP_TRACE")]
 static TRACE: Array<Trace> = Array::with_max_entries(1, 0);
@@ -84,6 +89,9 @@ pub fn nat_pmp(ctx: XdpContext) -> u32 {
     if let Some(class) = outcome.class {
         record(class, &outcome);
         track_source(class, &outcome);
+        if outcome.drop {
+            log_drop(&ctx, class, &outcome);
+        }
     }
     let action = if outcome.drop {
         xdp_action::XDP_DROP
@@ -197,6 +205,38 @@ fn track_source(class: Class, outcome: &Outcome) {
         // untracked (the class counters still count it).
         let _ = SOURCES.insert(outcome.src, fresh, 0);
     }
+}
+
+/// Logs a dropped datagram (source and class) through aya-log, at most
+/// `DROP_LOG_PER_SEC` per CPU per one-second window: a flood costs one
+/// per-CPU array lookup per drop and logs no more than the bound.
+#[inline(never)]
+fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome) {
+    let Some(w) = LOG_RATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot; XDP runs with preemption disabled.
+    let w = unsafe { &mut *w };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(w.start_ns) >= 1_000_000_000 {
+        w.start_ns = now;
+        w.logged = 0;
+    }
+    if w.logged >= DROP_LOG_PER_SEC {
+        return;
+    }
+    w.logged += 1;
+    // One call site with fixed-size arguments: each aya-log call is
+    // verified again for every path that reaches it, and copying a string
+    // costs far more than a number. The agent turns the class index into
+    // its name and IPv4-mapped sources into IPv4 (`nat_pmp_agent::droplog`).
+    aya_log_ebpf::info!(
+        ctx,
+        "dropped class {} from {:i}",
+        class.index(),
+        outcome.src
+    );
 }
 
 /// The one place verdicts are counted.
