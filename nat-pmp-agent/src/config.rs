@@ -33,6 +33,8 @@ pub struct FileConfig {
     pin_dir: Option<PathBuf>,
     metrics: Option<SocketAddr>,
     metrics_allow_remote: Option<bool>,
+    top_sources: Option<usize>,
+    allow: Option<Vec<String>>,
 }
 
 /// `iface = "wan0"` or `iface = ["wan0", "wan1"]`.
@@ -69,7 +71,7 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
 }
 
 /// `cli` with what it leaves unset taken from `file`.
-pub fn merge(mut cli: RunArgs, file: &FileConfig) -> RunArgs {
+pub fn merge(mut cli: RunArgs, file: &FileConfig) -> Result<RunArgs> {
     if cli.iface.is_empty() {
         cli.iface = match &file.iface {
             Some(OneOrMany::One(i)) => vec![i.clone()],
@@ -87,7 +89,13 @@ pub fn merge(mut cli: RunArgs, file: &FileConfig) -> RunArgs {
     cli.duration = cli.duration.or(file.duration);
     cli.pin_dir = cli.pin_dir.take().or_else(|| file.pin_dir.clone());
     cli.metrics = cli.metrics.or(file.metrics);
-    cli
+    cli.top_sources = cli.top_sources.or(file.top_sources);
+    // Prefixes from both add up: an allowlist is a set.
+    for p in file.allow.iter().flatten() {
+        cli.allow
+            .push(nat_pmp_agent::allow::parse(p).context("key `allow` of the config file")?);
+    }
+    Ok(cli)
 }
 
 #[cfg(test)]
@@ -109,10 +117,12 @@ pin = true
 pin-dir = "/run/natpmp"
 metrics = "127.0.0.1:9999"
 metrics-allow-remote = false
+top-sources = 3
+allow = ["198.51.100.0/24", "2001:db8::/32"]
 "#,
         )
         .expect("a valid file");
-        let a = merge(RunArgs::default(), &f);
+        let a = merge(RunArgs::default(), &f).expect("valid prefixes");
         assert_eq!(a.iface, ["wan0", "wan1"]);
         assert!(a.drop && a.pin && !a.metrics_allow_remote);
         assert_eq!(a.xdp_mode, Some(AttachMode::Skb));
@@ -122,6 +132,14 @@ metrics-allow-remote = false
         assert_eq!(a.duration, Some(10.0));
         assert_eq!(a.pin_dir, Some(PathBuf::from("/run/natpmp")));
         assert_eq!(a.metrics, Some("127.0.0.1:9999".parse().expect("addr")));
+        assert_eq!(a.top_sources, Some(3));
+        assert_eq!(
+            a.allow
+                .iter()
+                .map(nat_pmp_agent::allow::show)
+                .collect::<Vec<_>>(),
+            ["198.51.100.0/24", "2001:db8::/32"]
+        );
     }
 
     #[test]
@@ -132,7 +150,7 @@ metrics-allow-remote = false
             interval: Some(0.5),
             ..RunArgs::default()
         };
-        let a = merge(cli, &f);
+        let a = merge(cli, &f).expect("valid");
         assert_eq!(a.iface, ["eth1"]);
         assert_eq!(a.interval, Some(0.5));
         assert_eq!(a.xdp_mode, Some(AttachMode::Native));

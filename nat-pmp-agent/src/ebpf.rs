@@ -12,7 +12,10 @@ use std::{ffi::CString, io, path::Path, time::SystemTime};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap,
+    },
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLinkId,
@@ -22,8 +25,9 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
-    Class, ClassCounters, Config, FragEntry, FragKey, Link, Mode, Trace, MAP_CONFIG, MAP_FRAGS,
-    MAP_STATS, MAP_TRACE, PROGRAM_NAME, TRACE_GLOBAL,
+    Class, ClassCounters, Config, FragEntry, FragKey, Link, Mode, Prefix, SourceStats, Trace,
+    MAP_ALLOW, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS, MAP_TRACE, PROGRAM_NAME,
+    TRACE_GLOBAL,
 };
 
 use crate::{
@@ -89,11 +93,21 @@ enum LinkHandle {
     ),
 }
 
-/// The two maps of one instance: what the reports, `status`, `mode` and
-/// the metrics endpoint read and write.
+/// The maps of one instance that the reports, `status`, `mode`, `allow`
+/// and the metrics endpoint read and write.
 pub struct Maps {
     stats: PerCpuArray<MapData, ClassCounters>,
     config: Array<MapData, Config>,
+    sources: PerCpuHashMap<MapData, [u8; 16], SourceStats>,
+    allow: LpmTrie<MapData, [u8; 16], u32>,
+}
+
+/// Opens `name` from a kernel map as the aya type `T`.
+fn typed<T: TryFrom<Map>>(map: Map, name: &str) -> Result<T>
+where
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    T::try_from(map).with_context(|| format!("map {name} is not of the type this agent expects"))
 }
 
 impl Maps {
@@ -115,6 +129,8 @@ impl Maps {
                 .with_context(|| format!("{MAP_STATS} under {} is not ours", dir.dir.display()))?,
             config: Array::try_from(Map::Array(open(MAP_CONFIG)?))
                 .with_context(|| format!("{MAP_CONFIG} under {} is not ours", dir.dir.display()))?,
+            sources: typed(Map::PerCpuLruHashMap(open(MAP_SOURCES)?), MAP_SOURCES)?,
+            allow: typed(Map::LpmTrie(open(MAP_ALLOW)?), MAP_ALLOW)?,
         })
     }
 
@@ -131,7 +147,78 @@ impl Maps {
                 .with_context(|| format!("reopening map {MAP_STATS}"))?,
             config: Array::try_from(Map::Array(dup(self.config.map(), MAP_CONFIG)?))
                 .with_context(|| format!("reopening map {MAP_CONFIG}"))?,
+            sources: typed(
+                Map::PerCpuLruHashMap(dup(self.sources.map(), MAP_SOURCES)?),
+                MAP_SOURCES,
+            )?,
+            allow: typed(Map::LpmTrie(dup(self.allow.map(), MAP_ALLOW)?), MAP_ALLOW)?,
         })
+    }
+
+    /// Every tracked source with its CPUs' entries merged. Entries the LRU
+    /// evicts while the map is walked are skipped.
+    pub fn sources(&self) -> Result<Vec<([u8; 16], SourceStats)>> {
+        let mut out = Vec::new();
+        for key in self.sources.keys() {
+            let key = key.with_context(|| format!("listing map {MAP_SOURCES}"))?;
+            match self.sources.get(&key, 0) {
+                Ok(per_cpu) => out.push((
+                    key,
+                    per_cpu
+                        .iter()
+                        .fold(SourceStats::default(), |acc, s| acc.merge(s)),
+                )),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading map {MAP_SOURCES}"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many sources the map holds now.
+    pub fn sources_tracked(&self) -> Result<usize> {
+        let mut n = 0;
+        for key in self.sources.keys() {
+            key.with_context(|| format!("listing map {MAP_SOURCES}"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The allowlisted prefixes.
+    pub fn allowed(&self) -> Result<Vec<Prefix>> {
+        self.allow
+            .keys()
+            .map(|k| {
+                k.map(|k| Prefix::new(k.data(), k.prefix_len()))
+                    .with_context(|| format!("listing map {MAP_ALLOW}"))
+            })
+            .collect()
+    }
+
+    /// Adds `prefix` to the allowlist; the program applies it from its next
+    /// packet.
+    pub fn allow(&mut self, prefix: Prefix) -> Result<()> {
+        self.allow
+            .insert(&Key::new(prefix.len, prefix.addr), 1, 0)
+            .with_context(|| {
+                format!(
+                    "adding a prefix to map {MAP_ALLOW} (it holds at most {} prefixes)",
+                    nat_pmp_ebpf_common::ALLOW_MAX_ENTRIES
+                )
+            })
+    }
+
+    /// Removes `prefix` from the allowlist; returns whether it was there.
+    pub fn disallow(&mut self, prefix: Prefix) -> Result<bool> {
+        match self.allow.remove(&Key::new(prefix.len, prefix.addr)) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) if has_errno(&e, libc::ENOENT) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing a prefix from map {MAP_ALLOW}")),
+        }
     }
 
     /// The configuration the program applies.
@@ -373,6 +460,12 @@ impl Filter {
                 .with_context(|| format!("the XDP object has no map {MAP_CONFIG}"))?,
         )
         .with_context(|| format!("opening map {MAP_CONFIG}"))?;
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("the XDP object has no map {name}"))
+        };
+        let sources = typed(take(&mut ebpf, MAP_SOURCES)?, MAP_SOURCES)?;
+        let allow = typed(take(&mut ebpf, MAP_ALLOW)?, MAP_ALLOW)?;
         let frags = HashMap::try_from(
             ebpf.take_map(MAP_FRAGS)
                 .with_context(|| format!("the XDP object has no map {MAP_FRAGS}"))?,
@@ -391,7 +484,12 @@ impl Filter {
         };
         Ok(Filter {
             program: Program::Loaded(Box::new(ebpf)),
-            maps: Maps { stats, config },
+            maps: Maps {
+                stats,
+                config,
+                sources,
+                allow,
+            },
             frags: Some(frags),
             trace,
             attachment: None,
@@ -414,6 +512,39 @@ impl Filter {
     /// The maps of this instance.
     pub fn maps(&self) -> &Maps {
         &self.maps
+    }
+
+    /// Starts reading the program's log of dropped datagrams (its aya-log
+    /// ring buffer) into `logger`; records arrive on
+    /// [`aya_log::EbpfLogger::flush`]. Keep the returned value: dropping it
+    /// stops the reading (the program keeps running and its log map stays,
+    /// held by the program).
+    pub fn drop_log<T: log::Log>(
+        &mut self,
+        logger: T,
+    ) -> Result<aya_log::EbpfLogger<crate::droplog::DropLogger<T>>> {
+        let logger = crate::droplog::DropLogger { inner: logger };
+        match &mut self.program {
+            Program::Loaded(ebpf) => aya_log::EbpfLogger::init_with_logger(ebpf, logger)
+                .context("opening the XDP program's log (aya-log ring buffer)"),
+            Program::Pinned(xdp) => {
+                let id = xdp
+                    .info()
+                    .context("reading the pinned program's info")?
+                    .id();
+                aya_log::EbpfLogger::init_from_id_with_logger(id, logger).with_context(|| {
+                    format!(
+                        "opening the log of pinned program id {id} (pinned by an agent older \
+                         than the drop log? `nat-pmp-agent detach` and start again to get it)"
+                    )
+                })
+            }
+        }
+    }
+
+    /// The maps of this instance, to change the allowlist.
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
     }
 
     /// Where this instance is pinned, if it is.
@@ -636,6 +767,18 @@ impl Filter {
             .map()
             .pin(&p)
             .with_context(|| pin_err("the config map", &p))?;
+        let p = dir.path(MAP_SOURCES);
+        self.maps
+            .sources
+            .map()
+            .pin(&p)
+            .with_context(|| pin_err("the sources map", &p))?;
+        let p = dir.path(MAP_ALLOW);
+        self.maps
+            .allow
+            .map()
+            .pin(&p)
+            .with_context(|| pin_err("the allowlist map", &p))?;
         let att = self
             .attachment
             .take()

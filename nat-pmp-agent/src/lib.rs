@@ -3,7 +3,9 @@
 //! with `--pin` the filter outlives the agent. The library holds everything
 //! the binary and the tests share.
 
+pub mod allow;
 pub mod counters;
+pub mod droplog;
 pub mod ebpf;
 pub mod metrics;
 pub mod monitor;
@@ -13,3 +15,4 @@ pub mod probe;
 pub mod replay;
 pub mod replay_report;
 pub mod report;
+pub mod sources;

@@ -14,11 +14,12 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use nat_pmp_agent::{
+    allow,
     ebpf::{AttachMode, LinkType},
     monitor::{self, Output},
     pin, probe, replay, replay_report,
 };
-use nat_pmp_ebpf_common::{Class, Mode, NATPMP_PORT};
+use nat_pmp_ebpf_common::{Class, Mode, Prefix, NATPMP_PORT};
 
 /// Filter and count NAT-PMP / PCP (UDP 5351) on a WAN interface with XDP.
 ///
@@ -88,6 +89,14 @@ struct RunArgs {
     /// Allow --metrics on an address other than loopback.
     #[arg(long)]
     metrics_allow_remote: bool,
+    /// Sources (senders, by packets) listed in each report [default: 10].
+    #[arg(long, value_name = "N")]
+    top_sources: Option<usize>,
+    /// A source prefix drop mode lets through (its datagrams count as
+    /// passed), e.g. 198.51.100.0/24 or an IPv6 prefix; repeatable. Change it
+    /// at runtime with `nat-pmp-agent allow`.
+    #[arg(long, value_name = "PREFIX", value_parser = parse_prefix)]
+    allow: Vec<Prefix>,
 }
 
 /// Where `--metrics` listens when given without an address.
@@ -128,6 +137,13 @@ enum Command {
         #[command(flatten)]
         pin: PinArgs,
     },
+    /// Change or list the allowlist of a running pinned instance: source
+    /// prefixes drop mode lets through. Takes effect from the next packet;
+    /// no reload.
+    Allow {
+        #[command(subcommand)]
+        action: AllowAction,
+    },
     /// Detach a pinned instance from its interface and remove its program,
     /// link, maps and pin directory (also while an agent runs for it).
     Detach {
@@ -144,6 +160,39 @@ enum Command {
     /// (`BPF_PROG_TEST_RUN`, no interface needed) and report what the router
     /// would have counted: per class, top sources, packets per hour.
     Replay(ReplayArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum AllowAction {
+    /// Add a prefix (e.g. 198.51.100.0/24, an IPv6 prefix, or one address).
+    Add {
+        #[arg(value_parser = parse_prefix)]
+        prefix: Prefix,
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        #[command(flatten)]
+        pin: PinArgs,
+    },
+    /// Remove a prefix (written as it was added).
+    Del {
+        #[arg(value_parser = parse_prefix)]
+        prefix: Prefix,
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        #[command(flatten)]
+        pin: PinArgs,
+    },
+    /// List the prefixes.
+    List {
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        #[command(flatten)]
+        pin: PinArgs,
+    },
+}
+
+fn parse_prefix(s: &str) -> Result<Prefix, String> {
+    allow::parse(s).map_err(|e| format!("{e:#}"))
 }
 
 #[derive(Args, Debug)]
@@ -236,7 +285,11 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // The program's sample of dropped datagrams is logged at info level.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,nat_pmp_ebpf=info"),
+    )
+    .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -256,9 +309,18 @@ fn run(cli: Cli) -> Result<()> {
             ops::set_mode(&pin.pin_dir, &iface, mode.into())
         }
         Some(Command::Detach { iface, pin }) => ops::detach(&pin.pin_dir, &iface),
+        Some(Command::Allow { action }) => match action {
+            AllowAction::Add { prefix, iface, pin } => {
+                ops::allow(&pin.pin_dir, &iface, Some((prefix, true)))
+            }
+            AllowAction::Del { prefix, iface, pin } => {
+                ops::allow(&pin.pin_dir, &iface, Some((prefix, false)))
+            }
+            AllowAction::List { iface, pin } => ops::allow(&pin.pin_dir, &iface, None),
+        },
         None => {
             let a = match cli.run.config.clone() {
-                Some(path) => config::merge(cli.run, &config::load(&path)?),
+                Some(path) => config::merge(cli.run, &config::load(&path)?)?,
                 None => cli.run,
             };
             if a.iface.is_empty() {
@@ -293,6 +355,8 @@ fn run(cli: Cli) -> Result<()> {
                         .unwrap_or_else(|| PathBuf::from(pin::DEFAULT_PIN_ROOT))
                 }),
                 metrics: a.metrics,
+                top_sources: a.top_sources.unwrap_or(10),
+                allow: a.allow,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

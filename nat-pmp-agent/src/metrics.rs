@@ -7,9 +7,9 @@
 //! - `natpmp_bytes_total{iface,class,action}`: their frame bytes;
 //! - `natpmp_oversized_total{iface,class}`: datagrams longer than their
 //!   opcode needs (also counted in the two above);
-//! - `natpmp_drop_mode{iface}`: 1 in drop mode, 0 in monitor mode.
-//!
-//! (`natpmp_sources_tracked` comes with the per-source map.)
+//! - `natpmp_drop_mode{iface}`: 1 in drop mode, 0 in monitor mode;
+//! - `natpmp_sources_tracked{iface}`: source addresses in the bounded
+//!   per-source LRU map now (at most `SOURCES_MAX_ENTRIES`).
 //!
 //! The maps are read at scrape time, so a scrape is as fresh as the kernel's
 //! counters and needs no report interval. Encoding is prometheus-client's
@@ -60,7 +60,8 @@ impl Collector for MapsCollector {
         for (iface, maps) in sources.iter() {
             let snap = maps.snapshot().map_err(|_| std::fmt::Error)?;
             let mode = maps.mode().map_err(|_| std::fmt::Error)?;
-            readings.push((iface.as_str(), snap, mode));
+            let tracked = maps.sources_tracked().map_err(|_| std::fmt::Error)?;
+            readings.push((iface.as_str(), snap, mode, tracked));
         }
         let per_action: [PerAction; 2] = [
             (
@@ -83,7 +84,7 @@ impl Collector for MapsCollector {
         for (name, help, actions) in per_action {
             let counter = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            for (iface, snap, _) in &readings {
+            for (iface, snap, _, _) in &readings {
                 for class in exported_classes() {
                     for (action, pick) in actions {
                         let labels = [
@@ -104,7 +105,7 @@ impl Collector for MapsCollector {
             None,
             counter.metric_type(),
         )?;
-        for (iface, snap, _) in &readings {
+        for (iface, snap, _, _) in &readings {
             for class in exported_classes() {
                 let labels = [("iface", *iface), ("class", class.name())];
                 ConstCounter::new(snap.get(class).oversized_packets)
@@ -118,9 +119,20 @@ impl Collector for MapsCollector {
             None,
             gauge.metric_type(),
         )?;
-        for (iface, _, mode) in &readings {
+        for (iface, _, mode, _) in &readings {
             let labels = [("iface", *iface)];
             ConstGauge::new(i64::from(*mode == Mode::Drop))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "natpmp_sources_tracked",
+            "Source addresses in the bounded per-source LRU map of the XDP filter",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (iface, _, _, tracked) in &readings {
+            let labels = [("iface", *iface)];
+            ConstGauge::new(i64::try_from(*tracked).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&labels)?)?;
         }
         Ok(())

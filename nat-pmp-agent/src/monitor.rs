@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use crossterm::{cursor::MoveTo, terminal::Clear, terminal::ClearType, QueueableCommand as _};
-use nat_pmp_ebpf_common::Mode;
+use nat_pmp_ebpf_common::{Mode, Prefix};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -28,6 +28,7 @@ use crate::{
     metrics,
     pin::{self, PinDir},
     report::{self, Header, Report},
+    sources::{self, Sources},
 };
 
 /// How reports are written.
@@ -57,6 +58,11 @@ pub struct Options {
     pub pin_root: Option<PathBuf>,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
+    /// Sources listed in each report.
+    pub top_sources: usize,
+    /// Source prefixes drop mode lets through (added to what a picked-up
+    /// instance already allows).
+    pub allow: Vec<Prefix>,
 }
 
 /// One interface's filter, and whether this run created it.
@@ -126,7 +132,16 @@ pub async fn run(opts: Options) -> Result<()> {
         }
         None => None,
     };
-    let result = report_loop(&instances, &opts, &mut sigterm, &mut sigint).await;
+    // The sample of dropped datagrams the program logs, to stderr through
+    // the `log` crate (env_logger; RUST_LOG=nat_pmp_ebpf=off silences it).
+    let mut logs = Vec::new();
+    for inst in &mut instances {
+        match inst.filter.drop_log(log::logger()) {
+            Ok(l) => logs.push(l),
+            Err(e) => eprintln!("note: {}: no log of dropped datagrams: {e:#}", inst.iface),
+        }
+    }
+    let result = report_loop(&instances, &opts, &mut sigterm, &mut sigint, &mut logs).await;
     drop(server);
     let mut finished = Ok(());
     for inst in instances {
@@ -164,6 +179,7 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
             // write, no gap.
             f.set_mode(opts.mode)?;
             f.set_link(opts.link.resolve(iface)?)?;
+            allow_all(&mut f, &opts.allow)?;
             eprintln!(
                 "note: picked up the filter pinned under {}: its counters continue",
                 dir.dir.display()
@@ -173,6 +189,7 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
             let mut f = Filter::load()?;
             f.set_mode(opts.mode)?;
             f.set_link(opts.link.resolve(iface)?)?;
+            allow_all(&mut f, &opts.allow)?;
             f.attach_pinned(iface, opts.attach, &dir)?;
             (f, false)
         }
@@ -180,6 +197,7 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
         let mut f = Filter::load()?;
         f.set_mode(opts.mode)?;
         f.set_link(opts.link.resolve(iface)?)?;
+        allow_all(&mut f, &opts.allow)?;
         f.attach(iface, opts.attach)?;
         (f, false)
     };
@@ -196,6 +214,14 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
         adopted,
         xdp_mode,
     })
+}
+
+/// Writes the `--allow` prefixes before the program sees a packet.
+fn allow_all(f: &mut Filter, prefixes: &[Prefix]) -> Result<()> {
+    for p in prefixes {
+        f.maps_mut().allow(*p)?;
+    }
+    Ok(())
 }
 
 /// Undoes a failed start-up: what this run attached or pinned goes, what it
@@ -215,6 +241,7 @@ async fn report_loop(
     opts: &Options,
     sigterm: &mut tokio::signal::unix::Signal,
     sigint: &mut tokio::signal::unix::Signal,
+    logs: &mut [DropLog],
 ) -> Result<()> {
     let stdout_tty = std::io::stdout().is_terminal();
     let table = match opts.output {
@@ -240,18 +267,32 @@ async fn report_loop(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            _ = ticker.tick() => view.emit(&read(instances)?, false)?,
+            _ = ticker.tick() => {
+                flush(logs);
+                view.emit(&read(instances, opts.top_sources)?, false)?;
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             () = &mut deadline => break,
         }
     }
-    view.emit(&read(instances)?, true)
+    flush(logs);
+    view.emit(&read(instances, opts.top_sources)?, true)
 }
 
-/// One reading of every interface: its header (with the live mode) and
-/// its counters.
-fn read(instances: &[Instance]) -> Result<Vec<(Header, Snapshot)>> {
+/// The reader of one program's drop log.
+type DropLog = aya_log::EbpfLogger<crate::droplog::DropLogger<&'static dyn log::Log>>;
+
+/// Passes what the programs logged since the last call on to `log`.
+fn flush(logs: &mut [DropLog]) {
+    for l in logs {
+        l.flush();
+    }
+}
+
+/// One reading of every interface: its header (with the live mode), its
+/// counters and its top sources.
+fn read(instances: &[Instance], top: usize) -> Result<Vec<(Header, Snapshot, Sources)>> {
     instances
         .iter()
         .map(|i| {
@@ -262,6 +303,7 @@ fn read(instances: &[Instance]) -> Result<Vec<(Header, Snapshot)>> {
                     xdp_mode: i.xdp_mode,
                 },
                 i.filter.snapshot()?,
+                sources::read(i.filter.maps(), top)?,
             ))
         })
         .collect()
@@ -276,13 +318,13 @@ struct View {
 }
 
 impl View {
-    fn emit(&mut self, now_read: &[(Header, Snapshot)], is_final: bool) -> Result<()> {
+    fn emit(&mut self, now_read: &[(Header, Snapshot, Sources)], is_final: bool) -> Result<()> {
         let now = Instant::now();
         let uptime = now.duration_since(self.started);
         let reports: Vec<Report> = now_read
             .iter()
             .enumerate()
-            .map(|(i, (header, totals))| Report {
+            .map(|(i, (header, totals, sources))| Report {
                 header,
                 uptime,
                 totals: *totals,
@@ -291,6 +333,7 @@ impl View {
                         .map(|p| (totals.since(p), now.duration_since(*at)))
                 }),
                 is_final,
+                sources: Some(sources.clone()),
             })
             .collect();
         self.previous = Some((now, now_read.iter().map(|r| r.1).collect()));

@@ -11,12 +11,17 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use aya::programs::ProgramInfo;
 use nat_pmp_agent::{
+    allow,
     ebpf::{check_iface, detach_pinned, Maps},
     netlink::{self, XdpAttachment},
     pin::{self, PinDir},
     report::{Header, Report},
+    sources::{self, Sources},
 };
-use nat_pmp_ebpf_common::Mode;
+
+/// Sources `status` lists per instance.
+const STATUS_TOP_SOURCES: usize = 10;
+use nat_pmp_ebpf_common::{Mode, Prefix};
 use serde_json::{json, Value};
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is an error, not a
@@ -37,6 +42,8 @@ struct Found {
     on_iface: Result<Option<XdpAttachment>, String>,
     /// The pinned instance's mode and counters.
     state: Option<(Mode, nat_pmp_agent::counters::Snapshot)>,
+    /// Its top sources.
+    sources: Option<Sources>,
 }
 
 impl Found {
@@ -62,7 +69,7 @@ fn look(dir: PinDir) -> Result<Found> {
             dir.iface
         ))
     };
-    let (pinned, state) = if dir.has_link() {
+    let (pinned, state, sources) = if dir.has_link() {
         let prog = dir.path(pin::PROG);
         let info = ProgramInfo::from_pin(&prog)
             .with_context(|| format!("reading the pinned program {}", prog.display()))?;
@@ -70,15 +77,17 @@ fn look(dir: PinDir) -> Result<Found> {
         (
             Some((info.id(), info.loaded_at())),
             Some((maps.mode()?, maps.snapshot()?)),
+            Some(sources::read(&maps, STATUS_TOP_SOURCES)?),
         )
     } else {
-        (None, None)
+        (None, None, None)
     };
     Ok(Found {
         dir,
         pinned,
         on_iface,
         state,
+        sources,
     })
 }
 
@@ -141,6 +150,7 @@ fn instance_json(f: &Found, now: SystemTime) -> Value {
                 totals: *snap,
                 last_interval: None,
                 is_final: false,
+                sources: f.sources.clone(),
             }
             .to_json(now)
         }
@@ -202,6 +212,7 @@ fn instance_text(f: &Found, now: SystemTime) -> String {
         totals: *snap,
         last_interval: None,
         is_final: false,
+        sources: f.sources.clone(),
     };
     format!(
         "{}: pinned under {}, {attached}, mode {}\n{}\n",
@@ -226,6 +237,50 @@ pub fn set_mode(root: &Path, iface: &str, mode: Mode) -> Result<()> {
     let old = maps.mode()?;
     maps.set_mode(mode)?;
     emit(&format!("{iface}: {} -> {}\n", old.name(), mode.name()))
+}
+
+/// `nat-pmp-agent allow add|del|list --iface X [PREFIX]`: `change` is the
+/// prefix and whether to add it; `None` lists.
+pub fn allow(root: &Path, iface: &str, change: Option<(Prefix, bool)>) -> Result<()> {
+    let dir = PinDir::new(root, iface);
+    if !dir.has_link() {
+        bail!(
+            "no pinned instance for {iface} under {}: `allow` changes an agent started with \
+             --pin (and the same --pin-dir); without --pin, give --allow at start",
+            root.display()
+        );
+    }
+    let mut maps = Maps::from_pin(&dir)?;
+    match change {
+        Some((p, true)) => {
+            maps.allow(p)?;
+            emit(&format!("{iface}: allowing {}\n", allow::show(&p)))
+        }
+        Some((p, false)) => {
+            if !maps.disallow(p)? {
+                bail!(
+                    "{} is not in the allowlist of {iface}; see `nat-pmp-agent allow list \
+                     --iface {iface}`",
+                    allow::show(&p)
+                );
+            }
+            emit(&format!(
+                "{iface}: no longer allowing {}\n",
+                allow::show(&p)
+            ))
+        }
+        None => {
+            let mut text = String::new();
+            for p in maps.allowed()? {
+                text.push_str(&allow::show(&p));
+                text.push('\n');
+            }
+            if text.is_empty() {
+                text = format!("{iface}: the allowlist is empty\n");
+            }
+            emit(&text)
+        }
+    }
 }
 
 /// `nat-pmp-agent detach --iface X`.

@@ -9,6 +9,8 @@
 //! <root>/<iface>/link           its XDP link (BPF_LINK_TYPE_XDP) on <iface>
 //! <root>/<iface>/NATPMP_STATS   the per-CPU counters
 //! <root>/<iface>/NATPMP_CONFIG  the policy (monitor/drop)
+//! <root>/<iface>/NATPMP_SOURCES the per-source LRU map
+//! <root>/<iface>/NATPMP_ALLOW   the allowlist (LPM trie)
 //! ```
 //!
 //! Contract: the link pin is what keeps the program attached after the agent
@@ -25,7 +27,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use nat_pmp_ebpf_common::{MAP_CONFIG, MAP_STATS};
+use nat_pmp_ebpf_common::{MAP_ALLOW, MAP_CONFIG, MAP_SOURCES, MAP_STATS};
 
 /// The pin root used unless `--pin-dir` says otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/nat-pmp";
@@ -39,7 +41,7 @@ pub const PROG: &str = "prog";
 pub const LINK: &str = "link";
 /// Every pin an instance has, in the order `detach` removes them (the link
 /// first, so the filter stops before its maps go).
-pub const ALL_PINS: [&str; 4] = [LINK, PROG, MAP_STATS, MAP_CONFIG];
+pub const ALL_PINS: [&str; 6] = [LINK, PROG, MAP_STATS, MAP_CONFIG, MAP_SOURCES, MAP_ALLOW];
 
 /// The paths of one interface's pinned instance.
 #[derive(Clone, Debug)]

@@ -13,6 +13,10 @@
 //! per-interface reports are always under `interfaces`, keyed by name (also
 //! with one interface), each with the same fields as a single report except
 //! `time`.
+//!
+//! With the sources map read, a report also has `sources_tracked` (entries
+//! in the bounded map now) and `sources` (the top senders by packets:
+//! `address`, `packets`, `bytes`, `first_seen`, `last_seen`, `classes`).
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -20,7 +24,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, CellAlignment, Table};
 use nat_pmp_ebpf_common::{Class, ClassCounters};
 use serde_json::{json, Map, Value};
 
-use crate::counters::Snapshot;
+use crate::{counters::Snapshot, sources::Sources};
 
 /// What a report is about.
 #[derive(Clone, Debug)]
@@ -42,6 +46,8 @@ pub struct Report<'a> {
     pub last_interval: Option<(Snapshot, Duration)>,
     /// The last report before exit.
     pub is_final: bool,
+    /// The top senders, when the sources map was read.
+    pub sources: Option<Sources>,
 }
 
 /// The opcode column of the table, after the honeypot report's layout.
@@ -152,7 +158,7 @@ impl Report<'_> {
                 class_json(self.totals.get(class), self.rate(Some(class))),
             );
         }
-        json!({
+        let mut v = json!({
             "time": humantime::format_rfc3339_millis(time).to_string(),
             "iface": self.header.iface,
             "mode": self.header.mode,
@@ -162,7 +168,12 @@ impl Report<'_> {
             "counters": counters,
             "oversized": self.totals.oversized(),
             "total": class_json(&self.totals.total(), self.rate(None)),
-        })
+        });
+        if let (Some(src), Some(m)) = (&self.sources, v.as_object_mut()) {
+            m.insert("sources_tracked".into(), json!(src.tracked));
+            m.insert("sources".into(), src.to_json());
+        }
+        v
     }
 
     /// The table view, like the honeypot report's table plus rates.
@@ -216,6 +227,42 @@ impl Report<'_> {
             "oversized (longer than their opcode needs): {}",
             self.totals.oversized()
         );
+        if let Some(src) = &self.sources {
+            let _ = writeln!(
+                out,
+                "top sources ({} tracked, bounded at {}):",
+                src.tracked,
+                nat_pmp_ebpf_common::SOURCES_MAX_ENTRIES
+            );
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY).set_header(vec![
+                "source",
+                "packets",
+                "bytes",
+                "first seen",
+                "last seen",
+                "classes",
+            ]);
+            for s in &src.top {
+                let at = |ns| {
+                    humantime::format_rfc3339_seconds(crate::sources::wall_time(ns)).to_string()
+                };
+                t.add_row(vec![
+                    s.addr.to_string(),
+                    s.stats.packets.to_string(),
+                    s.stats.bytes.to_string(),
+                    at(s.stats.first_seen_ns),
+                    at(s.stats.last_seen_ns),
+                    s.classes().join(" "),
+                ]);
+            }
+            for i in 1..3 {
+                if let Some(col) = t.column_mut(i) {
+                    col.set_cell_alignment(CellAlignment::Right);
+                }
+            }
+            let _ = writeln!(out, "{t}");
+        }
         out
     }
 }
@@ -291,12 +338,14 @@ fn total_report<'a>(reports: &[Report], header: &'a Header) -> Report<'a> {
             _ => None,
         })
         .flatten();
+    let parts: Vec<&Sources> = reports.iter().filter_map(|r| r.sources.as_ref()).collect();
     Report {
         header,
         uptime: reports.iter().map(|r| r.uptime).max().unwrap_or_default(),
         totals,
         last_interval,
         is_final: reports.iter().all(|r| r.is_final),
+        sources: (!parts.is_empty()).then(|| Sources::merge(&parts)),
     }
 }
 

@@ -24,7 +24,7 @@ use nat_pmp_ebpf_common::{
         IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_ROUTING, IPPROTO_UDP, PPP_IP, PPP_IPV6,
     },
     reference::Reference,
-    Class, Config, Link, Mode, Outcome, Trace, FRAGS_MAX_ENTRIES, NATPMP_PORT,
+    Class, Config, Link, Mode, Outcome, Prefix, Trace, FRAGS_MAX_ENTRIES, NATPMP_PORT,
 };
 
 const DEFAULT_SEED: u64 = 0x5351_6886_6887;
@@ -231,6 +231,8 @@ fn kernel_outcome(t: &Trace) -> Outcome {
         oversized: t.oversized != 0,
         drop: t.action == 1,
         bytes: t.bytes,
+        src: t.src,
+        allowed: t.allowed != 0,
     }
 }
 
@@ -254,7 +256,17 @@ fn kernel_and_host_reference_agree_on_every_frame() {
         (Mode::Drop, Link::RawIp),
     ];
     let mut reference = Reference::default();
+    // The allowlist holds the IPv6 sender of the generated frames: drop
+    // mode then drops IPv4 datagrams to 5351 and lets the IPv6 ones
+    // through, so both branches of the policy are compared.
+    let allowed = Prefix::new(nat_pmp_ebpf_common::frames::V6_SRC, 128);
+    filter
+        .maps_mut()
+        .allow(allowed)
+        .expect("adding to the allowlist");
+    reference.allow.0.push(allowed);
     let mut counted = 0u64;
+    let mut allowed_seen = 0u64;
     for (phase, (mode, link)) in phases.into_iter().enumerate() {
         filter.set_mode(mode).expect("setting the mode");
         filter.set_link(link).expect("setting the link type");
@@ -280,6 +292,7 @@ fn kernel_and_host_reference_agree_on_every_frame() {
                 describe(&got),
                 describe(&want)
             );
+            allowed_seen += u64::from(want.allowed);
             if let Some(class) = want.class {
                 counted += 1;
                 let c = &mut host_counts.classes[class.index() as usize];
@@ -316,6 +329,8 @@ fn kernel_and_host_reference_agree_on_every_frame() {
         start.elapsed().as_secs_f64(),
         per_class.join(", ")
     );
+    println!("differential: {allowed_seen} datagrams let through by the allowlist");
+    assert!(allowed_seen > 0, "no frame reached the allowlist");
     // The generator must reach every class, or the comparison proves little.
     for class in Class::ALL {
         assert!(

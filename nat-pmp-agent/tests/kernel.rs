@@ -713,6 +713,13 @@ fn mode_switch_takes_effect_without_reload() {
 /// The verifier must accept the program with room to spare: the walk's
 /// loops are bounded and its offsets masked, so the number of instructions
 /// it explores stays far below the 1,000,000 limit.
+///
+/// The budget was 200,000 (about 104,000 before per-source tracking and
+/// the allowlist). The per-source update and the allowlist lookup are BPF
+/// subprograms run for every counted datagram; the verifier checks a
+/// static subprogram again for every distinct state that reaches its call,
+/// i.e. once per path through the walk, which took the count to about
+/// 286,000. 350,000 keeps a threefold margin to the limit.
 #[test]
 fn verifier_instruction_count_has_headroom() {
     common::require_root();
@@ -723,7 +730,7 @@ fn verifier_instruction_count_has_headroom() {
         .expect("this kernel reports verified_insns (Linux 5.16+)");
     println!("verifier processed {n} instructions (limit 1,000,000)");
     assert!(
-        n < 200_000,
-        "verifier processed {n} instructions: budget is 200,000"
+        n < 350_000,
+        "verifier processed {n} instructions: budget is 350,000"
     );
 }

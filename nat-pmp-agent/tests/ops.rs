@@ -455,6 +455,11 @@ fn check_metrics_match(report: &Value, body: &str) {
     for iface in ["wan0", "wan1"] {
         let json = &report["interfaces"][iface];
         assert_eq!(value("natpmp_drop_mode", &[("iface", iface)]), 1);
+        assert_eq!(
+            Some(value("natpmp_sources_tracked", &[("iface", iface)])),
+            json["sources_tracked"].as_u64(),
+            "{iface}"
+        );
         for class in nat_pmp_agent::metrics::exported_classes() {
             let counters = &json["counters"][class.name()];
             let n = |f: &str| counters[f].as_u64().expect("a counter");
@@ -515,6 +520,51 @@ fn check_metrics_match(report: &Value, body: &str) {
         report["total"]["packets"].as_u64(),
         "the metrics add up to the JSON total"
     );
+}
+
+/// The `sources` of the two-interface report: each interface saw exactly
+/// one sender, with what it sent; the combined report lists both.
+fn check_sources(r: &Value) {
+    // Sources: each interface saw exactly one sender, with what it sent.
+    let source = |w: &Value| {
+        assert_eq!(w["sources_tracked"], 1, "{w}");
+        let s = &w["sources"][0];
+        let classes: Vec<&str> = s["classes"]
+            .as_array()
+            .expect("classes")
+            .iter()
+            .map(|c| c.as_str().expect("a class name"))
+            .collect();
+        (
+            s["address"].as_str().expect("address").to_owned(),
+            s["packets"].as_u64().expect("packets"),
+            classes.join(" "),
+        )
+    };
+    assert_eq!(
+        source(&r["interfaces"]["wan0"]),
+        (
+            INTERNET_ADDR.to_string(),
+            9,
+            "natpmp_external_address_request pcp_announce_request".to_owned()
+        )
+    );
+    assert_eq!(
+        source(&r["interfaces"]["wan1"]),
+        (
+            INTERNET_ADDR_1.to_string(),
+            8,
+            "natpmp_map_udp_request natpmp_external_address_response".to_owned()
+        )
+    );
+    assert_eq!(
+        r["interfaces"]["wan1"]["sources"][0]["bytes"], r["interfaces"]["wan1"]["total"]["bytes"],
+        "one sender sent all of wan1's bytes"
+    );
+    // The combined report lists both, by packets.
+    assert_eq!(r["sources_tracked"], 2, "{r}");
+    assert_eq!(r["sources"][0]["address"], INTERNET_ADDR.to_string());
+    assert_eq!(r["sources"][1]["address"], INTERNET_ADDR_1.to_string());
 }
 
 /// GET /metrics from inside `ns`.
@@ -582,6 +632,7 @@ fn two_interfaces_count_apart_and_metrics_match_the_json() {
         w0["counters"]["natpmp_map_udp_request"]["packets"], 0,
         "counted apart"
     );
+    check_sources(&r);
 
     let resp = scrape(&link.router, port);
     let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
@@ -727,4 +778,99 @@ fn the_units_capabilities_are_enough() {
         String::from_utf8_lossy(&st.stderr)
     );
     assert!(!link.router.xdp_attached("wan0"));
+}
+
+#[test]
+fn allowlist_from_the_flags_and_changed_at_runtime_without_reload() {
+    require_root();
+    let link = WanLink::new("ops-allow");
+    let bpffs = Bpffs::new("allow");
+    let root = bpffs.pin_root();
+    let prefix = format!("{INTERNET_ADDR}/32");
+    let a = Agent::start(
+        &link.router,
+        &[
+            "--iface",
+            "wan0",
+            "--drop",
+            "--pin",
+            "--pin-dir",
+            &root,
+            "--allow",
+            &prefix,
+        ],
+    );
+    let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
+    let scanner = bind(&link.internet, INTERNET_ADDR, 0);
+    let probe = |n| {
+        send(&scanner, ROUTER_ADDR, Class::NatpmpMapUdpRequest, n);
+        drain(&listener)
+    };
+    let list = |ns: &NetNs| {
+        agent_ok(
+            ns,
+            &["allow", "list", "--iface", "wan0", "--pin-dir", &root],
+        )
+    };
+    assert_eq!(list(&link.router), format!("{prefix}\n"));
+    assert_eq!(probe(4), 4, "an allowlisted source passes in drop mode");
+    let out = agent_ok(
+        &link.router,
+        &[
+            "allow",
+            "del",
+            &prefix,
+            "--iface",
+            "wan0",
+            "--pin-dir",
+            &root,
+        ],
+    );
+    assert_eq!(out, format!("wan0: no longer allowing {prefix}\n"));
+    assert_eq!(probe(3), 0, "dropped once the prefix is removed");
+    assert_eq!(list(&link.router), "wan0: the allowlist is empty\n");
+    agent_ok(
+        &link.router,
+        &[
+            "allow",
+            "add",
+            "198.18.0.0/24",
+            "--iface",
+            "wan0",
+            "--pin-dir",
+            &root,
+        ],
+    );
+    assert_eq!(probe(2), 2, "passes again after a runtime add");
+    let (ok, _, err) = agent(
+        &link.router,
+        &[
+            "allow",
+            "del",
+            "10.0.0.0/8",
+            "--iface",
+            "wan0",
+            "--pin-dir",
+            &root,
+        ],
+    );
+    assert!(!ok && err.contains("is not in the allowlist"), "{err}");
+    let prog_before = status_json(&link.router, &root)["instances"][0]["prog_id"].clone();
+    let r = a.wait_for_total(9);
+    let c = &r["counters"]["natpmp_map_udp_request"];
+    assert_eq!(
+        (c["packets"].as_u64(), c["dropped_packets"].as_u64()),
+        (Some(9), Some(3)),
+        "{r}"
+    );
+    assert_eq!(
+        status_json(&link.router, &root)["instances"][0]["prog_id"],
+        prog_before,
+        "no reload"
+    );
+    a.stop();
+    agent_ok(
+        &link.router,
+        &["detach", "--iface", "wan0", "--pin-dir", &root],
+    );
 }

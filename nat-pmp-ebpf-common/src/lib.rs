@@ -25,8 +25,8 @@ pub mod parse;
 pub mod reference;
 
 pub use parse::{
-    decide, walk, Bytes, Found, FragEntry, FragKey, FragTable, Outcome, Walk, MAX_IPV6_EXT_HEADERS,
-    MAX_VLAN_TAGS,
+    decide, v4_mapped, walk, Allowlist, Bytes, Found, FragEntry, FragKey, FragTable, Outcome,
+    Prefix, Walk, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS,
 };
 #[cfg(feature = "capgen")]
 pub mod capgen;
@@ -45,6 +45,28 @@ pub const MAP_FRAGS: &str = "NATPMP_FRAGS";
 /// Entries of [`MAP_FRAGS`]: datagrams in flight whose later fragments can
 /// still be recognised.
 pub const FRAGS_MAX_ENTRIES: u32 = 4096;
+/// Name of the per-CPU LRU hash of senders: source address (16 bytes,
+/// IPv4-mapped for IPv4) to [`SourceStats`]. Updated only for counted
+/// NAT-PMP/PCP datagrams.
+pub const MAP_SOURCES: &str = "NATPMP_SOURCES";
+/// Entries of [`MAP_SOURCES`]. An LRU hash is preallocated, so this is
+/// also its fixed memory: per entry the key (16 bytes), the element header
+/// (about 56 bytes) and one 40-byte [`SourceStats`] per possible CPU, i.e.
+/// about 2.8 MiB on 2 CPUs and 11 MiB on 16. 16,384 senders is far more than
+/// the scanners a WAN address sees in a day (the advisory's honeypot saw a
+/// few hundred), yet a flood of spoofed sources can only evict, never grow.
+pub const SOURCES_MAX_ENTRIES: u32 = 16_384;
+/// Name of the LPM trie of allowlisted source prefixes (16-byte keys,
+/// IPv4-mapped for IPv4; the value is unused, 1).
+pub const MAP_ALLOW: &str = "NATPMP_ALLOW";
+/// Entries of [`MAP_ALLOW`]: prefixes an operator lists by hand.
+pub const ALLOW_MAX_ENTRIES: u32 = 1024;
+/// Name of the per-CPU one-entry array that rate-limits the log of dropped
+/// datagrams ([`LogWindow`]).
+pub const MAP_LOG_RATE: &str = "NATPMP_LOG_RATE";
+/// Dropped datagrams logged (through aya-log) per CPU per one-second
+/// window at most: a sample for the operator, never a flood of the log.
+pub const DROP_LOG_PER_SEC: u64 = 5;
 /// Name of the one-entry array the program writes its last [`Trace`] into,
 /// when loaded with [`TRACE_GLOBAL`] set (tests only).
 pub const MAP_TRACE: &str = "NATPMP_TRACE";
@@ -608,6 +630,11 @@ pub struct Trace {
     pub oversized: u32,
     /// Frame bytes counted (0 when uncounted).
     pub bytes: u64,
+    /// The sender, as [`Outcome::src`].
+    pub src: [u8; 16],
+    /// 1 when the allowlist let a datagram through that drop mode drops.
+    pub allowed: u32,
+    pub pad: u32,
 }
 
 impl Trace {
@@ -615,10 +642,67 @@ impl Trace {
     pub const UNCOUNTED: u32 = u32::MAX;
 }
 
+/// What [`MAP_SOURCES`] holds for one sender on one CPU; the agent sums
+/// the CPUs (`first_seen_ns` the least, `last_seen_ns` the greatest).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Counted datagrams from this source.
+    pub packets: u64,
+    /// Their frame bytes.
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) of the first and the last.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// Bit `Class::index()` is set for every class this source sent.
+    pub classes: u32,
+    pub pad: u32,
+}
+
+impl SourceStats {
+    /// Two CPUs' entries (or two readings) as one.
+    #[must_use]
+    pub const fn merge(&self, o: &SourceStats) -> SourceStats {
+        let first = if self.packets == 0 {
+            o.first_seen_ns
+        } else if o.packets == 0 || self.first_seen_ns < o.first_seen_ns {
+            self.first_seen_ns
+        } else {
+            o.first_seen_ns
+        };
+        SourceStats {
+            packets: self.packets + o.packets,
+            bytes: self.bytes + o.bytes,
+            first_seen_ns: first,
+            last_seen_ns: if self.last_seen_ns > o.last_seen_ns {
+                self.last_seen_ns
+            } else {
+                o.last_seen_ns
+            },
+            classes: self.classes | o.classes,
+            pad: 0,
+        }
+    }
+}
+
+/// One CPU's window of the drop log's rate limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogWindow {
+    /// `bpf_ktime_get_ns` when the current one-second window began.
+    pub start_ns: u64,
+    /// Datagrams logged in it.
+    pub logged: u64,
+}
+
+// Every class has a bit in `SourceStats::classes`.
+const _: () = assert!(Class::COUNT <= 32);
+
 // The layouts above are shared with the kernel: no padding may creep in.
 const _: () = assert!(core::mem::size_of::<ClassCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<Config>() == 8);
-const _: () = assert!(core::mem::size_of::<Trace>() == 24);
+const _: () = assert!(core::mem::size_of::<Trace>() == 48);
+const _: () = assert!(core::mem::size_of::<SourceStats>() == 40);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FragEntry>() == 4);
 const _: () = assert!(Class::ALL.len() == Class::COUNT);
@@ -638,6 +722,9 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     // SAFETY: `#[repr(C)]`, one `u32`.
     unsafe impl aya::Pod for super::FragEntry {}
+    // SAFETY: `#[repr(C)]`, `u64`s then two `u32`s: no padding (size
+    // asserted above).
+    unsafe impl aya::Pod for super::SourceStats {}
 }
 
 #[cfg(test)]

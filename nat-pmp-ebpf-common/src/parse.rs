@@ -232,6 +232,11 @@ pub struct Walk {
     pub verdict: Classification,
     /// For `FirstFragment` and `LaterFragment`; zero otherwise.
     pub key: FragKey,
+    /// The sender: the innermost IP header's source (for IPv4 in IPv6, the
+    /// IPv4 one), IPv4-mapped for IPv4. Read only once the ports say 5351
+    /// (or for a later fragment, from its key), so other traffic reads no
+    /// address; zero for [`Found::Pass`].
+    pub src: [u8; 16],
 }
 
 impl Walk {
@@ -243,12 +248,14 @@ impl Walk {
             oversized: false,
         },
         key: Frag::WHOLE.key,
+        src: [0; 16],
     };
 
-    const fn only(found: Found, key: FragKey) -> Walk {
+    const fn only(found: Found, key: FragKey, src: [u8; 16]) -> Walk {
         Walk {
             found,
             key,
+            src,
             ..Walk::PASS
         }
     }
@@ -283,6 +290,8 @@ fn walk_inner<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Walk> {
         Link::Ethernet => ethernet(b)?,
     };
     let mut frag = Frag::WHOLE;
+    let mut ip_off = off;
+    let mut ipv6_hdr = ether_type == ETH_P_IPV6;
     let ipv4_next = match ether_type {
         ETH_P_IP => true,
         ETH_P_IPV6 => {
@@ -293,7 +302,8 @@ fn walk_inner<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Walk> {
                 // IPv4 in IPv6, one level deep (RFC 2473 / RFC 6333).
                 IPPROTO_IPIP => true,
                 IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
-                    return Some(Walk::only(Found::ChainTooLong, Frag::WHOLE.key));
+                    let src = source(b, ip_off, true);
+                    return Some(Walk::only(Found::ChainTooLong, Frag::WHOLE.key, src));
                 }
                 _ => return None,
             }
@@ -301,15 +311,44 @@ fn walk_inner<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Walk> {
         _ => return None,
     };
     if frag.later {
-        return Some(Walk::only(Found::LaterFragment, frag.key));
+        return Some(Walk::only(Found::LaterFragment, frag.key, frag.key.src));
     }
     if ipv4_next {
+        ip_off = off;
+        ipv6_hdr = false;
         off = ipv4(b, off, &mut frag)?;
         if frag.later {
-            return Some(Walk::only(Found::LaterFragment, frag.key));
+            let mut a = [0u8; 4];
+            a.copy_from_slice(&frag.key.src[..4]);
+            return Some(Walk::only(Found::LaterFragment, frag.key, v4_mapped(a)));
         }
     }
-    udp(b, off, &frag)
+    udp(b, off, &frag, IpAt::new(ip_off, ipv6_hdr))
+}
+
+/// Where the innermost IP header starts and whether it is IPv6, in one
+/// word: a BPF function takes at most five arguments (no stack arguments),
+/// and `udp` already needs four.
+#[derive(Clone, Copy)]
+struct IpAt(usize);
+
+impl IpAt {
+    #[inline(always)]
+    const fn new(off: usize, ipv6: bool) -> IpAt {
+        IpAt(off << 1 | ipv6 as usize)
+    }
+}
+
+/// The source address of the IP header at `ip_off`, IPv4-mapped for IPv4.
+#[inline(always)]
+fn source<B: Bytes + ?Sized>(b: &B, ip_off: usize, ipv6: bool) -> [u8; 16] {
+    if ipv6 {
+        // RFC 8200 §3: the source follows 8 bytes of fixed header.
+        at::<B, [u8; 16]>(b, ip_off + 8).unwrap_or([0; 16])
+    } else {
+        // RFC 791 §3.1: the source is at byte 12.
+        at::<B, [u8; 4]>(b, ip_off + 12).map_or([0; 16], v4_mapped)
+    }
 }
 
 /// Ethernet, VLAN tags and PPPoE: returns the network protocol (as an
@@ -450,7 +489,7 @@ fn split_addrs(a: [u8; 32]) -> [[u8; 16]; 2] {
 /// The UDP header at `off`: ports, then the shared classifier.
 #[cfg_attr(target_arch = "bpf", inline(never))]
 #[cfg_attr(not(target_arch = "bpf"), inline)]
-fn udp<B: Bytes + ?Sized>(b: &B, off: usize, frag: &Frag) -> Option<Walk> {
+fn udp<B: Bytes + ?Sized>(b: &B, off: usize, frag: &Frag, ip: IpAt) -> Option<Walk> {
     let h: UdpHdr = at(b, off)?;
     let dir = direction(h.src_port(), h.dst_port())?;
     // `at` succeeded, so `off + 8 <= frame_len`.
@@ -458,21 +497,88 @@ fn udp<B: Bytes + ?Sized>(b: &B, off: usize, frag: &Frag) -> Option<Walk> {
     // The version and opcode bytes, where the frame has them; the
     // classifiers ignore them when the lengths say they are absent.
     let [version, opcode] = at::<B, [u8; 2]>(b, off + UdpHdr::LEN).unwrap_or([0, 0]);
-    Some(if frag.first {
-        Walk {
-            found: Found::FirstFragment,
-            dir,
-            verdict: classify_first_fragment(h.length(), available, version, opcode),
-            key: frag.key,
-        }
+    let (found, verdict) = if frag.first {
+        (
+            Found::FirstFragment,
+            classify_first_fragment(h.length(), available, version, opcode),
+        )
     } else {
-        Walk {
-            found: Found::Datagram,
-            dir,
-            verdict: classify_udp(h.length(), available, version, opcode),
-            key: frag.key,
-        }
+        (
+            Found::Datagram,
+            classify_udp(h.length(), available, version, opcode),
+        )
+    };
+    Some(Walk {
+        found,
+        dir,
+        verdict,
+        key: frag.key,
+        src: source(b, ip.0 >> 1, ip.0 & 1 != 0),
     })
+}
+
+/// Source addresses that drop mode lets through: the operator's allowlist
+/// of CIDR prefixes.
+///
+/// The kernel implements it with an LPM trie keyed by 16-byte addresses
+/// (IPv4 as IPv4-mapped IPv6, `::ffff:a.b.c.d`, so one trie holds both
+/// families); the host with a list of [`Prefix`]es
+/// ([`crate::reference::HostAllow`]). [`decide`] asks it only for a datagram
+/// that drop mode would drop, so monitor mode and answers from 5351 never
+/// look it up.
+pub trait Allowlist {
+    /// Whether `src` (16 bytes, IPv4-mapped for IPv4) is inside a listed
+    /// prefix.
+    fn allows(&mut self, src: &[u8; 16]) -> bool;
+}
+
+/// `a.b.c.d` as the IPv4-mapped IPv6 address `::ffff:a.b.c.d` (RFC 4291
+/// §2.5.5.2): how IPv4 sources are keyed in the source and allowlist maps.
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// A CIDR prefix over 16-byte addresses (IPv4 prefixes as IPv4-mapped, with
+/// 96 added to their length): an allowlist entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    /// Length in bits, 0..=128.
+    pub len: u32,
+    /// The address; bits beyond `len` are zero.
+    pub addr: [u8; 16],
+}
+
+impl Prefix {
+    /// `addr/len` with the host bits cleared (`len` clamped to 128).
+    pub const fn new(addr: [u8; 16], len: u32) -> Prefix {
+        let len = if len > 128 { 128 } else { len };
+        let mut out = [0u8; 16];
+        let mut i = 0u32;
+        while i < 16 {
+            let bits = len.saturating_sub(i * 8);
+            let mask: u8 = if bits >= 8 { 0xff } else { !(0xffu8 >> bits) };
+            out[i as usize] = addr[i as usize] & mask;
+            i += 1;
+        }
+        Prefix { len, addr: out }
+    }
+
+    /// Whether `a` lies inside this prefix.
+    pub const fn contains(&self, a: &[u8; 16]) -> bool {
+        let p = Prefix::new(*a, self.len);
+        let mut i = 0;
+        while i < 16 {
+            if p.addr[i] != self.addr[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
 }
 
 /// What to do with a frame: which counter moves, and whether it is dropped.
@@ -486,6 +592,11 @@ pub struct Outcome {
     pub drop: bool,
     /// Bytes counted: the whole frame as XDP sees it (0 when uncounted).
     pub bytes: u64,
+    /// The sender (innermost IP source; IPv4-mapped for IPv4); zero when
+    /// uncounted.
+    pub src: [u8; 16],
+    /// Drop mode would have dropped it, but the allowlist let it through.
+    pub allowed: bool,
 }
 
 impl Outcome {
@@ -494,6 +605,8 @@ impl Outcome {
         oversized: false,
         drop: false,
         bytes: 0,
+        src: [0; 16],
+        allowed: false,
     };
 }
 
@@ -501,24 +614,24 @@ impl Outcome {
 /// same in the kernel and on the host.
 ///
 /// Drop mode drops datagrams to port 5351 and the later fragments of such
-/// datagrams; answers from 5351, frames it cannot see into (over-long IPv6
-/// chains) and everything else pass.
+/// datagrams, unless their source is in the [`Allowlist`]; answers from
+/// 5351, frames it cannot see into (over-long IPv6 chains) and everything
+/// else pass.
 #[inline(always)]
-pub fn decide<B: Bytes + ?Sized, F: FragTable>(b: &B, config: &Config, frags: &mut F) -> Outcome {
-    let counted = |class, oversized, dir: Direction| Outcome {
-        class: Some(class),
-        oversized,
-        drop: drops(config, dir),
-        bytes: b.frame_len() as u64,
-    };
+pub fn decide<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
+    b: &B,
+    config: &Config,
+    frags: &mut F,
+    allow: &mut A,
+) -> Outcome {
     let w = walk(b, config.link());
-    match w.found {
-        Found::Pass => Outcome::PASS,
-        Found::ChainTooLong => Outcome {
-            drop: false,
-            ..counted(Class::Ipv6ExtChainTooLong, false, Direction::FromServer)
-        },
-        Found::Datagram => counted(w.verdict.class, w.verdict.oversized, w.dir),
+    // One exit for every counted frame, so the source read and the
+    // allowlist lookup are inlined once (each inlined copy multiplies the
+    // verifier's states).
+    let (class, oversized, dir) = match w.found {
+        Found::Pass => return Outcome::PASS,
+        Found::ChainTooLong => (Class::Ipv6ExtChainTooLong, false, Direction::FromServer),
+        Found::Datagram => (w.verdict.class, w.verdict.oversized, w.dir),
         Found::FirstFragment => {
             frags.remember(
                 &w.key,
@@ -526,18 +639,23 @@ pub fn decide<B: Bytes + ?Sized, F: FragTable>(b: &B, config: &Config, frags: &m
                     to_server: u32::from(w.dir == Direction::ToServer),
                 },
             );
-            counted(w.verdict.class, w.verdict.oversized, w.dir)
+            (w.verdict.class, w.verdict.oversized, w.dir)
         }
         Found::LaterFragment => match frags.lookup(&w.key) {
-            Some(e) => {
-                let dir = if e.to_server != 0 {
-                    Direction::ToServer
-                } else {
-                    Direction::FromServer
-                };
-                counted(Class::FragmentNonfirst, false, dir)
-            }
-            None => Outcome::PASS,
+            Some(e) if e.to_server != 0 => (Class::FragmentNonfirst, false, Direction::ToServer),
+            Some(_) => (Class::FragmentNonfirst, false, Direction::FromServer),
+            None => return Outcome::PASS,
         },
+    };
+    let src = w.src;
+    let policy = drops(config, dir);
+    let allowed = policy && allow.allows(&src);
+    Outcome {
+        class: Some(class),
+        oversized,
+        drop: policy && !allowed,
+        bytes: b.frame_len() as u64,
+        src,
+        allowed,
     }
 }

@@ -14,7 +14,9 @@ extern crate std;
 
 use std::collections::HashMap;
 
-use crate::{decide, Config, FragEntry, FragKey, FragTable, Outcome};
+use std::vec::Vec;
+
+use crate::{decide, Allowlist, Config, FragEntry, FragKey, FragTable, Outcome, Prefix};
 
 /// A fragment table that never forgets.
 #[derive(Clone, Debug, Default)]
@@ -30,11 +32,25 @@ impl FragTable for HostFrags {
     }
 }
 
+/// The allowlist as a list of prefixes: the longest-prefix match of the
+/// kernel's LPM trie answers "is it in any of them", which is all
+/// [`Allowlist`] asks.
+#[derive(Clone, Debug, Default)]
+pub struct HostAllow(pub Vec<Prefix>);
+
+impl Allowlist for HostAllow {
+    fn allows(&mut self, src: &[u8; 16]) -> bool {
+        self.0.iter().any(|p| p.contains(src))
+    }
+}
+
 /// The host reference: the program's decision, frame by frame.
 #[derive(Clone, Debug, Default)]
 pub struct Reference {
     pub config: Config,
     pub frags: HostFrags,
+    /// The prefixes in the kernel's allowlist map.
+    pub allow: HostAllow,
 }
 
 impl Reference {
@@ -43,12 +59,13 @@ impl Reference {
         Reference {
             config,
             frags: HostFrags::default(),
+            allow: HostAllow::default(),
         }
     }
 
     /// What the program does with `frame`.
     pub fn run(&mut self, frame: &[u8]) -> Outcome {
-        decide(frame, &self.config, &mut self.frags)
+        decide(frame, &self.config, &mut self.frags, &mut self.allow)
     }
 
     /// Forgets every first fragment.

@@ -3,7 +3,9 @@
 //! classifies the payload with the shared classifier, counts every datagram
 //! per class in a per-CPU array and, in drop mode, drops what goes to 5351.
 //! All of the decision is `nat_pmp_ebpf_common::decide`; this file only
-//! supplies packet bytes, maps and counters.
+//! supplies packet bytes, maps and counters. Counted datagrams also update
+//! their sender's entry in the per-CPU LRU map of sources; drop mode lets
+//! through senders in the allowlist (an LPM trie).
 //!
 //! Contract: anything that is not UDP to or from port 5351 passes untouched
 //! and uncounted, on the cheapest path the parse allows; anything the program
@@ -22,15 +24,17 @@ use core::mem;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use nat_pmp_ebpf_common::{
     decide,
     parse::{Plain, MAX_OFFSET},
-    Bytes, Class, ClassCounters, Config, FragEntry, FragKey, FragTable, Outcome, Trace,
-    FRAGS_MAX_ENTRIES,
+    Allowlist, Bytes, Class, ClassCounters, Config, FragEntry, FragKey, FragTable, LogWindow,
+    Outcome, SourceStats, Trace, ALLOW_MAX_ENTRIES, DROP_LOG_PER_SEC, FRAGS_MAX_ENTRIES,
+    SOURCES_MAX_ENTRIES,
 };
 
 #[map(name = "NATPMP_STATS")]
@@ -44,6 +48,22 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// LRU: bounded memory under a flood, old datagrams age out by themselves).
 #[map(name = "NATPMP_FRAGS")]
 static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
+
+/// Senders of counted datagrams (see `SOURCES_MAX_ENTRIES` in -common for
+/// the bound and its memory). Per-CPU values: no atomics and no lost
+/// updates between CPUs; the LRU is shared, so the bound is on the whole
+/// map and a flood of spoofed sources evicts the least recently seen.
+#[map(name = "NATPMP_SOURCES")]
+static SOURCES: LruPerCpuHashMap<[u8; 16], SourceStats> =
+    LruPerCpuHashMap::with_max_entries(SOURCES_MAX_ENTRIES, 0);
+
+/// Source prefixes drop mode lets through (IPv4 as IPv4-mapped IPv6).
+#[map(name = "NATPMP_ALLOW")]
+static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(ALLOW_MAX_ENTRIES, 0);
+
+/// The drop log's rate limit: one window per CPU, so no atomics.
+#[map(name = "NATPMP_LOG_RATE")]
+static LOG_RATE: PerCpuArray<LogWindow> = PerCpuArray::with_max_entries(1, 0);
 
 /// The last frame's decision, written only when tracing is on (tests).
 #[map(name = "NATPMP_TRACE")]
@@ -65,9 +85,13 @@ pub fn nat_pmp(ctx: XdpContext) -> u32 {
     // A missing config entry cannot happen (arrays are preallocated); the
     // default is monitor mode on Ethernet.
     let config = CONFIG.get(0).copied().unwrap_or_default();
-    let outcome = decide(&pkt, &config, &mut Frags);
+    let outcome = decide(&pkt, &config, &mut Frags, &mut Allow);
     if let Some(class) = outcome.class {
         record(class, &outcome);
+        track_source(class, &outcome);
+        if outcome.drop {
+            log_drop(&ctx, class, &outcome);
+        }
     }
     let action = if outcome.drop {
         xdp_action::XDP_DROP
@@ -130,6 +154,91 @@ impl FragTable for Frags {
     }
 }
 
+/// The LPM trie as the shared `Allowlist`.
+struct Allow;
+
+impl Allowlist for Allow {
+    // Its own BPF function: the 20-byte trie key then lives in its frame,
+    // not in the entry function's, which is close to the 512-byte stack.
+    #[inline(never)]
+    fn allows(&mut self, src: &[u8; 16]) -> bool {
+        ALLOW.get(Key::new(128, *src)).is_some()
+    }
+}
+
+/// Adds a counted datagram to its sender's entry (this CPU's slot). Its
+/// own BPF function, for the same stack reason as `Allow::allows`; it runs
+/// only for counted datagrams.
+#[inline(never)]
+fn track_source(class: Class, outcome: &Outcome) {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let bit = 1u32 << (class.index() & 31);
+    if let Some(s) = SOURCES.get_ptr_mut(outcome.src) {
+        // SAFETY: this CPU's slot of a per-CPU entry; XDP runs with
+        // preemption disabled, so nothing else writes it concurrently. An
+        // entry evicted meanwhile stays valid memory until an RCU grace
+        // period ends (the update is then lost, as the entry is).
+        let s = unsafe { &mut *s };
+        if s.packets == 0 {
+            // First datagram on this CPU (another CPU created the entry).
+            s.first_seen_ns = now;
+        }
+        s.packets += 1;
+        s.bytes += outcome.bytes;
+        s.last_seen_ns = now;
+        s.classes |= bit;
+    } else {
+        let fresh = SourceStats {
+            packets: 1,
+            bytes: outcome.bytes,
+            first_seen_ns: now,
+            last_seen_ns: now,
+            classes: bit,
+            pad: 0,
+        };
+        // Inserting a per-CPU value sets this CPU's slot and zeroes the
+        // others; if another CPU created the entry meanwhile, the kernel
+        // writes this CPU's slot of it (`__htab_lru_percpu_map_update_elem`
+        // copies into an existing element), so nothing is lost. It fails
+        // only if the kernel cannot allocate; the source then goes
+        // untracked (the class counters still count it).
+        let _ = SOURCES.insert(outcome.src, fresh, 0);
+    }
+}
+
+/// Logs a dropped datagram (source and class) through aya-log, at most
+/// `DROP_LOG_PER_SEC` per CPU per one-second window: a flood costs one
+/// per-CPU array lookup per drop and logs no more than the bound.
+#[inline(never)]
+fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome) {
+    let Some(w) = LOG_RATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot; XDP runs with preemption disabled.
+    let w = unsafe { &mut *w };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(w.start_ns) >= 1_000_000_000 {
+        w.start_ns = now;
+        w.logged = 0;
+    }
+    if w.logged >= DROP_LOG_PER_SEC {
+        return;
+    }
+    w.logged += 1;
+    // One call site with fixed-size arguments: each aya-log call is
+    // verified again for every path that reaches it, and copying a string
+    // costs far more than a number. The agent turns the class index into
+    // its name and IPv4-mapped sources into IPv4 (`nat_pmp_agent::droplog`).
+    aya_log_ebpf::info!(
+        ctx,
+        "dropped class {} from {:i}",
+        class.index(),
+        outcome.src
+    );
+}
+
 /// The one place verdicts are counted.
 #[inline(always)]
 fn record(class: Class, outcome: &Outcome) {
@@ -165,6 +274,8 @@ fn trace(outcome: &Outcome, action: u32) {
     t.class = outcome.class.map_or(Trace::UNCOUNTED, Class::index);
     t.oversized = u32::from(outcome.oversized);
     t.bytes = outcome.bytes;
+    t.src = outcome.src;
+    t.allowed = u32::from(outcome.allowed);
 }
 
 #[cfg(not(test))]
