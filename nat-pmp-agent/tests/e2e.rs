@@ -6,100 +6,14 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    io::{BufRead as _, BufReader},
-    net::UdpSocket,
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, net::UdpSocket, process::Command, time::Duration};
 
-use common::{require_root, NetNs, Proc, WanLink, AGENT, INTERNET_ADDR, ROUTER_ADDR};
+use common::{require_root, Agent, NetNs, WanLink, AGENT, INTERNET_ADDR, ROUTER_ADDR};
 use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
 use serde_json::Value;
 
 /// Ethernet + IPv4 + UDP headers in front of every payload sent here.
 const HEADERS: u64 = 14 + 20 + 8;
-
-/// A running agent whose JSON lines arrive on a channel.
-struct Agent {
-    proc: Proc,
-    lines: mpsc::Receiver<Value>,
-}
-
-impl Agent {
-    fn start(ns: &NetNs, args: &[&str]) -> Agent {
-        let mut child = ns
-            .command(AGENT)
-            .args(args)
-            .args(["--output", "json", "--interval", "0.2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the agent");
-        let stdout = child.stdout.take().expect("agent stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line {line:?}: {e}"));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let agent = Agent {
-            proc: Proc(child),
-            lines,
-        };
-        // The first report means the program is loaded and attached.
-        agent.next_report(Duration::from_secs(20));
-        agent
-    }
-
-    fn next_report(&self, limit: Duration) -> Value {
-        self.lines
-            .recv_timeout(limit)
-            .expect("no JSON report from the agent in time (did it fail to start?)")
-    }
-
-    /// Waits until the reported total reaches `packets`, returns that report.
-    fn wait_for_total(&self, packets: u64) -> Value {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = self.next_report(Duration::from_secs(5));
-            if r["total"]["packets"].as_u64() == Some(packets) || Instant::now() > end {
-                return r;
-            }
-        }
-    }
-
-    /// Sends `sig`, expects a clean exit, returns the final report.
-    fn stop(mut self, sig: i32) -> Value {
-        self.proc.signal(sig);
-        let status = self
-            .proc
-            .wait_for(Duration::from_secs(10))
-            .expect("agent did not exit");
-        let mut stderr = String::new();
-        if let Some(mut e) = self.proc.0.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-        }
-        assert!(status.success(), "agent exited with {status}: {stderr}");
-        let mut last = None;
-        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            last = Some(v);
-        }
-        let last = last.expect("no final report");
-        assert_eq!(
-            last["final"],
-            Value::Bool(true),
-            "the last report must be marked final"
-        );
-        last
-    }
-}
 
 /// How many datagrams of each class the tests send: all different, so a
 /// class counted as another cannot go unnoticed. Every class a UDP payload
@@ -215,7 +129,7 @@ fn run_mode(drop: bool, stop_signal: i32) {
     let (received, answers_received) = exchange(&link, answers);
     let sent: u64 = plan().iter().map(|p| p.1).sum();
     let live = agent.wait_for_total(sent + answers);
-    let report = agent.stop(stop_signal);
+    let report = agent.stop(stop_signal).report;
     assert_eq!(
         without_rates(&live["counters"]),
         without_rates(&report["counters"]),
@@ -329,7 +243,7 @@ fn refuses_to_replace_another_xdp_program() {
     );
     // The first one is untouched and still filtering.
     assert!(link.router.xdp_attached("wan0"));
-    let report = first.stop(libc::SIGTERM);
+    let report = first.stop(libc::SIGTERM).report;
     assert_eq!(report["mode"], "drop");
     assert!(!link.router.xdp_attached("wan0"));
 }
@@ -430,7 +344,7 @@ fn probe_reports_what_it_sent_and_the_agent_counts_it() {
         "drop mode: no answer may come back"
     );
     let report = agent.wait_for_total(1000);
-    let report_final = agent.stop(libc::SIGTERM);
+    let report_final = agent.stop(libc::SIGTERM).report;
     assert_eq!(
         without_rates(&report["total"]),
         without_rates(&report_final["total"])
@@ -476,7 +390,7 @@ fn link_type_auto_counts_raw_ip_on_a_tun_device() {
         }
     }
     let report = agent.wait_for_total(10);
-    let report_final = agent.stop(libc::SIGTERM);
+    let report_final = agent.stop(libc::SIGTERM).report;
     assert_eq!(
         without_rates(&report["total"]),
         without_rates(&report_final["total"])

@@ -13,96 +13,23 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{TcpStream, UdpSocket},
     path::Path,
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc, Arc,
+        Arc,
     },
     time::{Duration, Instant},
 };
 
 use common::{
-    require_root, Bpffs, NetNs, Proc, WanLink, AGENT, INTERNET_ADDR, INTERNET_ADDR_1, ROUTER_ADDR,
+    require_root, Agent, Bpffs, NetNs, WanLink, AGENT, INTERNET_ADDR, INTERNET_ADDR_1, ROUTER_ADDR,
     ROUTER_ADDR_1,
 };
 use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
 use serde_json::Value;
-
-/// A running agent whose JSON lines arrive on a channel.
-struct Agent {
-    proc: Proc,
-    lines: mpsc::Receiver<Value>,
-}
-
-impl Agent {
-    fn start(ns: &NetNs, args: &[&str]) -> Agent {
-        let mut child = ns
-            .command(AGENT)
-            .args(args)
-            .args(["--output", "json", "--interval", "0.1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the agent");
-        let stdout = child.stdout.take().expect("agent stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line {line:?}: {e}"));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut agent = Agent {
-            proc: Proc(child),
-            lines,
-        };
-        if agent.lines.recv_timeout(Duration::from_secs(20)).is_err() {
-            let _ = agent.proc.wait_for(Duration::from_secs(1));
-            panic!("no report from the agent: {}", agent.stderr());
-        }
-        agent
-    }
-
-    fn stderr(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.proc.0.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
-
-    /// The first report whose total reaches `packets` (or the last one seen).
-    fn wait_for_total(&self, packets: u64) -> Value {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = self
-                .lines
-                .recv_timeout(Duration::from_secs(5))
-                .expect("no report from the agent in time");
-            if r["total"]["packets"].as_u64() >= Some(packets) || Instant::now() > end {
-                return r;
-            }
-        }
-    }
-
-    /// SIGTERM, expects a clean exit; returns its stderr.
-    fn stop(mut self) -> String {
-        self.proc.signal(libc::SIGTERM);
-        let status = self
-            .proc
-            .wait_for(Duration::from_secs(10))
-            .expect("the agent did not exit on SIGTERM");
-        let err = self.stderr();
-        assert!(status.success(), "agent exited with {status}: {err}");
-        err
-    }
-}
 
 /// Runs `nat-pmp-agent ARGS` in `ns` to completion: (success, stdout, stderr).
 fn agent(ns: &NetNs, args: &[&str]) -> (bool, String, String) {
@@ -218,7 +145,7 @@ fn pinned_agent_killed_keeps_dropping_restart_continues_detach_removes_all() {
         30
     );
     assert_eq!(r["counters"]["pcp"]["dropped_packets"], 20);
-    let err = second.stop();
+    let err = second.stop(libc::SIGTERM).stderr;
     assert!(
         err.contains("picked up the filter pinned under") && err.contains("stays attached to wan0"),
         "the agent must say it picked up the pins and leaves the filter attached: {err}"
@@ -260,7 +187,7 @@ fn without_pin_nothing_is_left_behind() {
     let bpffs = Bpffs::new("nopin");
     let root = bpffs.pin_root();
     let a = Agent::start(&link.router, &["--iface", "wan0", "--drop"]);
-    a.stop();
+    a.stop(libc::SIGTERM);
     assert!(!link.router.xdp_attached("wan0"));
     assert!(!Path::new(&root).exists());
     // status on an interface without pins says what runs there.
@@ -300,7 +227,7 @@ fn detach_while_the_agent_runs_stops_the_filter_at_once() {
         3,
     );
     assert_eq!(drain(&listener), 3);
-    a.stop();
+    a.stop(libc::SIGTERM);
     assert!(!Path::new(&root).join("wan0").exists());
 }
 
@@ -415,7 +342,7 @@ fn runtime_mode_switch_under_traffic_loses_no_packet() {
         "the listener must get exactly the passed ones: {r}"
     );
     assert_eq!(r["mode"], "monitor", "the report shows the live mode");
-    a.stop();
+    a.stop(libc::SIGTERM);
     agent_ok(
         &link.router,
         &["detach", "--iface", "wan0", "--pin-dir", &root],
@@ -647,7 +574,7 @@ fn two_interfaces_count_apart_and_metrics_match_the_json() {
     );
     check_metrics_match(&r, body);
 
-    let err = running.stop();
+    let err = running.stop(libc::SIGTERM).stderr;
     assert!(
         err.contains(&format!(
             "serving Prometheus metrics on http://{addr}/metrics"
@@ -868,7 +795,7 @@ fn allowlist_from_the_flags_and_changed_at_runtime_without_reload() {
         prog_before,
         "no reload"
     );
-    a.stop();
+    a.stop(libc::SIGTERM);
     agent_ok(
         &link.router,
         &["detach", "--iface", "wan0", "--pin-dir", &root],

@@ -270,3 +270,100 @@ impl WanLink {
         self.internet.ip(&["link", "set", "inet1", "up"]);
     }
 }
+
+/// A running agent (`--output json`, reports every 0.1 s) whose JSON lines
+/// arrive on a channel; ended by its PID on drop.
+pub struct Agent {
+    pub proc: Proc,
+    pub lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+/// What a stopped agent left: its final report and its stderr.
+pub struct Stopped {
+    pub report: serde_json::Value,
+    pub stderr: String,
+}
+
+impl Agent {
+    /// Starts the agent in `ns` and waits for its first report (the program
+    /// is loaded and attached by then).
+    pub fn start(ns: &NetNs, args: &[&str]) -> Agent {
+        use std::io::BufRead as _;
+        let mut child = ns
+            .command(AGENT)
+            .args(args)
+            .args(["--output", "json", "--interval", "0.1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the agent");
+        let stdout = child.stdout.take().expect("agent stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let v: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut agent = Agent {
+            proc: Proc(child),
+            lines,
+        };
+        if agent.lines.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = agent.proc.wait_for(Duration::from_secs(1));
+            panic!("no report from the agent: {}", agent.stderr());
+        }
+        agent
+    }
+
+    /// What the agent wrote on stderr (once it has exited).
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.proc.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        }
+        s
+    }
+
+    /// The first report whose total reaches `packets` (or the last one seen
+    /// within 10 s).
+    pub fn wait_for_total(&self, packets: u64) -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self
+                .lines
+                .recv_timeout(Duration::from_secs(5))
+                .expect("no report from the agent in time");
+            if r["total"]["packets"].as_u64() >= Some(packets) || Instant::now() > end {
+                return r;
+            }
+        }
+    }
+
+    /// Sends `sig`, expects a clean exit and a final report.
+    pub fn stop(mut self, sig: i32) -> Stopped {
+        self.proc.signal(sig);
+        let status = self
+            .proc
+            .wait_for(Duration::from_secs(10))
+            .expect("the agent did not exit on the signal");
+        let stderr = self.stderr();
+        assert!(status.success(), "agent exited with {status}: {stderr}");
+        let mut last = None;
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            last = Some(v);
+        }
+        let report = last.expect("no final report");
+        assert_eq!(
+            report["final"], true,
+            "the last report must be marked final"
+        );
+        Stopped { report, stderr }
+    }
+}
