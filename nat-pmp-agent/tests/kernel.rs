@@ -719,7 +719,10 @@ fn mode_switch_takes_effect_without_reload() {
 /// subprograms run for every counted datagram; the verifier checks a
 /// static subprogram again for every distinct state that reaches its call,
 /// i.e. once per path through the walk, which took the count to about
-/// 286,000. 350,000 keeps a threefold margin to the limit.
+/// 286,000. The fast path for plainly non-NAT-PMP frames (an early exit in
+/// the walk, which took non-NAT-PMP traffic from +65 ns to within a few ns of
+/// a bare XDP_PASS) adds its states: about 356,000. 400,000 keeps a margin
+/// of 2.5 to the limit.
 #[test]
 fn verifier_instruction_count_has_headroom() {
     common::require_root();
@@ -730,7 +733,7 @@ fn verifier_instruction_count_has_headroom() {
         .expect("this kernel reports verified_insns (Linux 5.16+)");
     println!("verifier processed {n} instructions (limit 1,000,000)");
     assert!(
-        n < 350_000,
-        "verifier processed {n} instructions: budget is 350,000"
+        n < 400_000,
+        "verifier processed {n} instructions: budget is 400,000"
     );
 }

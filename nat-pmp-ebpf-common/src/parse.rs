@@ -274,6 +274,9 @@ pub fn walk<B: Bytes + ?Sized>(b: &B, link: Link) -> Walk {
 /// 512 bytes.
 #[inline(always)]
 fn walk_inner<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Walk> {
+    if link == Link::Ethernet && plainly_not_natpmp(b)? {
+        return None;
+    }
     let (ether_type, mut off) = match link {
         Link::RawIp => {
             // No link layer: the version nibble picks the protocol. Two
@@ -324,6 +327,55 @@ fn walk_inner<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Walk> {
         }
     }
     udp(b, off, &frag, IpAt::new(ip_off, ipv6_hdr))
+}
+
+/// The fast path, inlined before any stage function is called: an
+/// untagged Ethernet frame carrying IPv4 that is not UDP, an unfragmented
+/// IPv4 UDP datagram on neither port 5351, or IPv6 whose first next header
+/// is neither UDP, IPv4-in-IPv6 nor an extension header. Nothing after it
+/// could count such a frame (the stages would return `None` for each), so
+/// most WAN traffic leaves here without a BPF-to-BPF call. `Some(false)`:
+/// take the full walk; `None`: too short for the walk as well.
+#[inline(always)]
+fn plainly_not_natpmp<B: Bytes + ?Sized>(b: &B) -> Option<bool> {
+    let ether_type = u16::from_be_bytes(at::<B, [u8; 2]>(b, 12)?);
+    match ether_type {
+        ETH_P_IP => {
+            let [version_ihl, _]: [u8; 2] = at(b, EthHdr::LEN)?;
+            let [frag_hi, frag_lo]: [u8; 2] = at(b, EthHdr::LEN + 6)?;
+            let [_, proto]: [u8; 2] = at(b, EthHdr::LEN + 8)?;
+            if version_ihl >> 4 != 4 || proto != IPPROTO_UDP {
+                return Some(true);
+            }
+            let ihl = ((version_ihl & 0x0f) as usize) * 4;
+            // More fragments or an offset: the fragment logic decides.
+            if ihl < Ipv4Hdr::LEN || u16::from_be_bytes([frag_hi, frag_lo]) & 0x3fff != 0 {
+                return Some(false);
+            }
+            let ports: [u8; 4] = at(b, EthHdr::LEN + ihl)?;
+            let src = u16::from_be_bytes([ports[0], ports[1]]);
+            let dst = u16::from_be_bytes([ports[2], ports[3]]);
+            Some(src != crate::NATPMP_PORT && dst != crate::NATPMP_PORT)
+        }
+        ETH_P_IPV6 => {
+            // Version nibble first, next header at byte 6 (RFC 8200 §3).
+            let fixed: [u8; 8] = at(b, EthHdr::LEN)?;
+            let next = fixed[6];
+            Some(
+                fixed[0] >> 4 != 6
+                    || !matches!(
+                        next,
+                        IPPROTO_UDP
+                            | IPPROTO_IPIP
+                            | IPPROTO_HOPOPTS
+                            | IPPROTO_ROUTING
+                            | IPPROTO_DSTOPTS
+                            | IPPROTO_FRAGMENT
+                    ),
+            )
+        }
+        _ => Some(false),
+    }
 }
 
 /// Where the innermost IP header starts and whether it is IPv6, in one

@@ -379,18 +379,15 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
         verdict: Verdict::of(ok),
         why: (!ok).then(|| {
             format!(
-                "The product's extra work on a non-NAT-PMP frame is the shared frame walk \
-                 (`nat-pmp-ebpf-common/src/parse.rs`, {} xlated instructions in all). Two \
-                 things put it far above the bare program on every frame: the config map is \
-                 looked up before the walk (the link type, Ethernet or raw IP, lives there), \
-                 and the walk's stages are separate BPF functions (`inline(never)` on BPF, to \
-                 keep the stack under 512 bytes), so each frame pays BPF-to-BPF calls before \
-                 its protocol byte is read. On top of that every 16-bit field is read as two \
-                 byte loads, a shift, an or and a byte swap (`[u8; 2]` header fields). What \
-                 would fix it: the link type as a read-only global set at load (as the trace \
-                 switch already is, so the verifier folds it), an inlined first stage that \
-                 leaves on a non-IP/non-UDP protocol or a port other than 5351 before any \
-                 call or map access, and one-load `u16` reads. Noise: the load average was {} \
+                "A non-NAT-PMP frame on Ethernet leaves the shared walk at its inlined fast \
+                 path (`plainly_not_natpmp` in `nat-pmp-ebpf-common/src/parse.rs`: EtherType, \
+                 IPv4 protocol and ports, or the IPv6 next header) before any BPF-to-BPF call \
+                 into the walk's stages ({} xlated instructions in all). What is left over a \
+                 bare program is the config map lookup (the link type lives there) and those \
+                 few byte loads, each 16-bit field read as two loads, a shift, an or and a \
+                 byte swap (`[u8; 2]` header fields). What would close the rest: the link \
+                 type as a read-only global set at load (the verifier folds it, as it does \
+                 the trace switch) and one-load `u16` reads. Noise: the load average was {} \
                  at the start of this run (2 CPUs shared with builds) and a cell's runs spread \
                  by several ns (cross-check table).",
                 product_insns(r),
@@ -414,11 +411,16 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
                 "The bare program costs {d:.0} ns, nearly all of it the harness \
                  (`BPF_PROG_TEST_RUN`'s per-run loop; bare `XDP_PASS` costs {pass:.0} ns on the \
                  same frame). The product adds {:.0} ns; 30 % of the floor is {:.1} ns. The \
-                 added time is the whole walk of the previous target (config lookup, \
-                 BPF-to-BPF calls into the walk's stages, byte-wise 16-bit reads) plus the \
-                 classification and the read-modify-write of the per-CPU counters; the \
-                 fixes named there apply here too, and the mode can live in the same \
-                 read-mostly global, switched with a map only where a runtime switch is \
+                 added time is the whole walk (BPF-to-BPF calls into its stages), the \
+                 classification and the per-CPU counters, and, since per-source tracking and \
+                 the allowlist landed, the per-source LRU update (a hash lookup or insert and \
+                 `bpf_ktime_get_ns`), the allowlist trie lookup and the drop log's rate check \
+                 (another clock read) on every dropped datagram. What would fix it: the link \
+                 type and mode as read-only globals, one clock read shared by the source \
+                 update and the log, the allowlist lookup skipped while the trie is empty (a \
+                 count in the config), and one-load `u16` reads; a switch to measure with \
+                 per-source tracking off is not built yet. The mode can live in a read-mostly \
+                 global too, switched with a map only where a runtime switch is \
                  needed. The product's opcode-0 cell spread by ±{:.0} ns over the runs of \
                  this one: rerun on a quiet machine before reading much into a few \
                  nanoseconds.",
