@@ -7,7 +7,7 @@ mod common;
 use etherparse::PacketBuilder;
 use nat_pmp_agent::{counters::Snapshot, ebpf::Filter, probe::sample_payload};
 use nat_pmp_ebpf_common::{
-    frames::{self, ethernet, ethernet_pppoe, ext, frag6, ipv4, ipv6, pppoe, udp, V4Frag},
+    frames::{self, ethernet, ethernet_pppoe, ext, frag6, ipv4, ipv6, pppoe, udp, v4, v6, V4Frag},
     headers::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_DSTOPTS,
         IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_ROUTING, IPPROTO_UDP, PPP_IP, PPP_IPV6,
@@ -297,19 +297,6 @@ const NAT0: [u8; 2] = [0, 0];
 
 fn pcp_map() -> Vec<u8> {
     sample_payload(Class::PcpMapRequest)
-}
-
-fn v4(payload: &[u8]) -> Vec<u8> {
-    ipv4(
-        IPPROTO_UDP,
-        V4Frag::default(),
-        &[],
-        &udp(40000, NATPMP_PORT, payload),
-    )
-}
-
-fn v6(payload: &[u8]) -> Vec<u8> {
-    ipv6(IPPROTO_UDP, &udp(40000, NATPMP_PORT, payload))
 }
 
 /// `n` destination-options headers, then UDP to 5351.

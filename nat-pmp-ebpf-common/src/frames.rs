@@ -88,6 +88,25 @@ pub fn ipv6(next: u8, body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A request to port 5351 (from port 40000) in IPv4, no options, not a
+/// fragment: the IP packet a test wraps in its link layer.
+pub fn v4(payload: &[u8]) -> Vec<u8> {
+    ipv4(
+        crate::headers::IPPROTO_UDP,
+        V4Frag::default(),
+        &[],
+        &udp(40000, crate::NATPMP_PORT, payload),
+    )
+}
+
+/// A request to port 5351 (from port 40000) in IPv6, no extension header.
+pub fn v6(payload: &[u8]) -> Vec<u8> {
+    ipv6(
+        crate::headers::IPPROTO_UDP,
+        &udp(40000, crate::NATPMP_PORT, payload),
+    )
+}
+
 /// A hop-by-hop, routing or destination-options header of `units + 1`
 /// 8-byte units (zero-filled: Pad1 options, routing type 0 with no segments
 /// left) followed by `rest`, whose protocol is `next`.

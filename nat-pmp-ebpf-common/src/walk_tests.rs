@@ -15,19 +15,6 @@ fn pcp_map() -> Vec<u8> {
     p
 }
 
-fn v4(payload: &[u8]) -> Vec<u8> {
-    ipv4(
-        IPPROTO_UDP,
-        V4Frag::default(),
-        &[],
-        &udp(40000, PORT, payload),
-    )
-}
-
-fn v6(payload: &[u8]) -> Vec<u8> {
-    ipv6(IPPROTO_UDP, &udp(40000, PORT, payload))
-}
-
 /// Runs `frame` through a fresh reference in drop mode.
 fn outcome(link: Link, frame: &[u8]) -> Outcome {
     Reference::new(Config::new(Mode::Drop).with_link(link)).run(frame)
