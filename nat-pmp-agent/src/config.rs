@@ -1,6 +1,7 @@
 //! The `--config FILE` (TOML): every run flag as a key of the same name
 //! without `--` (`iface`, `drop`, `xdp-mode`, `link-type`, `interval`, `output`,
-//! `duration`, `pin`, `pin-dir`, `metrics`, `metrics-allow-remote`).
+//! `duration`, `pin`, `pin-dir`, `metrics`, `metrics-allow-remote`, `top-sources`,
+//! `allow`, `no-sources`).
 //!
 //! Contract: flags given on the command line win over the file; boolean keys
 //! switch a feature on (a flag cannot switch it off again, so leave them out
@@ -35,6 +36,7 @@ pub struct FileConfig {
     metrics_allow_remote: Option<bool>,
     top_sources: Option<usize>,
     allow: Option<Vec<String>>,
+    no_sources: Option<bool>,
 }
 
 /// `iface = "wan0"` or `iface = ["wan0", "wan1"]`.
@@ -82,6 +84,7 @@ pub fn merge(mut cli: RunArgs, file: &FileConfig) -> Result<RunArgs> {
     cli.drop |= file.drop.unwrap_or(false);
     cli.pin |= file.pin.unwrap_or(false);
     cli.metrics_allow_remote |= file.metrics_allow_remote.unwrap_or(false);
+    cli.no_sources |= file.no_sources.unwrap_or(false);
     cli.xdp_mode = cli.xdp_mode.or(file.xdp_mode);
     cli.link_type = cli.link_type.or(file.link_type);
     cli.interval = cli.interval.or(file.interval);
@@ -119,12 +122,13 @@ metrics = "127.0.0.1:9999"
 metrics-allow-remote = false
 top-sources = 3
 allow = ["198.51.100.0/24", "2001:db8::/32"]
+no-sources = true
 "#,
         )
         .expect("a valid file");
         let a = merge(RunArgs::default(), &f).expect("valid prefixes");
         assert_eq!(a.iface, ["wan0", "wan1"]);
-        assert!(a.drop && a.pin && !a.metrics_allow_remote);
+        assert!(a.drop && a.pin && !a.metrics_allow_remote && a.no_sources);
         assert_eq!(a.xdp_mode, Some(AttachMode::Skb));
         assert_eq!(a.link_type, Some(LinkType::RawIp));
         assert_eq!(a.interval, Some(2.5));

@@ -127,8 +127,15 @@ impl Maps {
         Ok(Maps {
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(MAP_STATS)?))
                 .with_context(|| format!("{MAP_STATS} under {} is not ours", dir.dir.display()))?,
-            config: Array::try_from(Map::Array(open(MAP_CONFIG)?))
-                .with_context(|| format!("{MAP_CONFIG} under {} is not ours", dir.dir.display()))?,
+            config: Array::try_from(Map::Array(open(MAP_CONFIG)?)).with_context(|| {
+                format!(
+                    "{MAP_CONFIG} under {} is not this agent's (a different value size: an \
+                     instance pinned by an older agent); detach it once with \
+                     `nat-pmp-agent detach --iface {}` and start again",
+                    dir.dir.display(),
+                    dir.iface
+                )
+            })?,
             sources: typed(Map::PerCpuLruHashMap(open(MAP_SOURCES)?), MAP_SOURCES)?,
             allow: typed(Map::LpmTrie(open(MAP_ALLOW)?), MAP_ALLOW)?,
         })
@@ -208,17 +215,52 @@ impl Maps {
                     "adding a prefix to map {MAP_ALLOW} (it holds at most {} prefixes)",
                     nat_pmp_ebpf_common::ALLOW_MAX_ENTRIES
                 )
-            })
+            })?;
+        self.count_allowed()
     }
 
     /// Removes `prefix` from the allowlist; returns whether it was there.
     pub fn disallow(&mut self, prefix: Prefix) -> Result<bool> {
-        match self.allow.remove(&Key::new(prefix.len, prefix.addr)) {
-            Ok(()) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(e) if has_errno(&e, libc::ENOENT) => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("removing a prefix from map {MAP_ALLOW}")),
-        }
+        let removed = match self.allow.remove(&Key::new(prefix.len, prefix.addr)) {
+            Ok(()) => true,
+            Err(aya::maps::MapError::KeyNotFound) => false,
+            Err(e) if has_errno(&e, libc::ENOENT) => false,
+            Err(e) => {
+                return Err(e).with_context(|| format!("removing a prefix from map {MAP_ALLOW}"))
+            }
+        };
+        self.count_allowed()?;
+        Ok(removed)
+    }
+
+    /// Writes the allowlist's size into the configuration: the program
+    /// skips the trie lookup while it is 0. Counted from the trie itself
+    /// after every change (after an insert, so that no packet skips a
+    /// lookup the new prefix needs), which also repairs a count another
+    /// process left stale.
+    pub fn count_allowed(&mut self) -> Result<()> {
+        let n = u32::try_from(self.allowed()?.len()).unwrap_or(u32::MAX);
+        let config = Config {
+            allow_prefixes: n,
+            ..self.config()?
+        };
+        self.write_config(config, "the allowlist's size")
+    }
+
+    /// Switches per-source tracking on or off; the program sees it on its
+    /// next packet. Off, counted datagrams cost no source-map update and
+    /// the source table keeps what it holds.
+    pub fn set_source_tracking(&mut self, on: bool) -> Result<()> {
+        let config = Config {
+            sources_off: u32::from(!on),
+            ..self.config()?
+        };
+        let what = if on {
+            "per-source tracking on"
+        } else {
+            "per-source tracking off"
+        };
+        self.write_config(config, what)
     }
 
     /// The configuration the program applies.
@@ -235,7 +277,7 @@ impl Maps {
     }
 
     /// Sets the policy, keeping the link type; the running program sees it
-    /// on its next packet (one 8-byte array element written by one syscall:
+    /// on its next packet (one 16-byte array element written by one syscall:
     /// no packet sees a mix).
     pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
         let config = Config {
@@ -629,6 +671,12 @@ impl Filter {
     /// Sets the policy; the running program sees it on its next packet.
     pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
         self.maps.set_mode(mode)
+    }
+
+    /// Switches per-source tracking on or off (see
+    /// [`Maps::set_source_tracking`]).
+    pub fn set_source_tracking(&mut self, on: bool) -> Result<()> {
+        self.maps.set_source_tracking(on)
     }
 
     /// Sets where the network header starts (the interface's link type).

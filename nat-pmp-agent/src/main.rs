@@ -97,6 +97,11 @@ struct RunArgs {
     /// at runtime with `nat-pmp-agent allow`.
     #[arg(long, value_name = "PREFIX", value_parser = parse_prefix)]
     allow: Vec<Prefix>,
+    /// Turn per-source tracking off: counted datagrams no longer update the
+    /// source table (reports and metrics then list no sources), which makes
+    /// drop mode cheapest per packet (see BENCHMARKS.md).
+    #[arg(long)]
+    no_sources: bool,
 }
 
 /// Where `--metrics` listens when given without an address.
@@ -357,6 +362,7 @@ fn run(cli: Cli) -> Result<()> {
                 metrics: a.metrics,
                 top_sources: a.top_sources.unwrap_or(10),
                 allow: a.allow,
+                track_sources: !a.no_sources,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -63,6 +63,9 @@ pub struct Options {
     /// Source prefixes drop mode lets through (added to what a picked-up
     /// instance already allows).
     pub allow: Vec<Prefix>,
+    /// Update the per-source map for every counted datagram (`--no-sources`
+    /// turns it off: the cheapest drop path, and no source table).
+    pub track_sources: bool,
 }
 
 /// One interface's filter, and whether this run created it.
@@ -177,9 +180,7 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
         if let Some(mut f) = Filter::adopt(iface, opts.attach, &dir)? {
             // The flags (or config file) say which mode to run in; one map
             // write, no gap.
-            f.set_mode(opts.mode)?;
-            f.set_link(opts.link.resolve(iface)?)?;
-            allow_all(&mut f, &opts.allow)?;
+            configure(&mut f, iface, opts)?;
             eprintln!(
                 "note: picked up the filter pinned under {}: its counters continue",
                 dir.dir.display()
@@ -187,17 +188,13 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
             (f, true)
         } else {
             let mut f = Filter::load()?;
-            f.set_mode(opts.mode)?;
-            f.set_link(opts.link.resolve(iface)?)?;
-            allow_all(&mut f, &opts.allow)?;
+            configure(&mut f, iface, opts)?;
             f.attach_pinned(iface, opts.attach, &dir)?;
             (f, false)
         }
     } else {
         let mut f = Filter::load()?;
-        f.set_mode(opts.mode)?;
-        f.set_link(opts.link.resolve(iface)?)?;
-        allow_all(&mut f, &opts.allow)?;
+        configure(&mut f, iface, opts)?;
         f.attach(iface, opts.attach)?;
         (f, false)
     };
@@ -216,12 +213,17 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
     })
 }
 
-/// Writes the `--allow` prefixes before the program sees a packet.
-fn allow_all(f: &mut Filter, prefixes: &[Prefix]) -> Result<()> {
-    for p in prefixes {
+/// Writes the mode, link type, source tracking and `--allow` prefixes
+/// before the program sees a packet (or, picked up, its next one).
+fn configure(f: &mut Filter, iface: &str, opts: &Options) -> Result<()> {
+    f.set_mode(opts.mode)?;
+    f.set_link(opts.link.resolve(iface)?)?;
+    f.set_source_tracking(opts.track_sources)?;
+    for p in &opts.allow {
         f.maps_mut().allow(*p)?;
     }
-    Ok(())
+    // Also for no --allow: a picked-up allowlist's size is counted afresh.
+    f.maps_mut().count_allowed()
 }
 
 /// Undoes a failed start-up: what this run attached or pinned goes, what it

@@ -25,8 +25,8 @@ pub mod parse;
 pub mod reference;
 
 pub use parse::{
-    decide, v4_mapped, walk, Allowlist, Bytes, Found, FragEntry, FragKey, FragTable, Outcome,
-    Prefix, Walk, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS,
+    decide, decide_staged, v4_mapped, walk, Allowlist, Bytes, Found, FragEntry, FragKey, FragTable,
+    Outcome, Prefix, Walk, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS,
 };
 #[cfg(feature = "capgen")]
 pub mod capgen;
@@ -350,6 +350,7 @@ const fn classify_pcp(len: u32, opcode: u8) -> Class {
 /// frame length: Ethernet pads short frames). `version` and `opcode` are the
 /// payload's first two bytes; pass 0 for bytes the payload does not have (they
 /// are ignored when `payload_len` says they are absent).
+#[inline(always)]
 pub const fn classify(payload_len: u32, version: u8, opcode: u8) -> Classification {
     let class = if payload_len < 2 {
         // Not even a version and an opcode: nothing to tell apart.
@@ -395,7 +396,22 @@ const TRUNCATED: Classification = Classification {
 /// A length field below the UDP header's 8 bytes, or one that claims more
 /// bytes than the frame holds, makes the datagram `malformed_truncated`
 /// (RFC 768). First fragments go to [`classify_first_fragment`] instead.
+///
+/// Not inlined on BPF (one copy serves the staged walk); the XDP fast
+/// path inlines [`classify_udp_inline`], the same function.
+#[cfg_attr(target_arch = "bpf", inline(never))]
 pub const fn classify_udp(udp_len: u16, available: u32, version: u8, opcode: u8) -> Classification {
+    classify_udp_inline(udp_len, available, version, opcode)
+}
+
+/// [`classify_udp`], always inlined.
+#[inline(always)]
+pub const fn classify_udp_inline(
+    udp_len: u16,
+    available: u32,
+    version: u8,
+    opcode: u8,
+) -> Classification {
     let udp_len = udp_len as u32;
     if udp_len < UDP_HEADER_LEN || udp_len > available {
         return TRUNCATED;
@@ -513,6 +529,13 @@ pub struct Config {
     pub mode: u32,
     /// [`Link`] as `u32`; unknown values act as [`Link::Ethernet`].
     pub link: u32,
+    /// Nonzero: per-source tracking ([`MAP_SOURCES`]) is off, and counted
+    /// datagrams cost no source-map update. Zero (the default) tracks.
+    pub sources_off: u32,
+    /// How many prefixes the allowlist ([`MAP_ALLOW`]) holds, kept by the
+    /// agent after every change; 0 skips the trie lookup, so an empty
+    /// allowlist costs drop mode nothing.
+    pub allow_prefixes: u32,
 }
 
 impl Config {
@@ -521,7 +544,14 @@ impl Config {
         Config {
             mode: mode as u32,
             link: Link::Ethernet as u32,
+            sources_off: 0,
+            allow_prefixes: 0,
         }
+    }
+
+    /// Whether counted datagrams update the per-source map.
+    pub const fn tracks_sources(&self) -> bool {
+        self.sources_off == 0
     }
 
     /// This configuration with `link` instead.
@@ -689,7 +719,7 @@ impl SourceStats {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogWindow {
-    /// `bpf_ktime_get_ns` when the current one-second window began.
+    /// `bpf_ktime_get_coarse_ns` when the current one-second window began.
     pub start_ns: u64,
     /// Datagrams logged in it.
     pub logged: u64,
@@ -700,7 +730,7 @@ const _: () = assert!(Class::COUNT <= 32);
 
 // The layouts above are shared with the kernel: no padding may creep in.
 const _: () = assert!(core::mem::size_of::<ClassCounters>() == 40);
-const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<Trace>() == 48);
 const _: () = assert!(core::mem::size_of::<SourceStats>() == 40);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);

@@ -365,7 +365,13 @@ fn direction_and_policy() {
     assert!(drops(&drop, Direction::ToServer));
     assert!(!drops(&drop, Direction::FromServer));
     assert!(!drops(&monitor, Direction::ToServer));
-    assert!(!drops(&Config { mode: 77, link: 0 }, Direction::ToServer));
+    assert!(!drops(
+        &Config {
+            mode: 77,
+            ..Config::default()
+        },
+        Direction::ToServer
+    ));
 }
 
 /// Every PCP length from 0 to 1200 for every opcode byte: exactly one
@@ -459,6 +465,13 @@ fn pcp_is_the_aggregate_of_the_pcp_classes() {
 fn link_round_trips_through_config() {
     let c = Config::new(Mode::Drop).with_link(Link::RawIp);
     assert_eq!((c.mode(), c.link()), (Mode::Drop, Link::RawIp));
-    assert_eq!(Config { mode: 0, link: 9 }.link(), Link::Ethernet);
+    assert_eq!(
+        Config {
+            link: 9,
+            ..Config::default()
+        }
+        .link(),
+        Link::Ethernet
+    );
     assert_eq!(Config::default().link(), Link::Ethernet);
 }

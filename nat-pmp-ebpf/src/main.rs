@@ -24,7 +24,7 @@ use core::mem;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::XdpContext,
@@ -83,14 +83,29 @@ pub fn nat_pmp(ctx: XdpContext) -> u32 {
         end: ctx.data_end(),
     };
     // A missing config entry cannot happen (arrays are preallocated); the
-    // default is monitor mode on Ethernet.
+    // default is monitor mode on Ethernet, tracking sources.
     let config = CONFIG.get(0).copied().unwrap_or_default();
-    let outcome = decide(&pkt, &config, &mut Frags, &mut Allow);
+    let mut allow = Allow {
+        empty: config.allow_prefixes == 0,
+    };
+    let outcome = decide(&pkt, &config, &mut Frags, &mut allow);
     if let Some(class) = outcome.class {
         record(class, &outcome);
-        track_source(class, &outcome);
-        if outcome.drop {
-            log_drop(&ctx, class, &outcome);
+        let track = config.tracks_sources();
+        if track || outcome.drop {
+            // One clock read serves both. The coarse clock (the last tick,
+            // CLOCK_MONOTONIC_COARSE) reads no hardware counter: in a VM a
+            // precise read costs as much as the rest of the frame's work,
+            // and a source's first/last-seen times and a one-second log
+            // window need no better than a tick.
+            // SAFETY: a helper without arguments.
+            let now = unsafe { bpf_ktime_get_coarse_ns() };
+            if track {
+                track_source(class, &outcome, now);
+            }
+            if outcome.drop {
+                log_drop(&ctx, class, &outcome, now);
+            }
         }
     }
     let action = if outcome.drop {
@@ -155,26 +170,31 @@ impl FragTable for Frags {
 }
 
 /// The LPM trie as the shared `Allowlist`.
-struct Allow;
+struct Allow {
+    /// The agent's count of prefixes is 0: no lookup (and no call).
+    empty: bool,
+}
 
 impl Allowlist for Allow {
-    // Its own BPF function: the 20-byte trie key then lives in its frame,
-    // not in the entry function's, which is close to the 512-byte stack.
-    #[inline(never)]
+    #[inline(always)]
     fn allows(&mut self, src: &[u8; 16]) -> bool {
-        ALLOW.get(Key::new(128, *src)).is_some()
+        !self.empty && allow_lookup(src)
     }
 }
 
-/// Adds a counted datagram to its sender's entry (this CPU's slot). Its
-/// own BPF function, for the same stack reason as `Allow::allows`; it runs
-/// only for counted datagrams.
+/// Its own BPF function: the 20-byte trie key then lives in its frame, not
+/// in the entry function's, which is close to the 512-byte stack.
 #[inline(never)]
-fn track_source(class: Class, outcome: &Outcome) {
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+fn allow_lookup(src: &[u8; 16]) -> bool {
+    ALLOW.get(Key::new(128, *src)).is_some()
+}
+
+/// Adds a counted datagram to its sender's entry (this CPU's slot), inlined:
+/// a known source costs the map lookup and no BPF-to-BPF call.
+#[inline(always)]
+fn track_source(class: Class, outcome: &Outcome, now: u64) {
     let bit = 1u32 << (class.index() & 31);
-    if let Some(s) = SOURCES.get_ptr_mut(outcome.src) {
+    if let Some(s) = SOURCES.get_ptr_mut(&outcome.src) {
         // SAFETY: this CPU's slot of a per-CPU entry; XDP runs with
         // preemption disabled, so nothing else writes it concurrently. An
         // entry evicted meanwhile stays valid memory until an RCU grace
@@ -189,36 +209,42 @@ fn track_source(class: Class, outcome: &Outcome) {
         s.last_seen_ns = now;
         s.classes |= bit;
     } else {
-        let fresh = SourceStats {
-            packets: 1,
-            bytes: outcome.bytes,
-            first_seen_ns: now,
-            last_seen_ns: now,
-            classes: bit,
-            pad: 0,
-        };
-        // Inserting a per-CPU value sets this CPU's slot and zeroes the
-        // others; if another CPU created the entry meanwhile, the kernel
-        // writes this CPU's slot of it (`__htab_lru_percpu_map_update_elem`
-        // copies into an existing element), so nothing is lost. It fails
-        // only if the kernel cannot allocate; the source then goes
-        // untracked (the class counters still count it).
-        let _ = SOURCES.insert(outcome.src, fresh, 0);
+        new_source(outcome, now, bit);
     }
+}
+
+/// A source not in the map yet (or evicted): its own BPF function, so its
+/// 40-byte value lives in its own stack frame; it runs once per new source.
+#[inline(never)]
+fn new_source(outcome: &Outcome, now: u64, bit: u32) {
+    let fresh = SourceStats {
+        packets: 1,
+        bytes: outcome.bytes,
+        first_seen_ns: now,
+        last_seen_ns: now,
+        classes: bit,
+        pad: 0,
+    };
+    // Inserting a per-CPU value sets this CPU's slot and zeroes the
+    // others; if another CPU created the entry meanwhile, the kernel
+    // writes this CPU's slot of it (`__htab_lru_percpu_map_update_elem`
+    // copies into an existing element), so nothing is lost. It fails
+    // only if the kernel cannot allocate; the source then goes
+    // untracked (the class counters still count it).
+    let _ = SOURCES.insert(&outcome.src, &fresh, 0);
 }
 
 /// Logs a dropped datagram (source and class) through aya-log, at most
 /// `DROP_LOG_PER_SEC` per CPU per one-second window: a flood costs one
-/// per-CPU array lookup per drop and logs no more than the bound.
-#[inline(never)]
-fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome) {
+/// per-CPU array access per drop (inlined, no call) and logs no more than
+/// the bound.
+#[inline(always)]
+fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome, now: u64) {
     let Some(w) = LOG_RATE.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: this CPU's slot; XDP runs with preemption disabled.
     let w = unsafe { &mut *w };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(w.start_ns) >= 1_000_000_000 {
         w.start_ns = now;
         w.logged = 0;
@@ -227,10 +253,17 @@ fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome) {
         return;
     }
     w.logged += 1;
-    // One call site with fixed-size arguments: each aya-log call is
-    // verified again for every path that reaches it, and copying a string
-    // costs far more than a number. The agent turns the class index into
-    // its name and IPv4-mapped sources into IPv4 (`nat_pmp_agent::droplog`).
+    log_line(ctx, class, outcome);
+}
+
+/// The log line itself: its own BPF function, reached at most
+/// `DROP_LOG_PER_SEC` times per second per CPU. One call site with
+/// fixed-size arguments: each aya-log call is verified again for every
+/// path that reaches it, and copying a string costs far more than a
+/// number. The agent turns the class index into its name and IPv4-mapped
+/// sources into IPv4 (`nat_pmp_agent::droplog`).
+#[inline(never)]
+fn log_line(ctx: &XdpContext, class: Class, outcome: &Outcome) {
     aya_log_ebpf::info!(
         ctx,
         "dropped class {} from {:i}",

@@ -55,12 +55,17 @@ pub struct Args {
     /// Seconds of flood while the agent's cost is measured.
     #[arg(long, default_value_t = 10)]
     agent_seconds: u64,
+    /// Measure the per-packet cost only and print it (the report is not
+    /// written): the quick loop while tuning the program.
+    #[arg(long)]
+    cost_only: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
 pub const PRODUCT_DROP: &str = "product, drop mode";
+pub const PRODUCT_DROP_UNTRACKED: &str = "product, drop mode, source tracking off";
 pub const PRODUCT_MONITOR: &str = "product, monitor mode";
 pub const BARE_PASS: &str = "bare XDP_PASS";
 pub const BARE_DROP: &str = "bare XDP_DROP";
@@ -94,6 +99,10 @@ fn run(args: &Args) -> Result<()> {
     let bpffs = Bpffs::new()?;
 
     let (cost, facts, xdp_filter_prog) = per_packet(args, &bpffs)?;
+    if args.cost_only {
+        print!("{}", report::cost_table(&cost));
+        return Ok(());
+    }
     let (floods, agent) = flood_and_agent(args, &bpffs)?;
 
     let text = report::render(&report::Results {
@@ -119,6 +128,9 @@ type PerPacket = (cost::CostTable, Vec<(String, progs::ProgFacts)>, String);
 fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
     let mut product_drop = Filter::load()?;
     product_drop.set_mode(Mode::Drop)?;
+    let mut product_untracked = Filter::load()?;
+    product_untracked.set_mode(Mode::Drop)?;
+    product_untracked.set_source_tracking(false)?;
     let mut product_monitor = Filter::load()?;
     product_monitor.set_mode(Mode::Monitor)?;
     let pass = progs::load(progs::BENCH_PASS, "bench_pass")?;
@@ -135,6 +147,10 @@ fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
         Subject {
             name: PRODUCT_DROP.into(),
             prog: product_drop.program()?,
+        },
+        Subject {
+            name: PRODUCT_DROP_UNTRACKED.into(),
+            prog: product_untracked.program()?,
         },
         Subject {
             name: PRODUCT_MONITOR.into(),
@@ -160,6 +176,7 @@ fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
         let must_drop = table.natpmp[fi];
         for (subject, want) in [
             (PRODUCT_DROP, if must_drop { 1 } else { 2 }),
+            (PRODUCT_DROP_UNTRACKED, if must_drop { 1 } else { 2 }),
             (PRODUCT_MONITOR, 2),
         ] {
             let got = table.cell(fi, subject).map(|c| c.action);

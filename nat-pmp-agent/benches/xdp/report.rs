@@ -144,6 +144,40 @@ fn flood<'a>(floods: &'a [FloodResult], name: &str) -> Option<&'a FloodResult> {
     clippy::many_single_char_names,
     reason = "short names for the few things every line uses"
 )]
+/// The per-packet tables: the kernel's figure with the verdict, then the
+/// measuring thread's CPU time with the spread.
+pub fn cost_table(c: &CostTable) -> String {
+    let mut s = String::new();
+    let header = |s: &mut String| {
+        let _ = write!(s, "| frame |");
+        for subj in &c.subjects {
+            let _ = write!(s, " {subj} |");
+        }
+        let _ = writeln!(s, "\n|---|{}", "---:|".repeat(c.subjects.len()));
+    };
+    header(&mut s);
+    for (fi, frame) in c.frames.iter().enumerate() {
+        let _ = write!(s, "| {frame} |");
+        for cell in &c.cells[fi] {
+            let _ = write!(s, " {:.0} ({}) |", cell.kernel_ns, action(cell.action));
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(
+        s,
+        "\nCross-check, the measuring thread's CPU time / repeat (fractional ns; same runs):\n"
+    );
+    header(&mut s);
+    for (fi, frame) in c.frames.iter().enumerate() {
+        let _ = write!(s, "| {frame} |");
+        for cell in &c.cells[fi] {
+            let _ = write!(s, " {:.1} ±{:.0} |", cell.cpu_ns, cell.spread_ns / 2.0);
+        }
+        let _ = writeln!(s);
+    }
+    s
+}
+
 pub fn render(r: &Results<'_>) -> String {
     let mut s = String::new();
     let m = &r.machine;
@@ -210,34 +244,7 @@ pub fn render(r: &Results<'_>) -> String {
          frame, {} times over) so that drift from other load spreads over all cells.\n",
         c.runs, c.repeat, r.cpu, c.runs
     );
-    let _ = write!(s, "| frame |");
-    for subj in &c.subjects {
-        let _ = write!(s, " {subj} |");
-    }
-    let _ = writeln!(s, "\n|---|{}", "---:|".repeat(c.subjects.len()));
-    for (fi, frame) in c.frames.iter().enumerate() {
-        let _ = write!(s, "| {frame} |");
-        for cell in &c.cells[fi] {
-            let _ = write!(s, " {:.0} ({}) |", cell.kernel_ns, action(cell.action));
-        }
-        let _ = writeln!(s);
-    }
-    let _ = writeln!(
-        s,
-        "\nCross-check, the measuring thread's CPU time / repeat (fractional ns; same runs):\n"
-    );
-    let _ = write!(s, "| frame |");
-    for subj in &c.subjects {
-        let _ = write!(s, " {subj} |");
-    }
-    let _ = writeln!(s, "\n|---|{}", "---:|".repeat(c.subjects.len()));
-    for (fi, frame) in c.frames.iter().enumerate() {
-        let _ = write!(s, "| {frame} |");
-        for cell in &c.cells[fi] {
-            let _ = write!(s, " {:.1} ±{:.0} |", cell.cpu_ns, cell.spread_ns / 2.0);
-        }
-        let _ = writeln!(s);
-    }
+    s.push_str(&cost_table(c));
     let _ = writeln!(
         s,
         "\n(± is half the spread, max − min, of the kernel figure over the runs.)\n"
