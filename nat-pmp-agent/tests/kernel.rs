@@ -706,10 +706,14 @@ fn mode_switch_takes_effect_without_reload() {
 /// subprograms run for every counted datagram; the verifier checks a
 /// static subprogram again for every distinct state that reaches its call,
 /// i.e. once per path through the walk, which took the count to about
-/// 286,000. The fast path for plainly non-NAT-PMP frames (an early exit in
-/// the walk, which took non-NAT-PMP traffic from +65 ns to within a few ns of
-/// a bare XDP_PASS) adds its states: about 356,000. 400,000 keeps a margin
-/// of 2.5 to the limit.
+/// 286,000, and the first fast path (plainly non-NAT-PMP frames) to about
+/// 356,000. The fast path for NAT-PMP itself (untagged IPv4 UDP/5351
+/// classified inline, the rest through the staged walk as one subprogram,
+/// which `Bytes::afresh` gives fresh packet bounds so that it is checked
+/// once rather than once per fast-path exit) makes it about 540,000: the
+/// price of a drop path without BPF-to-BPF calls (see BENCHMARKS.md).
+/// 600,000 keeps a margin of 1.6 to the limit; a change that needs more
+/// must find the states to prune first.
 #[test]
 fn verifier_instruction_count_has_headroom() {
     common::require_root();
@@ -720,7 +724,7 @@ fn verifier_instruction_count_has_headroom() {
         .expect("this kernel reports verified_insns (Linux 5.16+)");
     println!("verifier processed {n} instructions (limit 1,000,000)");
     assert!(
-        n < 400_000,
-        "verifier processed {n} instructions: budget is 400,000"
+        n < 600_000,
+        "verifier processed {n} instructions: budget is 600,000"
     );
 }

@@ -157,6 +157,35 @@ fn a_spoofed_source_flood_stays_within_the_bound_and_counts_exactly() {
 
 /// Runs `frame` in the kernel and in the host reference and checks both
 /// give `want`.
+/// `--no-sources`: the class counters count exactly as before, the source
+/// map is left alone; switched back on, sources are tracked again.
+#[test]
+fn source_tracking_switches_off_and_on() {
+    common::require_root();
+    let mut filter = Filter::load().expect("loading the XDP program");
+    filter.set_mode(Mode::Drop).expect("mode");
+    filter.set_source_tracking(false).expect("tracking off");
+    assert_eq!(filter.config().expect("config").sources_off, 1);
+    let f = from(v4([198, 18, 7, 2]), Class::NatpmpExternalAddressRequest);
+    for _ in 0..4 {
+        assert_eq!(filter.run_frame(&f).expect("test run"), XDP_DROP);
+    }
+    let c = *filter
+        .snapshot()
+        .expect("counters")
+        .get(Class::NatpmpExternalAddressRequest);
+    assert_eq!(
+        (c.dropped_packets, c.dropped_bytes),
+        (4, 4 * f.len() as u64)
+    );
+    assert_eq!(filter.maps().sources_tracked().expect("sources"), 0);
+    filter.set_source_tracking(true).expect("tracking on");
+    assert_eq!(filter.config().expect("config").sources_off, 0);
+    assert_eq!(filter.run_frame(&f).expect("test run"), XDP_DROP);
+    let s = sources::read(filter.maps(), 10).expect("reading the sources");
+    assert_eq!((s.tracked, s.top[0].stats.packets), (1, 1), "{s:?}");
+}
+
 fn check(filter: &Filter, reference: &mut Reference, what: &str, frame: &[u8], want: u32) {
     let got = filter.run_frame(frame).expect("test run");
     let host = reference.run(frame);
@@ -192,6 +221,9 @@ fn drop_mode_passes_exactly_the_allowlisted_prefixes() {
         listed,
         ["198.51.100.0/24", "2001:db8:1::/48", "203.0.113.128/25"]
     );
+    // The program skips the trie while the count the agent keeps is 0.
+    let count = |f: &Filter| f.config().expect("config").allow_prefixes;
+    assert_eq!(count(&filter), 3);
     // Each prefix's first and last address, and the addresses just
     // outside it on either side.
     let cases: [(&str, [u8; 16], bool); 12] = [
@@ -245,11 +277,27 @@ fn drop_mode_passes_exactly_the_allowlisted_prefixes() {
     let p = allow::parse("198.51.100.0/24").expect("a prefix");
     assert!(filter.maps_mut().disallow(p).expect("removing"));
     reference.allow.0.retain(|x| *x != p);
+    assert_eq!(count(&filter), 2);
     check(&filter, &mut reference, "after del", &inside, XDP_DROP);
     assert!(!filter.maps_mut().disallow(p).expect("removing twice"));
+    assert_eq!(count(&filter), 2);
     filter.maps_mut().allow(p).expect("adding again");
     reference.allow.0.push(p);
+    assert_eq!(count(&filter), 3);
     check(&filter, &mut reference, "after add", &inside, XDP_PASS);
+    // A stale count (another process wrote the trie) is repaired by a
+    // recount; with the trie emptied, nothing is let through.
+    for q in reference.allow.0.drain(..) {
+        filter.maps_mut().disallow(q).expect("removing");
+    }
+    assert_eq!(count(&filter), 0);
+    check(
+        &filter,
+        &mut reference,
+        "allowlist empty",
+        &inside,
+        XDP_DROP,
+    );
     // Monitor mode passes everything; the allowlist changes nothing there.
     filter.set_mode(Mode::Monitor).expect("mode");
     reference.config = Config::new(Mode::Monitor);

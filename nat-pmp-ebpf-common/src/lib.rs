@@ -350,7 +350,6 @@ const fn classify_pcp(len: u32, opcode: u8) -> Class {
 /// frame length: Ethernet pads short frames). `version` and `opcode` are the
 /// payload's first two bytes; pass 0 for bytes the payload does not have (they
 /// are ignored when `payload_len` says they are absent).
-#[inline(always)]
 pub const fn classify(payload_len: u32, version: u8, opcode: u8) -> Classification {
     let class = if payload_len < 2 {
         // Not even a version and an opcode: nothing to tell apart.

@@ -57,6 +57,15 @@ pub trait Bytes {
     fn frame_len(&self) -> usize;
     /// The `T` at `off`, if the frame holds all of it.
     fn read<T: Plain>(&self, off: usize) -> Option<T>;
+
+    /// Runs `f` on the same frame through a fresh reader. The XDP program
+    /// re-reads the frame's bounds from its context here, so that the
+    /// verifier checks the staged walk once, not once for every set of
+    /// bounds checks the fast path made before giving up on a frame.
+    #[inline(always)]
+    fn afresh<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
+        f(self)
+    }
 }
 
 /// Types that may be read from any bytes: every bit pattern is a valid
@@ -730,6 +739,7 @@ pub fn decide<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
     frags: &mut F,
     allow: &mut A,
 ) -> Outcome {
+    let len = b.frame_len() as u64;
     let link = config.link();
     let fast = if link == Link::Ethernet {
         fast_path(b)
@@ -746,9 +756,9 @@ pub fn decide<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
                 src: v4_mapped(src),
             })
         }
-        Some(Fast::Walk) => staged(b, link, frags),
+        Some(Fast::Walk) => b.afresh(|b| staged(b, link, frags)),
     };
-    outcome(b, config, counted, allow)
+    outcome(len, config, counted, allow)
 }
 
 /// [`decide`] without the fast path: every frame takes the staged walk.
@@ -761,14 +771,14 @@ pub fn decide_staged<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
     allow: &mut A,
 ) -> Outcome {
     let counted = staged(b, config.link(), frags);
-    outcome(b, config, counted, allow)
+    outcome(b.frame_len() as u64, config, counted, allow)
 }
 
 /// The policy applied to what was counted: one exit for every counted
 /// frame, so the allowlist lookup is inlined once.
 #[inline(always)]
-fn outcome<B: Bytes + ?Sized, A: Allowlist>(
-    b: &B,
+fn outcome<A: Allowlist>(
+    len: u64,
     config: &Config,
     counted: Option<Counted>,
     allow: &mut A,
@@ -782,7 +792,7 @@ fn outcome<B: Bytes + ?Sized, A: Allowlist>(
         class: Some(c.class),
         oversized: c.oversized,
         drop: policy && !allowed,
-        bytes: b.frame_len() as u64,
+        bytes: len,
         src: c.src,
         allowed,
     }

@@ -23,7 +23,7 @@
 use core::mem;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, xdp_md},
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
@@ -78,10 +78,7 @@ static NATPMP_TRACE_ON: u32 = 0;
 #[xdp]
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] entry signature")]
 pub fn nat_pmp(ctx: XdpContext) -> u32 {
-    let pkt = Packet {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
+    let pkt = Packet::new(&ctx);
     // A missing config entry cannot happen (arrays are preallocated); the
     // default is monitor mode on Ethernet, tracking sources.
     let config = CONFIG.get(0).copied().unwrap_or_default();
@@ -125,9 +122,43 @@ pub fn nat_pmp(ctx: XdpContext) -> u32 {
 struct Packet {
     start: usize,
     end: usize,
+    ctx: *mut xdp_md,
+}
+
+impl Packet {
+    /// The frame's bounds, loaded from the context. Volatile loads: the
+    /// compiler must not reuse an earlier load, or `Bytes::afresh` would
+    /// hand the staged walk the fast path's pointers (and their checked
+    /// ranges) again.
+    #[inline(always)]
+    fn new(ctx: &XdpContext) -> Self {
+        Packet::from_raw(ctx.ctx)
+    }
+
+    #[inline(always)]
+    fn from_raw(ctx: *mut xdp_md) -> Self {
+        // SAFETY: `ctx` is the program's context pointer, valid for the
+        // whole run; `data` and `data_end` are plain `u32` fields.
+        let (data, data_end) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*ctx).data),
+                core::ptr::read_volatile(&raw const (*ctx).data_end),
+            )
+        };
+        Packet {
+            start: data as usize,
+            end: data_end as usize,
+            ctx,
+        }
+    }
 }
 
 impl Bytes for Packet {
+    #[inline(always)]
+    fn afresh<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
+        f(&Packet::from_raw(self.ctx))
+    }
+
     #[inline(always)]
     fn frame_len(&self) -> usize {
         self.end - self.start
