@@ -41,6 +41,10 @@ struct Cli {
 }
 
 #[derive(Args, Debug, Default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per command-line switch, as clap derives them"
+)]
 struct RunArgs {
     /// Read settings from this TOML file; flags given on the command line
     /// win over it. Keys are the flag names without `--` (see

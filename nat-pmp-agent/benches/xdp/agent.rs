@@ -19,6 +19,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
+use nat_pmp_ebpf_common::SOURCES_MAX_ENTRIES;
+
 use crate::{env::VethPair, flood::Sender};
 
 pub struct AgentCost {
@@ -30,6 +32,8 @@ pub struct AgentCost {
     pub frames: u64,
     /// Opcode-0 drops the agent's last report showed.
     pub reported_drops: Option<u64>,
+    /// Sources in the table (`sources_tracked`) in its last report.
+    pub reported_sources: Option<u64>,
 }
 
 /// Ends the child by its own PID (SIGTERM, then SIGKILL) on drop.
@@ -142,6 +146,13 @@ pub fn measure(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Fill the source table: one datagram from each of as many sources as
+    // it holds, so that every report reads a full table.
+    let mut fill = 0u64;
+    for i in 0..u16::try_from(SOURCES_MAX_ENTRIES).unwrap_or(u16::MAX) {
+        sender.send(pair, &crate::frames::opcode0_from(i), 1)?;
+        fill += 1;
+    }
     // Start-up (loading, verifying) is a one-off; measure the steady state.
     std::thread::sleep(Duration::from_millis(1500));
     let ticks0 = cpu_ticks(pid)?;
@@ -168,9 +179,12 @@ pub fn measure(
     drop(guard);
     let _ = reader.join();
     let (reports, last) = lines.lock().map(|l| l.clone()).unwrap_or_default();
-    let reported_drops = serde_json::from_str::<serde_json::Value>(&last)
-        .ok()
-        .and_then(|v| v["counters"]["natpmp_external_address_request"]["dropped_packets"].as_u64());
+    let last = serde_json::from_str::<serde_json::Value>(&last).ok();
+    let reported_drops = last
+        .as_ref()
+        .and_then(|v| v["counters"]["natpmp_external_address_request"]["dropped_packets"].as_u64())
+        .map(|d| d.saturating_sub(fill));
+    let reported_sources = last.as_ref().and_then(|v| v["sources_tracked"].as_u64());
     Ok(AgentCost {
         hide_kernel_btf,
         window_secs: window,
@@ -179,5 +193,6 @@ pub fn measure(
         reports,
         frames,
         reported_drops,
+        reported_sources,
     })
 }

@@ -34,8 +34,12 @@ pub fn udp4(dport: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 fn udp4_unpadded(dport: u16, payload: &[u8]) -> Vec<u8> {
+    udp4_from(TX_ADDR, dport, payload)
+}
+
+fn udp4_from(src: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(TX_MAC, RX_MAC)
-        .ipv4(TX_ADDR, RX_ADDR, 64)
+        .ipv4(src, RX_ADDR, 64)
         .udp(40000, dport);
     let mut v = Vec::with_capacity(b.size(payload.len()));
     // Writing into a Vec cannot fail for these small, valid headers.
@@ -96,6 +100,18 @@ pub fn opcode0() -> Vec<u8> {
         NATPMP_PORT,
         &sample_payload(Class::NatpmpExternalAddressRequest),
     )
+}
+
+/// The opcode-0 request from source number `i` of the 16,384 in
+/// 198.18.64.0/18 (the benchmarking range, RFC 2544): what fills the
+/// agent's source table.
+pub fn opcode0_from(i: u16) -> Vec<u8> {
+    let [hi, lo] = (i & 0x3fff).to_be_bytes();
+    padded(udp4_from(
+        [198, 18, 64 | hi, lo],
+        NATPMP_PORT,
+        &sample_payload(Class::NatpmpExternalAddressRequest),
+    ))
 }
 
 /// Every frame of the per-packet table, in table order.

@@ -213,14 +213,16 @@ fn flood_and_agent(
     let mut results = Vec::new();
     let rx_dev = pair.rx_dev;
 
-    // (a) the product, drop mode, attached as the agent attaches it.
-    {
+    // (a) the product, drop mode, attached as the agent attaches it: as
+    // shipped (per-source tracking on), then with tracking off.
+    for (name, track) in [(PRODUCT_DROP, true), (PRODUCT_DROP_UNTRACKED, false)] {
         let mut f = Filter::load()?;
         f.set_mode(Mode::Drop)?;
+        f.set_source_tracking(track)?;
         pair.rx
             .enter(|| f.attach(rx_dev, AttachMode::Native).map(|_| ()))?;
         let res = flood::rounds(
-            PRODUCT_DROP,
+            name,
             "the product's own counter (NATPMP_STATS, opcode-0 dropped)",
             &sender,
             &pair,
