@@ -165,6 +165,29 @@ impl Maps {
     /// Every tracked source with its CPUs' entries merged. Entries the LRU
     /// evicts while the map is walked are skipped.
     pub fn sources(&self) -> Result<Vec<([u8; 16], SourceStats)>> {
+        let cpus = aya::util::nr_cpus().map_err(|(path, e)| {
+            anyhow::Error::new(e).context(format!("counting possible CPUs ({path})"))
+        })?;
+        let fd = std::os::fd::AsFd::as_fd(self.sources.map().fd());
+        let batch = crate::batch::percpu_entries::<[u8; 16], SourceStats>(fd, cpus)
+            .with_context(|| format!("reading map {MAP_SOURCES} (BPF_MAP_LOOKUP_BATCH)"))?;
+        match batch {
+            Some(entries) => Ok(entries
+                .into_iter()
+                .map(|(k, per_cpu)| {
+                    let merged = per_cpu
+                        .iter()
+                        .fold(SourceStats::default(), |acc, s| acc.merge(s));
+                    (k, merged)
+                })
+                .collect()),
+            None => self.sources_one_by_one(),
+        }
+    }
+
+    /// [`Maps::sources`] a key at a time (two syscalls per entry): for
+    /// kernels without batch lookups, and to check the batch read.
+    pub fn sources_one_by_one(&self) -> Result<Vec<([u8; 16], SourceStats)>> {
         let mut out = Vec::new();
         for key in self.sources.keys() {
             let key = key.with_context(|| format!("listing map {MAP_SOURCES}"))?;
@@ -186,12 +209,7 @@ impl Maps {
 
     /// How many sources the map holds now.
     pub fn sources_tracked(&self) -> Result<usize> {
-        let mut n = 0;
-        for key in self.sources.keys() {
-            key.with_context(|| format!("listing map {MAP_SOURCES}"))?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(self.sources()?.len())
     }
 
     /// The allowlisted prefixes.

@@ -4,6 +4,7 @@
 //! the binary and the tests share.
 
 pub mod allow;
+pub mod batch;
 pub mod counters;
 pub mod droplog;
 pub mod ebpf;

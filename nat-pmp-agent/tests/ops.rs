@@ -180,6 +180,25 @@ fn pinned_agent_killed_keeps_dropping_restart_continues_detach_removes_all() {
     assert!(!ok && err.contains("nothing is pinned for wan0"), "{err}");
 }
 
+/// `--no-sources` end to end: drop mode drops and counts every datagram
+/// exactly, and the reports track no source.
+#[test]
+fn no_sources_counts_exactly_and_tracks_no_source() {
+    require_root();
+    let link = WanLink::new("ops-nosrc");
+    let a = Agent::start(&link.router, &["--iface", "wan0", "--drop", "--no-sources"]);
+    let from = bind(&link.internet, INTERNET_ADDR, 0);
+    send(&from, ROUTER_ADDR, Class::NatpmpExternalAddressRequest, 7);
+    let r = a.wait_for_total(7);
+    assert_eq!(
+        r["counters"]["natpmp_external_address_request"]["dropped_packets"], 7,
+        "{r}"
+    );
+    assert_eq!(r["sources_tracked"], 0, "{r}");
+    assert_eq!(r["sources"].as_array().map(Vec::len), Some(0), "{r}");
+    a.stop(libc::SIGTERM);
+}
+
 #[test]
 fn without_pin_nothing_is_left_behind() {
     require_root();

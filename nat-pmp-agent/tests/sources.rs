@@ -153,10 +153,16 @@ fn a_spoofed_source_flood_stays_within_the_bound_and_counts_exactly() {
         assert_eq!(s.stats.packets, 1, "{addr}");
     }
     assert!(all.top.iter().all(|s| s.stats.packets == 1));
+    // The batch read (BPF_MAP_LOOKUP_BATCH, many chunks of 1,024 here) and
+    // the key-by-key read see the same table.
+    let mut batch = filter.maps().sources().expect("batch read");
+    let mut one = filter.maps().sources_one_by_one().expect("key-by-key read");
+    batch.sort_by_key(|e| e.0);
+    one.sort_by_key(|e| e.0);
+    assert_eq!(batch.len(), tracked);
+    assert_eq!(batch, one, "batch and key-by-key reads differ");
 }
 
-/// Runs `frame` in the kernel and in the host reference and checks both
-/// give `want`.
 /// `--no-sources`: the class counters count exactly as before, the source
 /// map is left alone; switched back on, sources are tracked again.
 #[test]
@@ -186,6 +192,8 @@ fn source_tracking_switches_off_and_on() {
     assert_eq!((s.tracked, s.top[0].stats.packets), (1, 1), "{s:?}");
 }
 
+/// Runs `frame` in the kernel and in the host reference and checks both
+/// give `want`.
 fn check(filter: &Filter, reference: &mut Reference, what: &str, frame: &[u8], want: u32) {
     let got = filter.run_frame(frame).expect("test run");
     let host = reference.run(frame);
