@@ -15,6 +15,15 @@ fn pcp_map() -> Vec<u8> {
     p
 }
 
+/// An untagged Ethernet frame with IPv4 (`frag`, `options`) and UDP.
+fn eth_udp4(frag: V4Frag, options: &[u8], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(IPPROTO_UDP, frag, options, &udp(sport, dport, payload)),
+    )
+}
+
 /// Runs `frame` through a fresh reference in drop mode.
 fn outcome(link: Link, frame: &[u8]) -> Outcome {
     Reference::new(Config::new(Mode::Drop).with_link(link)).run(frame)
@@ -458,15 +467,12 @@ fn every_truncation_is_safe() {
             ),
         ),
         chain(MAX_IPV6_EXT_HEADERS),
-        ethernet(
-            &[],
-            ETH_P_IP,
-            &ipv4(
-                IPPROTO_UDP,
-                V4Frag::default(),
-                &[1; 12],
-                &udp(1, PORT, &[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            ),
+        eth_udp4(
+            V4Frag::default(),
+            &[1; 12],
+            1,
+            PORT,
+            &[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         ),
     ];
     for f in &frames {
@@ -660,41 +666,16 @@ fn docs_classes_examples_are_their_class() {
 fn fast_path_agrees_with_the_staged_walk() {
     let mut seeds: Vec<Vec<u8>> = Class::ALL.iter().flat_map(|&c| doc_example(c)).collect();
     let map = [0u8, 1, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20];
+    let first = V4Frag {
+        id: 7,
+        offset: 0,
+        more: true,
+    };
     seeds.extend([
-        ethernet(
-            &[],
-            ETH_P_IP,
-            &ipv4(
-                IPPROTO_UDP,
-                V4Frag::default(),
-                &[1; 12],
-                &udp(1, PORT, &map),
-            ),
-        ),
-        ethernet(
-            &[],
-            ETH_P_IP,
-            &ipv4(IPPROTO_UDP, V4Frag::default(), &[], &udp(PORT, 40000, &map)),
-        ),
-        ethernet(
-            &[],
-            ETH_P_IP,
-            &ipv4(IPPROTO_UDP, V4Frag::default(), &[], &udp(53, 40000, &map)),
-        ),
-        ethernet(
-            &[],
-            ETH_P_IP,
-            &ipv4(
-                IPPROTO_UDP,
-                V4Frag {
-                    id: 7,
-                    offset: 0,
-                    more: true,
-                },
-                &[],
-                &udp(1, PORT, &map),
-            ),
-        ),
+        eth_udp4(V4Frag::default(), &[1; 12], 1, PORT, &map),
+        eth_udp4(V4Frag::default(), &[], PORT, 40000, &map),
+        eth_udp4(V4Frag::default(), &[], 53, 40000, &map),
+        eth_udp4(first, &[], 1, PORT, &map),
         ethernet(&[], ETH_P_IPV6, &v6(&pcp_map())),
         ethernet(&[ETH_P_8021Q], ETH_P_IP, &v4(&[0, 0])),
         ethernet_pppoe(PPP_IP, &v4(&[0, 0])),
