@@ -275,9 +275,12 @@ pub fn pin_to_cpu(cpu: usize) -> Result<()> {
     Ok(())
 }
 
-/// Online CPUs.
+/// Online CPUs (of the machine: not limited by this thread's affinity,
+/// which the bench narrows to one CPU).
 pub fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 /// CPU time this thread has used, in nanoseconds.
@@ -290,6 +293,57 @@ pub fn thread_cpu_ns() -> u128 {
 }
 
 impl VethPair {
+    /// Switches threaded NAPI on or off for the receiving veth: on, its
+    /// receive work runs in a kernel thread (`napi/brx0-N`) that can be
+    /// pinned to another CPU than the sender's.
+    pub fn set_threaded(&self, on: bool) -> Result<()> {
+        let path = format!("/sys/class/net/{}/threaded", self.rx_dev);
+        self.rx
+            .exec(&["sh", "-c", &format!("echo {} > {path}", u8::from(on))])
+            .with_context(|| format!("writing {path} (threaded NAPI, Linux 5.12+)"))?;
+        Ok(())
+    }
+
+    /// Pins the receiving veth's NAPI threads to `cpu`; returns how many
+    /// there were (none unless threaded NAPI is on and the veth's NAPI is
+    /// enabled, i.e. an XDP program is attached).
+    pub fn pin_napi_threads(&self, cpu: usize) -> Result<usize> {
+        let prefix = format!("napi/{}-", self.rx_dev);
+        let mut n = 0;
+        for entry in fs::read_dir("/proc").context("listing /proc")? {
+            let Ok(entry) = entry else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            let comm = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if !comm.trim_end().starts_with(&prefix) {
+                continue;
+            }
+            // SAFETY: as in `pin_to_cpu`, for the kernel thread `pid`.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `cpu` is an online CPU's index.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+            // SAFETY: `set` is a valid cpu_set_t; a NAPI thread accepts
+            // an affinity change.
+            let rc = unsafe {
+                libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &raw const set)
+            };
+            if rc != 0 {
+                bail!(
+                    "pinning NAPI thread {pid} ({}) to CPU {cpu}: {}",
+                    comm.trim_end(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Frames the receiving veth took in (`rx_packets`; for a veth with XDP
     /// this counts every frame its XDP program saw, dropped or not).
     pub fn rx_packets(&self) -> Result<u64> {

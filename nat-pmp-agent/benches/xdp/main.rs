@@ -207,119 +207,132 @@ fn flood_and_agent(
     bpffs: &Bpffs,
 ) -> Result<(Vec<flood::FloodResult>, Vec<agent::AgentCost>)> {
     let pair = VethPair::new("f")?;
-    let sender = flood::Sender::new(&pair)?;
+    let mut sender = flood::Sender::new(&pair)?;
     let frame = frames::opcode0();
     let (n, r) = (args.flood_frames, args.flood_rounds);
     let mut results = Vec::new();
     let rx_dev = pair.rx_dev;
 
-    // (a) the product, drop mode, attached as the agent attaches it: as
-    // shipped (per-source tracking on), then with tracking off.
-    for (name, track) in [(PRODUCT_DROP, true), (PRODUCT_DROP_UNTRACKED, false)] {
-        let mut f = Filter::load()?;
-        f.set_mode(Mode::Drop)?;
-        f.set_source_tracking(track)?;
-        pair.rx
-            .enter(|| f.attach(rx_dev, AttachMode::Native).map(|_| ()))?;
-        let res = flood::rounds(
-            name,
-            "the product's own counter (NATPMP_STATS, opcode-0 dropped)",
-            &sender,
-            &pair,
-            &frame,
-            n,
-            r,
-            &mut || {
-                Ok(f.snapshot()?
-                    .get(Class::NatpmpExternalAddressRequest)
-                    .dropped_packets)
-            },
-        )?;
-        f.detach()?;
-        results.push(res);
+    // Every contender twice: sender and receiver on one CPU (NAPI runs when
+    // the sender's batch ends), then on separate CPUs (threaded NAPI, its
+    // thread pinned to another CPU than the sender's).
+    // The measuring thread runs on the last CPU; the receiver gets CPU 0.
+    let modes: &[Option<usize>] = if env::cpus() > 1 {
+        &[None, Some(0)]
+    } else {
+        &[None]
+    };
+    for &receiver_cpu in modes {
+        sender.receiver_cpu = receiver_cpu;
+        // (a) the product, drop mode, attached as the agent attaches it: as
+        // shipped (per-source tracking on), then with tracking off.
+        for (name, track) in [(PRODUCT_DROP, true), (PRODUCT_DROP_UNTRACKED, false)] {
+            let mut f = Filter::load()?;
+            f.set_mode(Mode::Drop)?;
+            f.set_source_tracking(track)?;
+            pair.rx
+                .enter(|| f.attach(rx_dev, AttachMode::Native).map(|_| ()))?;
+            let res = flood::rounds(
+                name,
+                "the product's own counter (NATPMP_STATS, opcode-0 dropped)",
+                &sender,
+                &pair,
+                &frame,
+                n,
+                r,
+                &mut || {
+                    Ok(f.snapshot()?
+                        .get(Class::NatpmpExternalAddressRequest)
+                        .dropped_packets)
+                },
+            )?;
+            f.detach()?;
+            results.push(res);
+        }
+        // (b) bare XDP_DROP.
+        {
+            let mut e = progs::load(progs::BENCH_DROP, "bench_drop")?;
+            let prog = progs::xdp_mut(&mut e, "bench_drop")?;
+            pair.rx.enter(|| {
+                prog.attach(rx_dev, XdpMode::Driver)
+                    .map(|_| ())
+                    .context("attaching bench_drop")
+            })?;
+            results.push(flood::rounds(
+                BARE_DROP,
+                "rx_packets of the receiving veth",
+                &sender,
+                &pair,
+                &frame,
+                n,
+                r,
+                &mut || pair.rx_packets(),
+            )?);
+        }
+        // (c) xdp-filter.
+        {
+            let xf = XdpFilter::load(&pair.rx, bpffs, rx_dev)?;
+            results.push(flood::rounds(
+                XDP_FILTER,
+                "xdp-filter status, XDP_DROP",
+                &sender,
+                &pair,
+                &frame,
+                n,
+                r,
+                &mut || xf.dropped(),
+            )?);
+        }
+        // (d) nftables, behind the bare XDP_PASS the veth needs.
+        {
+            let mut e = progs::load(progs::BENCH_PASS, "bench_pass")?;
+            let prog = progs::xdp_mut(&mut e, "bench_pass")?;
+            pair.rx.enter(|| {
+                prog.attach(rx_dev, XdpMode::Driver)
+                    .map(|_| ())
+                    .context("attaching bench_pass")
+            })?;
+            let nft = |cmds: &[String]| -> Result<()> {
+                for c in cmds {
+                    pair.rx.exec(&["nft", c])?;
+                }
+                Ok(())
+            };
+            nft(&[
+                "add table netdev natpmp_bench".into(),
+                format!("add chain netdev natpmp_bench in {{ type filter hook ingress device {rx_dev} priority 0; }}"),
+                "add rule netdev natpmp_bench in udp dport 5351 counter drop".into(),
+            ])?;
+            results.push(flood::rounds(
+                "nftables netdev ingress drop",
+                "nft rule counter",
+                &sender,
+                &pair,
+                &frame,
+                n,
+                r,
+                &mut || flood::nft_counter(&pair, "netdev", "natpmp_bench"),
+            )?);
+            nft(&[
+                "delete table netdev natpmp_bench".into(),
+                "add table inet natpmp_bench".into(),
+                "add chain inet natpmp_bench in { type filter hook input priority 0; }".into(),
+                "add rule inet natpmp_bench in udp dport 5351 counter drop".into(),
+            ])?;
+            results.push(flood::rounds(
+                "nftables inet input drop",
+                "nft rule counter",
+                &sender,
+                &pair,
+                &frame,
+                n,
+                r,
+                &mut || flood::nft_counter(&pair, "inet", "natpmp_bench"),
+            )?);
+            nft(&["delete table inet natpmp_bench".into()])?;
+        }
     }
-    // (b) bare XDP_DROP.
-    {
-        let mut e = progs::load(progs::BENCH_DROP, "bench_drop")?;
-        let prog = progs::xdp_mut(&mut e, "bench_drop")?;
-        pair.rx.enter(|| {
-            prog.attach(rx_dev, XdpMode::Driver)
-                .map(|_| ())
-                .context("attaching bench_drop")
-        })?;
-        results.push(flood::rounds(
-            BARE_DROP,
-            "rx_packets of the receiving veth",
-            &sender,
-            &pair,
-            &frame,
-            n,
-            r,
-            &mut || pair.rx_packets(),
-        )?);
-    }
-    // (c) xdp-filter.
-    {
-        let xf = XdpFilter::load(&pair.rx, bpffs, rx_dev)?;
-        results.push(flood::rounds(
-            XDP_FILTER,
-            "xdp-filter status, XDP_DROP",
-            &sender,
-            &pair,
-            &frame,
-            n,
-            r,
-            &mut || xf.dropped(),
-        )?);
-    }
-    // (d) nftables, behind the bare XDP_PASS the veth needs.
-    {
-        let mut e = progs::load(progs::BENCH_PASS, "bench_pass")?;
-        let prog = progs::xdp_mut(&mut e, "bench_pass")?;
-        pair.rx.enter(|| {
-            prog.attach(rx_dev, XdpMode::Driver)
-                .map(|_| ())
-                .context("attaching bench_pass")
-        })?;
-        let nft = |cmds: &[String]| -> Result<()> {
-            for c in cmds {
-                pair.rx.exec(&["nft", c])?;
-            }
-            Ok(())
-        };
-        nft(&[
-            "add table netdev natpmp_bench".into(),
-            format!("add chain netdev natpmp_bench in {{ type filter hook ingress device {rx_dev} priority 0; }}"),
-            "add rule netdev natpmp_bench in udp dport 5351 counter drop".into(),
-        ])?;
-        results.push(flood::rounds(
-            "nftables netdev ingress drop",
-            "nft rule counter",
-            &sender,
-            &pair,
-            &frame,
-            n,
-            r,
-            &mut || flood::nft_counter(&pair, "netdev", "natpmp_bench"),
-        )?);
-        nft(&[
-            "delete table netdev natpmp_bench".into(),
-            "add table inet natpmp_bench".into(),
-            "add chain inet natpmp_bench in { type filter hook input priority 0; }".into(),
-            "add rule inet natpmp_bench in udp dport 5351 counter drop".into(),
-        ])?;
-        results.push(flood::rounds(
-            "nftables inet input drop",
-            "nft rule counter",
-            &sender,
-            &pair,
-            &frame,
-            n,
-            r,
-            &mut || flood::nft_counter(&pair, "inet", "natpmp_bench"),
-        )?);
-        nft(&["delete table inet natpmp_bench".into()])?;
-    }
+    sender.receiver_cpu = None;
     let mut agent = Vec::new();
     match &args.agent {
         Some(path) => {
