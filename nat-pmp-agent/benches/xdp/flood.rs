@@ -154,6 +154,11 @@ pub fn rounds(
         #[expect(clippy::cast_precision_loss, reason = "frame counts far below 2^52")]
         res.mpps.push(got as f64 / elapsed.as_secs_f64() / 1e6);
     }
+    if res.split {
+        // Back to NAPI in the sender's softirq for whatever runs next (the
+        // switch outlives the contender's program otherwise).
+        pair.set_threaded(false)?;
+    }
     eprintln!(
         "bench: flood{} {name}: {:.2} Mpps (median of {rounds}), {} of {} frames counted",
         if res.split { " (separate CPUs)" } else { "" },
