@@ -130,7 +130,8 @@ impl Sources {
     }
 }
 
-/// `CLOCK_MONOTONIC` now, the clock of `bpf_ktime_get_ns`.
+/// `CLOCK_MONOTONIC` now: the clock the program's coarse timestamps
+/// (`bpf_ktime_get_coarse_ns`) lag by at most a tick.
 fn monotonic_now() -> Duration {
     // SAFETY: `timespec` is plain old data; all-zero is a valid value.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
@@ -142,7 +143,7 @@ fn monotonic_now() -> Duration {
     )
 }
 
-/// Wall-clock time of a `bpf_ktime_get_ns` reading.
+/// Wall-clock time of a `bpf_ktime_get_coarse_ns` reading.
 pub fn wall_time(ktime_ns: u64) -> SystemTime {
     let ago = monotonic_now().saturating_sub(Duration::from_nanos(ktime_ns));
     SystemTime::now()

@@ -680,7 +680,8 @@ pub struct SourceStats {
     pub packets: u64,
     /// Their frame bytes.
     pub bytes: u64,
-    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) of the first and the last.
+    /// `bpf_ktime_get_coarse_ns` (`CLOCK_MONOTONIC_COARSE`: `CLOCK_MONOTONIC`
+    /// as of the last tick) of the first and the last.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// Bit `Class::index()` is set for every class this source sent.

@@ -4,8 +4,9 @@
 //! per class in a per-CPU array and, in drop mode, drops what goes to 5351.
 //! All of the decision is `nat_pmp_ebpf_common::decide`; this file only
 //! supplies packet bytes, maps and counters. Counted datagrams also update
-//! their sender's entry in the per-CPU LRU map of sources; drop mode lets
-//! through senders in the allowlist (an LPM trie).
+//! their sender's entry in the per-CPU LRU map of sources (unless
+//! per-source tracking is off); drop mode lets through senders in the
+//! allowlist (an LPM trie).
 //!
 //! Contract: anything that is not UDP to or from port 5351 passes untouched
 //! and uncounted, on the cheapest path the parse allows; anything the program
