@@ -1,7 +1,13 @@
 //! The `--config FILE` (TOML): every run flag as a key of the same name
 //! without `--` (`iface`, `drop`, `xdp-mode`, `link-type`, `interval`, `output`,
 //! `duration`, `pin`, `pin-dir`, `metrics`, `metrics-allow-remote`, `top-sources`,
-//! `allow`, `no-sources`).
+//! `allow`, `no-sources`, `wait`).
+//!
+//! The file is the declared state: on start and on SIGHUP the agent applies
+//! exactly what it (and the command line) says; a setting it leaves out is
+//! its default (no `drop` means monitor mode, no `allow` an empty
+//! allowlist), also over a pinned instance that had it, and each change is
+//! reported.
 //!
 //! Contract: flags given on the command line win over the file; boolean keys
 //! switch a feature on (a flag cannot switch it off again, so leave them out
@@ -37,6 +43,7 @@ pub struct FileConfig {
     top_sources: Option<usize>,
     allow: Option<Vec<String>>,
     no_sources: Option<bool>,
+    wait: Option<bool>,
 }
 
 /// `iface = "wan0"` or `iface = ["wan0", "wan1"]`.
@@ -85,6 +92,7 @@ pub fn merge(mut cli: RunArgs, file: &FileConfig) -> Result<RunArgs> {
     cli.pin |= file.pin.unwrap_or(false);
     cli.metrics_allow_remote |= file.metrics_allow_remote.unwrap_or(false);
     cli.no_sources |= file.no_sources.unwrap_or(false);
+    cli.wait |= file.wait.unwrap_or(false);
     cli.xdp_mode = cli.xdp_mode.or(file.xdp_mode);
     cli.link_type = cli.link_type.or(file.link_type);
     cli.interval = cli.interval.or(file.interval);
@@ -123,12 +131,13 @@ metrics-allow-remote = false
 top-sources = 3
 allow = ["198.51.100.0/24", "2001:db8::/32"]
 no-sources = true
+wait = true
 "#,
         )
         .expect("a valid file");
         let a = merge(RunArgs::default(), &f).expect("valid prefixes");
         assert_eq!(a.iface, ["wan0", "wan1"]);
-        assert!(a.drop && a.pin && !a.metrics_allow_remote && a.no_sources);
+        assert!(a.drop && a.pin && !a.metrics_allow_remote && a.no_sources && a.wait);
         assert_eq!(a.xdp_mode, Some(AttachMode::Skb));
         assert_eq!(a.link_type, Some(LinkType::RawIp));
         assert_eq!(a.interval, Some(2.5));

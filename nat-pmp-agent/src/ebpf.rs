@@ -8,7 +8,7 @@
 //! pin under bpffs keeps the program attached after the agent exits, and only
 //! [`detach_pinned`] (or removing the pins) takes it away.
 
-use std::{ffi::CString, io, path::Path, time::SystemTime};
+use std::{io, os::fd::OwnedFd, path::Path, time::SystemTime};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
@@ -17,7 +17,7 @@ use aya::{
         Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap,
     },
     programs::{
-        links::{FdLink, PinnedLink},
+        links::FdLink,
         xdp::XdpLinkId,
         TestRun as _, TestRunOptions, Xdp, XdpMode,
     },
@@ -30,67 +30,32 @@ use nat_pmp_ebpf_common::{
     TRACE_GLOBAL,
 };
 
+pub use crate::iface::{check_iface, AttachMode, AttachedMode, LinkType};
 use crate::{
     counters::Snapshot,
-    netlink::{self, XdpAttachment},
+    netlink,
     pin::{self, PinDir},
+    sys,
 };
 
 /// The compiled XDP object, built by `build.rs` from the `nat-pmp-ebpf` crate.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-pmp-ebpf"));
 
-/// How to attach: what the user asked for on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Native (driver) mode, falling back to skb mode where the driver has none.
-    Auto,
-    /// Native (driver) mode only.
-    Native,
-    /// Generic (skb) mode: works on every interface, slower.
-    Skb,
-}
-
-/// The XDP mode a program actually got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachedMode {
-    Native,
-    Skb,
-}
-
-impl AttachedMode {
-    /// Stable name used in JSON and reports.
-    pub const fn name(self) -> &'static str {
-        match self {
-            AttachedMode::Native => "native",
-            AttachedMode::Skb => "skb",
-        }
-    }
-}
-
 /// What [`Filter::attach`] did.
 #[derive(Debug)]
 pub struct Attachment {
     pub iface: String,
+    /// The device attached to (a new device of the same name gets another).
+    pub ifindex: u32,
     pub mode: AttachedMode,
     /// Set when auto mode fell back to skb mode: the kernel's reason.
     pub fallback_reason: Option<String>,
-    link: LinkHandle,
-}
-
-#[derive(Debug)]
-enum LinkHandle {
-    /// Owned by the program: detached when the program is dropped.
-    Owned(XdpLinkId),
-    /// Pinned on bpffs: stays attached until the pin is removed.
-    Pinned(
-        #[expect(
-            dead_code,
-            reason = "held only so the link's fd lives as long as the filter"
-        )]
-        PinnedLink,
-    ),
+    /// This agent's reference to the BPF link: the link lives while this fd
+    /// or its pin does.
+    link: OwnedFd,
+    /// The link's kernel id.
+    pub link_id: u32,
 }
 
 /// The maps of one instance that the reports, `status`, `mode`, `allow`
@@ -288,6 +253,34 @@ impl Maps {
             .with_context(|| format!("reading map {MAP_CONFIG}"))
     }
 
+    /// Writes a whole configuration back (undoing a failed start's changes).
+    pub fn set_config(&mut self, config: Config) -> Result<()> {
+        self.write_config(config, "the configuration")
+    }
+
+    /// Makes the allowlist exactly `want`: adds what is missing first (so
+    /// no packet sees a gap in a prefix that stays), then removes the rest.
+    /// Returns (added, removed).
+    pub fn set_allowlist(&mut self, want: &[Prefix]) -> Result<(Vec<Prefix>, Vec<Prefix>)> {
+        let have = self.allowed()?;
+        let mut added = Vec::new();
+        for p in want {
+            if !have.contains(p) && !added.contains(p) {
+                self.allow(*p)?;
+                added.push(*p);
+            }
+        }
+        let mut removed = Vec::new();
+        for p in have {
+            if !want.contains(&p) {
+                self.disallow(p)?;
+                removed.push(p);
+            }
+        }
+        self.count_allowed()?;
+        Ok((added, removed))
+    }
+
     fn write_config(&mut self, config: Config, what: &str) -> Result<()> {
         self.config
             .set(0, config, 0)
@@ -346,82 +339,6 @@ enum Program {
     Loaded(Box<Ebpf>),
     /// Opened from a pin left by an earlier agent.
     Pinned(Box<Xdp>),
-}
-
-/// Where the network header starts, as the user asked for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LinkType {
-    /// From the interface's hardware type (ARPHRD_*).
-    Auto,
-    /// An Ethernet header (VLAN tags and PPPoE are recognised behind it).
-    Ethernet,
-    /// No link-layer header: PPP, tun, WireGuard, IP tunnels.
-    RawIp,
-}
-
-/// `ARPHRD_RAWIP` (`linux/if_arp.h`; not in every libc release).
-const ARPHRD_RAWIP: u16 = 519;
-
-impl LinkType {
-    /// The link the program must parse on `iface`.
-    pub fn resolve(self, iface: &str) -> Result<Link> {
-        match self {
-            LinkType::Ethernet => Ok(Link::Ethernet),
-            LinkType::RawIp => Ok(Link::RawIp),
-            LinkType::Auto => {
-                let hw = hardware_type(iface)?;
-                match hw {
-                    // Loopback carries a zeroed Ethernet header in XDP.
-                    libc::ARPHRD_ETHER | libc::ARPHRD_LOOPBACK => Ok(Link::Ethernet),
-                    libc::ARPHRD_PPP
-                    | libc::ARPHRD_NONE
-                    | ARPHRD_RAWIP
-                    | libc::ARPHRD_TUNNEL
-                    | libc::ARPHRD_TUNNEL6 => Ok(Link::RawIp),
-                    other => bail!(
-                        "interface {iface} has hardware type {other} (ARPHRD_*, see \
-                         /sys/class/net/{iface}/type), which is neither Ethernet nor raw IP; \
-                         pass --link-type ethernet or --link-type raw-ip if you know which \
-                         header its frames start with"
-                    ),
-                }
-            }
-        }
-    }
-}
-
-/// The interface's ARPHRD_* type, asked of the kernel with SIOCGIFHWADDR
-/// (in this process's network namespace, unlike a /sys that `ip netns
-/// exec` may not have remounted).
-pub fn hardware_type(iface: &str) -> Result<u16> {
-    check_iface(iface)?;
-    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if iface.len() >= req.ifr_name.len() {
-        bail!("interface name {iface:?} is too long");
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-        *dst = src.cast_signed();
-    }
-    // SAFETY: socket() has no memory preconditions.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error())
-            .context("opening a socket to ask for an interface's hardware type");
-    }
-    // SAFETY: `req` is a valid `ifreq` the call fills in; `fd` is ours.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &raw mut req) };
-    let err = io::Error::last_os_error();
-    // SAFETY: closing the socket opened above.
-    unsafe { libc::close(fd) };
-    if rc < 0 {
-        return Err(err).with_context(|| {
-            format!("reading the hardware type of {iface} (SIOCGIFHWADDR); pass --link-type")
-        });
-    }
-    // SAFETY: SIOCGIFHWADDR fills the `ifru_hwaddr` member of the union.
-    Ok(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
 }
 
 /// The loaded program and its maps.
@@ -612,6 +529,25 @@ impl Filter {
         self.pin.as_ref()
     }
 
+    /// Pins this (unattached) filter under `dir` when it is attached: for an
+    /// agent waiting for its interface (`--wait`). Nothing is pinned before
+    /// the first attach.
+    pub fn pin_when_attached(&mut self, dir: &PinDir) -> Result<()> {
+        if self.attachment.is_some() || self.pin.is_some() {
+            bail!("internal: pin_when_attached on an attached or pinned filter");
+        }
+        if dir.dir.exists() {
+            bail!(
+                "{} already exists: an instance for {} is pinned there (or left over); see \
+                 `nat-pmp-agent status`",
+                dir.dir.display(),
+                dir.iface
+            );
+        }
+        self.pin = Some(dir.clone());
+        Ok(())
+    }
+
     /// When the kernel loaded the program (the counters count from then).
     pub fn loaded_at(&self) -> Option<SystemTime> {
         self.program().ok()?.info().ok()?.loaded_at()
@@ -742,13 +678,14 @@ impl Filter {
 
     /// Attaches the program to `iface`.
     ///
-    /// `Auto` tries native mode and falls back to skb mode only when the
-    /// driver has no native XDP; it never replaces an attached program.
+    /// `Auto` tries native mode and falls back to skb mode when the driver
+    /// has no native XDP or refuses it for this interface (an MTU above what
+    /// its native XDP handles); it never replaces an attached program.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<&Attachment> {
         if self.attachment.is_some() {
             bail!("the program is already attached; detach it first");
         }
-        check_iface(iface)?;
+        let ifindex = check_iface(iface)?;
         let (link, attached, fallback_reason) = match mode {
             AttachMode::Native => (
                 self.try_attach(iface, AttachedMode::Native)?,
@@ -770,11 +707,26 @@ impl Filter {
                 Err(e) => return Err(e.into()),
             },
         };
+        // Our own reference to the link: the program's copy goes, the link
+        // lives as long as this fd (or a pin) does.
+        let xdp_link = self
+            .program_mut()?
+            .take_link(link)
+            .context("taking the XDP link over from the program")?;
+        let fd_link = FdLink::try_from(xdp_link).context(
+            "the XDP program was attached through netlink, not a BPF link: this agent needs \
+             BPF links for XDP (Linux 5.9 or later) to tell whether it is still attached",
+        )?;
+        let link_id = fd_link.info().context("reading the new XDP link's info")?.id();
+        let fd = sys::link_fd_by_id(link_id)?;
+        drop(fd_link);
         Ok(self.attachment.insert(Attachment {
             iface: iface.to_owned(),
+            ifindex,
             mode: attached,
             fallback_reason,
-            link: LinkHandle::Owned(link),
+            link: fd,
+            link_id,
         }))
     }
 
@@ -798,88 +750,126 @@ impl Filter {
             );
         }
         self.attach(iface, mode)?;
-        let result = self.pin_all(dir);
-        if let Err(e) = result {
+        self.pin = Some(dir.clone());
+        if let Err(e) = self.repin() {
             // Nothing may be left behind by an error path.
-            let _ = dir.remove();
             let _ = self.detach();
             return Err(e);
         }
-        self.pin = Some(dir.clone());
         self.attachment
             .as_ref()
             .context("internal: the attachment vanished while pinning")
     }
 
-    fn pin_all(&mut self, dir: &PinDir) -> Result<()> {
-        std::fs::create_dir(&dir.dir)
+    /// Makes the program, its maps and (when attached) its link pinned
+    /// under the instance's directory again: whatever is missing is pinned,
+    /// a link pin that names another (defunct) link is replaced. For a
+    /// first pin, after a re-attach, and after the pins were lost (bpffs
+    /// unmounted, the directory removed) while the link lived on.
+    pub fn repin(&mut self) -> Result<()> {
+        let dir = self.pin.clone().context("internal: re-pinning an unpinned filter")?;
+        std::fs::create_dir_all(&dir.dir)
             .with_context(|| format!("creating the pin directory {}", dir.dir.display()))?;
         let pin_err = |what: &str, path: &Path| {
             format!("pinning {what} at {} (is it on bpffs?)", path.display())
         };
         let p = dir.path(pin::PROG);
-        self.program_mut()?
-            .pin(&p)
-            .with_context(|| pin_err("the XDP program", &p))?;
-        let p = dir.path(MAP_STATS);
-        self.maps
-            .stats
-            .map()
-            .pin(&p)
-            .with_context(|| pin_err("the counters map", &p))?;
-        let p = dir.path(MAP_CONFIG);
-        self.maps
-            .config
-            .map()
-            .pin(&p)
-            .with_context(|| pin_err("the config map", &p))?;
-        let p = dir.path(MAP_SOURCES);
-        self.maps
-            .sources
-            .map()
-            .pin(&p)
-            .with_context(|| pin_err("the sources map", &p))?;
-        let p = dir.path(MAP_ALLOW);
-        self.maps
-            .allow
-            .map()
-            .pin(&p)
-            .with_context(|| pin_err("the allowlist map", &p))?;
-        let att = self
-            .attachment
-            .take()
-            .context("internal: pinning a filter that is not attached")?;
-        let LinkHandle::Owned(id) = att.link else {
-            bail!("internal: the link is pinned already");
-        };
-        let link = self
-            .program_mut()?
-            .take_link(id)
-            .context("taking the XDP link over from the program")?;
-        let fd_link = FdLink::try_from(link).context(
-            "the XDP program was attached through netlink, not a BPF link, so it cannot be \
-             pinned: --pin needs Linux 5.9 or later",
-        )?;
-        let p = dir.path(pin::LINK);
-        // If pinning fails here, `fd_link` is dropped and so detached.
-        let pinned = fd_link
-            .pin(&p)
-            .with_context(|| pin_err("the XDP link", &p))?;
-        self.attachment = Some(Attachment {
-            link: LinkHandle::Pinned(pinned),
-            ..att
-        });
+        if !p.exists() {
+            self.program_mut()?
+                .pin(&p)
+                .with_context(|| pin_err("the XDP program", &p))?;
+        }
+        for (name, map) in [
+            (MAP_STATS, self.maps.stats.map()),
+            (MAP_CONFIG, self.maps.config.map()),
+            (MAP_SOURCES, self.maps.sources.map()),
+            (MAP_ALLOW, self.maps.allow.map()),
+        ] {
+            let p = dir.path(name);
+            if !p.exists() {
+                map.pin(&p).with_context(|| pin_err(name, &p))?;
+            }
+        }
+        if let Some(att) = &self.attachment {
+            let p = dir.path(pin::LINK);
+            let current = sys::obj_get(&p)
+                .and_then(|fd| sys::link_state(std::os::fd::AsFd::as_fd(&fd)))
+                .ok();
+            if current.map(|s| s.id) != Some(att.link_id) {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("replacing the link pin {}", p.display()))
+                    }
+                }
+                sys::obj_pin(std::os::fd::AsFd::as_fd(&att.link), &p)
+                    .with_context(|| pin_err("the XDP link", &p))?;
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the instance's link pin is there and names this filter's
+    /// link (`false` when the bpffs was unmounted or the pins removed).
+    pub fn pins_intact(&self) -> bool {
+        let (Some(dir), Some(att)) = (&self.pin, &self.attachment) else {
+            return self.pin.as_ref().is_some_and(|d| d.path(pin::PROG).exists());
+        };
+        sys::obj_get(&dir.path(pin::LINK))
+            .and_then(|fd| sys::link_state(std::os::fd::AsFd::as_fd(&fd)))
+            .is_ok_and(|s| s.id == att.link_id)
+    }
+
+    /// Where this filter's link is, as the kernel says (see [`Protection`]).
+    pub fn protection(&self) -> Result<Protection> {
+        let Some(att) = &self.attachment else {
+            return Ok(Protection::NoLink);
+        };
+        locate(&sys::link_state(std::os::fd::AsFd::as_fd(&att.link))?)
+    }
+
+    /// The kernel id of the program.
+    pub fn program_id(&self) -> Result<u32> {
+        Ok(self
+            .program()?
+            .info()
+            .context("reading the program's info")?
+            .id())
+    }
+
+    /// Attaches again after the link lost its device (the interface was
+    /// deleted and made again, or someone detached the link): a new link
+    /// for the same program and maps, so the counters continue, pinned in
+    /// place of the old one when the instance is pinned. Returns a warning
+    /// when the filter is attached but could not be pinned again.
+    pub fn reattach(&mut self, iface: &str, mode: AttachMode) -> Result<Option<String>> {
+        // The old link holds nothing; closing our fd lets the kernel free it
+        // once its pin is replaced.
+        self.attachment = None;
+        self.attach(iface, mode)?;
+        if self.pin.is_some() {
+            if let Err(e) = self.repin() {
+                return Ok(Some(format!(
+                    "re-attached, but could not pin the new link, so the filter now lasts \
+                     only as long as this agent: {e:#}"
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Picks up the instance an earlier agent pinned under `dir` for
     /// `iface`: the same program, link and maps, so counting continues where
     /// it was. Returns `None` when nothing is pinned there.
     ///
-    /// If the link no longer holds the interface (the interface was deleted
-    /// and made again), the pinned program is attached anew with `mode` and
-    /// its link pin replaced; if some other XDP program holds the interface,
-    /// this fails and changes nothing.
+    /// What the link holds is asked of the kernel: attached to `iface` here,
+    /// it is taken as it is; attached to nothing (the interface was deleted,
+    /// or the link detached), the same program is attached anew with `mode`
+    /// and its link pin replaced, or, when `iface` does not exist (yet), the
+    /// filter is returned unattached; attached to another device or in
+    /// another network namespace, this fails and changes nothing.
     pub fn adopt(iface: &str, mode: AttachMode, dir: &PinDir) -> Result<Option<Filter>> {
         if !dir.has_link() {
             if dir.dir.exists() {
@@ -891,7 +881,15 @@ impl Filter {
             }
             return Ok(None);
         }
-        check_iface(iface)?;
+        if dir.legacy {
+            bail!(
+                "an instance for {iface} is pinned under {} by an older agent (before pins \
+                 were kept per network namespace); this agent does not take it over. Detach \
+                 it once with `nat-pmp-agent detach --iface {iface}` (same --pin-dir) and \
+                 start again",
+                dir.dir.display()
+            );
+        }
         let prog_path = dir.path(pin::PROG);
         let program = Xdp::from_pin(&prog_path, XdpAttachType::Interface)
             .with_context(|| format!("opening the pinned XDP program {}", prog_path.display()))?;
@@ -901,8 +899,17 @@ impl Filter {
             .id();
         let maps = Maps::from_pin(dir)?;
         let link_path = dir.path(pin::LINK);
-        let link = PinnedLink::from_pin(&link_path)
+        let link = sys::obj_get(&link_path)
             .with_context(|| format!("opening the pinned XDP link {}", link_path.display()))?;
+        let state = sys::link_state(std::os::fd::AsFd::as_fd(&link))?;
+        if state.prog_id != prog_id {
+            bail!(
+                "the link pinned at {} runs program id {} but the program pinned beside it is \
+                 id {prog_id}: these pins were not made together; refusing to touch them",
+                link_path.display(),
+                state.prog_id
+            );
+        }
         let mut filter = Filter {
             program: Program::Pinned(Box::new(program)),
             maps,
@@ -911,61 +918,49 @@ impl Filter {
             attachment: None,
             pin: Some(dir.clone()),
         };
-        match netlink::xdp_attachment(iface)? {
-            Some(XdpAttachment {
-                prog_id: on,
+        match locate(&state)? {
+            Protection::Attached {
+                iface: name,
+                ifindex,
                 mode: m,
-            }) if on == prog_id => {
+            } if name == iface => {
                 filter.attachment = Some(Attachment {
                     iface: iface.to_owned(),
+                    ifindex,
                     mode: m.unwrap_or(AttachedMode::Native),
                     fallback_reason: None,
-                    link: LinkHandle::Pinned(link),
+                    link,
+                    link_id: state.id,
                 });
             }
-            Some(other) => bail!(
-                "{iface} runs XDP program id {} but the instance pinned under {} is program \
-                 id {prog_id}; refusing to touch either. Remove the stale pins with \
-                 `nat-pmp-agent detach --iface {iface}` if they are yours",
-                other.prog_id,
+            Protection::Attached { iface: name, ifindex, .. } => bail!(
+                "the instance pinned under {} for {iface} is attached to {name} (ifindex \
+                 {ifindex}) of this namespace, not to {iface}: the interface was renamed and \
+                 another one took its name. Refusing to move it: the filter stays on {name}. \
+                 Start the agent with `--iface {name}`, or, to give it up, `nat-pmp-agent \
+                 detach --iface {iface}`",
                 dir.dir.display()
             ),
-            None => {
-                // The link is defunct: attach the same program (and maps) again.
+            Protection::Elsewhere { ifindex } => bail!(
+                "the instance pinned under {} is attached to ifindex {ifindex}, which is not a \
+                 device of this network namespace running it (the device moved to another \
+                 namespace?); refusing to touch it: it still protects that device. See it with \
+                 `bpftool link show id {}`",
+                dir.dir.display(),
+                state.id
+            ),
+            Protection::Detached | Protection::NoLink => {
                 drop(link);
-                std::fs::remove_file(&link_path).with_context(|| {
-                    format!("removing the defunct link pin {}", link_path.display())
-                })?;
-                filter.attach(iface, mode)?;
-                if let Err(e) = filter.repin_link(dir) {
-                    let _ = filter.detach();
-                    return Err(e);
+                if check_iface(iface).is_ok() {
+                    filter.attach(iface, mode)?;
+                    if let Err(e) = filter.repin() {
+                        let _ = filter.detach_link();
+                        return Err(e);
+                    }
                 }
             }
         }
         Ok(Some(filter))
-    }
-
-    fn repin_link(&mut self, dir: &PinDir) -> Result<()> {
-        let att = self
-            .attachment
-            .take()
-            .context("internal: re-pinning a filter that is not attached")?;
-        let LinkHandle::Owned(id) = att.link else {
-            bail!("internal: the link is pinned already");
-        };
-        let link = self.program_mut()?.take_link(id)?;
-        let fd_link = FdLink::try_from(link)
-            .context("the XDP link is not a BPF link: --pin needs Linux 5.9 or later")?;
-        let p = dir.path(pin::LINK);
-        let pinned = fd_link
-            .pin(&p)
-            .with_context(|| format!("pinning the XDP link at {}", p.display()))?;
-        self.attachment = Some(Attachment {
-            link: LinkHandle::Pinned(pinned),
-            ..att
-        });
-        Ok(())
     }
 
     /// Lets go of a pinned instance without detaching it: the pins keep the
@@ -987,15 +982,17 @@ impl Filter {
         program.attach(iface, xdp_mode).map_err(|e| {
             let what = format!("attaching XDP to {iface} in {} mode", mode.name());
             if has_errno(&e, libc::EBUSY) || has_errno(&e, libc::EEXIST) {
-                AttachError::Other(anyhow!(e).context(format!(
-                    "{what}: another XDP program is already attached to {iface}; refusing to \
-                     replace it. See it with `ip link show dev {iface}` or `bpftool net show dev \
-                     {iface}`, and remove it (`ip link set dev {iface} xdp off`) only if it is \
-                     yours and stale"
-                )))
+                AttachError::Other(anyhow!(e).context(format!("{what}: {}", busy_hint(iface))))
             } else if has_errno(&e, libc::EOPNOTSUPP) {
                 AttachError::NotSupported(format!(
                     "{what}: the driver of {iface} has no native XDP support"
+                ))
+            } else if has_errno(&e, libc::ERANGE) && mode == AttachedMode::Native {
+                AttachError::NotSupported(format!(
+                    "{what}: the driver refuses native XDP at {iface}'s MTU of {} (native XDP \
+                     needs a frame to fit one page: about 3,500 bytes of MTU on veth); lower \
+                     the MTU, or run in skb mode",
+                    iface_mtu(iface)
                 ))
             } else if has_errno(&e, libc::EPERM) || has_errno(&e, libc::EACCES) {
                 AttachError::Other(anyhow!(e).context(format!("{what}: {PRIVILEGE_HINT}")))
@@ -1010,37 +1007,140 @@ impl Filter {
         self.attachment.as_ref()
     }
 
+    /// Detaches the link at once (whoever else holds it), keeping the pins.
+    pub fn detach_link(&mut self) -> Result<()> {
+        match self.attachment.take() {
+            Some(att) => sys::link_detach(std::os::fd::AsFd::as_fd(&att.link))
+                .with_context(|| format!("detaching XDP from {}", att.iface)),
+            None => Ok(()),
+        }
+    }
+
     /// Detaches the program from its interface; a pinned instance also
     /// loses its pins (see [`detach_pinned`]).
     pub fn detach(&mut self) -> Result<()> {
+        let detached = self.detach_link();
         if let Some(dir) = self.pin.take() {
-            self.attachment = None;
-            return detach_pinned(&dir).map(|_| ());
+            detach_pinned(&dir)?;
         }
-        let Some(att) = self.attachment.take() else {
-            return Ok(());
-        };
-        let iface = att.iface.clone();
-        match att.link {
-            LinkHandle::Owned(id) => self
-                .program_mut()?
-                .detach(id)
-                .with_context(|| format!("detaching XDP from {iface}")),
-            LinkHandle::Pinned(_) => Ok(()),
-        }
+        detached
+    }
+}
+
+/// Where an XDP link is, as the kernel says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protection {
+    /// Attached to `iface` (`ifindex`) of this network namespace, which runs
+    /// the link's program.
+    Attached {
+        iface: String,
+        ifindex: u32,
+        mode: Option<AttachedMode>,
+    },
+    /// The link holds no device: it was deleted, or someone detached the
+    /// link (`nat-pmp-agent detach`, `bpftool link detach`).
+    Detached,
+    /// The link holds device `ifindex`, but no device of this namespace with
+    /// that index runs its program: the device is in another namespace.
+    Elsewhere { ifindex: u32 },
+    /// There is no link (never attached; waiting for the interface).
+    NoLink,
+}
+
+impl Protection {
+    pub fn is_attached(&self) -> bool {
+        matches!(self, Protection::Attached { .. })
+    }
+}
+
+/// Asks the kernel where the link described by `state` is.
+pub fn locate(state: &sys::LinkState) -> Result<Protection> {
+    if state.ifindex == 0 {
+        return Ok(Protection::Detached);
+    }
+    Ok(match netlink::by_index(state.ifindex)? {
+        Some(i) if i.xdp.is_some_and(|x| x.prog_id == state.prog_id) => Protection::Attached {
+            iface: i.name,
+            ifindex: i.index,
+            mode: i.xdp.and_then(|x| x.mode),
+        },
+        _ => Protection::Elsewhere {
+            ifindex: state.ifindex,
+        },
+    })
+}
+
+/// The MTU of `iface`, for a message (`?` when it cannot be read).
+fn iface_mtu(iface: &str) -> String {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
+        .map_or_else(|_| "?".to_owned(), |s| s.trim().to_owned())
+}
+
+/// What to say when `iface` already runs an XDP program: whose it is, and
+/// the command that really removes it (an XDP *link* cannot be removed with
+/// `ip link set dev X xdp off`; the kernel refuses).
+fn busy_hint(iface: &str) -> String {
+    let running = netlink::xdp_attachment(iface).ok().flatten();
+    let Some(x) = running else {
+        return format!("another XDP program is already attached to {iface}; refusing to replace it");
+    };
+    let ours = sys::xdp_links_running(PROGRAM_NAME)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|l| l.prog_id == x.prog_id);
+    let any_link = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .find(|l| l.program_id() == x.prog_id)
+        .map(|l| l.id());
+    match (ours, any_link) {
+        (Some(l), _) => format!(
+            "{iface} already runs this product's own filter (program id {}, link id {}), \
+             left by another agent: a pinned instance (see `nat-pmp-agent status`; remove it \
+             with `nat-pmp-agent detach --iface {iface}`, with the --pin-dir it was pinned \
+             under) or an agent still running for {iface} (stop that agent). Refusing to \
+             attach twice; `bpftool link detach id {}` removes it whatever holds it",
+            l.prog_id, l.id, l.id
+        ),
+        (None, Some(link)) => format!(
+            "another XDP program (id {}) is attached to {iface} through BPF link id {link}; \
+             refusing to replace it. See it with `bpftool net show dev {iface}`; if it is \
+             stale, `bpftool link detach id {link}` removes it (`ip link set dev {iface} xdp \
+             off` cannot remove a link)",
+            x.prog_id
+        ),
+        (None, None) => format!(
+            "another XDP program (id {}) is already attached to {iface}; refusing to replace \
+             it. See it with `ip link show dev {iface}` or `bpftool net show dev {iface}`, \
+             and remove it (`ip link set dev {iface} xdp off`) only if it is yours and stale",
+            x.prog_id
+        ),
     }
 }
 
 /// Detaches and removes the instance pinned under `dir`: the link is
 /// detached at once (even while a running agent holds it), then every pin
 /// and the directory go. Returns whether there was anything to remove.
+///
+/// A link that the kernel says is live on a device of another network
+/// namespace is left alone (an error): these pins are not this namespace's.
 pub fn detach_pinned(dir: &PinDir) -> Result<bool> {
     if !dir.dir.exists() {
         return Ok(false);
     }
     let link = dir.path(pin::LINK);
     if link.exists() {
-        pin::force_detach_link(&link)
+        let fd = sys::obj_get(&link)?;
+        let state = sys::link_state(std::os::fd::AsFd::as_fd(&fd))?;
+        if let Protection::Elsewhere { ifindex } = locate(&state)? {
+            bail!(
+                "the filter pinned under {} is attached to ifindex {ifindex}, which is not a \
+                 device of this network namespace: it protects another namespace's interface. \
+                 Run `nat-pmp-agent detach` in that namespace, or `bpftool link detach id {}`",
+                dir.dir.display(),
+                state.id
+            );
+        }
+        sys::link_detach(std::os::fd::AsFd::as_fd(&fd))
             .with_context(|| format!("detaching the pinned filter from {}", dir.iface))?;
     }
     dir.remove()?;
@@ -1062,19 +1162,4 @@ impl From<AttachError> for anyhow::Error {
             AttachError::Other(e) => e,
         }
     }
-}
-
-/// Fails with a helpful message unless `iface` exists in this namespace.
-pub fn check_iface(iface: &str) -> Result<u32> {
-    let c =
-        CString::new(iface).map_err(|_| anyhow!("interface name {iface:?} contains a NUL byte"))?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if index == 0 {
-        bail!(
-            "interface {iface:?} does not exist in this network namespace; list interfaces \
-             with `ip link show`"
-        );
-    }
-    Ok(index)
 }

@@ -5,9 +5,11 @@
 
 pub mod allow;
 pub mod batch;
+pub mod console;
 pub mod counters;
 pub mod droplog;
 pub mod ebpf;
+pub mod iface;
 pub mod metrics;
 pub mod monitor;
 pub mod netlink;
@@ -17,3 +19,4 @@ pub mod replay;
 pub mod replay_report;
 pub mod report;
 pub mod sources;
+pub mod sys;

@@ -40,7 +40,7 @@ struct Cli {
     run: RunArgs,
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Clone, Debug, Default)]
 #[expect(
     clippy::struct_excessive_bools,
     reason = "one field per command-line switch, as clap derives them"
@@ -78,12 +78,13 @@ struct RunArgs {
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
     /// Pin the program, its link and its maps on bpffs so the filter keeps
-    /// working when the agent stops or dies; a restarted agent picks them up
-    /// and its counters continue.
+    /// working when the agent stops or dies; a restarted agent picks them up,
+    /// its counters continue, and it applies this run's settings (each
+    /// change is reported).
     #[arg(long)]
     pin: bool,
-    /// Where pinned instances live: <DIR>/<iface>/ (mounts bpffs there if
-    /// needed) [default: /sys/fs/bpf/nat-pmp].
+    /// Where pinned instances live: <DIR>/netns:<inode>/<iface>/ (mounts
+    /// bpffs there if needed) [default: /sys/fs/bpf/nat-pmp].
     #[arg(long, value_name = "DIR")]
     pin_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on ADDR at /metrics [default address:
@@ -106,6 +107,12 @@ struct RunArgs {
     /// drop mode cheapest per packet (see BENCHMARKS.md).
     #[arg(long)]
     no_sources: bool,
+    /// Start even when an --iface does not exist yet (a PPP or VPN interface
+    /// at boot), report it as waiting, and attach the moment it appears.
+    /// Without it a missing interface is an error (a typo must not wait
+    /// forever).
+    #[arg(long)]
+    wait: bool,
 }
 
 /// Where `--metrics` listens when given without an address.
@@ -303,7 +310,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nat-pmp-agent: error: {e:#}");
+            nat_pmp_agent::say!("nat-pmp-agent: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -328,53 +335,64 @@ fn run(cli: Cli) -> Result<()> {
             AllowAction::List { iface, pin } => ops::allow(&pin.pin_dir, &iface, None),
         },
         None => {
-            let a = match cli.run.config.clone() {
-                Some(path) => config::merge(cli.run, &config::load(&path)?)?,
-                None => cli.run,
-            };
-            if a.iface.is_empty() {
-                bail!(
-                    "--iface is required (on the command line, or as `iface` in the --config \
-                     file)"
-                );
-            }
-            if a.pin_dir.is_some() && !a.pin {
-                bail!("--pin-dir is where --pin puts its pins: add --pin (or `pin = true`)");
-            }
-            if let Some(addr) = a.metrics {
-                if !addr.ip().is_loopback() && !a.metrics_allow_remote {
-                    bail!(
-                        "--metrics {addr}: refusing to serve metrics on a non-loopback address; \
-                         add --metrics-allow-remote if that is what you want (the counters \
-                         reveal who scans you)"
-                    );
-                }
-            }
-            let opts = monitor::Options {
-                ifaces: a.iface,
-                mode: if a.drop { Mode::Drop } else { Mode::Monitor },
-                attach: a.xdp_mode.unwrap_or(AttachMode::Auto),
-                link: a.link_type.unwrap_or(LinkType::Auto),
-                interval: seconds("--interval", a.interval.unwrap_or(1.0))?,
-                output: a.output.unwrap_or(Output::Auto),
-                duration: a.duration.map(|d| seconds("--duration", d)).transpose()?,
-                pin_root: a.pin.then(|| {
-                    a.pin_dir
-                        .clone()
-                        .unwrap_or_else(|| PathBuf::from(pin::DEFAULT_PIN_ROOT))
-                }),
-                metrics: a.metrics,
-                top_sources: a.top_sources.unwrap_or(10),
-                allow: a.allow,
-                track_sources: !a.no_sources,
-            };
+            let run = cli.run;
+            let opts = options(run.clone())?;
+            let reload: Option<monitor::Reload> = run
+                .config
+                .is_some()
+                .then(|| Box::new(move || options(run.clone())) as monitor::Reload);
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?
-                .block_on(monitor::run(opts))
+                .block_on(monitor::run(opts, reload))
         }
     }
+}
+
+/// The one place run options are merged (flags over the config file) and
+/// checked; also what SIGHUP re-runs with the config file read afresh.
+fn options(cli: RunArgs) -> Result<monitor::Options> {
+    let a = match cli.config.clone() {
+        Some(path) => config::merge(cli, &config::load(&path)?)?,
+        None => cli,
+    };
+    if a.iface.is_empty() {
+        bail!("--iface is required (on the command line, or as `iface` in the --config file)");
+    }
+    if a.pin_dir.is_some() && !a.pin {
+        bail!("--pin-dir is where --pin puts its pins: add --pin (or `pin = true`)");
+    }
+    if let Some(addr) = a.metrics {
+        if !addr.ip().is_loopback() && !a.metrics_allow_remote {
+            bail!(
+                "--metrics {addr}: refusing to serve metrics on a non-loopback address; add \
+                 --metrics-allow-remote if that is what you want (the counters reveal who \
+                 scans you)"
+            );
+        }
+    }
+    Ok(monitor::Options {
+        ifaces: a.iface,
+        attach: a.xdp_mode.unwrap_or(AttachMode::Auto),
+        interval: seconds("--interval", a.interval.unwrap_or(1.0))?,
+        output: a.output.unwrap_or(Output::Auto),
+        duration: a.duration.map(|d| seconds("--duration", d)).transpose()?,
+        pin_root: a.pin.then(|| {
+            a.pin_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(pin::DEFAULT_PIN_ROOT))
+        }),
+        metrics: a.metrics,
+        top_sources: a.top_sources.unwrap_or(10),
+        wait: a.wait,
+        settings: monitor::Settings {
+            mode: if a.drop { Mode::Drop } else { Mode::Monitor },
+            link: a.link_type.unwrap_or(LinkType::Auto),
+            track_sources: !a.no_sources,
+            allow: a.allow,
+        },
+    })
 }
 
 /// Replays the captures and prints the report, also when the replay stopped

@@ -9,7 +9,11 @@
 //!   opcode needs (also counted in the two above);
 //! - `natpmp_drop_mode{iface}`: 1 in drop mode, 0 in monitor mode;
 //! - `natpmp_sources_tracked{iface}`: source addresses in the bounded
-//!   per-source LRU map now (at most `SOURCES_MAX_ENTRIES`).
+//!   per-source LRU map now (at most `SOURCES_MAX_ENTRIES`);
+//! - `natpmp_attached{iface}`: 1 while the kernel says the filter is
+//!   attached to the interface, 0 while it is not (the interface is gone, a
+//!   PPPoE reconnect, or someone detached it): alert on 0. The agent checks
+//!   on every link event and every report interval.
 //!
 //! The maps are read at scrape time, so a scrape is as fresh as the kernel's
 //! counters and needs no report interval. Encoding is prometheus-client's
@@ -18,7 +22,14 @@
 //! seconds, so a blocking single-threaded server is plenty and keeps the
 //! async report loop free of it.
 
-use std::{net::SocketAddr, sync::Arc, sync::Mutex, thread::JoinHandle};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+};
 
 use anyhow::{anyhow, Context as _, Result};
 use nat_pmp_ebpf_common::{Class, Mode};
@@ -39,10 +50,24 @@ type Pick = fn(&nat_pmp_ebpf_common::ClassCounters) -> u64;
 /// A metric with an `action` label: name, help, and its two actions.
 type PerAction = (&'static str, &'static str, [(&'static str, Pick); 2]);
 
+/// One interface the endpoint reports: its name, its maps, and whether the
+/// agent last found the filter attached (set by the agent's checks).
+pub struct Source {
+    pub iface: String,
+    pub maps: Maps,
+    pub attached: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Source({})", self.iface)
+    }
+}
+
 /// Reads every interface's maps on each scrape.
 #[derive(Debug)]
 struct MapsCollector {
-    sources: Mutex<Vec<(String, Maps)>>,
+    sources: Mutex<Vec<Source>>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -57,7 +82,7 @@ impl Collector for MapsCollector {
         // A map that cannot be read fails the scrape (HTTP 500) rather than
         // reporting zeros a dashboard would take for real.
         let mut readings = Vec::with_capacity(sources.len());
-        for (iface, maps) in sources.iter() {
+        for Source { iface, maps, .. } in sources.iter() {
             let snap = maps.snapshot().map_err(|_| std::fmt::Error)?;
             let mode = maps.mode().map_err(|_| std::fmt::Error)?;
             let tracked = maps.sources_tracked().map_err(|_| std::fmt::Error)?;
@@ -135,6 +160,18 @@ impl Collector for MapsCollector {
             ConstGauge::new(i64::try_from(*tracked).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&labels)?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "natpmp_attached",
+            "1 while the kernel says the XDP filter is attached to the interface, 0 while it \
+             is not (interface gone, link detached): the WAN is then not protected",
+            None,
+            gauge.metric_type(),
+        )?;
+        for s in sources.iter() {
+            let labels = [("iface", s.iface.as_str())];
+            ConstGauge::new(i64::from(s.attached.load(Ordering::Relaxed)))
+                .encode(family.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }
@@ -148,7 +185,7 @@ pub fn render(registry: &Registry) -> Result<String> {
 }
 
 /// A registry with one collector over `sources` (interface name, maps).
-pub fn registry(sources: Vec<(String, Maps)>) -> Registry {
+pub fn registry(sources: Vec<Source>) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(MapsCollector {
         sources: Mutex::new(sources),
@@ -164,7 +201,7 @@ pub struct Server {
 
 impl Server {
     /// Listens on `addr` and serves `/metrics` on a thread of its own.
-    pub fn start(addr: SocketAddr, sources: Vec<(String, Maps)>) -> Result<Server> {
+    pub fn start(addr: SocketAddr, sources: Vec<Source>) -> Result<Server> {
         let http = tiny_http::Server::http(addr)
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| {

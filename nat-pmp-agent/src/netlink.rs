@@ -1,20 +1,23 @@
-//! What XDP program an interface runs, and in which mode, asked of the
-//! kernel over rtnetlink (`RTM_GETLINK`, the `IFLA_XDP` attributes), as
-//! `ip link` does. This is namespace-correct, unlike walking the global list
-//! of BPF links, whose XDP entries carry only an ifindex.
+//! The kernel's view of interfaces over rtnetlink: which XDP program an
+//! interface runs, and in which mode (`RTM_GETLINK`, the `IFLA_XDP`
+//! attributes, as `ip link` does), and the link events (`RTMGRP_LINK`) that
+//! tell when an interface goes away and comes back (a PPPoE reconnect).
 //!
-//! bpffs cannot store the XDP mode of a pinned instance (it holds only pins),
-//! so `status` and a restarted agent read it back from here.
+//! rtnetlink answers for the caller's network namespace only, which is what
+//! makes it the right referee: an XDP link's ifindex (see [`crate::sys`]) is
+//! meaningful only together with the namespace that holds the device.
 
 use anyhow::{bail, Context as _, Result};
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST,
+};
 use netlink_packet_route::{
     link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
     RouteNetlinkMessage,
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::ebpf::{check_iface, AttachedMode};
+use crate::iface::{check_iface, AttachedMode};
 
 /// The XDP program on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,10 +28,23 @@ pub struct XdpAttachment {
     pub mode: Option<AttachedMode>,
 }
 
+/// One interface of this network namespace, as rtnetlink describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Iface {
+    pub index: u32,
+    pub name: String,
+    pub xdp: Option<XdpAttachment>,
+}
+
 /// The XDP program attached to `iface` in this network namespace, if any.
 pub fn xdp_attachment(iface: &str) -> Result<Option<XdpAttachment>> {
     let index = check_iface(iface)?;
-    let what = || format!("asking the kernel (rtnetlink) which XDP program {iface} runs");
+    Ok(by_index(index)?.and_then(|i| i.xdp))
+}
+
+/// The interface with ifindex `index` in this network namespace, if any.
+pub fn by_index(index: u32) -> Result<Option<Iface>> {
+    let what = || format!("asking the kernel (rtnetlink) about interface index {index}");
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     let mut req = NetlinkMessage::new(
@@ -49,29 +65,123 @@ pub fn xdp_attachment(iface: &str) -> Result<Option<XdpAttachment>> {
     let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(what)?;
-    let link = match parsed.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => link,
+    match parsed.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Ok(Some(iface(link))),
+        // ENODEV: no device with this index here (gone, or in another namespace).
+        NetlinkPayload::Error(e) if e.raw_code() == -libc::ENODEV => Ok(None),
         NetlinkPayload::Error(e) => bail!("{}: {e}", what()),
         other => bail!("{}: unexpected answer {other:?}", what()),
-    };
+    }
+}
+
+fn iface(link: LinkMessage) -> Iface {
     let mut attached = XdpAttached::None;
     let mut prog_id = 0;
+    let mut name = String::new();
     for attr in link.attributes {
-        if let LinkAttribute::Xdp(xdp) = attr {
-            for x in xdp {
-                match x {
-                    LinkXdp::Attached(a) => attached = a,
-                    LinkXdp::ProgId(id) => prog_id = id,
-                    _ => {}
+        match attr {
+            LinkAttribute::IfName(n) => name = n,
+            LinkAttribute::Xdp(xdp) => {
+                for x in xdp {
+                    match x {
+                        LinkXdp::Attached(a) => attached = a,
+                        LinkXdp::ProgId(id) => prog_id = id,
+                        _ => {}
+                    }
                 }
             }
+            _ => {}
         }
     }
     let mode = match attached {
-        XdpAttached::None => return Ok(None),
-        XdpAttached::Driver => Some(AttachedMode::Native),
-        XdpAttached::SocketBuffer => Some(AttachedMode::Skb),
-        _ => None,
+        XdpAttached::None => None,
+        XdpAttached::Driver => Some(Some(AttachedMode::Native)),
+        XdpAttached::SocketBuffer => Some(Some(AttachedMode::Skb)),
+        _ => Some(None),
     };
-    Ok(Some(XdpAttachment { prog_id, mode }))
+    Iface {
+        index: link.header.index,
+        name,
+        xdp: mode.map(|mode| XdpAttachment { prog_id, mode }),
+    }
+}
+
+/// A change of an interface, from the kernel's link events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A device was created, or changed (up/down, renamed, XDP changed).
+    New(Iface),
+    /// A device was deleted (or moved to another namespace).
+    Del(Iface),
+}
+
+/// Where [`watch`] sends each event, with when it was read.
+pub type EventSender =
+    tokio::sync::mpsc::UnboundedSender<(std::time::Instant, Result<LinkEvent, String>)>;
+
+/// `RTMGRP_LINK` (`linux/rtnetlink.h`).
+const RTMGRP_LINK: u32 = 1;
+
+/// Subscribes to this namespace's link events. The socket is opened here,
+/// before the caller looks at the interfaces, so that no event between that
+/// look and the first read is lost; a thread then passes each event to
+/// `tx` as it arrives (it ends when `tx`'s receiver is gone or the socket
+/// fails, and says so on the channel as `Err`).
+pub fn watch(tx: EventSender) -> Result<()> {
+    let what = "subscribing to the kernel's link events (rtnetlink RTMGRP_LINK)";
+    let mut socket = Socket::new(NETLINK_ROUTE).context(what)?;
+    socket
+        .bind(&SocketAddr::new(0, RTMGRP_LINK))
+        .context(what)?;
+    std::thread::Builder::new()
+        .name("link-events".into())
+        .spawn(move || loop {
+            let data = match socket.recv_from_full() {
+                Ok((data, _)) => data,
+                // ENOBUFS: the kernel dropped events; the receiver re-checks
+                // every interface on the next report anyway.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                Err(e) => {
+                    let _ = tx.send((std::time::Instant::now(), Err(format!("reading link events: {e}"))));
+                    return;
+                }
+            };
+            let at = std::time::Instant::now();
+            for event in parse_events(&data) {
+                if tx.send((at, Ok(event))).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the link-event thread")?;
+    Ok(())
+}
+
+/// The link events in one datagram (several messages may share it).
+fn parse_events(mut data: &[u8]) -> Vec<LinkEvent> {
+    let mut out = Vec::new();
+    while let Ok(buf) = NetlinkBuffer::new_checked(data) {
+        let len = usize::try_from(buf.length()).unwrap_or(usize::MAX);
+        if len == 0 || len > data.len() {
+            break;
+        }
+        if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..len]) {
+            match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    out.push(LinkEvent::New(iface(l)));
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+                    out.push(LinkEvent::Del(iface(l)));
+                }
+                _ => {}
+            }
+        }
+        // Messages are 4-byte aligned (NLMSG_ALIGN).
+        let next = (len + 3) & !3;
+        if next >= data.len() {
+            break;
+        }
+        data = &data[next..];
+    }
+    out
 }

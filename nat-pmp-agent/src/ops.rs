@@ -12,11 +12,12 @@ use anyhow::{bail, Context as _, Result};
 use aya::programs::ProgramInfo;
 use nat_pmp_agent::{
     allow,
-    ebpf::{check_iface, detach_pinned, Maps},
+    ebpf::{check_iface, detach_pinned, locate, Maps, Protection},
     netlink::{self, XdpAttachment},
     pin::{self, PinDir},
     report::{Header, Report},
     sources::{self, Sources},
+    sys,
 };
 
 /// Sources `status` lists per instance.
@@ -44,11 +45,42 @@ struct Found {
     state: Option<(Mode, nat_pmp_agent::counters::Snapshot)>,
     /// Its top sources.
     sources: Option<Sources>,
+    /// Where the kernel says its link is (when pinned).
+    link: Option<(u32, Protection)>,
+    /// Its allowlist.
+    allow: Vec<String>,
 }
 
 impl Found {
+    /// Attached, by the kernel's word, to the device of that name here.
     fn attached(&self) -> bool {
-        matches!((&self.pinned, &self.on_iface), (Some((id, _)), Ok(Some(x))) if x.prog_id == *id)
+        matches!(&self.link, Some((_, Protection::Attached { iface, .. })) if *iface == self.dir.iface)
+    }
+
+    /// Where the link is, in words.
+    fn link_text(&self) -> String {
+        let Some((link_id, p)) = &self.link else {
+            return "not pinned".to_owned();
+        };
+        match p {
+            Protection::Attached { iface, ifindex, .. } if *iface == self.dir.iface => {
+                format!("attached to {iface} (ifindex {ifindex}, link id {link_id})")
+            }
+            Protection::Attached { iface, ifindex, .. } => format!(
+                "NOT attached to {}: its link (id {link_id}) holds {iface} (ifindex {ifindex}), \
+                 a renamed device",
+                self.dir.iface
+            ),
+            Protection::Detached | Protection::NoLink => format!(
+                "NOT attached: its link (id {link_id}) holds no device ({} was deleted or \
+                 replaced, or the link detached); an agent attaches it again when it runs",
+                self.dir.iface
+            ),
+            Protection::Elsewhere { ifindex } => format!(
+                "NOT attached here: its link (id {link_id}) holds ifindex {ifindex} of another \
+                 network namespace"
+            ),
+        }
     }
 
     fn xdp_mode(&self) -> &'static str {
@@ -69,18 +101,22 @@ fn look(dir: PinDir) -> Result<Found> {
             dir.iface
         ))
     };
-    let (pinned, state, sources) = if dir.has_link() {
+    let (pinned, state, sources, link, allow) = if dir.has_link() {
         let prog = dir.path(pin::PROG);
         let info = ProgramInfo::from_pin(&prog)
             .with_context(|| format!("reading the pinned program {}", prog.display()))?;
         let maps = Maps::from_pin(&dir)?;
+        let fd = sys::obj_get(&dir.path(pin::LINK))?;
+        let state = sys::link_state(std::os::fd::AsFd::as_fd(&fd))?;
         (
             Some((info.id(), info.loaded_at())),
             Some((maps.mode()?, maps.snapshot()?)),
             Some(sources::read(&maps, STATUS_TOP_SOURCES)?),
+            Some((state.id, locate(&state)?)),
+            maps.allowed()?.iter().map(allow::show).collect(),
         )
     } else {
-        (None, None, None)
+        (None, None, None, None, Vec::new())
     };
     Ok(Found {
         dir,
@@ -88,6 +124,8 @@ fn look(dir: PinDir) -> Result<Found> {
         on_iface,
         state,
         sources,
+        link,
+        allow,
     })
 }
 
@@ -96,16 +134,25 @@ pub fn status(root: &Path, ifaces: &[String], as_json: bool) -> Result<()> {
     let dirs = if ifaces.is_empty() {
         pin::instances(root)?
     } else {
-        ifaces.iter().map(|i| PinDir::new(root, i)).collect()
+        ifaces
+            .iter()
+            .map(|i| PinDir::find(root, i))
+            .collect::<Result<_>>()?
     };
     let found = dirs.into_iter().map(look).collect::<Result<Vec<_>>>()?;
+    let unpinned = unpinned_filters(&found)?;
     let now = SystemTime::now();
     if as_json {
         let instances: Vec<Value> = found.iter().map(|f| instance_json(f, now)).collect();
+        let unpinned: Vec<Value> = unpinned
+            .iter()
+            .map(|(iface, l)| json!({"iface": iface, "prog_id": l.prog_id, "link_id": l.id}))
+            .collect();
         let v = json!({
             "time": humantime::format_rfc3339_millis(now).to_string(),
             "pin_root": root.display().to_string(),
             "instances": instances,
+            "unpinned": unpinned,
         });
         return emit(&format!("{v}\n"));
     }
@@ -116,7 +163,35 @@ pub fn status(root: &Path, ifaces: &[String], as_json: bool) -> Result<()> {
     for f in &found {
         text.push_str(&instance_text(f, now));
     }
+    for (iface, l) in &unpinned {
+        text.push_str(&format!(
+            "{iface}: runs this product's filter (program id {}, link id {}) that is not \
+             pinned under {}: a running agent holds it, or its pins are on another bpffs (or \
+             were unmounted while a process held them). `bpftool link detach id {}` removes \
+             it\n",
+            l.prog_id,
+            l.id,
+            root.display(),
+            l.id
+        ));
+    }
     emit(&text)
+}
+
+/// This product's filters attached to interfaces of this namespace that
+/// none of `found` accounts for: the kernel's list of links, not the pins.
+fn unpinned_filters(found: &[Found]) -> Result<Vec<(String, sys::LinkState)>> {
+    let mut out = Vec::new();
+    for l in sys::xdp_links_running(nat_pmp_ebpf_common::PROGRAM_NAME)? {
+        if found.iter().any(|f| f.link.as_ref().is_some_and(|(id, _)| *id == l.id)) {
+            continue;
+        }
+        if let Protection::Attached { iface, .. } = locate(&l)? {
+            out.push((iface, l));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 fn uptime(loaded: Option<SystemTime>, now: SystemTime) -> Duration {
@@ -143,6 +218,7 @@ fn instance_json(f: &Found, now: SystemTime) -> Value {
                 iface: f.dir.iface.clone(),
                 mode: mode.name(),
                 xdp_mode: f.xdp_mode(),
+                guard: None,
             };
             Report {
                 header: &header,
@@ -164,6 +240,9 @@ fn instance_json(f: &Found, now: SystemTime) -> Value {
                 .map_or(Value::Null, |_| json!(f.dir.dir.display().to_string())),
         );
         m.insert("attached".into(), json!(f.attached()));
+        m.insert("link".into(), json!(f.link_text()));
+        m.insert("allow".into(), json!(f.allow));
+        m.insert("legacy_layout".into(), json!(f.dir.legacy));
         m.insert(
             "prog_id".into(),
             f.pinned.map_or(Value::Null, |(id, _)| json!(id)),
@@ -197,14 +276,18 @@ fn instance_text(f: &Found, now: SystemTime) -> String {
         );
     };
     let attached = if f.attached() {
-        format!("attached, {on_iface}")
+        format!("{}, {on_iface}", f.link_text())
     } else {
-        format!("NOT attached (program id {id}); the interface runs {on_iface}")
+        format!(
+            "{} (program id {id}); the interface runs {on_iface}",
+            f.link_text()
+        )
     };
     let header = Header {
         iface: f.dir.iface.clone(),
         mode: mode.name(),
         xdp_mode: f.xdp_mode(),
+        guard: None,
     };
     let report = Report {
         header: &header,
@@ -214,8 +297,18 @@ fn instance_text(f: &Found, now: SystemTime) -> String {
         is_final: false,
         sources: f.sources.clone(),
     };
+    let allow = if f.allow.is_empty() {
+        "allowlist empty".to_owned()
+    } else {
+        format!("allowing {}", f.allow.join(" "))
+    };
+    let legacy = if f.dir.legacy {
+        " (pinned by an older agent: detach it once and start again)"
+    } else {
+        ""
+    };
     format!(
-        "{}: pinned under {}, {attached}, mode {}\n{}\n",
+        "{}: pinned under {}{legacy}, {attached}, mode {}, {allow}\n{}\n",
         f.dir.iface,
         f.dir.dir.display(),
         mode.name(),
@@ -225,7 +318,7 @@ fn instance_text(f: &Found, now: SystemTime) -> String {
 
 /// `nat-pmp-agent mode drop|monitor --iface X`.
 pub fn set_mode(root: &Path, iface: &str, mode: Mode) -> Result<()> {
-    let dir = PinDir::new(root, iface);
+    let dir = PinDir::find(root, iface)?;
     if !dir.has_link() {
         bail!(
             "no pinned instance for {iface} under {}: `mode` switches an agent started with \
@@ -242,7 +335,7 @@ pub fn set_mode(root: &Path, iface: &str, mode: Mode) -> Result<()> {
 /// `nat-pmp-agent allow add|del|list --iface X [PREFIX]`: `change` is the
 /// prefix and whether to add it; `None` lists.
 pub fn allow(root: &Path, iface: &str, change: Option<(Prefix, bool)>) -> Result<()> {
-    let dir = PinDir::new(root, iface);
+    let dir = PinDir::find(root, iface)?;
     if !dir.has_link() {
         bail!(
             "no pinned instance for {iface} under {}: `allow` changes an agent started with \
@@ -285,7 +378,7 @@ pub fn allow(root: &Path, iface: &str, change: Option<(Prefix, bool)>) -> Result
 
 /// `nat-pmp-agent detach --iface X`.
 pub fn detach(root: &Path, iface: &str) -> Result<()> {
-    let dir = PinDir::new(root, iface);
+    let dir = PinDir::find(root, iface)?;
     if !detach_pinned(&dir)? {
         bail!(
             "nothing is pinned for {iface} under {}; an agent started without --pin detaches \

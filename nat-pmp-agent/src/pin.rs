@@ -1,33 +1,45 @@
-//! Where a pinned instance lives on bpffs, and the few bpf(2) commands aya
-//! 0.14 does not wrap.
+//! Where a pinned instance lives on bpffs, and whether that bpffs outlives
+//! the agent.
 //!
-//! Layout (one directory per interface under the pin root, default
-//! [`DEFAULT_PIN_ROOT`]):
+//! Layout (one directory per network namespace and interface under the pin
+//! root, default [`DEFAULT_PIN_ROOT`]):
 //!
 //! ```text
-//! <root>/<iface>/prog           the XDP program
-//! <root>/<iface>/link           its XDP link (BPF_LINK_TYPE_XDP) on <iface>
-//! <root>/<iface>/NATPMP_STATS   the per-CPU counters
-//! <root>/<iface>/NATPMP_CONFIG  the policy (monitor/drop)
-//! <root>/<iface>/NATPMP_SOURCES the per-source LRU map
-//! <root>/<iface>/NATPMP_ALLOW   the allowlist (LPM trie)
+//! <root>/netns:<inode>/<iface>/prog           the XDP program
+//! <root>/netns:<inode>/<iface>/link           its XDP link (BPF_LINK_TYPE_XDP)
+//! <root>/netns:<inode>/<iface>/NATPMP_STATS   the per-CPU counters
+//! <root>/netns:<inode>/<iface>/NATPMP_CONFIG  the policy (monitor/drop)
+//! <root>/netns:<inode>/<iface>/NATPMP_SOURCES the per-source LRU map
+//! <root>/netns:<inode>/<iface>/NATPMP_ALLOW   the allowlist (LPM trie)
 //! ```
+//!
+//! A bpffs is shared by every network namespace of the host, so the pins of
+//! `wan0` in two router namespaces must not collide: `<inode>` is the network
+//! namespace's inode (`/proc/self/ns/net`; `lsns -t net` shows it), and `:`
+//! cannot occur in an interface name. Which *device* an instance holds is not
+//! in the path: it is read from the kernel (the link's ifindex), so a pin
+//! whose link is live on another device (a renamed interface) is recognised
+//! and left alone. Agents before this layout pinned under `<root>/<iface>/`;
+//! such an instance is shown by `status`, removed by `detach`, and a new
+//! agent refuses to take it over (detach it once).
 //!
 //! Contract: the link pin is what keeps the program attached after the agent
 //! exits; a directory without it is a leftover and is cleaned up by
 //! `detach`. bpffs holds only pins and directories (no regular files), so
-//! anything else about an instance (its XDP mode) is read back from the
-//! kernel, never stored here.
+//! anything else about an instance (its XDP mode, its device) is read back
+//! from the kernel, never stored here.
 
 use std::{
     ffi::CString,
     io,
-    os::{fd::FromRawFd as _, fd::OwnedFd, unix::ffi::OsStrExt as _},
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context as _, Result};
 use nat_pmp_ebpf_common::{MAP_ALLOW, MAP_CONFIG, MAP_SOURCES, MAP_STATS};
+
+use crate::sys;
 
 /// The pin root used unless `--pin-dir` says otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/nat-pmp";
@@ -35,6 +47,8 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/nat-pmp";
 pub const BPFFS_DEFAULT_MOUNT: &str = "/sys/fs/bpf";
 /// `statfs(2)` `f_type` of bpffs (`BPF_FS_MAGIC` in linux/magic.h).
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+/// The prefix of a network namespace's directory under the pin root.
+const NETNS_PREFIX: &str = "netns:";
 
 /// File names inside an instance directory.
 pub const PROG: &str = "prog";
@@ -47,15 +61,54 @@ pub const ALL_PINS: [&str; 6] = [LINK, PROG, MAP_STATS, MAP_CONFIG, MAP_SOURCES,
 #[derive(Clone, Debug)]
 pub struct PinDir {
     pub iface: String,
+    /// The pin root (`--pin-dir`) it lives under.
+    pub root: PathBuf,
     pub dir: PathBuf,
+    /// Pinned by an agent before the per-namespace layout (`<root>/<iface>`).
+    pub legacy: bool,
+}
+
+/// `<root>/netns:<inode>`: this network namespace's instances.
+pub fn netns_root(root: &Path) -> Result<PathBuf> {
+    Ok(root.join(format!("{NETNS_PREFIX}{}", sys::netns_inode()?)))
 }
 
 impl PinDir {
-    pub fn new(root: &Path, iface: &str) -> Self {
+    /// The instance directory of `iface` in this network namespace.
+    pub fn new(root: &Path, iface: &str) -> Result<Self> {
+        Ok(PinDir {
+            iface: iface.to_owned(),
+            root: root.to_owned(),
+            dir: netns_root(root)?.join(iface),
+            legacy: false,
+        })
+    }
+
+    /// Where an agent before the per-namespace layout pinned `iface`.
+    pub fn legacy(root: &Path, iface: &str) -> Self {
         PinDir {
             iface: iface.to_owned(),
+            root: root.to_owned(),
             dir: root.join(iface),
+            legacy: true,
         }
+    }
+
+    /// The instance of `iface` the commands act on: this namespace's, or
+    /// else one pinned in the old layout, or else (nothing pinned) where
+    /// this namespace's would go.
+    pub fn find(root: &Path, iface: &str) -> Result<Self> {
+        let dir = Self::new(root, iface)?;
+        let old = Self::legacy(root, iface);
+        if !dir.dir.exists() && old.looks_pinned() {
+            return Ok(old);
+        }
+        Ok(dir)
+    }
+
+    /// Whether any pin of an instance is in the directory.
+    pub fn looks_pinned(&self) -> bool {
+        ALL_PINS.iter().any(|p| self.path(p).exists())
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -92,21 +145,33 @@ impl PinDir {
     }
 }
 
-/// The interfaces with an instance directory under `root` (sorted).
+/// The instances pinned under `root` for this network namespace, and the
+/// ones an older agent pinned in the old layout (sorted by interface).
 pub fn instances(root: &Path) -> Result<Vec<PinDir>> {
-    let entries = match std::fs::read_dir(root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(e).with_context(|| format!("listing the pin root {}", root.display()))
+    let list = |dir: &Path| -> Result<Vec<String>> {
+        match std::fs::read_dir(dir) {
+            Ok(e) => Ok(e
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).with_context(|| format!("listing {}", dir.display())),
         }
     };
-    let mut out: Vec<PinDir> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| e.file_name().to_str().map(|n| PinDir::new(root, n)))
-        .collect();
-    out.sort_by(|a, b| a.iface.cmp(&b.iface));
+    let mut out = Vec::new();
+    for iface in list(&netns_root(root)?)? {
+        out.push(PinDir::new(root, &iface)?);
+    }
+    for name in list(root)? {
+        if !name.starts_with(NETNS_PREFIX) {
+            let old = PinDir::legacy(root, &name);
+            if old.looks_pinned() {
+                out.push(old);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.iface.cmp(&b.iface).then(a.legacy.cmp(&b.legacy)));
     Ok(out)
 }
 
@@ -124,9 +189,15 @@ pub fn is_bpffs(path: &Path) -> Result<bool> {
     Ok(u64::try_from(st.f_type).ok() == Some(BPF_FS_MAGIC))
 }
 
-/// Makes sure `root` exists on a bpffs, mounting one if needed: on
-/// [`BPFFS_DEFAULT_MOUNT`] when `root` is below it, else on `root` itself.
-/// Returns the mount point when it mounted one.
+/// Makes sure `root` exists on a bpffs that outlives this process, mounting
+/// one if needed: on [`BPFFS_DEFAULT_MOUNT`] when `root` is below it, else
+/// on `root` itself. Returns the mount point when it mounted one.
+///
+/// "Outlives" is decided from the mount itself: the bpffs must be one that
+/// the initial mount namespace (pid 1's) also has, the same superblock. A
+/// bpffs mounted inside a private mount namespace (`ip netns exec`, a
+/// systemd sandbox, `unshare -m`, whatever wrapper started us) is not, and
+/// it dies, with every pin on it, when that namespace does.
 pub fn ensure_bpffs(root: &Path) -> Result<Option<PathBuf>> {
     // The nearest existing ancestor tells which filesystem `root` will be on.
     let mut probe = root.to_path_buf();
@@ -136,26 +207,33 @@ pub fn ensure_bpffs(root: &Path) -> Result<Option<PathBuf>> {
         }
     }
     let mut mounted = None;
-    if !is_bpffs(&probe)? {
+    if is_bpffs(&probe)? {
+        if let Err(e) = check_outlives_us(&probe) {
+            bail!(
+                "{e:#}; choose a --pin-dir on the host's bpffs (systemd mounts /sys/fs/bpf at \
+                 boot; `mount -t bpf bpf DIR` in the host's mount namespace for another one)"
+            );
+        }
+    } else {
         let target = if root.starts_with(BPFFS_DEFAULT_MOUNT) {
             PathBuf::from(BPFFS_DEFAULT_MOUNT)
         } else {
             root.to_path_buf()
         };
-        if private_mount_namespace() {
+        std::fs::create_dir_all(&target)
+            .with_context(|| format!("creating {} to mount bpffs on", target.display()))?;
+        mount_bpffs(&target)?;
+        if let Err(e) = check_outlives_us(&target) {
+            unmount(&target);
             bail!(
-                "{} is not on a BPF filesystem, and a bpffs mounted from here would vanish \
-                 with this process, taking the pins with it: it runs in a mount namespace of \
-                 its own (`ip netns exec`, systemd sandboxing). Mount it in the host's mount \
-                 namespace first (`mount -t bpf bpf {}`; systemd mounts /sys/fs/bpf at boot), \
-                 or choose a --pin-dir on a mounted bpffs",
+                "{} is not on a BPF filesystem, and one mounted from here would not outlive \
+                 this process: {e:#}. Mount it in the host's mount namespace first (`mount -t \
+                 bpf bpf {}`; systemd mounts /sys/fs/bpf at boot), or choose a --pin-dir on a \
+                 mounted bpffs",
                 root.display(),
                 target.display()
             );
         }
-        std::fs::create_dir_all(&target)
-            .with_context(|| format!("creating {} to mount bpffs on", target.display()))?;
-        mount_bpffs(&target)?;
         mounted = Some(target);
     }
     std::fs::create_dir_all(root)
@@ -163,20 +241,41 @@ pub fn ensure_bpffs(root: &Path) -> Result<Option<PathBuf>> {
     Ok(mounted)
 }
 
-/// Whether this process runs in a mount namespace of its own: its mount
-/// namespace differs from init's or, where /proc/1 is out of reach (some
-/// sandboxes refuse it), from its parent's (`ip netns exec` execs the
-/// program in a fresh one). When neither can be read it says no and the
-/// mount is tried.
-fn private_mount_namespace() -> bool {
-    let Ok(me) = std::fs::read_link("/proc/self/ns/mnt") else {
-        return false;
-    };
-    let parent = format!("/proc/{}/ns/mnt", std::os::unix::process::parent_id());
-    ["/proc/1/ns/mnt", parent.as_str()]
-        .iter()
-        .find_map(|p| std::fs::read_link(p).ok())
-        .is_some_and(|other| other != me)
+/// Fails unless the bpffs holding `path` is also mounted in the initial
+/// mount namespace (same device number in `/proc/1/mountinfo`).
+fn check_outlives_us(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = std::fs::metadata(path)
+        .with_context(|| format!("stat {}", path.display()))?
+        .dev();
+    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    let init = std::fs::read_to_string("/proc/1/mountinfo").context(
+        "cannot tell whether the bpffs would outlive this process: reading /proc/1/mountinfo \
+         (the initial mount namespace's mounts) failed",
+    )?;
+    // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS] - FSTYPE ...
+    let visible = init.lines().any(|l| {
+        let mut f = l.split(' ');
+        let dev_field = f.nth(2);
+        let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+        dev_field == Some(want.as_str()) && fstype == Some("bpf")
+    });
+    if !visible {
+        bail!(
+            "the bpffs at {} exists only in this process's mount namespace (`ip netns exec`, \
+             `unshare -m` or a sandbox made one), not in the host's: its pins would vanish \
+             with this namespace",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn unmount(target: &Path) {
+    if let Ok(t) = cstring(target) {
+        // SAFETY: `t` is a valid NUL-terminated path that outlives the call.
+        unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+    }
 }
 
 fn mount_bpffs(target: &Path) -> Result<()> {
@@ -212,73 +311,10 @@ fn cstring(path: &Path) -> Result<CString> {
         .with_context(|| format!("path {} contains a NUL byte", path.display()))
 }
 
-// bpf(2) commands (include/uapi/linux/bpf.h).
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_LINK_DETACH: libc::c_long = 34;
-
 /// Detaches the link pinned at `path` at once, even while another process
-/// (a running agent) holds it open: `BPF_LINK_DETACH` (Linux 5.9). Unpinning
-/// alone would leave the filter attached until the last holder closes it.
-///
-/// Hand-rolled because aya 0.14 wraps neither `BPF_LINK_DETACH` nor gives
-/// access to a pinned link's fd; these are two fixed-layout commands.
+/// (a running agent) holds it open (see [`sys::link_detach`]).
 pub fn force_detach_link(path: &Path) -> Result<()> {
-    #[repr(C)]
-    struct LinkDetachAttr {
-        link_fd: u32,
-    }
-    let fd = obj_get(path)?;
-    let attr = LinkDetachAttr {
-        link_fd: u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd))
-            .context("negative file descriptor")?,
-    };
-    // SAFETY: `attr` is a valid `bpf_attr` prefix for BPF_LINK_DETACH of the
-    // size passed; the kernel only reads it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            &raw const attr,
-            std::mem::size_of::<LinkDetachAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("detaching the link pinned at {}", path.display()));
-    }
-    Ok(())
-}
-
-fn obj_get(path: &Path) -> Result<OwnedFd> {
-    #[repr(C)]
-    struct ObjGetAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-    }
-    let c = cstring(path)?;
-    let attr = ObjGetAttr {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-        path_fd: 0,
-    };
-    // SAFETY: `attr` is a valid `bpf_attr` prefix for BPF_OBJ_GET; the path
-    // it points to outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &raw const attr,
-            std::mem::size_of::<ObjGetAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("opening the pin {}", path.display()));
-    }
-    let fd = i32::try_from(rc).context("bpf(BPF_OBJ_GET) returned an invalid fd")?;
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = sys::obj_get(path)?;
+    sys::link_detach(std::os::fd::AsFd::as_fd(&fd))
+        .with_context(|| format!("detaching the link pinned at {}", path.display()))
 }

@@ -34,6 +34,37 @@ pub struct Header {
     pub mode: &'static str,
     /// `native` or `skb`.
     pub xdp_mode: &'static str,
+    /// Whether the filter protects the interface now, as the running agent
+    /// last read it from the kernel (`None` outside a running agent).
+    pub guard: Option<Guard>,
+}
+
+/// Whether a running agent's filter protects its interface, read from the
+/// kernel on every report and link event.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Guard {
+    /// The kernel says the filter's link holds a device of this namespace
+    /// that runs the program.
+    pub attached: bool,
+    /// `attached`, `gone` (the interface does not exist: deleted, a PPPoE
+    /// reconnect), `waiting` (`--wait`: not created yet), `detached` (its
+    /// link was detached and this agent will not undo it: `nat-pmp-agent
+    /// detach`), `reattaching` (detached by someone; attaching again failed
+    /// so far), `elsewhere` (the link holds a device of another namespace).
+    pub state: &'static str,
+    /// The device attached to.
+    pub ifindex: Option<u32>,
+    /// With `--pin`: whether the pins are in place (the filter outlives the
+    /// agent); `None` without `--pin`.
+    pub pinned: Option<bool>,
+    /// Seconds since start in which the interface was not protected.
+    pub unprotected_secs: f64,
+    /// How many times the agent attached the filter again.
+    pub reattachments: u64,
+    /// The allowlist (prefixes drop mode lets through), read from the map.
+    pub allow: Vec<String>,
+    /// The one-line explanation shown while not attached (or not pinned).
+    pub alert: Option<String>,
 }
 
 /// One report: totals since attach, and the rate over the last interval.
@@ -173,6 +204,26 @@ impl Report<'_> {
             m.insert("sources_tracked".into(), json!(src.tracked));
             m.insert("sources".into(), src.to_json());
         }
+        if let (Some(g), Some(m)) = (&self.header.guard, v.as_object_mut()) {
+            m.insert("attached".into(), json!(g.attached));
+            m.insert("state".into(), json!(g.state));
+            m.insert("ifindex".into(), json!(g.ifindex));
+            m.insert("pinned".into(), json!(g.pinned));
+            m.insert("unprotected_secs".into(), json!(round2(g.unprotected_secs)));
+            m.insert("reattachments".into(), json!(g.reattachments));
+            m.insert("allow".into(), json!(g.allow));
+            m.insert("alert".into(), json!(g.alert));
+            // Generic (skb) XDP sees a GSO/GRO super-packet once: it counts
+            // (and drops) the whole train as one datagram.
+            m.insert(
+                "counts".into(),
+                json!(if self.header.xdp_mode == "skb" {
+                    "gso_super_packets"
+                } else {
+                    "datagrams"
+                }),
+            );
+        }
         v
     }
 
@@ -192,6 +243,14 @@ impl Report<'_> {
             secs % 60,
             if self.is_final { "  (final)" } else { "" },
         );
+        if let Some(g) = &self.header.guard {
+            if let Some(alert) = &g.alert {
+                let _ = writeln!(out, "{alert}");
+            }
+            if !g.allow.is_empty() {
+                let _ = writeln!(out, "allowed sources: {}", g.allow.join(" "));
+            }
+        }
         let mut table = Table::new();
         table.load_preset(UTF8_BORDERS_ONLY).set_header(vec![
             "class", "opcode", "packets", "share", "pkt/s", "dropped", "bytes",
@@ -323,7 +382,37 @@ fn total_header(reports: &[Report]) -> Header {
             .join(","),
         mode: common(reports.iter().map(|r| r.header.mode)),
         xdp_mode: common(reports.iter().map(|r| r.header.xdp_mode)),
+        guard: total_guard(reports),
     }
+}
+
+/// Several interfaces are protected when each of them is.
+fn total_guard(reports: &[Report]) -> Option<Guard> {
+    let guards: Vec<&Guard> = reports
+        .iter()
+        .filter_map(|r| r.header.guard.as_ref())
+        .collect();
+    if guards.len() != reports.len() {
+        return None;
+    }
+    let attached = guards.iter().all(|g| g.attached);
+    Some(Guard {
+        attached,
+        state: common(guards.iter().map(|g| g.state)),
+        ifindex: None,
+        pinned: guards
+            .iter()
+            .map(|g| g.pinned)
+            .reduce(|a, b| a.zip(b).map(|(a, b)| a && b))
+            .flatten(),
+        unprotected_secs: guards
+            .iter()
+            .map(|g| g.unprotected_secs)
+            .fold(0.0, f64::max),
+        reattachments: guards.iter().map(|g| g.reattachments).sum(),
+        allow: Vec::new(),
+        alert: None,
+    })
 }
 
 fn total_report<'a>(reports: &[Report], header: &'a Header) -> Report<'a> {

@@ -1,0 +1,232 @@
+//! The few bpf(2) commands aya 0.14 does not wrap, and what the kernel says
+//! about an XDP link.
+//!
+//! aya's `LinkInfo` carries a link's id and program id but not the device an
+//! XDP link holds; whether the filter still protects an interface is exactly
+//! that device, so it is read here with `BPF_OBJ_GET_INFO_BY_FD`. The kernel
+//! reports ifindex 0 for an XDP link whose device went away (deleted, e.g. a
+//! PPPoE reconnect) or that someone detached (`BPF_LINK_DETACH`: `nat-pmp-agent
+//! detach`, `bpftool link detach`): the link exists, protects nothing.
+//!
+//! Hand-rolled because these are a handful of fixed-layout commands
+//! (`include/uapi/linux/bpf.h`); each `unsafe` block is one syscall.
+
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+use anyhow::{Context as _, Result};
+
+// bpf(2) commands.
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+const BPF_LINK_DETACH: libc::c_long = 34;
+/// `BPF_LINK_TYPE_XDP`.
+pub const LINK_TYPE_XDP: u32 = 6;
+
+/// What the kernel says about one BPF link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    /// The link's id (`bpftool link show id N`).
+    pub id: u32,
+    /// `BPF_LINK_TYPE_*`.
+    pub link_type: u32,
+    /// The program it runs.
+    pub prog_id: u32,
+    /// For an XDP link, the device it is attached to in the namespace it
+    /// lives in; 0 when it is attached to nothing (device gone, or detached).
+    pub ifindex: u32,
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a `#[repr(C)]` prefix of `union bpf_attr` for `cmd`
+    // (each caller's struct mirrors the uapi layout), valid for reads and
+    // writes of its size for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<T>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn fd_from(rc: libc::c_long) -> Result<OwnedFd> {
+    let fd = i32::try_from(rc).context("bpf(2) returned an invalid fd")?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
+    // A valid fd is never negative.
+    u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX)
+}
+
+fn cstring(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("path {} contains a NUL byte", path.display()))
+}
+
+#[repr(C)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+}
+
+/// Opens the object pinned at `path` (`BPF_OBJ_GET`).
+pub fn obj_get(path: &Path) -> Result<OwnedFd> {
+    let c = cstring(path)?;
+    let mut attr = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+    };
+    let rc = bpf(BPF_OBJ_GET, &mut attr)
+        .with_context(|| format!("opening the pin {}", path.display()))?;
+    fd_from(rc)
+}
+
+/// Pins the object behind `fd` at `path` (`BPF_OBJ_PIN`).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    let c = cstring(path)?;
+    let mut attr = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd_u32(fd),
+        file_flags: 0,
+        path_fd: 0,
+    };
+    bpf(BPF_OBJ_PIN, &mut attr)
+        .map(drop)
+        .with_context(|| format!("pinning at {} (is it on bpffs?)", path.display()))
+}
+
+/// Opens the link with kernel id `id` (`BPF_LINK_GET_FD_BY_ID`).
+pub fn link_fd_by_id(id: u32) -> Result<OwnedFd> {
+    #[repr(C)]
+    struct ById {
+        id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut attr = ById {
+        id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    let rc = bpf(BPF_LINK_GET_FD_BY_ID, &mut attr)
+        .with_context(|| format!("opening BPF link id {id}"))?;
+    fd_from(rc)
+}
+
+/// Reads a link's state (`BPF_OBJ_GET_INFO_BY_FD`).
+pub fn link_state(fd: BorrowedFd<'_>) -> Result<LinkState> {
+    /// `struct bpf_link_info` up to the XDP member of its union (which
+    /// starts 8-byte aligned at offset 16), with room for the rest.
+    #[repr(C)]
+    struct Info {
+        link_type: u32,
+        id: u32,
+        prog_id: u32,
+        pad: u32,
+        ifindex: u32,
+        rest: [u32; 11],
+    }
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = Info {
+        link_type: 0,
+        id: 0,
+        prog_id: 0,
+        pad: 0,
+        ifindex: 0,
+        rest: [0; 11],
+    };
+    let mut attr = InfoAttr {
+        bpf_fd: fd_u32(fd),
+        info_len: u32::try_from(std::mem::size_of::<Info>()).unwrap_or(0),
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("reading a BPF link's info")?;
+    Ok(LinkState {
+        id: info.id,
+        link_type: info.link_type,
+        prog_id: info.prog_id,
+        ifindex: if info.link_type == LINK_TYPE_XDP {
+            info.ifindex
+        } else {
+            0
+        },
+    })
+}
+
+/// Detaches a link at once, even while other processes hold it open or it
+/// is pinned (`BPF_LINK_DETACH`, Linux 5.9). Closing or unpinning alone
+/// would leave it attached until the last holder lets go.
+pub fn link_detach(fd: BorrowedFd<'_>) -> Result<()> {
+    #[repr(C)]
+    struct DetachAttr {
+        link_fd: u32,
+    }
+    let mut attr = DetachAttr {
+        link_fd: fd_u32(fd),
+    };
+    bpf(BPF_LINK_DETACH, &mut attr)
+        .map(drop)
+        .context("detaching a BPF link (BPF_LINK_DETACH)")
+}
+
+/// Every XDP link whose program has the kernel name `prog_name` (the
+/// kernel keeps the first 15 bytes), found through the kernel's list of
+/// links: what runs, whatever the pins say.
+pub fn xdp_links_running(prog_name: &str) -> Result<Vec<LinkState>> {
+    let short = &prog_name.as_bytes()[..prog_name.len().min(15)];
+    let names: std::collections::HashMap<u32, bool> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| (p.id(), p.name() == short))
+        .collect();
+    let mut out = Vec::new();
+    for info in aya::programs::loaded_links() {
+        // A link that went away while the list was walked is skipped.
+        let Ok(info) = info else { continue };
+        let Ok(fd) = link_fd_by_id(info.id()) else {
+            continue;
+        };
+        let Ok(state) = link_state(std::os::fd::AsFd::as_fd(&fd)) else {
+            continue;
+        };
+        if state.link_type == LINK_TYPE_XDP && names.get(&state.prog_id) == Some(&true) {
+            out.push(state);
+        }
+    }
+    Ok(out)
+}
+
+/// The inode of this process's network namespace: what tells namespaces
+/// apart (`ip netns identify`, `lsns` show the same number).
+pub fn netns_inode() -> Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .context("reading /proc/self/ns/net (which network namespace is this?)")
+}
