@@ -8,7 +8,12 @@
 //! pin under bpffs keeps the program attached after the agent exits, and only
 //! [`detach_pinned`] (or removing the pins) takes it away.
 
-use std::{io, os::fd::OwnedFd, path::Path, time::SystemTime};
+use std::{
+    io,
+    os::fd::{AsFd as _, OwnedFd},
+    path::Path,
+    time::SystemTime,
+};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
@@ -16,11 +21,7 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
         Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap,
     },
-    programs::{
-        links::FdLink,
-        xdp::XdpLinkId,
-        TestRun as _, TestRunOptions, Xdp, XdpMode,
-    },
+    programs::{TestRun as _, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
@@ -707,25 +708,13 @@ impl Filter {
                 Err(e) => return Err(e.into()),
             },
         };
-        // Our own reference to the link: the program's copy goes, the link
-        // lives as long as this fd (or a pin) does.
-        let xdp_link = self
-            .program_mut()?
-            .take_link(link)
-            .context("taking the XDP link over from the program")?;
-        let fd_link = FdLink::try_from(xdp_link).context(
-            "the XDP program was attached through netlink, not a BPF link: this agent needs \
-             BPF links for XDP (Linux 5.9 or later) to tell whether it is still attached",
-        )?;
-        let link_id = fd_link.info().context("reading the new XDP link's info")?.id();
-        let fd = sys::link_fd_by_id(link_id)?;
-        drop(fd_link);
+        let link_id = sys::link_state(std::os::fd::AsFd::as_fd(&link))?.id;
         Ok(self.attachment.insert(Attachment {
             iface: iface.to_owned(),
             ifindex,
             mode: attached,
             fallback_reason,
-            link: fd,
+            link,
             link_id,
         }))
     }
@@ -973,13 +962,19 @@ impl Filter {
         self.detach()
     }
 
-    fn try_attach(&mut self, iface: &str, mode: AttachedMode) -> Result<XdpLinkId, AttachError> {
-        let xdp_mode = match mode {
-            AttachedMode::Native => XdpMode::Driver,
-            AttachedMode::Skb => XdpMode::Skb,
+    fn try_attach(&mut self, iface: &str, mode: AttachedMode) -> Result<OwnedFd, AttachError> {
+        let flags = match mode {
+            AttachedMode::Native => sys::XDP_FLAGS_DRV_MODE,
+            AttachedMode::Skb => sys::XDP_FLAGS_SKB_MODE,
         };
-        let program = self.program_mut().map_err(AttachError::Other)?;
-        program.attach(iface, xdp_mode).map_err(|e| {
+        let ifindex = check_iface(iface).map_err(AttachError::Other)?;
+        let program = self.program().map_err(AttachError::Other)?;
+        let prog_fd = program
+            .fd()
+            .context("the XDP program is not loaded")
+            .map_err(AttachError::Other)?;
+        let created = sys::xdp_link_create(prog_fd.as_fd(), ifindex, flags);
+        created.map_err(|e| {
             let what = format!("attaching XDP to {iface} in {} mode", mode.name());
             if has_errno(&e, libc::EBUSY) || has_errno(&e, libc::EEXIST) {
                 AttachError::Other(anyhow!(e).context(format!("{what}: {}", busy_hint(iface))))
@@ -1094,11 +1089,12 @@ fn busy_hint(iface: &str) -> String {
         .map(|l| l.id());
     match (ours, any_link) {
         (Some(l), _) => format!(
-            "{iface} already runs this product's own filter (program id {}, link id {}), \
-             left by another agent: a pinned instance (see `nat-pmp-agent status`; remove it \
-             with `nat-pmp-agent detach --iface {iface}`, with the --pin-dir it was pinned \
-             under) or an agent still running for {iface} (stop that agent). Refusing to \
-             attach twice; `bpftool link detach id {}` removes it whatever holds it",
+            "another XDP program is already attached to {iface}: this product's own filter \
+             (program id {}, link id {}), of another agent: a pinned instance (see \
+             `nat-pmp-agent status`; remove it with `nat-pmp-agent detach --iface {iface}`, \
+             with the --pin-dir it was pinned under) or an agent still running for {iface} \
+             (stop that agent); refusing to attach twice. `bpftool link detach id {}` \
+             removes it whatever holds it (`ip link set dev {iface} xdp off` cannot)",
             l.prog_id, l.id, l.id
         ),
         (None, Some(link)) => format!(

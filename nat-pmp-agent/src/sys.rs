@@ -27,6 +27,7 @@ use anyhow::{Context as _, Result};
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_LINK_DETACH: libc::c_long = 34;
 /// `BPF_LINK_TYPE_XDP`.
@@ -117,7 +118,38 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
         .with_context(|| format!("pinning at {} (is it on bpffs?)", path.display()))
 }
 
-/// Opens the link with kernel id `id` (`BPF_LINK_GET_FD_BY_ID`).
+/// `BPF_XDP`, the attach type of an XDP link.
+const BPF_XDP: u32 = 37;
+/// `XDP_FLAGS_SKB_MODE` / `XDP_FLAGS_DRV_MODE` (`linux/if_link.h`).
+pub const XDP_FLAGS_SKB_MODE: u32 = 2;
+pub const XDP_FLAGS_DRV_MODE: u32 = 4;
+
+/// Attaches the XDP program `prog` to device `ifindex` through a new BPF
+/// link (`BPF_LINK_CREATE`, Linux 5.9) and returns the link's fd: this
+/// agent's own reference, which aya's attach does not hand out (reopening a
+/// link by id needs CAP_SYS_ADMIN, which the agent does not have).
+pub fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct LinkCreate {
+        prog_fd: u32,
+        target_ifindex: u32,
+        attach_type: u32,
+        flags: u32,
+    }
+    let mut attr = LinkCreate {
+        prog_fd: fd_u32(prog),
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags,
+    };
+    let rc = bpf(BPF_LINK_CREATE, &mut attr)?;
+    let fd = i32::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens the link with kernel id `id` (`BPF_LINK_GET_FD_BY_ID`; needs
+/// CAP_SYS_ADMIN).
 pub fn link_fd_by_id(id: u32) -> Result<OwnedFd> {
     #[repr(C)]
     struct ById {
