@@ -756,7 +756,10 @@ impl Filter {
     /// first pin, after a re-attach, and after the pins were lost (bpffs
     /// unmounted, the directory removed) while the link lived on.
     pub fn repin(&mut self) -> Result<()> {
-        let dir = self.pin.clone().context("internal: re-pinning an unpinned filter")?;
+        let dir = self
+            .pin
+            .clone()
+            .context("internal: re-pinning an unpinned filter")?;
         std::fs::create_dir_all(&dir.dir)
             .with_context(|| format!("creating the pin directory {}", dir.dir.display()))?;
         let pin_err = |what: &str, path: &Path| {
@@ -804,7 +807,10 @@ impl Filter {
     /// link (`false` when the bpffs was unmounted or the pins removed).
     pub fn pins_intact(&self) -> bool {
         let (Some(dir), Some(att)) = (&self.pin, &self.attachment) else {
-            return self.pin.as_ref().is_some_and(|d| d.path(pin::PROG).exists());
+            return self
+                .pin
+                .as_ref()
+                .is_some_and(|d| d.path(pin::PROG).exists());
         };
         sys::obj_get(&dir.path(pin::LINK))
             .and_then(|fd| sys::link_state(std::os::fd::AsFd::as_fd(&fd)))
@@ -922,7 +928,11 @@ impl Filter {
                     link_id: state.id,
                 });
             }
-            Protection::Attached { iface: name, ifindex, .. } => bail!(
+            Protection::Attached {
+                iface: name,
+                ifindex,
+                ..
+            } => bail!(
                 "the instance pinned under {} for {iface} is attached to {name} (ifindex \
                  {ifindex}) of this namespace, not to {iface}: the interface was renamed and \
                  another one took its name. Refusing to move it: the filter stays on {name}. \
@@ -1077,7 +1087,9 @@ fn iface_mtu(iface: &str) -> String {
 fn busy_hint(iface: &str) -> String {
     let running = netlink::xdp_attachment(iface).ok().flatten();
     let Some(x) = running else {
-        return format!("another XDP program is already attached to {iface}; refusing to replace it");
+        return format!(
+            "another XDP program is already attached to {iface}; refusing to replace it"
+        );
     };
     let ours = sys::xdp_links_running(PROGRAM_NAME)
         .unwrap_or_default()

@@ -3,6 +3,7 @@
 mod config;
 mod ops;
 
+use std::fmt::Write as _;
 use std::{
     io::{IsTerminal as _, Write as _},
     net::{IpAddr, SocketAddr},
@@ -455,13 +456,15 @@ fn run_probe(args: &ProbeArgs) -> Result<()> {
     let target = SocketAddr::new(args.target, args.port);
     let result = probe::run(target, &order, args.rate, seconds("--wait", args.wait)?)?;
     let answered: u64 = result.answers.values().sum();
+    let mut text = String::new();
     if args.json {
         let map = |m: &std::collections::BTreeMap<Class, u64>| {
             m.iter()
                 .map(|(c, n)| (c.name().to_owned(), serde_json::json!(n)))
                 .collect::<serde_json::Map<_, _>>()
         };
-        println!(
+        let _ = writeln!(
+            text,
             "{}",
             serde_json::json!({
                 "target": target.to_string(),
@@ -471,18 +474,28 @@ fn run_probe(args: &ProbeArgs) -> Result<()> {
             })
         );
     } else {
-        println!("sent to {target}:");
+        let _ = writeln!(text, "sent to {target}:");
         for (class, n) in &result.sent {
-            println!("  {:<36} {n}", class.name());
+            let _ = writeln!(text, "  {:<36} {n}", class.name());
         }
         if answered == 0 {
-            println!("no answer from {target}: NAT-PMP/PCP is not reachable on this path");
+            let _ = writeln!(
+                text,
+                "no answer from {target}: NAT-PMP/PCP is not reachable on this path"
+            );
         } else {
-            println!("answers from {target} ({answered}): it answers NAT-PMP/PCP on this path");
+            let _ = writeln!(
+                text,
+                "answers from {target} ({answered}): it answers NAT-PMP/PCP on this path"
+            );
             for (class, n) in &result.answers {
-                println!("  {:<36} {n}", class.name());
+                let _ = writeln!(text, "  {:<36} {n}", class.name());
             }
         }
     }
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the probe's result to stdout")?;
     Ok(())
 }

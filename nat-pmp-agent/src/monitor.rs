@@ -580,7 +580,11 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
                 Some(true)
             } else if !attached {
                 // Waiting or gone: pinned again with the next attach.
-                Some(inst.filter.pin_dir().is_some_and(|d| d.path(pin::PROG).exists()))
+                Some(
+                    inst.filter
+                        .pin_dir()
+                        .is_some_and(|d| d.path(pin::PROG).exists()),
+                )
             } else {
                 let again = pin::ensure_bpffs(&dir.root).and_then(|_| inst.filter.repin());
                 match again {
@@ -623,7 +627,11 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
     w.guard = Guard {
         attached,
         state,
-        ifindex: inst.filter.attachment().map(|a| a.ifindex).filter(|_| attached),
+        ifindex: inst
+            .filter
+            .attachment()
+            .map(|a| a.ifindex)
+            .filter(|_| attached),
         pinned: pinned_ok,
         unprotected_secs: unprotected.as_secs_f64(),
         reattachments: w.guard.reattachments,
@@ -733,7 +741,14 @@ fn finish(inst: Instance) -> Result<()> {
             "nat-pmp-agent: {iface}: NOT protected: its filter was removed with `nat-pmp-agent \
              detach`"
         ),
-        (Some(dir), Protection::Attached { iface: dev, ifindex, .. }) if pins_ok && r.is_ok() => {
+        (
+            Some(dir),
+            Protection::Attached {
+                iface: dev,
+                ifindex,
+                ..
+            },
+        ) if pins_ok && r.is_ok() => {
             say!(
                 "nat-pmp-agent: the filter stays attached to {dev} (ifindex {ifindex}) and keeps \
                  {phrase} (pinned under {}); see it with `nat-pmp-agent status`, remove it with \
@@ -752,7 +767,9 @@ fn finish(inst: Instance) -> Result<()> {
              --wait to have it attach the moment {iface} is back)",
             dir.dir.display()
         ),
-        (Some(_), _) => say!("nat-pmp-agent: {iface}: NOT protected: nothing is attached or pinned"),
+        (Some(_), _) => {
+            say!("nat-pmp-agent: {iface}: NOT protected: nothing is attached or pinned")
+        }
         (None, Protection::Attached { .. }) => say!(
             "nat-pmp-agent: detached from {iface}: it is no longer filtered (with --pin the \
              filter stays while no agent runs)"

@@ -142,7 +142,10 @@ pub fn watch(tx: EventSender) -> Result<()> {
                 // every interface on the next report anyway.
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
                 Err(e) => {
-                    let _ = tx.send((std::time::Instant::now(), Err(format!("reading link events: {e}"))));
+                    let _ = tx.send((
+                        std::time::Instant::now(),
+                        Err(format!("reading link events: {e}")),
+                    ));
                     return;
                 }
             };

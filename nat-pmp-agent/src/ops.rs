@@ -183,7 +183,10 @@ pub fn status(root: &Path, ifaces: &[String], as_json: bool) -> Result<()> {
 fn unpinned_filters(found: &[Found]) -> Result<Vec<(String, sys::LinkState)>> {
     let mut out = Vec::new();
     for l in sys::xdp_links_running(nat_pmp_ebpf_common::PROGRAM_NAME)? {
-        if found.iter().any(|f| f.link.as_ref().is_some_and(|(id, _)| *id == l.id)) {
+        if found
+            .iter()
+            .any(|f| f.link.as_ref().is_some_and(|(id, _)| *id == l.id))
+        {
             continue;
         }
         if let Protection::Attached { iface, .. } = locate(&l)? {
