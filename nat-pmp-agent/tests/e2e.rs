@@ -430,3 +430,111 @@ fn open_tun() -> std::fs::File {
     assert_eq!(rc, 0, "TUNSETIFF tun0: {}", std::io::Error::last_os_error());
     file
 }
+
+/// Sends `sends` UDP GSO super-packets of `segments` copies of `payload`
+/// each (`UDP_SEGMENT`, Linux 4.18): the kernel segments them only where it
+/// must, so a veth peer may see each as one super-packet.
+fn send_gso(from: &UdpSocket, to: (&str, u16), payload: &[u8], segments: usize, sends: usize) {
+    use std::os::fd::AsRawFd as _;
+    const UDP_SEGMENT: libc::c_int = 103;
+    let size = libc::c_int::try_from(payload.len()).expect("small payload");
+    // SAFETY: a valid socket fd and a c_int option value of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            from.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            std::ptr::from_ref(&size).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).expect("fits"),
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    let buf = payload.repeat(segments);
+    for _ in 0..sends {
+        from.send_to(&buf, to).expect("sending a GSO super-packet");
+    }
+}
+
+/// What skb (generic) mode counts for GSO: generic XDP runs once per
+/// super-packet, so it counts (and drops) a train of segments as one
+/// datagram, while native mode sees every segment. Measured here, and the
+/// JSON says which it is (`counts`). Every segment is dropped either way.
+#[test]
+fn gso_super_packets_count_once_in_skb_mode_and_per_segment_in_native_mode() {
+    require_root();
+    let payload = nat_pmp_agent::probe::sample_payload(Class::NatpmpMapUdpRequest);
+    for (xdp_mode, expected, counts) in [
+        ("skb", 10, "gso_super_packets"),
+        ("native", 100, "datagrams"),
+    ] {
+        let link = WanLink::new(&format!("e2e-gso-{xdp_mode}"));
+        let listener = link.router.enter(|| {
+            UdpSocket::bind((ROUTER_ADDR, NATPMP_PORT)).expect("binding the listener")
+        });
+        let agent = Agent::start(
+            &link.router,
+            &["--iface", "wan0", "--drop", "--xdp-mode", xdp_mode],
+        );
+        let scanner = link
+            .internet
+            .enter(|| UdpSocket::bind((INTERNET_ADDR, 0)).expect("binding the scanner"));
+        send_gso(&scanner, (ROUTER_ADDR, NATPMP_PORT), &payload, 10, 10);
+        let r = agent.wait_for_total(expected);
+        assert_eq!(
+            r["counters"]["natpmp_map_udp_request"]["packets"], expected,
+            "{xdp_mode} mode: {r}"
+        );
+        assert_eq!(r["total"]["dropped_packets"], expected, "{r}");
+        assert_eq!(r["counts"], counts, "{r}");
+        assert_eq!(r["xdp_mode"], xdp_mode, "{r}");
+        assert_eq!(
+            drain(&listener),
+            0,
+            "{xdp_mode} mode: every segment must be dropped"
+        );
+        let stopped = agent.stop(libc::SIGTERM);
+        assert_eq!(
+            stopped.report["counters"]["natpmp_map_udp_request"]["packets"],
+            expected
+        );
+    }
+}
+
+/// A jumbo MTU above what veth's native XDP takes: `auto` falls back to skb
+/// mode and names the MTU; `native` fails and says why.
+#[test]
+fn jumbo_mtu_falls_back_to_skb_in_auto_mode_and_names_the_mtu() {
+    require_root();
+    let link = WanLink::new("e2e-jumbo");
+    link.internet.ip(&["link", "set", "inet0", "mtu", "9000"]);
+    link.router.ip(&["link", "set", "wan0", "mtu", "9000"]);
+    let (ok, _, err) = run_agent(
+        &link.router,
+        &["--iface", "wan0", "--xdp-mode", "native", "--duration", "0.5"],
+    );
+    assert!(!ok, "native XDP at MTU 9000 on veth must fail");
+    assert!(err.contains("MTU of 9000"), "{err}");
+    assert!(!link.router.xdp_attached("wan0"));
+    let (ok, out, err) = run_agent(
+        &link.router,
+        &[
+            "--iface",
+            "wan0",
+            "--drop",
+            "--output",
+            "json",
+            "--duration",
+            "0.5",
+            "--interval",
+            "0.2",
+        ],
+    );
+    assert!(ok, "auto mode must fall back to skb: {err}");
+    assert!(
+        err.contains("MTU of 9000") && err.contains("skb (generic) mode instead"),
+        "the fallback must name the MTU: {err}"
+    );
+    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    assert_eq!(last["xdp_mode"], "skb", "{last}");
+    assert!(!link.router.xdp_attached("wan0"));
+}
