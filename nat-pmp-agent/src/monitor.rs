@@ -493,9 +493,11 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
                     let _ = inst.filter.detach_link();
                 }
                 let resolved = opts.settings.link.resolve(&iface);
+                let started = Instant::now();
                 let attached = resolved
                     .and_then(|l| inst.filter.set_link(l))
                     .and_then(|()| inst.filter.reattach(&iface, opts.attach));
+                let in_kernel = started.elapsed();
                 match attached {
                     Ok(warning) => {
                         let att = inst.filter.attachment();
@@ -509,8 +511,9 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
                             att.map_or(0, |a| a.ifindex),
                             att.map_or("?", |a| a.mode.name()),
                             gap.map_or(String::new(), |g| format!(
-                                " {:.2} ms after its new-link event",
-                                g.as_secs_f64() * 1e3
+                                " {:.2} ms after its new-link event ({:.2} ms of it attaching)",
+                                g.as_secs_f64() * 1e3,
+                                in_kernel.as_secs_f64() * 1e3
                             )),
                             mode_phrase(&inst.filter),
                         );
@@ -635,6 +638,7 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
         pinned: pinned_ok,
         unprotected_secs: unprotected.as_secs_f64(),
         reattachments: w.guard.reattachments,
+        last_reattach_ms: w.last_gap.map(|g| g.as_secs_f64() * 1e3),
         allow: inst
             .filter
             .maps()

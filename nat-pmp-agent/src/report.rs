@@ -61,6 +61,9 @@ pub struct Guard {
     pub unprotected_secs: f64,
     /// How many times the agent attached the filter again.
     pub reattachments: u64,
+    /// The last re-attach after a new-link event: milliseconds from the
+    /// event to the filter attached again.
+    pub last_reattach_ms: Option<f64>,
     /// The allowlist (prefixes drop mode lets through), read from the map.
     pub allow: Vec<String>,
     /// The one-line explanation shown while not attached (or not pinned).
@@ -211,6 +214,10 @@ impl Report<'_> {
             m.insert("pinned".into(), json!(g.pinned));
             m.insert("unprotected_secs".into(), json!(round2(g.unprotected_secs)));
             m.insert("reattachments".into(), json!(g.reattachments));
+            m.insert(
+                "last_reattach_ms".into(),
+                json!(g.last_reattach_ms.map(|ms| (ms * 1000.0).round() / 1000.0)),
+            );
             m.insert("allow".into(), json!(g.allow));
             m.insert("alert".into(), json!(g.alert));
             // Generic (skb) XDP sees a GSO/GRO super-packet once: it counts
@@ -410,6 +417,7 @@ fn total_guard(reports: &[Report]) -> Option<Guard> {
             .map(|g| g.unprotected_secs)
             .fold(0.0, f64::max),
         reattachments: guards.iter().map(|g| g.reattachments).sum(),
+        last_reattach_ms: None,
         allow: Vec::new(),
         alert: None,
     })

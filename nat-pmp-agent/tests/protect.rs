@@ -498,7 +498,12 @@ fn assert_tun_dropped_and_counted(a: &mut Agent, ns: &NetNs, tun: &File, n: u64)
     let r = a.wait_for_total(t0 + n);
     assert_eq!(got, 0, "drop mode: nothing may reach the listener");
     assert_eq!(totals(&r), (t0 + n, d0 + n), "{}", brief(&r));
-    assert_eq!(r["counts"], "datagrams", "{}", brief(&r));
+    let counts = if r["xdp_mode"] == "skb" {
+        "gso_super_packets"
+    } else {
+        "datagrams"
+    };
+    assert_eq!(r["counts"], counts, "{}", brief(&r));
 }
 
 #[test]
@@ -508,6 +513,7 @@ fn tun_wan_closed_and_reopened_twice_counts_continue() {
     let mut tun = tun_up(&ns);
     let mut a = Agent::start(&ns, &["--iface", "tun0", "--drop"]);
     assert_tun_dropped_and_counted(&mut a, &ns, &tun, 10);
+    let xdp_mode = fresh(&mut a)["xdp_mode"].clone();
     for round in 1..=2 {
         drop(tun);
         let gone = wait_report(&mut a, "state gone", Duration::from_secs(3), |r| {
@@ -523,6 +529,7 @@ fn tun_wan_closed_and_reopened_twice_counts_continue() {
             |r| r["attached"] == true && r["ifindex"] == idx,
         );
         assert_eq!(back["reattachments"], round, "{}", brief(&back));
+        assert_eq!(back["xdp_mode"], xdp_mode, "same mode: {}", brief(&back));
         assert_tun_dropped_and_counted(&mut a, &ns, &tun, 10);
     }
     let r = fresh(&mut a);
