@@ -135,6 +135,10 @@ struct Instance {
 }
 
 /// Runs the agent until a signal or the end of `--duration`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "start-up, the select loop over ticks, link events and signals, and the exit, in order"
+)]
 pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
     if opts.interval.is_zero() {
         bail!("--interval must be more than 0 seconds");
@@ -772,7 +776,7 @@ fn finish(inst: Instance) -> Result<()> {
             dir.dir.display()
         ),
         (Some(_), _) => {
-            say!("nat-pmp-agent: {iface}: NOT protected: nothing is attached or pinned")
+            say!("nat-pmp-agent: {iface}: NOT protected: nothing is attached or pinned");
         }
         (None, Protection::Attached { .. }) => say!(
             "nat-pmp-agent: detached from {iface}: it is no longer filtered (with --pin the \

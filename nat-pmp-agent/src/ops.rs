@@ -3,6 +3,7 @@
 //! bpffs are the instance.
 
 use std::{
+    fmt::Write as _,
     io::Write as _,
     path::Path,
     time::{Duration, SystemTime},
@@ -164,16 +165,17 @@ pub fn status(root: &Path, ifaces: &[String], as_json: bool) -> Result<()> {
         text.push_str(&instance_text(f, now));
     }
     for (iface, l) in &unpinned {
-        text.push_str(&format!(
+        let _ = writeln!(
+            text,
             "{iface}: runs this product's filter (program id {}, link id {}) that is not \
              pinned under {}: a running agent holds it, or its pins are on another bpffs (or \
              were unmounted while a process held them). `bpftool link detach id {}` removes \
-             it\n",
+             it",
             l.prog_id,
             l.id,
             root.display(),
             l.id
-        ));
+        );
     }
     emit(&text)
 }

@@ -127,7 +127,7 @@ pub const XDP_FLAGS_DRV_MODE: u32 = 4;
 /// Attaches the XDP program `prog` to device `ifindex` through a new BPF
 /// link (`BPF_LINK_CREATE`, Linux 5.9) and returns the link's fd: this
 /// agent's own reference, which aya's attach does not hand out (reopening a
-/// link by id needs CAP_SYS_ADMIN, which the agent does not have).
+/// link by id needs `CAP_SYS_ADMIN`, which the agent does not have).
 pub fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
     #[repr(C)]
     struct LinkCreate {
@@ -149,7 +149,7 @@ pub fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Re
 }
 
 /// Opens the link with kernel id `id` (`BPF_LINK_GET_FD_BY_ID`; needs
-/// CAP_SYS_ADMIN).
+/// `CAP_SYS_ADMIN`).
 pub fn link_fd_by_id(id: u32) -> Result<OwnedFd> {
     #[repr(C)]
     struct ById {

@@ -468,9 +468,9 @@ fn gso_super_packets_count_once_in_skb_mode_and_per_segment_in_native_mode() {
         ("native", 100, "datagrams"),
     ] {
         let link = WanLink::new(&format!("e2e-gso-{xdp_mode}"));
-        let listener = link.router.enter(|| {
-            UdpSocket::bind((ROUTER_ADDR, NATPMP_PORT)).expect("binding the listener")
-        });
+        let listener = link
+            .router
+            .enter(|| UdpSocket::bind((ROUTER_ADDR, NATPMP_PORT)).expect("binding the listener"));
         let agent = Agent::start(
             &link.router,
             &["--iface", "wan0", "--drop", "--xdp-mode", xdp_mode],
@@ -510,7 +510,14 @@ fn jumbo_mtu_falls_back_to_skb_in_auto_mode_and_names_the_mtu() {
     link.router.ip(&["link", "set", "wan0", "mtu", "9000"]);
     let (ok, _, err) = run_agent(
         &link.router,
-        &["--iface", "wan0", "--xdp-mode", "native", "--duration", "0.5"],
+        &[
+            "--iface",
+            "wan0",
+            "--xdp-mode",
+            "native",
+            "--duration",
+            "0.5",
+        ],
     );
     assert!(!ok, "native XDP at MTU 9000 on veth must fail");
     assert!(err.contains("MTU of 9000"), "{err}");

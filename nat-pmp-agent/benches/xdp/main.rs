@@ -105,7 +105,10 @@ fn run(args: &Args) -> Result<()> {
         let text = replace_section(&old, &section);
         std::fs::write(&args.output, text)
             .with_context(|| format!("writing {}", args.output.display()))?;
-        eprintln!("bench: wrote the re-attach section of {}", args.output.display());
+        eprintln!(
+            "bench: wrote the re-attach section of {}",
+            args.output.display()
+        );
         return Ok(());
     }
     let machine = report::Machine::probe();

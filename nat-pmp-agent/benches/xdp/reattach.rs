@@ -5,6 +5,7 @@
 //! of that was the attach itself (`BPF_LINK_CREATE`).
 
 use std::{
+    fmt::Write as _,
     io::BufRead as _,
     path::Path,
     process::{Command, Stdio},
@@ -27,8 +28,19 @@ pub struct Gaps {
 
 fn make_wan(router: &NetNs, inet: &NetNs) -> Result<()> {
     sh(&[
-        "ip", "link", "add", "wan0", "netns", &router.name, "type", "veth", "peer", "name",
-        "inet0", "netns", &inet.name,
+        "ip",
+        "link",
+        "add",
+        "wan0",
+        "netns",
+        &router.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "inet0",
+        "netns",
+        &inet.name,
     ])?;
     router.ip(&["addr", "add", "198.18.0.1/24", "dev", "wan0"])?;
     inet.ip(&["addr", "add", "198.18.0.2/24", "dev", "inet0"])?;
@@ -62,7 +74,10 @@ pub fn measure(agent: &Path, xdp_mode: &'static str, rounds: usize) -> Result<Ga
     let stderr = child.stderr.take().context("the agent's stderr")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -131,11 +146,12 @@ pub fn render(gaps: &[Gaps], rcu_expedited: Option<&[Gaps]>) -> String {
             .map(|(t, a)| t - a)
             .collect();
         let (om, ox) = stat(&own);
-        out.push_str(&format!(
-            "| {}{note} | {} | {tm:.2} / {tx:.2} | {am:.2} / {ax:.2} | {om:.2} / {ox:.2} |\n",
+        let _ = writeln!(
+            out,
+            "| {}{note} | {} | {tm:.2} / {tx:.2} | {am:.2} / {ax:.2} | {om:.2} / {ox:.2} |",
             g.xdp_mode,
             g.total_ms.len()
-        ));
+        );
     };
     for g in gaps {
         rows(g, "");
