@@ -582,7 +582,7 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
         None => None,
         Some(_) if w.operator_detached => Some(false),
         Some(dir) => {
-            if inst.filter.pins_intact() {
+            if inst.filter.pins_intact() && pin::outlives_us(&dir.dir).is_ok() {
                 w.pins_lost = false;
                 Some(true)
             } else if !attached {
@@ -595,7 +595,7 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
             } else {
                 let again = pin::ensure_bpffs(&dir.root).and_then(|_| inst.filter.repin());
                 match again {
-                    Ok(()) if inst.filter.pins_intact() => {
+                    Ok(()) if inst.filter.pins_intact() && pin::outlives_us(&dir.dir).is_ok() => {
                         say!(
                             "nat-pmp-agent: {iface}: its pins under {} were gone (bpffs \
                              unmounted, or removed); pinned again",
@@ -607,9 +607,10 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
                     result => {
                         if !w.pins_lost {
                             say!(
-                                "nat-pmp-agent: {iface}: its pins under {} are gone (bpffs \
-                                 unmounted?) and could not be made again{}: the filter now \
-                                 lasts only as long as this agent runs",
+                                "nat-pmp-agent: {iface}: its pins under {} are gone, or on a \
+                                 bpffs the host no longer has (unmounted?), and could not be \
+                                 made again{}: the filter now lasts only as long as this agent \
+                                 runs",
                                 dir.dir.display(),
                                 result.err().map_or(String::new(), |e| format!(" ({e:#})"))
                             );
@@ -740,7 +741,11 @@ fn finish(inst: Instance) -> Result<()> {
     let iface = inst.iface.clone();
     let protection = inst.filter.protection().unwrap_or(Protection::Detached);
     let pinned = inst.filter.pin_dir().cloned();
-    let pins_ok = inst.filter.pins_intact();
+    // Pins on a bpffs the host no longer has die with this process.
+    let pins_ok = inst.filter.pins_intact()
+        && pinned
+            .as_ref()
+            .is_some_and(|d| pin::outlives_us(&d.dir).is_ok());
     let phrase = mode_phrase(&inst.filter);
     let operator = inst.watch.operator_detached;
     let r = inst.filter.release();

@@ -208,7 +208,7 @@ pub fn ensure_bpffs(root: &Path) -> Result<Option<PathBuf>> {
     }
     let mut mounted = None;
     if is_bpffs(&probe)? {
-        if let Err(e) = check_outlives_us(&probe) {
+        if let Err(e) = outlives_us(&probe) {
             bail!(
                 "{e:#}; choose a --pin-dir on the host's bpffs (systemd mounts /sys/fs/bpf at \
                  boot; `mount -t bpf bpf DIR` in the host's mount namespace for another one)"
@@ -223,7 +223,7 @@ pub fn ensure_bpffs(root: &Path) -> Result<Option<PathBuf>> {
         std::fs::create_dir_all(&target)
             .with_context(|| format!("creating {} to mount bpffs on", target.display()))?;
         mount_bpffs(&target)?;
-        if let Err(e) = check_outlives_us(&target) {
+        if let Err(e) = outlives_us(&target) {
             unmount(&target);
             bail!(
                 "{} is not on a BPF filesystem, and one mounted from here would not outlive \
@@ -242,8 +242,10 @@ pub fn ensure_bpffs(root: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Fails unless the bpffs holding `path` is also mounted in the initial
-/// mount namespace (same device number in `/proc/1/mountinfo`).
-fn check_outlives_us(path: &Path) -> Result<()> {
+/// mount namespace (same device number in `/proc/1/mountinfo`): pins on it
+/// outlive this process. A running agent checks it every interval, since
+/// the host's mount can be unmounted under a copy this process still sees.
+pub fn outlives_us(path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let dev = std::fs::metadata(path)
         .with_context(|| format!("stat {}", path.display()))?

@@ -1052,3 +1052,99 @@ fn a_closed_output_pipe_does_not_make_the_agent_panic() {
     }
     assert!(!link.router.xdp_attached("wan0"));
 }
+
+/// The bpffs under a running pinned agent unmounted in the host's mount
+/// namespace: the agent still sees its own copy of the mount (`ip netns
+/// exec` gave it a mount namespace), so the pins look intact to it, but they
+/// die with that namespace. The agent must say so (pinned false, `NOT
+/// PINNED`), `status` from outside must show the filter as running unpinned,
+/// and the exit must say the filter goes, which it then does.
+#[test]
+fn an_unmounted_bpffs_under_a_running_agent_is_reported_and_the_exit_tells_the_truth() {
+    require_root();
+    let link = WanLink::new("prot-umount");
+    let bpffs = Bpffs::new("umount");
+    let root = bpffs.pin_root();
+    let mut a = Agent::start(
+        &link.router,
+        &["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root],
+    );
+    wait_report(&mut a, "pinned true", Duration::from_secs(2), |r| {
+        r["pinned"] == true && r["attached"] == true
+    });
+    sh(&["umount", bpffs.path.to_str().expect("UTF-8 path")]);
+    let r = wait_report(&mut a, "pinned false", Duration::from_secs(2), |r| {
+        r["pinned"] == false
+    });
+    assert_eq!(r["attached"], true, "{}", brief(&r));
+    assert!(
+        r["alert"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("NOT PINNED")),
+        "{}",
+        brief(&r)
+    );
+    // The agent holds the link: still dropping while it runs.
+    assert_dropped_and_counted(&mut a, &link, 10);
+    // From outside, nothing is pinned, but the kernel runs our filter.
+    let status = status_json(&link.router, &root);
+    let unpinned = status["unpinned"].as_array().expect("unpinned list");
+    assert!(
+        unpinned.iter().any(|u| u["iface"] == "wan0"),
+        "status must list the unpinned filter on wan0: {status}"
+    );
+    let err = a.stop(libc::SIGTERM).stderr;
+    assert!(
+        err.contains("NOT protected from now on") && !err.contains("stays attached"),
+        "{err}"
+    );
+    assert!(
+        !link.router.xdp_attached("wan0"),
+        "the filter went with the agent"
+    );
+    assert_eq!(
+        Wan::open(&link).requests(5),
+        5,
+        "and it said so: requests pass"
+    );
+}
+
+/// A restart over a pinned instance with another `--xdp-mode` keeps the
+/// pinned link's mode and says so; a second agent without `--pin` on the
+/// same interface is refused with a message naming this product's own
+/// instance and the commands that really remove it.
+#[test]
+fn xdp_mode_of_a_pinned_link_is_kept_and_said_and_a_second_agent_names_the_first() {
+    require_root();
+    let link = WanLink::new("prot-xmode");
+    let bpffs = Bpffs::new("xmode");
+    let root = bpffs.pin_root();
+    let args = ["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root];
+    let mut first = Agent::start(&link.router, &args);
+    first.proc.signal(libc::SIGKILL);
+    first
+        .proc
+        .wait_for(Duration::from_secs(5))
+        .expect("the agent survived SIGKILL");
+    let mut again: Vec<&str> = args.to_vec();
+    again.extend(["--xdp-mode", "skb"]);
+    let second = Agent::start(&link.router, &again);
+    let (ok, _, err) = agent(&link.router, &["--iface", "wan0", "--duration", "1"]);
+    assert!(!ok, "a third agent without --pin must be refused");
+    assert!(
+        err.contains("this product's own filter")
+            && err.contains("bpftool link detach id")
+            && err.contains("nat-pmp-agent detach --iface wan0"),
+        "{err}"
+    );
+    let stopped = second.stop(libc::SIGTERM);
+    assert!(
+        stopped
+            .stderr
+            .contains("wan0: stays in native XDP mode as pinned; --xdp-mode skb"),
+        "{}",
+        stopped.stderr
+    );
+    assert_eq!(stopped.report["xdp_mode"], "native", "{}", stopped.report);
+    assert!(link.router.xdp_attached("wan0"));
+}
