@@ -803,18 +803,23 @@ impl Filter {
         Ok(())
     }
 
-    /// Whether the instance's link pin is there and names this filter's
-    /// link (`false` when the bpffs was unmounted or the pins removed).
+    /// Whether the pins will keep this filter after the agent exits: the
+    /// link pin is there and names this filter's link (the program pin,
+    /// while unattached), on a bpffs the host's mount namespace has too
+    /// ([`pin::outlives_us`]). `false` when the bpffs was unmounted (also
+    /// only in the host, under a copy this process still sees) or the pins
+    /// removed.
     pub fn pins_intact(&self) -> bool {
-        let (Some(dir), Some(att)) = (&self.pin, &self.attachment) else {
-            return self
-                .pin
-                .as_ref()
-                .is_some_and(|d| d.path(pin::PROG).exists());
+        let Some(dir) = &self.pin else {
+            return false;
         };
-        sys::obj_get(&dir.path(pin::LINK))
-            .and_then(|fd| sys::link_state(std::os::fd::AsFd::as_fd(&fd)))
-            .is_ok_and(|s| s.id == att.link_id)
+        let there = match &self.attachment {
+            None => dir.path(pin::PROG).exists(),
+            Some(att) => sys::obj_get(&dir.path(pin::LINK))
+                .and_then(|fd| sys::link_state(std::os::fd::AsFd::as_fd(&fd)))
+                .is_ok_and(|s| s.id == att.link_id),
+        };
+        there && pin::outlives_us(&dir.dir).is_ok()
     }
 
     /// Where this filter's link is, as the kernel says (see [`Protection`]).

@@ -560,9 +560,10 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
             }
         }
     }
-    // What holds after acting: read back, not assumed.
-    let now_protection = inst.filter.protection().unwrap_or(Protection::Detached);
-    let attached = now_protection.is_attached();
+    // What holds after acting: read back, not assumed (read once more only
+    // when this call acted on a loss).
+    let attached =
+        protection.is_attached() || inst.filter.protection().is_ok_and(|p| p.is_attached());
     if attached && state != "attached" {
         state = "attached";
     }
@@ -582,7 +583,7 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
         None => None,
         Some(_) if w.operator_detached => Some(false),
         Some(dir) => {
-            if inst.filter.pins_intact() && pin::outlives_us(&dir.dir).is_ok() {
+            if inst.filter.pins_intact() {
                 w.pins_lost = false;
                 Some(true)
             } else if !attached {
@@ -595,7 +596,7 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
             } else {
                 let again = pin::ensure_bpffs(&dir.root).and_then(|_| inst.filter.repin());
                 match again {
-                    Ok(()) if inst.filter.pins_intact() && pin::outlives_us(&dir.dir).is_ok() => {
+                    Ok(()) if inst.filter.pins_intact() => {
                         say!(
                             "nat-pmp-agent: {iface}: its pins under {} were gone (bpffs \
                              unmounted, or removed); pinned again",
@@ -742,10 +743,7 @@ fn finish(inst: Instance) -> Result<()> {
     let protection = inst.filter.protection().unwrap_or(Protection::Detached);
     let pinned = inst.filter.pin_dir().cloned();
     // Pins on a bpffs the host no longer has die with this process.
-    let pins_ok = inst.filter.pins_intact()
-        && pinned
-            .as_ref()
-            .is_some_and(|d| pin::outlives_us(&d.dir).is_ok());
+    let pins_ok = inst.filter.pins_intact();
     let phrase = mode_phrase(&inst.filter);
     let operator = inst.watch.operator_detached;
     let r = inst.filter.release();
