@@ -8,7 +8,10 @@ mod common;
 
 use std::{collections::BTreeMap, net::UdpSocket, process::Command, time::Duration};
 
-use common::{require_root, Agent, NetNs, WanLink, AGENT, INTERNET_ADDR, ROUTER_ADDR};
+use common::{
+    drain_quiet, open_tun, require_root, run_agent, Agent, NetNs, WanLink, AGENT, INTERNET_ADDR,
+    ROUTER_ADDR,
+};
 use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
 use serde_json::Value;
 
@@ -103,14 +106,7 @@ fn big_receive_buffer(sock: &UdpSocket) {
 
 /// Counts datagrams until none has come for a second.
 fn drain(sock: &UdpSocket) -> u64 {
-    sock.set_read_timeout(Some(Duration::from_secs(1)))
-        .expect("timeout");
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    while sock.recv_from(&mut buf).is_ok() {
-        n += 1;
-    }
-    n
+    drain_quiet(sock, Duration::from_secs(1))
 }
 
 fn run_mode(drop: bool, stop_signal: i32) {
@@ -214,11 +210,6 @@ fn drop_mode_counts_exactly_and_blocks_5351() {
 #[test]
 fn monitor_mode_counts_exactly_and_passes_everything() {
     run_mode(false, libc::SIGINT);
-}
-
-/// Runs the agent to completion and returns (success, stdout, stderr).
-fn run_agent(ns: &NetNs, args: &[&str]) -> (bool, String, String) {
-    run_cmd(ns.command(AGENT).args(args))
 }
 
 fn run_cmd(cmd: &mut Command) -> (bool, String, String) {
@@ -406,29 +397,6 @@ fn link_type_auto_counts_raw_ip_on_a_tun_device() {
         );
     }
     assert!(!ns.xdp_attached("tun0"), "nothing may stay attached");
-}
-
-/// Opens the tun device `tun0` of the current namespace (`IFF_TUN`, no packet
-/// information header).
-fn open_tun() -> std::fs::File {
-    use std::os::fd::AsRawFd as _;
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca; // _IOW('T', 202, int)
-    const IFF_TUN: i16 = 0x0001;
-    const IFF_NO_PI: i16 = 0x1000;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .expect("opening /dev/net/tun");
-    // struct ifreq: the name, then the flags (a short) at offset 16.
-    let mut ifr = [0u8; 40];
-    ifr[..4].copy_from_slice(b"tun0");
-    ifr[16..18].copy_from_slice(&(IFF_TUN | IFF_NO_PI).to_ne_bytes());
-    // SAFETY: TUNSETIFF reads and writes a struct ifreq; `ifr` is at least as
-    // large and lives across the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) };
-    assert_eq!(rc, 0, "TUNSETIFF tun0: {}", std::io::Error::last_os_error());
-    file
 }
 
 /// Sends `sends` UDP GSO super-packets of `segments` copies of `payload`

@@ -14,7 +14,7 @@ mod common;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{TcpStream, UdpSocket},
+    net::TcpStream,
     path::Path,
     process::{Command, Stdio},
     sync::{
@@ -25,62 +25,11 @@ use std::{
 };
 
 use common::{
-    require_root, Agent, Bpffs, NetNs, WanLink, AGENT, INTERNET_ADDR, INTERNET_ADDR_1, ROUTER_ADDR,
-    ROUTER_ADDR_1,
+    agent_ok, bind, drain, require_root, run_agent, send, status_json, Agent, Bpffs, NetNs,
+    WanLink, AGENT, INTERNET_ADDR, INTERNET_ADDR_1, ROUTER_ADDR, ROUTER_ADDR_1,
 };
 use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
 use serde_json::Value;
-
-/// Runs `nat-pmp-agent ARGS` in `ns` to completion: (success, stdout, stderr).
-fn agent(ns: &NetNs, args: &[&str]) -> (bool, String, String) {
-    let out = ns
-        .command(AGENT)
-        .args(args)
-        .output()
-        .expect("running the agent");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn agent_ok(ns: &NetNs, args: &[&str]) -> String {
-    let (ok, out, err) = agent(ns, args);
-    assert!(ok, "nat-pmp-agent {args:?} failed: {err}");
-    out
-}
-
-fn status_json(ns: &NetNs, pin_root: &str) -> Value {
-    let out = agent_ok(ns, &["status", "--json", "--pin-dir", pin_root]);
-    serde_json::from_str(out.trim()).expect("status JSON")
-}
-
-/// A UDP socket bound in `ns`.
-fn bind(ns: &NetNs, addr: &str, port: u16) -> UdpSocket {
-    ns.enter(|| {
-        UdpSocket::bind((addr, port)).unwrap_or_else(|e| panic!("binding {addr}:{port}: {e}"))
-    })
-}
-
-/// Datagrams waiting on `sock`, read until it stays quiet for 300 ms.
-fn drain(sock: &UdpSocket) -> u64 {
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    while sock.recv_from(&mut buf).is_ok() {
-        n += 1;
-    }
-    n
-}
-
-fn send(from: &UdpSocket, to: &str, class: Class, n: u64) {
-    let payload = nat_pmp_agent::probe::sample_payload(class);
-    for _ in 0..n {
-        from.send_to(&payload, (to, NATPMP_PORT)).expect("sending");
-    }
-}
 
 #[test]
 fn pinned_agent_killed_keeps_dropping_restart_continues_detach_removes_all() {
@@ -173,7 +122,7 @@ fn pinned_agent_killed_keeps_dropping_restart_continues_detach_removes_all() {
     assert_eq!(drain(&listener), 5, "after detach, datagrams pass again");
     let st = status_json(&link.router, &root);
     assert_eq!(st["instances"], Value::Array(vec![]), "{st}");
-    let (ok, _, err) = agent(
+    let (ok, _, err) = run_agent(
         &link.router,
         &["detach", "--iface", "wan0", "--pin-dir", &root],
     );
@@ -255,7 +204,7 @@ fn pin_dir_not_on_bpffs_inside_ip_netns_exec_is_a_clear_error() {
     require_root();
     let link = WanLink::new("ops-nobpf");
     let dir = format!("/run/natpmp-test-nobpf-{}", std::process::id());
-    let (ok, _, err) = agent(
+    let (ok, _, err) = run_agent(
         &link.router,
         &[
             "--iface",
@@ -607,7 +556,7 @@ fn two_interfaces_count_apart_and_metrics_match_the_json() {
 fn metrics_refuse_a_remote_address_unless_allowed() {
     require_root();
     let ns = NetNs::new("ops-remote");
-    let (ok, _, err) = agent(
+    let (ok, _, err) = run_agent(
         &ns,
         &[
             "--iface",
@@ -635,7 +584,7 @@ fn config_file_sets_flags_and_bad_values_name_file_and_key() {
         "iface = \"wan0\"\ndrop = true\nxdp-mode = \"skb\"\noutput = \"json\"\nduration = 0.5\ninterval = 0.2\n",
     )
     .expect("writing the config");
-    let (ok, out, err) = agent(&link.router, &["--config", good.to_str().expect("utf-8")]);
+    let (ok, out, err) = run_agent(&link.router, &["--config", good.to_str().expect("utf-8")]);
     assert!(ok, "{err}");
     let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
     assert_eq!(last["iface"], "wan0");
@@ -643,7 +592,7 @@ fn config_file_sets_flags_and_bad_values_name_file_and_key() {
     assert_eq!(last["xdp_mode"], "skb");
     assert_eq!(last["final"], true);
     // A flag wins over the file.
-    let (ok, out, err) = agent(
+    let (ok, out, err) = run_agent(
         &link.router,
         &[
             "--config",
@@ -658,7 +607,7 @@ fn config_file_sets_flags_and_bad_values_name_file_and_key() {
 
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "iface = \"wan0\"\nxdp-mode = \"turbo\"\n").expect("writing");
-    let (ok, _, err) = agent(&link.router, &["--config", bad.to_str().expect("utf-8")]);
+    let (ok, _, err) = run_agent(&link.router, &["--config", bad.to_str().expect("utf-8")]);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!ok);
     assert!(
@@ -788,7 +737,7 @@ fn allowlist_from_the_flags_and_changed_at_runtime_without_reload() {
         ],
     );
     assert_eq!(probe(2), 2, "passes again after a runtime add");
-    let (ok, _, err) = agent(
+    let (ok, _, err) = run_agent(
         &link.router,
         &[
             "allow",

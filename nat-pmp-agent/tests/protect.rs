@@ -19,46 +19,19 @@ use std::{
     net::UdpSocket,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{require_root, sh, Agent, Bpffs, NetNs, WanLink, AGENT, INTERNET_ADDR, ROUTER_ADDR};
+use common::{
+    agent_ok, agent_output, bind, drain, open_tun, require_root, run_agent, send, sh, status_json,
+    Agent, Bpffs, NetNs, WanLink, AGENT, INTERNET_ADDR, ROUTER_ADDR,
+};
 use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
 use serde_json::Value;
 
 /// The router's port the control datagrams go to (not filtered).
 const CONTROL_PORT: u16 = 40000;
-
-/// Runs `nat-pmp-agent ARGS` in `ns` to completion.
-fn run(ns: &NetNs, args: &[&str]) -> Output {
-    ns.command(AGENT)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running the agent")
-}
-
-/// Runs `nat-pmp-agent ARGS` in `ns` to completion: (success, stdout, stderr).
-fn agent(ns: &NetNs, args: &[&str]) -> (bool, String, String) {
-    let out = run(ns, args);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn agent_ok(ns: &NetNs, args: &[&str]) -> String {
-    let (ok, out, err) = agent(ns, args);
-    assert!(ok, "nat-pmp-agent {args:?} failed: {err}");
-    out
-}
-
-fn status_json(ns: &NetNs, pin_root: &str) -> Value {
-    let out = agent_ok(ns, &["status", "--json", "--pin-dir", pin_root]);
-    serde_json::from_str(out.trim()).expect("status JSON")
-}
 
 /// The `status --json` instance of `iface`.
 fn instance(status: &Value, iface: &str) -> Value {
@@ -105,32 +78,6 @@ fn brief(r: &Value) -> Value {
         o.insert(k.to_owned(), r[k].clone());
     }
     Value::Object(o)
-}
-
-/// A UDP socket bound in `ns`.
-fn bind(ns: &NetNs, addr: &str, port: u16) -> UdpSocket {
-    ns.enter(|| {
-        UdpSocket::bind((addr, port)).unwrap_or_else(|e| panic!("binding {addr}:{port}: {e}"))
-    })
-}
-
-/// Datagrams waiting on `sock`, read until it stays quiet for 300 ms.
-fn drain(sock: &UdpSocket) -> u64 {
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    while sock.recv_from(&mut buf).is_ok() {
-        n += 1;
-    }
-    n
-}
-
-fn send(from: &UdpSocket, to: &str, class: Class, n: u64) {
-    let payload = nat_pmp_agent::probe::sample_payload(class);
-    for _ in 0..n {
-        from.send_to(&payload, (to, NATPMP_PORT)).expect("sending");
-    }
 }
 
 /// Sockets on both sides of a WAN: a NAT-PMP listener and a control
@@ -274,37 +221,6 @@ fn netns_inode(ns: &NetNs) -> u64 {
         .ino()
 }
 
-/// Creates the veth pair `wan0`/`inet0` between the namespaces of `link`,
-/// addressed and up, exactly as [`WanLink::new`] does.
-fn create_wan(link: &WanLink) {
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        "wan0",
-        "netns",
-        &link.router.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "inet0",
-        "netns",
-        &link.internet.name,
-    ]);
-    link.router
-        .ip(&["addr", "add", &format!("{ROUTER_ADDR}/24"), "dev", "wan0"]);
-    link.internet.ip(&[
-        "addr",
-        "add",
-        &format!("{INTERNET_ADDR}/24"),
-        "dev",
-        "inet0",
-    ]);
-    link.router.ip(&["link", "set", "wan0", "up"]);
-    link.internet.ip(&["link", "set", "inet0", "up"]);
-}
-
 /// A directory under /run, removed (with what is in it) on drop.
 struct RunDir(PathBuf);
 
@@ -340,7 +256,7 @@ fn delete_and_recreate(a: &mut Agent, link: &WanLink, round: u64) -> u64 {
     });
     assert_eq!(gone["attached"], false, "{}", brief(&gone));
     assert_eq!(gone["ifindex"], Value::Null, "{}", brief(&gone));
-    create_wan(link);
+    link.add_wan0();
     let idx = ifindex(&link.router, "wan0");
     let back = wait_report(
         a,
@@ -441,29 +357,6 @@ fn pinned_veth_wan_recreated_gets_its_link_pin_back_and_stays_after_sigterm() {
     );
 }
 
-/// Opens (creates, not persistent) the tun device `tun0` of the current
-/// namespace (`IFF_TUN`, no packet information header).
-fn open_tun() -> File {
-    use std::os::fd::AsRawFd as _;
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca; // _IOW('T', 202, int)
-    const IFF_TUN: i16 = 0x0001;
-    const IFF_NO_PI: i16 = 0x1000;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .expect("opening /dev/net/tun");
-    // struct ifreq: the name, then the flags (a short) at offset 16.
-    let mut ifr = [0u8; 40];
-    ifr[..4].copy_from_slice(b"tun0");
-    ifr[16..18].copy_from_slice(&(IFF_TUN | IFF_NO_PI).to_ne_bytes());
-    // SAFETY: TUNSETIFF reads and writes a struct ifreq; `ifr` is at least as
-    // large and lives across the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) };
-    assert_eq!(rc, 0, "TUNSETIFF tun0: {}", std::io::Error::last_os_error());
-    file
-}
-
 const TUN_ROUTER: [u8; 4] = [198, 18, 9, 1];
 const TUN_PEER: [u8; 4] = [198, 18, 9, 2];
 
@@ -548,7 +441,7 @@ fn wait_attaches_when_the_interface_appears_and_without_it_a_missing_one_fails()
         router: NetNs::new("prot-wait-r"),
         internet: NetNs::new("prot-wait-i"),
     };
-    let out = run(
+    let out = agent_output(
         &link.router,
         &["--iface", "wan0", "--drop", "--duration", "1"],
     );
@@ -564,7 +457,7 @@ fn wait_attaches_when_the_interface_appears_and_without_it_a_missing_one_fails()
     assert_eq!(r["state"], "waiting", "{}", brief(&r));
     assert_eq!(r["attached"], false, "{}", brief(&r));
     assert_eq!(r["ifindex"], Value::Null, "{}", brief(&r));
-    create_wan(&link);
+    link.add_wan0();
     let idx = ifindex(&link.router, "wan0");
     wait_report(
         &mut a,
@@ -719,7 +612,7 @@ fn a_failed_start_leaves_the_adopted_instance_as_it_was() {
     let root = bpffs.pin_root();
     pinned_then_killed(&link, &root, &["--drop", "--allow", ALLOWED]);
     let before = instance(&status_json(&link.router, &root), "wan0");
-    let out = run(
+    let out = agent_output(
         &link.router,
         &[
             "--iface",
@@ -915,29 +808,9 @@ fn a_renamed_interface_is_refused_and_its_filter_left_alone() {
     ] {
         link.router.ip(args);
     }
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        "wan0",
-        "netns",
-        &link.router.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "inet9",
-        "netns",
-        &link.internet.name,
-    ]);
-    link.router
-        .ip(&["addr", "add", "198.19.9.1/24", "dev", "wan0"]);
-    link.internet
-        .ip(&["addr", "add", "198.19.9.2/24", "dev", "inet9"]);
-    link.router.ip(&["link", "set", "wan0", "up"]);
-    link.internet.ip(&["link", "set", "inet9", "up"]);
+    link.add_pair(("wan0", "198.19.9.1"), ("inet9", "198.19.9.2"));
 
-    let out = run(
+    let out = agent_output(
         &link.router,
         &[
             "--iface",
@@ -1129,7 +1002,7 @@ fn xdp_mode_of_a_pinned_link_is_kept_and_said_and_a_second_agent_names_the_first
     let mut again: Vec<&str> = args.to_vec();
     again.extend(["--xdp-mode", "skb"]);
     let second = Agent::start(&link.router, &again);
-    let (ok, _, err) = agent(&link.router, &["--iface", "wan0", "--duration", "1"]);
+    let (ok, _, err) = run_agent(&link.router, &["--iface", "wan0", "--duration", "1"]);
     assert!(!ok, "a third agent without --pin must be refused");
     assert!(
         err.contains("this product's own filter")

@@ -131,32 +131,41 @@ impl WanLink {
     pub fn new(tag: &str) -> Self {
         let router = NetNs::new(&format!("{tag}-r"));
         let internet = NetNs::new(&format!("{tag}-i"));
+        let link = WanLink { router, internet };
+        link.add_wan0();
+        link
+    }
+
+    /// Creates the veth pair `wan0`/`inet0` (again, after a test deleted
+    /// it: a reconnect), addressed and up.
+    pub fn add_wan0(&self) {
+        self.add_pair(("wan0", ROUTER_ADDR), ("inet0", INTERNET_ADDR));
+    }
+
+    /// A veth pair between the two namespaces: `(device, address)` on the
+    /// router side and on the internet side, /24, both up.
+    pub fn add_pair(&self, (r_dev, r_addr): (&str, &str), (i_dev, i_addr): (&str, &str)) {
         sh(&[
             "ip",
             "link",
             "add",
-            "wan0",
+            r_dev,
             "netns",
-            &router.name,
+            &self.router.name,
             "type",
             "veth",
             "peer",
             "name",
-            "inet0",
+            i_dev,
             "netns",
-            &internet.name,
+            &self.internet.name,
         ]);
-        router.ip(&["addr", "add", &format!("{ROUTER_ADDR}/24"), "dev", "wan0"]);
-        internet.ip(&[
-            "addr",
-            "add",
-            &format!("{INTERNET_ADDR}/24"),
-            "dev",
-            "inet0",
-        ]);
-        router.ip(&["link", "set", "wan0", "up"]);
-        internet.ip(&["link", "set", "inet0", "up"]);
-        WanLink { router, internet }
+        self.router
+            .ip(&["addr", "add", &format!("{r_addr}/24"), "dev", r_dev]);
+        self.internet
+            .ip(&["addr", "add", &format!("{i_addr}/24"), "dev", i_dev]);
+        self.router.ip(&["link", "set", r_dev, "up"]);
+        self.internet.ip(&["link", "set", i_dev, "up"]);
     }
 }
 
@@ -242,32 +251,7 @@ pub const INTERNET_ADDR_1: &str = "198.19.0.2";
 
 impl WanLink {
     pub fn add_second_wan(&self) {
-        sh(&[
-            "ip",
-            "link",
-            "add",
-            "wan1",
-            "netns",
-            &self.router.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "inet1",
-            "netns",
-            &self.internet.name,
-        ]);
-        self.router
-            .ip(&["addr", "add", &format!("{ROUTER_ADDR_1}/24"), "dev", "wan1"]);
-        self.internet.ip(&[
-            "addr",
-            "add",
-            &format!("{INTERNET_ADDR_1}/24"),
-            "dev",
-            "inet1",
-        ]);
-        self.router.ip(&["link", "set", "wan1", "up"]);
-        self.internet.ip(&["link", "set", "inet1", "up"]);
+        self.add_pair(("wan1", ROUTER_ADDR_1), ("inet1", INTERNET_ADDR_1));
     }
 }
 
@@ -366,4 +350,92 @@ impl Agent {
         );
         Stopped { report, stderr }
     }
+}
+
+/// Runs `nat-pmp-agent ARGS` in `ns` to completion (stdin closed).
+pub fn agent_output(ns: &NetNs, args: &[&str]) -> std::process::Output {
+    ns.command(AGENT)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the agent")
+}
+
+/// [`agent_output`] as (success, stdout, stderr).
+pub fn run_agent(ns: &NetNs, args: &[&str]) -> (bool, String, String) {
+    let out = agent_output(ns, args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`run_agent`] that must succeed; its stdout.
+pub fn agent_ok(ns: &NetNs, args: &[&str]) -> String {
+    let (ok, out, err) = run_agent(ns, args);
+    assert!(ok, "nat-pmp-agent {args:?} failed: {err}");
+    out
+}
+
+/// `nat-pmp-agent status --json --pin-dir PIN_ROOT` in `ns`.
+pub fn status_json(ns: &NetNs, pin_root: &str) -> serde_json::Value {
+    let out = agent_ok(ns, &["status", "--json", "--pin-dir", pin_root]);
+    serde_json::from_str(out.trim()).expect("status JSON")
+}
+
+/// A UDP socket bound in `ns`.
+pub fn bind(ns: &NetNs, addr: &str, port: u16) -> std::net::UdpSocket {
+    ns.enter(|| {
+        std::net::UdpSocket::bind((addr, port))
+            .unwrap_or_else(|e| panic!("binding {addr}:{port}: {e}"))
+    })
+}
+
+/// Datagrams waiting on `sock`, read until it stays quiet for `quiet`.
+pub fn drain_quiet(sock: &std::net::UdpSocket, quiet: Duration) -> u64 {
+    sock.set_read_timeout(Some(quiet)).expect("timeout");
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while sock.recv_from(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// [`drain_quiet`] for 300 ms.
+pub fn drain(sock: &std::net::UdpSocket) -> u64 {
+    drain_quiet(sock, Duration::from_millis(300))
+}
+
+/// Sends `n` datagrams of `class` to `to`:5351.
+pub fn send(from: &std::net::UdpSocket, to: &str, class: nat_pmp_ebpf_common::Class, n: u64) {
+    let payload = nat_pmp_agent::probe::sample_payload(class);
+    for _ in 0..n {
+        from.send_to(&payload, (to, nat_pmp_ebpf_common::NATPMP_PORT))
+            .expect("sending");
+    }
+}
+
+/// Opens (creates, not persistent: closing it deletes the device) the tun
+/// device `tun0` of the current namespace (`IFF_TUN`, no packet
+/// information header).
+pub fn open_tun() -> File {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca; // _IOW('T', 202, int)
+    const IFF_TUN: i16 = 0x0001;
+    const IFF_NO_PI: i16 = 0x1000;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .expect("opening /dev/net/tun");
+    // struct ifreq: the name, then the flags (a short) at offset 16.
+    let mut ifr = [0u8; 40];
+    ifr[..4].copy_from_slice(b"tun0");
+    ifr[16..18].copy_from_slice(&(IFF_TUN | IFF_NO_PI).to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes a struct ifreq; `ifr` is at least as
+    // large and lives across the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) };
+    assert_eq!(rc, 0, "TUNSETIFF tun0: {}", std::io::Error::last_os_error());
+    file
 }
