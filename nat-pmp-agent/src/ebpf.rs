@@ -19,16 +19,16 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap,
+        Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray,
     },
     programs::{TestRun as _, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
-    Class, ClassCounters, Config, FragEntry, FragKey, Link, Mode, Prefix, SourceStats, Trace,
-    MAP_ALLOW, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS, MAP_TRACE, PROGRAM_NAME,
-    TRACE_GLOBAL,
+    Class, ClassCounters, Config, FragEntry, FragKey, Link, LogBudget, Mode, Prefix, SourceSet,
+    Trace, Unattributed, MAP_ALLOW, MAP_CONFIG, MAP_FRAGS, MAP_LOG_RATE, MAP_SOURCES, MAP_STATS,
+    MAP_TRACE, MAP_UNATTRIBUTED, PROGRAM_NAME, TRACE_GLOBAL,
 };
 
 pub use crate::iface::{check_iface, AttachMode, AttachedMode, LinkType};
@@ -64,8 +64,13 @@ pub struct Attachment {
 pub struct Maps {
     stats: PerCpuArray<MapData, ClassCounters>,
     config: Array<MapData, Config>,
-    sources: PerCpuHashMap<MapData, [u8; 16], SourceStats>,
+    sources: PerCpuArray<MapData, SourceSet>,
+    unattributed: PerCpuArray<MapData, Unattributed>,
+    log_rate: PerCpuArray<MapData, LogBudget>,
     allow: LpmTrie<MapData, [u8; 16], u32>,
+    /// What the agent read of the source table so far; shared by every
+    /// handle on this instance ([`Maps::try_clone`]).
+    pub(crate) ledger: std::sync::Arc<std::sync::Mutex<crate::sources::Ledger>>,
 }
 
 /// Opens `name` from a kernel map as the aya type `T`.
@@ -102,8 +107,11 @@ impl Maps {
                     dir.iface
                 )
             })?,
-            sources: typed(Map::PerCpuLruHashMap(open(MAP_SOURCES)?), MAP_SOURCES)?,
+            sources: typed(Map::PerCpuArray(open(MAP_SOURCES)?), MAP_SOURCES)?,
+            unattributed: typed(Map::PerCpuArray(open(MAP_UNATTRIBUTED)?), MAP_UNATTRIBUTED)?,
+            log_rate: typed(Map::PerCpuArray(open(MAP_LOG_RATE)?), MAP_LOG_RATE)?,
             allow: typed(Map::LpmTrie(open(MAP_ALLOW)?), MAP_ALLOW)?,
+            ledger: std::sync::Arc::default(),
         })
     }
 
@@ -121,61 +129,97 @@ impl Maps {
             config: Array::try_from(Map::Array(dup(self.config.map(), MAP_CONFIG)?))
                 .with_context(|| format!("reopening map {MAP_CONFIG}"))?,
             sources: typed(
-                Map::PerCpuLruHashMap(dup(self.sources.map(), MAP_SOURCES)?),
+                Map::PerCpuArray(dup(self.sources.map(), MAP_SOURCES)?),
                 MAP_SOURCES,
             )?,
+            unattributed: typed(
+                Map::PerCpuArray(dup(self.unattributed.map(), MAP_UNATTRIBUTED)?),
+                MAP_UNATTRIBUTED,
+            )?,
+            log_rate: typed(
+                Map::PerCpuArray(dup(self.log_rate.map(), MAP_LOG_RATE)?),
+                MAP_LOG_RATE,
+            )?,
             allow: typed(Map::LpmTrie(dup(self.allow.map(), MAP_ALLOW)?), MAP_ALLOW)?,
+            ledger: std::sync::Arc::clone(&self.ledger),
         })
     }
 
-    /// Every tracked source with its CPUs' entries merged. Entries the LRU
-    /// evicts while the map is walked are skipped.
-    pub fn sources(&self) -> Result<Vec<([u8; 16], SourceStats)>> {
+    /// The whole source table: every set of both generations, one
+    /// [`SourceSet`] per possible CPU, in key order. One
+    /// `BPF_MAP_LOOKUP_BATCH` call per 1,024 sets where the kernel has it,
+    /// else a lookup per set.
+    pub fn source_table(&self) -> Result<Vec<(u32, Vec<SourceSet>)>> {
         let cpus = aya::util::nr_cpus().map_err(|(path, e)| {
             anyhow::Error::new(e).context(format!("counting possible CPUs ({path})"))
         })?;
         let fd = std::os::fd::AsFd::as_fd(self.sources.map().fd());
-        let batch = crate::batch::percpu_entries::<[u8; 16], SourceStats>(fd, cpus)
+        let batch = crate::batch::percpu_entries::<u32, SourceSet>(fd, cpus)
             .with_context(|| format!("reading map {MAP_SOURCES} (BPF_MAP_LOOKUP_BATCH)"))?;
-        match batch {
-            Some(entries) => Ok(entries
-                .into_iter()
-                .map(|(k, per_cpu)| {
-                    let merged = per_cpu
-                        .iter()
-                        .fold(SourceStats::default(), |acc, s| acc.merge(s));
-                    (k, merged)
-                })
-                .collect()),
-            None => self.sources_one_by_one(),
+        if let Some(entries) = batch {
+            return Ok(entries);
         }
+        let n = nat_pmp_ebpf_common::SOURCE_GENERATIONS * nat_pmp_ebpf_common::SOURCE_SETS;
+        (0..n)
+            .map(|k| {
+                let v = self
+                    .sources
+                    .get(&k, 0)
+                    .with_context(|| format!("reading set {k} of map {MAP_SOURCES}"))?;
+                Ok((k, v.iter().copied().collect()))
+            })
+            .collect()
     }
 
-    /// [`Maps::sources`] a key at a time (two syscalls per entry): for
-    /// kernels without batch lookups, and to check the batch read.
-    pub fn sources_one_by_one(&self) -> Result<Vec<([u8; 16], SourceStats)>> {
-        let mut out = Vec::new();
-        for key in self.sources.keys() {
-            let key = key.with_context(|| format!("listing map {MAP_SOURCES}"))?;
-            match self.sources.get(&key, 0) {
-                Ok(per_cpu) => out.push((
-                    key,
-                    per_cpu
-                        .iter()
-                        .fold(SourceStats::default(), |acc, s| acc.merge(s)),
-                )),
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("reading map {MAP_SOURCES}"));
-                }
-            }
-        }
-        Ok(out)
+    /// Counted datagrams whose sender found no slot, summed over CPUs.
+    pub fn unattributed(&self) -> Result<Unattributed> {
+        let per_cpu = self
+            .unattributed
+            .get(&0, 0)
+            .with_context(|| format!("reading map {MAP_UNATTRIBUTED}"))?;
+        Ok(per_cpu
+            .iter()
+            .fold(Unattributed::default(), |a, u| Unattributed {
+                packets: a.packets.wrapping_add(u.packets),
+                bytes: a.bytes.wrapping_add(u.bytes),
+            }))
     }
 
-    /// How many sources the map holds now.
-    pub fn sources_tracked(&self) -> Result<usize> {
-        Ok(self.sources()?.len())
+    /// Gives every CPU `tokens` more drop-log lines (the budget does not
+    /// add up: it is set, so an idle interval does not save lines for a
+    /// burst). The program logs only while a CPU has tokens left.
+    pub fn refill_log_budget(&mut self, tokens: u64) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(path, e)| {
+            anyhow::Error::new(e).context(format!("counting possible CPUs ({path})"))
+        })?;
+        let values = aya::maps::PerCpuValues::try_from(vec![LogBudget { tokens }; cpus])
+            .context("building the per-CPU drop-log budget")?;
+        self.log_rate
+            .set(0, values, 0)
+            .with_context(|| format!("refilling the drop-log budget in map {MAP_LOG_RATE}"))
+    }
+
+    /// Advances the epoch by one: the program fills the other generation of
+    /// the source table from its next packet. Returns the configuration as
+    /// it was.
+    pub fn advance_epoch(&mut self) -> Result<Config> {
+        let before = self.config()?;
+        self.write_config(before.next_epoch(), "the next epoch")?;
+        Ok(before)
+    }
+
+    /// Draws the source table's hash key (at load time, before any packet).
+    fn draw_hash_key(&mut self) -> Result<()> {
+        let mut key = [0u8; 16];
+        sys::random(&mut key).context("drawing the source table's hash key (getrandom)")?;
+        let config = Config {
+            hash_key: [
+                u64::from_ne_bytes(key[..8].try_into().unwrap_or_default()),
+                u64::from_ne_bytes(key[8..].try_into().unwrap_or_default()),
+            ],
+            ..self.config()?
+        };
+        self.write_config(config, "the source table's hash key")
     }
 
     /// The allowlisted prefixes.
@@ -254,8 +298,15 @@ impl Maps {
             .with_context(|| format!("reading map {MAP_CONFIG}"))
     }
 
-    /// Writes a whole configuration back (undoing a failed start's changes).
+    /// Writes a whole policy back (undoing a failed start's changes). The
+    /// epoch and the hash key stay the program's own.
     pub fn set_config(&mut self, config: Config) -> Result<()> {
+        let now = self.config()?;
+        let config = Config {
+            epoch: now.epoch,
+            hash_key: now.hash_key,
+            ..config
+        };
         self.write_config(config, "the configuration")
     }
 
@@ -443,6 +494,8 @@ impl Filter {
                 .with_context(|| format!("the XDP object has no map {name}"))
         };
         let sources = typed(take(&mut ebpf, MAP_SOURCES)?, MAP_SOURCES)?;
+        let unattributed = typed(take(&mut ebpf, MAP_UNATTRIBUTED)?, MAP_UNATTRIBUTED)?;
+        let log_rate = typed(take(&mut ebpf, MAP_LOG_RATE)?, MAP_LOG_RATE)?;
         let allow = typed(take(&mut ebpf, MAP_ALLOW)?, MAP_ALLOW)?;
         let frags = HashMap::try_from(
             ebpf.take_map(MAP_FRAGS)
@@ -460,14 +513,19 @@ impl Filter {
         } else {
             None
         };
+        let mut maps = Maps {
+            stats,
+            config,
+            sources,
+            unattributed,
+            log_rate,
+            allow,
+            ledger: std::sync::Arc::default(),
+        };
+        maps.draw_hash_key()?;
         Ok(Filter {
             program: Program::Loaded(Box::new(ebpf)),
-            maps: Maps {
-                stats,
-                config,
-                sources,
-                allow,
-            },
+            maps,
             frags: Some(frags),
             trace,
             attachment: None,
@@ -775,6 +833,8 @@ impl Filter {
             (MAP_STATS, self.maps.stats.map()),
             (MAP_CONFIG, self.maps.config.map()),
             (MAP_SOURCES, self.maps.sources.map()),
+            (MAP_UNATTRIBUTED, self.maps.unattributed.map()),
+            (MAP_LOG_RATE, self.maps.log_rate.map()),
             (MAP_ALLOW, self.maps.allow.map()),
         ] {
             let p = dir.path(name);

@@ -8,8 +8,11 @@
 //! - `natpmp_oversized_total{iface,class}`: datagrams longer than their
 //!   opcode needs (also counted in the two above);
 //! - `natpmp_drop_mode{iface}`: 1 in drop mode, 0 in monitor mode;
-//! - `natpmp_sources_tracked{iface}`: source addresses in the bounded
-//!   per-source LRU map now (at most `SOURCES_MAX_ENTRIES`);
+//! - `natpmp_sources_tracked{iface}`: source addresses the agent knows now
+//!   (at most `sources::LEDGER_MAX`);
+//! - `natpmp_unattributed_packets_total{iface}`: counted datagrams
+//!   attributed to no source; with every source's packets they add up to
+//!   all counted datagrams;
 //! - `natpmp_attached{iface}`: 1 while the kernel says the filter is
 //!   attached to the interface, 0 while it is not (the interface is gone, a
 //!   PPPoE reconnect, or someone detached it): alert on 0. The agent checks
@@ -85,8 +88,8 @@ impl Collector for MapsCollector {
         for Source { iface, maps, .. } in sources.iter() {
             let snap = maps.snapshot().map_err(|_| std::fmt::Error)?;
             let mode = maps.mode().map_err(|_| std::fmt::Error)?;
-            let tracked = maps.sources_tracked().map_err(|_| std::fmt::Error)?;
-            readings.push((iface.as_str(), snap, mode, tracked));
+            let src = crate::sources::read(maps, 0).map_err(|_| std::fmt::Error)?;
+            readings.push((iface.as_str(), snap, mode, src));
         }
         let per_action: [PerAction; 2] = [
             (
@@ -151,14 +154,25 @@ impl Collector for MapsCollector {
         }
         let mut family = encoder.encode_descriptor(
             "natpmp_sources_tracked",
-            "Source addresses in the bounded per-source LRU map of the XDP filter",
+            "Source addresses the agent knows for the XDP filter (bounded)",
             None,
             gauge.metric_type(),
         )?;
-        for (iface, _, _, tracked) in &readings {
+        for (iface, _, _, src) in &readings {
             let labels = [("iface", *iface)];
-            ConstGauge::new(i64::try_from(*tracked).unwrap_or(i64::MAX))
+            ConstGauge::new(i64::try_from(src.tracked).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "natpmp_unattributed_packets",
+            "Counted NAT-PMP/PCP datagrams attributed to no source (a full slot set within \
+             one interval, or beyond the agent's bound)",
+            None,
+            counter.metric_type(),
+        )?;
+        for (iface, _, _, src) in &readings {
+            let labels = [("iface", *iface)];
+            ConstCounter::new(src.unattributed.packets).encode(family.encode_family(&labels)?)?;
         }
         let mut family = encoder.encode_descriptor(
             "natpmp_attached",

@@ -224,6 +224,10 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
     for inst in &mut instances {
         supervise(inst, &opts, None);
     }
+    if let Err(e) = tend(&mut instances, opts.interval) {
+        abandon(instances);
+        return Err(e);
+    }
 
     let mut view = View::new(opts.output);
     let mut ticker = tokio::time::interval(opts.interval);
@@ -245,7 +249,10 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
                 for inst in &mut instances {
                     supervise(inst, &opts, None);
                 }
-                if let Err(e) = read(&instances, opts.top_sources).and_then(|r| view.emit(&r, false)) {
+                if let Err(e) = tend(&mut instances, opts.interval)
+                    .and_then(|()| read(&instances, opts.top_sources))
+                    .and_then(|r| view.emit(&r, false))
+                {
                     break Err(e);
                 }
             }
@@ -283,7 +290,9 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
         supervise(inst, &opts, None);
     }
     // The final report, also after an error (stdout may be what failed).
-    let last = read(&instances, opts.top_sources).and_then(|r| view.emit(&r, true));
+    let last = tend(&mut instances, opts.interval)
+        .and_then(|()| read(&instances, opts.top_sources))
+        .and_then(|r| view.emit(&r, true));
     drop(server);
     let mut finished = Ok(());
     for inst in instances {
@@ -792,6 +801,28 @@ fn finish(inst: Instance) -> Result<()> {
 
 /// The reader of one program's drop log.
 type DropLog = aya_log::EbpfLogger<crate::droplog::DropLogger<&'static dyn log::Log>>;
+
+/// The agent's part of every interval in the kernel: the source table's
+/// epoch ends and its old generation is read for good
+/// ([`sources::tick`]), and every CPU's drop-log budget is refilled for the
+/// next interval (the program keeps no clock).
+fn tend(instances: &mut [Instance], interval: Duration) -> Result<()> {
+    let secs = interval.as_secs_f64().ceil().max(1.0);
+    // At most a day's worth: the float is small and positive.
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "1..=86400"
+    )]
+    let tokens = nat_pmp_ebpf_common::DROP_LOG_PER_SEC * secs.min(86_400.0) as u64;
+    for i in instances {
+        let maps = i.filter.maps_mut();
+        sources::tick(maps).with_context(|| format!("{}: reading the source table", i.iface))?;
+        maps.refill_log_budget(tokens)
+            .with_context(|| format!("{}: the drop-log budget", i.iface))?;
+    }
+    Ok(())
+}
 
 /// Passes what the programs logged since the last call on to `log`.
 fn flush(logs: &mut [DropLog]) {

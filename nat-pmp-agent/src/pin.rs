@@ -37,7 +37,9 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use nat_pmp_ebpf_common::{MAP_ALLOW, MAP_CONFIG, MAP_SOURCES, MAP_STATS};
+use nat_pmp_ebpf_common::{
+    MAP_ALLOW, MAP_CONFIG, MAP_LOG_RATE, MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
+};
 
 use crate::sys;
 
@@ -55,7 +57,16 @@ pub const PROG: &str = "prog";
 pub const LINK: &str = "link";
 /// Every pin an instance has, in the order `detach` removes them (the link
 /// first, so the filter stops before its maps go).
-pub const ALL_PINS: [&str; 6] = [LINK, PROG, MAP_STATS, MAP_CONFIG, MAP_SOURCES, MAP_ALLOW];
+pub const ALL_PINS: [&str; 8] = [
+    LINK,
+    PROG,
+    MAP_STATS,
+    MAP_CONFIG,
+    MAP_SOURCES,
+    MAP_UNATTRIBUTED,
+    MAP_LOG_RATE,
+    MAP_ALLOW,
+];
 
 /// The paths of one interface's pinned instance.
 #[derive(Clone, Debug)]

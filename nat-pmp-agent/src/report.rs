@@ -14,9 +14,11 @@
 //! with one interface), each with the same fields as a single report except
 //! `time`.
 //!
-//! With the sources map read, a report also has `sources_tracked` (entries
-//! in the bounded map now) and `sources` (the top senders by packets:
-//! `address`, `packets`, `bytes`, `first_seen`, `last_seen`, `classes`).
+//! With the sources read, a report also has `sources_tracked` (senders the
+//! agent knows now), `sources` (the top senders by packets: `address`,
+//! `packets`, `bytes`, `first_seen`, `last_seen`, `classes`) and
+//! `unattributed` (counted datagrams attributed to no sender: the sources'
+//! packets plus it add up to every counted datagram).
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -206,6 +208,7 @@ impl Report<'_> {
         if let (Some(src), Some(m)) = (&self.sources, v.as_object_mut()) {
             m.insert("sources_tracked".into(), json!(src.tracked));
             m.insert("sources".into(), src.to_json());
+            m.insert("unattributed".into(), json!(src.unattributed.packets));
         }
         if let (Some(g), Some(m)) = (&self.header.guard, v.as_object_mut()) {
             m.insert("attached".into(), json!(g.attached));
@@ -296,9 +299,8 @@ impl Report<'_> {
         if let Some(src) = &self.sources {
             let _ = writeln!(
                 out,
-                "top sources ({} tracked, bounded at {}):",
-                src.tracked,
-                nat_pmp_ebpf_common::SOURCES_MAX_ENTRIES
+                "top sources ({} tracked; unattributed: {}):",
+                src.tracked, src.unattributed.packets
             );
             let mut t = Table::new();
             t.load_preset(UTF8_BORDERS_ONLY).set_header(vec![

@@ -1,25 +1,37 @@
-//! The senders of NAT-PMP/PCP datagrams, as the XDP program's per-CPU LRU
-//! map (`NATPMP_SOURCES`) records them: the "scans by source address" view
-//! of the advisory's honeypot report.
+//! The senders of NAT-PMP/PCP datagrams: the "scans by source address"
+//! view of the advisory's honeypot report.
 //!
-//! Contract: [`read`] merges each source's per-CPU entries (packets and
-//! bytes summed, first seen the earliest, last seen the latest, classes
-//! united), converts the kernel's `CLOCK_MONOTONIC` nanoseconds to wall-clock
-//! time, and keeps the `top` sources by packets (ties by address, so the
-//! order is stable). The map is bounded
-//! ([`nat_pmp_ebpf_common::SOURCES_MAX_ENTRIES`]): `tracked` is how many
-//! sources it holds now, not how many were ever seen.
+//! Contract: the XDP program adds each counted datagram to its sender's
+//! slot in a per-CPU table of two generations (see `MAP_SOURCES` in
+//! -common); the agent owns the table's clock. [`tick`] (once per report
+//! interval, by the agent that runs the instance) advances the epoch, waits
+//! until no program run that saw the old one is left, and moves what the old
+//! generation holds into the [`Ledger`] for good: exactly, because the
+//! program does not touch that generation again until the next tick. [`read`]
+//! shows the ledger plus what the current generation holds so far (a
+//! process that does not own the instance, such as `status`, sees only
+//! that), merged over CPUs: packets and bytes summed, classes united, first
+//! and last seen to a report interval's resolution (the kernel keeps no
+//! time). `unattributed` counts what found no slot (a set full within one
+//! interval) and what the ledger let go at its own bound; with it, the
+//! sources' packets add up to every counted datagram.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv6Addr},
+    sync::{Arc, PoisonError},
     time::{Duration, SystemTime},
 };
 
 use anyhow::Result;
-use nat_pmp_ebpf_common::{Class, SourceStats};
+use nat_pmp_ebpf_common::{Class, SourceSet, SourceStats, Unattributed};
 use serde_json::{json, Value};
 
-use crate::ebpf::Maps;
+use crate::{ebpf::Maps, sys};
+
+/// Senders the agent keeps per instance; beyond it, those seen longest ago
+/// go to `unattributed` (about 100 bytes each: 1.6 MiB at the bound).
+pub const LEDGER_MAX: usize = 16_384;
 
 /// One sender.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,12 +55,26 @@ impl Source {
 /// The top sources of one interface (or of several, merged).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sources {
-    /// Entries in the map now.
+    /// Senders known now (the ledger and the current generation).
     pub tracked: usize,
     /// The `limit` sources with the most packets.
     pub top: Vec<Source>,
     /// How many `top` keeps (`--top-sources`).
     pub limit: usize,
+    /// Counted datagrams attributed to no sender.
+    pub unattributed: Unattributed,
+}
+
+/// What the agent has read of one instance's source table for good.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    seen: HashMap<[u8; 16], SourceStats>,
+    /// The last epoch whose generation is in `seen`.
+    committed: Option<u32>,
+    /// When the current epoch began (`CLOCK_MONOTONIC` ns).
+    epoch_started_ns: Option<u64>,
+    /// Let go at [`LEDGER_MAX`].
+    folded: Unattributed,
 }
 
 /// A map key as an address: IPv4-mapped keys are IPv4 sources.
@@ -67,23 +93,114 @@ fn rank(all: &mut [Source]) {
     });
 }
 
-/// Reads the sources map of one instance and keeps the `top` sources.
+/// Adds every slot of `table` stamped `stamp` to `into`, as seen between
+/// `first_ns` and `last_ns`.
+fn gather(
+    table: &[(u32, Vec<SourceSet>)],
+    stamp: u32,
+    (first_ns, last_ns): (u64, u64),
+    into: &mut HashMap<[u8; 16], SourceStats>,
+) {
+    for (_, per_cpu) in table {
+        for set in per_cpu {
+            for slot in set.slots.iter().filter(|s| s.stamp == stamp) {
+                let s = SourceStats {
+                    packets: slot.packets,
+                    bytes: slot.bytes,
+                    first_seen_ns: first_ns,
+                    last_seen_ns: last_ns,
+                    classes: slot.classes,
+                    pad: 0,
+                };
+                into.entry(slot.address())
+                    .and_modify(|e| *e = e.merge(&s))
+                    .or_insert(s);
+            }
+        }
+    }
+}
+
+/// The end of a report interval for the instance's source table (only the
+/// agent that runs the instance calls it): the program moves to the other
+/// generation, and once no run that saw the old epoch is left, the old
+/// generation goes into the ledger.
+pub fn tick(maps: &mut Maps) -> Result<()> {
+    let ledger = Arc::clone(&maps.ledger);
+    let mut l = ledger.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = maps.advance_epoch()?;
+    let now = monotonic_ns();
+    if sys::synchronize_rcu().is_err() {
+        // nohz_full: no grace period to wait for from user space. A program
+        // run lasts well under a microsecond; wait far longer.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let table = maps.source_table()?;
+    let started = l.epoch_started_ns.unwrap_or(now);
+    gather(&table, before.source_stamp(), (started, now), &mut l.seen);
+    l.committed = Some(before.epoch);
+    l.epoch_started_ns = Some(now);
+    l.enforce_bound();
+    Ok(())
+}
+
+impl Ledger {
+    /// Lets go of the senders seen longest ago beyond [`LEDGER_MAX`]; their
+    /// counts move to `folded`.
+    fn enforce_bound(&mut self) {
+        let over = self.seen.len().saturating_sub(LEDGER_MAX);
+        if over == 0 {
+            return;
+        }
+        let mut by_age: Vec<([u8; 16], u64, u64)> = self
+            .seen
+            .iter()
+            .map(|(k, s)| (*k, s.last_seen_ns, s.packets))
+            .collect();
+        by_age.sort_by_key(|&(k, last, packets)| (last, packets, k));
+        for (k, _, _) in by_age.into_iter().take(over) {
+            if let Some(s) = self.seen.remove(&k) {
+                self.folded.packets += s.packets;
+                self.folded.bytes += s.bytes;
+            }
+        }
+    }
+}
+
+/// The instance's senders now, and the `top` of them: the ledger plus what
+/// the table holds that the ledger has not taken yet.
 pub fn read(maps: &Maps, top: usize) -> Result<Sources> {
-    let entries = maps.sources()?;
-    let tracked = entries.len();
-    let mut all: Vec<Source> = entries
+    let l = maps.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+    let config = maps.config()?;
+    let table = maps.source_table()?;
+    let now = monotonic_ns();
+    let mut all = l.seen.clone();
+    let current = config.source_stamp();
+    let since = l.epoch_started_ns.unwrap_or(now);
+    gather(&table, current, (since, now), &mut all);
+    if l.committed.is_none() {
+        // Not the owner (or before its first tick): the previous epoch's
+        // generation too, which its owner may not have read yet.
+        gather(&table, config.epoch, (since, now), &mut all);
+    }
+    let kernel = maps.unattributed()?;
+    let mut list: Vec<Source> = all
         .into_iter()
         .map(|(k, stats)| Source {
             addr: addr_of(k),
             stats,
         })
         .collect();
-    rank(&mut all);
-    all.truncate(top);
+    let tracked = list.len();
+    rank(&mut list);
+    list.truncate(top);
     Ok(Sources {
         tracked,
-        top: all,
+        top: list,
         limit: top,
+        unattributed: Unattributed {
+            packets: kernel.packets + l.folded.packets,
+            bytes: kernel.bytes + l.folded.bytes,
+        },
     })
 }
 
@@ -107,6 +224,12 @@ impl Sources {
             tracked: parts.iter().map(|p| p.tracked).sum(),
             top: all,
             limit: top,
+            unattributed: parts
+                .iter()
+                .fold(Unattributed::default(), |a, p| Unattributed {
+                    packets: a.packets + p.unattributed.packets,
+                    bytes: a.bytes + p.unattributed.bytes,
+                }),
         }
     }
 
@@ -130,8 +253,7 @@ impl Sources {
     }
 }
 
-/// `CLOCK_MONOTONIC` now: the clock the program's coarse timestamps
-/// (`bpf_ktime_get_coarse_ns`) lag by at most a tick.
+/// `CLOCK_MONOTONIC` now.
 fn monotonic_now() -> Duration {
     // SAFETY: `timespec` is plain old data; all-zero is a valid value.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
@@ -143,7 +265,11 @@ fn monotonic_now() -> Duration {
     )
 }
 
-/// Wall-clock time of a `bpf_ktime_get_coarse_ns` reading.
+fn monotonic_ns() -> u64 {
+    u64::try_from(monotonic_now().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Wall-clock time of a `CLOCK_MONOTONIC` reading in nanoseconds.
 pub fn wall_time(ktime_ns: u64) -> SystemTime {
     let ago = monotonic_now().saturating_sub(Duration::from_nanos(ktime_ns));
     SystemTime::now()

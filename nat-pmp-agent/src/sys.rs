@@ -262,3 +262,41 @@ pub fn netns_inode() -> Result<u64> {
         .map(|m| m.ino())
         .context("reading /proc/self/ns/net (which network namespace is this?)")
 }
+
+/// Fills `buf` from the kernel's random pool (`getrandom(2)`).
+pub fn random(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) => done += n,
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `MEMBARRIER_CMD_GLOBAL` (linux/membarrier.h).
+const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+
+/// Waits until every XDP program run that began before this call has
+/// finished: `membarrier(MEMBARRIER_CMD_GLOBAL)` waits for an RCU grace
+/// period (`synchronize_rcu()`), and XDP programs run inside RCU read-side
+/// sections. The kernel refuses it on `nohz_full` systems (EINVAL); the
+/// caller then falls back to waiting.
+pub fn synchronize_rcu() -> io::Result<()> {
+    // SAFETY: membarrier takes two integer arguments (and a CPU id unused by
+    // this command); no memory is passed.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -143,6 +143,18 @@ pub fn pppoe(ppp_protocol: u16, body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A PPPoE session header and a PPP frame whose protocol field is
+/// compressed to one byte (RFC 1661 §6.5; `ppp_protocol` must fit in it
+/// and be odd, as 0x21 and 0x57 are).
+pub fn pppoe_compressed(ppp_protocol: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(7 + body.len());
+    v.extend_from_slice(&[0x11, 0, 0x12, 0x34]);
+    v.extend_from_slice(&be16(1 + body.len()));
+    v.push(ppp_protocol);
+    v.extend_from_slice(body);
+    v
+}
+
 /// An Ethernet frame: MAC addresses, then one 4-byte tag per entry of
 /// `tags` (each the tag's own EtherType, 0x8100 or 0x88A8), then
 /// `ether_type` and `body`.

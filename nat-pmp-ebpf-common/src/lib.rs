@@ -25,8 +25,9 @@ pub mod parse;
 pub mod reference;
 
 pub use parse::{
-    decide, decide_staged, v4_mapped, walk, Allowlist, Bytes, Found, FragEntry, FragKey, FragTable,
-    Outcome, Prefix, Walk, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS,
+    apply, decide, decide_fast, decide_slow, decide_staged, v4_mapped, walk, Allowlist, Bytes,
+    Found, FragEntry, FragKey, FragTable, Outcome, Prefix, Walk, MAX_IPV6_EXT_HEADERS,
+    MAX_VLAN_TAGS,
 };
 #[cfg(feature = "capgen")]
 pub mod capgen;
@@ -45,27 +46,48 @@ pub const MAP_FRAGS: &str = "NATPMP_FRAGS";
 /// Entries of [`MAP_FRAGS`]: datagrams in flight whose later fragments can
 /// still be recognised.
 pub const FRAGS_MAX_ENTRIES: u32 = 4096;
-/// Name of the per-CPU LRU hash of senders: source address (16 bytes,
-/// IPv4-mapped for IPv4) to [`SourceStats`]. Updated only for counted
-/// NAT-PMP/PCP datagrams.
+/// Name of the per-CPU table of senders: [`SOURCE_GENERATIONS`] ×
+/// [`SOURCE_SETS`] entries of one [`SourceSet`] each, indexed by
+/// `generation * SOURCE_SETS + set`. Updated only for counted NAT-PMP/PCP
+/// datagrams, while per-source tracking is on.
+///
+/// Why this shape: a per-CPU array lookup is inlined by the verifier (an LRU
+/// hash lookup is a helper call that hashes the key), and with per-CPU
+/// values nothing is shared between CPUs. A source's set is a keyed hash of
+/// its address ([`source_set`]) with a key drawn at load time, so a scanner
+/// cannot aim at one set. The program writes only the generation of the
+/// current epoch ([`Config::epoch`], odd or even); the agent advances the
+/// epoch every interval, waits until no program run that saw the old epoch
+/// is left (an RCU grace period), and then reads the old generation for
+/// good: a slot is reused (in the epoch after next) only after the agent has
+/// read it. A datagram whose set has no free way is counted in
+/// [`MAP_UNATTRIBUTED`]: nothing is lost silently.
 pub const MAP_SOURCES: &str = "NATPMP_SOURCES";
-/// Entries of [`MAP_SOURCES`]. An LRU hash is preallocated, so this is
-/// also its fixed memory: per entry the key (16 bytes), the element header
-/// (about 56 bytes) and one 40-byte [`SourceStats`] per possible CPU, i.e.
-/// about 2.8 MiB on 2 CPUs and 11 MiB on 16. 16,384 senders is far more than
-/// the scanners a WAN address sees in a day (the advisory's honeypot saw a
-/// few hundred), yet a flood of spoofed sources can only evict, never grow.
-pub const SOURCES_MAX_ENTRIES: u32 = 16_384;
+/// Sets per generation of [`MAP_SOURCES`] (a power of two).
+pub const SOURCE_SETS: u32 = 512;
+/// Ways (slots) per set.
+pub const SOURCE_WAYS: usize = 8;
+/// Generations: the one the program fills, and the one the agent reads.
+pub const SOURCE_GENERATIONS: u32 = 2;
+/// Distinct senders one CPU can attribute in one report interval; more go to
+/// [`MAP_UNATTRIBUTED`]. The table's fixed memory is
+/// `SOURCE_GENERATIONS × SOURCES_MAX_ENTRIES × 40` bytes per possible CPU:
+/// 320 KiB per CPU (640 KiB on 2 CPUs, 5 MiB on 16).
+pub const SOURCES_MAX_ENTRIES: u32 = SOURCE_SETS * SOURCE_WAYS as u32;
+/// Name of the per-CPU one-entry array of [`Unattributed`]: counted
+/// datagrams whose sender found no free slot in [`MAP_SOURCES`].
+pub const MAP_UNATTRIBUTED: &str = "NATPMP_UNATTRIBUTED";
 /// Name of the LPM trie of allowlisted source prefixes (16-byte keys,
 /// IPv4-mapped for IPv4; the value is unused, 1).
 pub const MAP_ALLOW: &str = "NATPMP_ALLOW";
 /// Entries of [`MAP_ALLOW`]: prefixes an operator lists by hand.
 pub const ALLOW_MAX_ENTRIES: u32 = 1024;
-/// Name of the per-CPU one-entry array that rate-limits the log of dropped
-/// datagrams ([`LogWindow`]).
+/// Name of the per-CPU one-entry array of [`LogBudget`]: how many more
+/// dropped datagrams this CPU may log.
 pub const MAP_LOG_RATE: &str = "NATPMP_LOG_RATE";
-/// Dropped datagrams logged (through aya-log) per CPU per one-second
-/// window at most: a sample for the operator, never a flood of the log.
+/// Dropped datagrams logged (through aya-log) per CPU per second at most:
+/// the agent refills each CPU's [`LogBudget`] to this times its interval
+/// (a sample for the operator, never a flood of the log).
 pub const DROP_LOG_PER_SEC: u64 = 5;
 /// Name of the one-entry array the program writes its last [`Trace`] into,
 /// when loaded with [`TRACE_GLOBAL`] set (tests only).
@@ -290,6 +312,7 @@ pub const PCP_R_BIT: u8 = 0x80;
 ///
 /// Requests: §3.2 (2 bytes) and §3.3 (12 bytes). Responses: §3.2 (12 bytes)
 /// and §3.3 (16 bytes); a response is the request opcode plus 128.
+#[inline(always)]
 pub const fn natpmp_needed_len(opcode: u8) -> Option<u32> {
     match opcode {
         0 => Some(2),
@@ -303,6 +326,7 @@ pub const fn natpmp_needed_len(opcode: u8) -> Option<u32> {
 /// header plus the opcode's fixed part, or `None` for an undefined opcode.
 /// ANNOUNCE has no fixed part (§14.1), MAP 36 bytes (§11.1), PEER 56
 /// (§12.1); requests and responses are the same size.
+#[inline(always)]
 pub const fn pcp_needed_len(opcode: u8) -> Option<u32> {
     match opcode & !PCP_R_BIT {
         0 => Some(PCP_HEADER_LEN),
@@ -317,6 +341,7 @@ pub const fn pcp_needed_len(opcode: u8) -> Option<u32> {
 /// The checks run in the order a PCP server applies them (RFC 6887 §8.3:
 /// length first, then version, then opcode), so each datagram has exactly
 /// one reason.
+#[inline(always)]
 const fn classify_pcp(len: u32, opcode: u8) -> Class {
     if len < PCP_HEADER_LEN {
         return Class::PcpMalformedShortHeader;
@@ -350,7 +375,17 @@ const fn classify_pcp(len: u32, opcode: u8) -> Class {
 /// frame length: Ethernet pads short frames). `version` and `opcode` are the
 /// payload's first two bytes; pass 0 for bytes the payload does not have (they
 /// are ignored when `payload_len` says they are absent).
+///
+/// Not inlined on BPF (one copy serves the staged walk's first fragments);
+/// the fast path inlines [`classify_inline`], the same function.
+#[cfg_attr(target_arch = "bpf", inline(never))]
 pub const fn classify(payload_len: u32, version: u8, opcode: u8) -> Classification {
+    classify_inline(payload_len, version, opcode)
+}
+
+/// [`classify`], always inlined.
+#[inline(always)]
+pub const fn classify_inline(payload_len: u32, version: u8, opcode: u8) -> Classification {
     let class = if payload_len < 2 {
         // Not even a version and an opcode: nothing to tell apart.
         Class::MalformedTruncated
@@ -415,7 +450,7 @@ pub const fn classify_udp_inline(
     if udp_len < UDP_HEADER_LEN || udp_len > available {
         return TRUNCATED;
     }
-    classify(udp_len - UDP_HEADER_LEN, version, opcode)
+    classify_inline(udp_len - UDP_HEADER_LEN, version, opcode)
 }
 
 /// Classifies the UDP datagram that starts in a first IP fragment (offset
@@ -517,9 +552,11 @@ impl Link {
     }
 }
 
-/// The program's configuration: entry 0 of [`MAP_CONFIG`].
+/// The program's configuration: entry 0 of [`MAP_CONFIG`], read once per
+/// frame (one inlined array lookup serves the policy, the link type and
+/// the source table).
 ///
-/// Plain `u32` fields rather than enums, so that any bit pattern a map can
+/// Plain integer fields rather than enums, so that any bit pattern a map can
 /// hold is a valid value on both sides.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -535,17 +572,52 @@ pub struct Config {
     /// agent after every change; 0 skips the trie lookup, so an empty
     /// allowlist costs drop mode nothing.
     pub allow_prefixes: u32,
+    /// The agent's clock: advanced by one every report interval. Its low
+    /// bit is the generation of [`MAP_SOURCES`] the program fills (one
+    /// `u32`: a program never sees a generation of another epoch); the
+    /// program stamps the slots it fills with `epoch + 1` (so that zeroed
+    /// slots are free) and never reads a kernel clock.
+    pub epoch: u32,
+    pub pad: u32,
+    /// The key of [`source_set`], drawn at random when the program is
+    /// loaded.
+    pub hash_key: [u64; 2],
 }
 
 impl Config {
-    /// A configuration for `mode` on an Ethernet interface.
+    /// A configuration for `mode` on an Ethernet interface (epoch 0, hash
+    /// key 0: the agent sets both).
     pub const fn new(mode: Mode) -> Self {
         Config {
             mode: mode as u32,
             link: Link::Ethernet as u32,
             sources_off: 0,
             allow_prefixes: 0,
+            epoch: 0,
+            pad: 0,
+            hash_key: [0; 2],
         }
+    }
+
+    /// The same policy with the epoch one interval later.
+    #[must_use]
+    pub const fn next_epoch(self) -> Self {
+        Config {
+            epoch: self.epoch.wrapping_add(1),
+            ..self
+        }
+    }
+
+    /// The slot stamp the program writes in this epoch.
+    #[inline(always)]
+    pub const fn source_stamp(&self) -> u32 {
+        self.epoch.wrapping_add(1)
+    }
+
+    /// The first [`MAP_SOURCES`] key of the generation the program fills.
+    #[inline(always)]
+    pub const fn generation_base(&self) -> u32 {
+        (self.epoch & 1) * SOURCE_SETS
     }
 
     /// Whether counted datagrams update the per-source map.
@@ -671,8 +743,9 @@ impl Trace {
     pub const UNCOUNTED: u32 = u32::MAX;
 }
 
-/// What [`MAP_SOURCES`] holds for one sender on one CPU; the agent sums
-/// the CPUs (`first_seen_ns` the least, `last_seen_ns` the greatest).
+/// One sender's totals as the agent keeps them, from the [`SourceSlot`]s of
+/// every CPU and epoch it read (`first_seen_ns` the least, `last_seen_ns`
+/// the greatest).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceStats {
@@ -680,8 +753,9 @@ pub struct SourceStats {
     pub packets: u64,
     /// Their frame bytes.
     pub bytes: u64,
-    /// `bpf_ktime_get_coarse_ns` (`CLOCK_MONOTONIC_COARSE`: `CLOCK_MONOTONIC`
-    /// as of the last tick) of the first and the last.
+    /// `CLOCK_MONOTONIC` of the agent's read that first and last found
+    /// this source (a report interval's resolution: the kernel keeps no
+    /// time).
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// Bit `Class::index()` is set for every class this source sent.
@@ -715,14 +789,100 @@ impl SourceStats {
     }
 }
 
-/// One CPU's window of the drop log's rate limit.
+/// One slot of [`MAP_SOURCES`] on one CPU: a sender and what it sent in
+/// one epoch.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LogWindow {
-    /// `bpf_ktime_get_coarse_ns` when the current one-second window began.
-    pub start_ns: u64,
-    /// Datagrams logged in it.
-    pub logged: u64,
+pub struct SourceSlot {
+    /// The address as two native-endian words of its 16 bytes (IPv4-mapped
+    /// for IPv4): compared with two loads, never byte by byte.
+    pub addr: [u64; 2],
+    /// Counted datagrams from this source.
+    pub packets: u64,
+    /// Their frame bytes.
+    pub bytes: u64,
+    /// [`Config::source_stamp`] of the epoch the slot was filled in; any
+    /// other value marks the slot free.
+    pub stamp: u32,
+    /// Bit `Class::index()` is set for every class this source sent.
+    pub classes: u32,
+}
+
+impl SourceSlot {
+    /// The address's 16 bytes.
+    pub fn address(&self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&self.addr[0].to_ne_bytes());
+        a[8..].copy_from_slice(&self.addr[1].to_ne_bytes());
+        a
+    }
+}
+
+/// One set of [`MAP_SOURCES`]: its ways, filled in order within an epoch
+/// (so the first free way ends the search).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceSet {
+    pub slots: [SourceSlot; SOURCE_WAYS],
+}
+
+/// An address's 16 bytes as the two words [`SourceSlot::addr`] holds.
+#[inline(always)]
+pub const fn addr_words(a: &[u8; 16]) -> [u64; 2] {
+    [
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// [`addr_words`] backwards: the 16 bytes of two words.
+#[inline(always)]
+pub const fn words_addr(w: [u64; 2]) -> [u8; 16] {
+    // SAFETY: two `u64`s and sixteen bytes have the same size, and every
+    // bit pattern is a valid byte array.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(w) }
+}
+
+/// `a.b.c.d` as the words of its IPv4-mapped address `::ffff:a.b.c.d`
+/// ([`v4_mapped`] without a byte-by-byte array).
+#[inline(always)]
+pub const fn v4_mapped_words(a: [u8; 4]) -> [u64; 2] {
+    [
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]),
+    ]
+}
+
+/// The set of [`MAP_SOURCES`] an address falls in: a keyed multiply-xorshift
+/// hash of its two words, the top bits taken. Not a cryptographic MAC (one
+/// would cost more than the rest of the frame's work): without the key, an
+/// attacker cannot tell which addresses share a set, which is what the
+/// table needs; with many sources the sets fill evenly.
+#[inline(always)]
+pub const fn source_set(addr: [u64; 2], key: [u64; 2]) -> u32 {
+    let a = (addr[0] ^ key[0]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let b = (addr[1] ^ key[1]).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    let mut h = a ^ b.rotate_left(31);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0x1656_67b1_9e37_79f9);
+    (h >> (64 - SOURCE_SETS.trailing_zeros())) as u32
+}
+
+/// One CPU's datagrams that found no free slot in [`MAP_SOURCES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unattributed {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One CPU's drop-log budget: the program logs a dropped datagram only
+/// while `tokens` is above zero and takes one; the agent refills it every
+/// interval. No clock in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogBudget {
+    pub tokens: u64,
 }
 
 // Every class has a bit in `SourceStats::classes`.
@@ -730,7 +890,11 @@ const _: () = assert!(Class::COUNT <= 32);
 
 // The layouts above are shared with the kernel: no padding may creep in.
 const _: () = assert!(core::mem::size_of::<ClassCounters>() == 40);
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 40);
+const _: () = assert!(core::mem::size_of::<SourceSlot>() == 40);
+const _: () = assert!(core::mem::size_of::<SourceSet>() == 40 * SOURCE_WAYS);
+const _: () = assert!(SOURCE_SETS.is_power_of_two());
+const _: () = assert!(SOURCE_GENERATIONS == 2);
 const _: () = assert!(core::mem::size_of::<Trace>() == 48);
 const _: () = assert!(core::mem::size_of::<SourceStats>() == 40);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
@@ -755,6 +919,14 @@ mod pod {
     // SAFETY: `#[repr(C)]`, `u64`s then two `u32`s: no padding (size
     // asserted above).
     unsafe impl aya::Pod for super::SourceStats {}
+    // SAFETY: as `SourceStats`.
+    unsafe impl aya::Pod for super::SourceSlot {}
+    // SAFETY: an array of `SourceSlot`s: no padding.
+    unsafe impl aya::Pod for super::SourceSet {}
+    // SAFETY: `#[repr(C)]`, two `u64`s.
+    unsafe impl aya::Pod for super::Unattributed {}
+    // SAFETY: `#[repr(C)]`, one `u64`.
+    unsafe impl aya::Pod for super::LogBudget {}
 }
 
 #[cfg(test)]

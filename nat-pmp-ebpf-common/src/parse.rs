@@ -22,13 +22,13 @@
 //! header that tells.
 
 use crate::{
-    classify_first_fragment, classify_udp, classify_udp_inline, direction, drops,
+    addr_words, classify_first_fragment, classify_udp, classify_udp_inline, direction, drops,
     headers::{
         EthHdr, Ipv4Hdr, Ipv6FragHdr, Ipv6Hdr, PppoeHdr, UdpHdr, VlanHdr, ETH_P_8021AD,
         ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
         IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_ROUTING, IPPROTO_UDP, PPP_IP, PPP_IPV6,
     },
-    Class, Classification, Config, Direction, Link,
+    v4_mapped_words, words_addr, Class, Classification, Config, Direction, Link,
 };
 
 /// VLAN tags walked (802.1Q and 802.1ad, in any order: QinQ). A frame with
@@ -57,6 +57,28 @@ pub trait Bytes {
     fn frame_len(&self) -> usize;
     /// The `T` at `off`, if the frame holds all of it.
     fn read<T: Plain>(&self, off: usize) -> Option<T>;
+
+    /// The big-endian `u16` at `off`. The XDP program reads it with one
+    /// load; the default reads two bytes.
+    #[inline(always)]
+    fn be16(&self, off: usize) -> Option<u16> {
+        at::<Self, [u8; 2]>(self, off).map(u16::from_be_bytes)
+    }
+
+    /// The four bytes at `off` (an IPv4 address), in wire order.
+    #[inline(always)]
+    fn addr4(&self, off: usize) -> Option<[u8; 4]> {
+        at(self, off)
+    }
+
+    /// The sixteen bytes at `off` (an IPv6 address) as the two words of
+    /// [`crate::addr_words`]: two loads.
+    #[inline(always)]
+    fn addr16(&self, off: usize) -> Option<[u64; 2]> {
+        let hi: [u8; 8] = at(self, off)?;
+        let lo: [u8; 8] = at(self, off + 8)?;
+        Some([u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)])
+    }
 
     /// Runs `f` on the same frame through a fresh reader. The XDP program
     /// re-reads the frame's bounds from its context here, so that the
@@ -335,93 +357,170 @@ fn walk_inner<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Walk> {
     udp(b, off, &frag, IpAt::new(ip_off, ipv6_hdr))
 }
 
-/// What the inlined fast path makes of an Ethernet frame.
+/// What the inlined fast path makes of a frame.
 #[derive(Clone, Copy)]
 enum Fast {
     /// Nothing after the fast path could count it: pass, uncounted.
     NotNatpmp,
-    /// An untagged, unfragmented IPv4 UDP datagram on port 5351: its UDP
-    /// header is at `udp_off`; `src` is the IPv4 source.
-    Ipv4Udp { udp_off: usize, src: [u8; 4] },
-    /// Anything else (VLAN, PPPoE, IPv4 fragments, IPv6 with UDP or an
-    /// extension header): the staged walk decides.
+    /// An unfragmented UDP datagram on port 5351 right after the IPv4 or
+    /// IPv6 fixed header: its UDP header is at `udp_off`; `src` is the
+    /// sender (IPv4-mapped for IPv4), as [`crate::addr_words`].
+    Udp { udp_off: usize, src: [u64; 2] },
+    /// Anything else (IPv4 fragments, IPv6 extension headers, IPv4 in
+    /// IPv6): the staged walk decides.
     Walk,
 }
 
-/// The fast path, inlined before any stage function is called, for the
-/// two kinds of frame a WAN link mostly carries:
+/// The link layer of the fast path: Ethernet with up to
+/// [`MAX_VLAN_TAGS`] tags and PPPoE (both PPP protocol field forms), or
+/// none. Returns the network protocol as an `EtherType` and where its
+/// header starts; `Err(())` when nothing after it could count the frame.
 ///
-/// - an untagged Ethernet frame that is plainly not NAT-PMP: IPv4 that is
-///   not UDP, an unfragmented IPv4 UDP datagram on neither port 5351, or
-///   IPv6 whose first next header is neither UDP, IPv4-in-IPv6 nor an
-///   extension header. Nothing after it could count such a frame (the
-///   stages would return `None` for each);
-/// - an untagged, unfragmented IPv4 UDP datagram on port 5351 (what
-///   scanners send): it goes straight to the UDP classification, inlined.
+/// The same rules as [`ethernet`], inlined: read two bytes at a time
+/// (`Bytes::be16`) and never copy a header to the stack.
+#[inline(always)]
+fn fast_link<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Result<(u16, usize), ()>> {
+    if let Link::RawIp = link {
+        // See `walk_inner` for why two bytes.
+        let first = b.be16(0)?;
+        return Some(match first >> 12 {
+            4 => Ok((ETH_P_IP, 0)),
+            6 => Ok((ETH_P_IPV6, 0)),
+            _ => Err(()),
+        });
+    }
+    let mut ether_type = b.be16(12)?;
+    let mut off = EthHdr::LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        ether_type = b.be16(off + 2)?;
+        off += VlanHdr::LEN;
+    }
+    if ether_type == ETH_P_PPP_SES {
+        let (next, at) = pppoe(b, off)?;
+        return Some(match next {
+            PPP_IP => Ok((ETH_P_IP, at)),
+            PPP_IPV6 => Ok((ETH_P_IPV6, at)),
+            _ => Err(()),
+        });
+    }
+    Some(match ether_type {
+        ETH_P_IP | ETH_P_IPV6 => Ok((ether_type, off)),
+        _ => Err(()),
+    })
+}
+
+/// The PPPoE session header at `off` (RFC 2516 §4: version 1, type 1,
+/// code 0) and the PPP protocol field after it: returns the protocol and
+/// where the PPP payload starts, or protocol 0 for a frame that is not
+/// session data. The protocol field is two bytes, or one when PPP
+/// protocol-field compression is on (RFC 1661 §6.5: a compressed field is
+/// the low byte, which is always odd; an uncompressed one starts with an
+/// even byte).
+#[inline(always)]
+fn pppoe<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<(u16, usize)> {
+    let head = b.be16(off)?;
+    if head != u16::from_be_bytes([PppoeHdr::VER_TYPE, 0]) {
+        return Some((0, off));
+    }
+    let at = off + PppoeHdr::LEN - 2;
+    let proto = b.be16(at)?;
+    Some(if proto & 0x0100 != 0 {
+        (proto >> 8, at + 1)
+    } else {
+        (proto, at + 2)
+    })
+}
+
+/// The fast path, inlined, for every frame a WAN link mostly carries:
+/// untagged, VLAN-tagged (802.1Q, QinQ) and PPPoE Ethernet, or a raw IP
+/// link; then IPv4 (any IHL) or IPv6 whose first next header is UDP.
+///
+/// - A frame that is plainly not NAT-PMP (not IP, not UDP, UDP on neither
+///   port 5351) leaves here: nothing after it could count it (the stages
+///   would return `None` for each).
+/// - An unfragmented UDP datagram on port 5351 goes straight to the
+///   classification, inlined.
+/// - The rest (fragments, IPv6 extension headers, IPv4 in IPv6) takes the
+///   staged walk.
 ///
 /// Why: a BPF-to-BPF call is a `call` and a `ret`, and with the return
-/// thunks of Spectre-class mitigations (SRSO "Safe RET" on AMD) each
-/// return costs tens of nanoseconds; the staged walk makes four or five.
-/// Frames on the fast path make none. The staged walk alone gives the same
-/// answer for every frame ([`decide_staged`], checked by
-/// `walk_tests::fast_path_agrees_with_the_staged_walk`).
+/// thunks of Spectre-class mitigations (SRSO "Safe RET" on AMD) each costs
+/// tens of nanoseconds; frames on the fast path make none, and read each
+/// field with one load instead of copying whole headers to the stack. The
+/// staged walk alone gives the same answer for every frame
+/// ([`decide_staged`], checked by
+/// `walk_tests::fast_path_agrees_with_the_staged_walk` and the fuzz
+/// target).
 ///
 /// `None`: too short for the walk as well.
 #[inline(always)]
-fn fast_path<B: Bytes + ?Sized>(b: &B) -> Option<Fast> {
-    let ether_type = u16::from_be_bytes(at::<B, [u8; 2]>(b, 12)?);
-    match ether_type {
-        ETH_P_IP => {
-            // The whole fixed header in one read: one bounds check at a
-            // constant offset, which also covers the source address that
-            // the classification reads later (the verifier tracks the
-            // checked range on the frame's start pointer).
-            let ip: Ipv4Hdr = at(b, EthHdr::LEN)?;
-            if ip.version() != 4 || ip.proto != IPPROTO_UDP {
+fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
+    let Ok((ether_type, off)) = fast_link(b, link)? else {
+        return Some(Fast::NotNatpmp);
+    };
+    if ether_type == ETH_P_IP {
+        // Version and IHL, then (after a check that covers the whole fixed
+        // header) flags and fragment offset, protocol and source.
+        let ver_ihl = b.be16(off)? >> 8;
+        let frag = b.be16(off + 6)?;
+        let proto = b.be16(off + 8)? & 0xff;
+        if ver_ihl >> 4 != 4 || proto != u16::from(IPPROTO_UDP) {
+            return Some(Fast::NotNatpmp);
+        }
+        let ihl = (ver_ihl as usize & 0x0f) * 4;
+        if ihl < Ipv4Hdr::LEN {
+            return Some(Fast::NotNatpmp);
+        }
+        // More fragments or an offset: the fragment logic decides.
+        if frag & 0x3fff != 0 {
+            return Some(Fast::Walk);
+        }
+        // The source before the ports: read after them, the compiler drops
+        // its bounds check as implied by theirs (a variable offset), and
+        // the verifier cannot follow that.
+        let src = b.addr4(off + 12)?;
+        let udp_off = off + ihl;
+        if !natpmp_ports(b, udp_off)? {
+            return Some(Fast::NotNatpmp);
+        }
+        return Some(Fast::Udp {
+            udp_off,
+            src: v4_mapped_words(src),
+        });
+    }
+    // IPv6: version nibble first, next header at byte 6 (RFC 8200 §3).
+    let version = b.be16(off)? >> 12;
+    let next = (b.be16(off + 6)? >> 8) as u8;
+    if version != 6 {
+        return Some(Fast::NotNatpmp);
+    }
+    match next {
+        IPPROTO_UDP => {
+            // The source first, as for IPv4.
+            let src = b.addr16(off + 8)?;
+            let udp_off = off + Ipv6Hdr::LEN;
+            if !natpmp_ports(b, udp_off)? {
                 return Some(Fast::NotNatpmp);
             }
-            let ihl = ip.header_len();
-            // More fragments or an offset: the fragment logic decides.
-            if ihl < Ipv4Hdr::LEN || ip.more_fragments() || ip.fragment_offset() != 0 {
-                return Some(Fast::Walk);
-            }
-            let udp_off = EthHdr::LEN + ihl;
-            let ports: [u8; 4] = at(b, udp_off)?;
-            let src = u16::from_be_bytes([ports[0], ports[1]]);
-            let dst = u16::from_be_bytes([ports[2], ports[3]]);
-            Some(if src == crate::NATPMP_PORT || dst == crate::NATPMP_PORT {
-                Fast::Ipv4Udp {
-                    udp_off,
-                    src: ip.src,
-                }
-            } else {
-                Fast::NotNatpmp
-            })
+            Some(Fast::Udp { udp_off, src })
         }
-        ETH_P_IPV6 => {
-            // Version nibble first, next header at byte 6 (RFC 8200 §3).
-            let fixed: [u8; 8] = at(b, EthHdr::LEN)?;
-            let next = fixed[6];
-            Some(
-                if fixed[0] >> 4 != 6
-                    || !matches!(
-                        next,
-                        IPPROTO_UDP
-                            | IPPROTO_IPIP
-                            | IPPROTO_HOPOPTS
-                            | IPPROTO_ROUTING
-                            | IPPROTO_DSTOPTS
-                            | IPPROTO_FRAGMENT
-                    )
-                {
-                    Fast::NotNatpmp
-                } else {
-                    Fast::Walk
-                },
-            )
+        IPPROTO_IPIP | IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
+            Some(Fast::Walk)
         }
-        _ => Some(Fast::Walk),
+        _ => Some(Fast::NotNatpmp),
     }
+}
+
+/// Whether the UDP header at `off` has port 5351 on either side. `None`:
+/// the ports are not in the frame (the staged walk would pass it too).
+#[inline(always)]
+fn natpmp_ports<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<bool> {
+    let src = b.be16(off)?;
+    let dst = b.be16(off + 2)?;
+    Some(src == crate::NATPMP_PORT || dst == crate::NATPMP_PORT)
 }
 
 /// Where the innermost IP header starts and whether it is IPv6, in one
@@ -474,8 +573,16 @@ fn ethernet<B: Bytes + ?Sized>(b: &B) -> Option<(u16, usize)> {
         if ppp.ver_type != PppoeHdr::VER_TYPE || ppp.code != 0 {
             return None;
         }
-        off += PppoeHdr::LEN;
-        return match ppp.protocol() {
+        // RFC 1661 §6.5: with protocol-field compression the field is one
+        // byte, the protocol's low byte, which is odd; uncompressed, its
+        // first byte is even.
+        let (protocol, len) = if ppp.protocol[0] & 1 != 0 {
+            (u16::from(ppp.protocol[0]), PppoeHdr::LEN - 1)
+        } else {
+            (ppp.protocol(), PppoeHdr::LEN)
+        };
+        off += len;
+        return match protocol {
             PPP_IP => Some((ETH_P_IP, off)),
             PPP_IPV6 => Some((ETH_P_IPV6, off)),
             _ => None,
@@ -713,13 +820,14 @@ impl Outcome {
 }
 
 /// A datagram (or fragment) the decision counts: what the counters and the
-/// policy need of it.
+/// policy need of it (see [`staged_counted`] and [`apply`]).
 #[derive(Clone, Copy)]
-struct Counted {
+pub struct Counted {
     class: Class,
     oversized: bool,
     dir: Direction,
-    src: [u8; 16],
+    /// As [`crate::addr_words`]: two registers, not sixteen bytes.
+    src: [u64; 2],
 }
 
 /// Walks the frame and applies `config`: the whole per-frame decision, the
@@ -730,8 +838,11 @@ struct Counted {
 /// 5351, frames it cannot see into (over-long IPv6 chains) and everything
 /// else pass.
 ///
-/// On Ethernet the inlined fast path (see `fast_path`) answers for the
-/// frames a WAN mostly carries; the rest take the staged walk.
+/// The inlined fast path (see `fast_path`) answers for the frames a WAN
+/// mostly carries; the rest take the staged walk ([`decide_slow`]). The XDP
+/// program calls the two halves itself, [`decide_fast`] inline and
+/// [`decide_slow`] in a function of its own, so that the fast path's
+/// outcome stays in registers.
 #[inline(always)]
 pub fn decide<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
     b: &B,
@@ -739,26 +850,71 @@ pub fn decide<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
     frags: &mut F,
     allow: &mut A,
 ) -> Outcome {
-    let len = b.frame_len() as u64;
-    let link = config.link();
-    let fast = if link == Link::Ethernet {
-        fast_path(b)
-    } else {
-        Some(Fast::Walk)
-    };
-    let counted = match fast {
+    match decide_fast(b, config, allow) {
+        Some(o) => o,
+        None => b.afresh(|b| decide_slow(b, config, frags, allow)),
+    }
+}
+
+/// The fast path's decision, or `None` when the frame needs the staged
+/// walk ([`decide_slow`]).
+#[inline(always)]
+pub fn decide_fast<B: Bytes + ?Sized, A: Allowlist>(
+    b: &B,
+    config: &Config,
+    allow: &mut A,
+) -> Option<Outcome> {
+    let counted = match fast_path(b, config.link()) {
         None | Some(Fast::NotNatpmp) => None,
-        Some(Fast::Ipv4Udp { udp_off, src }) => {
+        Some(Fast::Udp { udp_off, src }) => {
             udp_verdict::<B, true>(b, udp_off, false).map(|(dir, verdict)| Counted {
                 class: verdict.class,
                 oversized: verdict.oversized,
                 dir,
-                src: v4_mapped(src),
+                src,
             })
         }
-        Some(Fast::Walk) => b.afresh(|b| staged(b, link, frags)),
+        Some(Fast::Walk) => return None,
     };
-    outcome(len, config, counted, allow)
+    Some(outcome(b.frame_len() as u64, config, counted, allow))
+}
+
+/// The decision by the staged walk alone, for frames the fast path hands
+/// on (and, on the host, for any frame: the tests check that both paths
+/// give the same answer).
+#[inline]
+pub fn decide_slow<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
+    b: &B,
+    config: &Config,
+    frags: &mut F,
+    allow: &mut A,
+) -> Outcome {
+    let counted = staged_counted(b, config.link(), frags);
+    apply(b.frame_len() as u64, config, counted.as_ref(), allow)
+}
+
+/// [`decide_slow`] in two halves, for the XDP program: what the staged walk
+/// counts (a function of its own on BPF), and the policy applied to it
+/// ([`apply`]), so that the two need not share one stack frame.
+#[inline(always)]
+pub fn staged_counted<B: Bytes + ?Sized, F: FragTable>(
+    b: &B,
+    link: Link,
+    frags: &mut F,
+) -> Option<Counted> {
+    staged(b, link, frags)
+}
+
+/// The policy applied to what the staged walk counted (`len`: the frame's
+/// length).
+#[inline(always)]
+pub fn apply<A: Allowlist>(
+    len: u64,
+    config: &Config,
+    counted: Option<&Counted>,
+    allow: &mut A,
+) -> Outcome {
+    outcome(len, config, counted.copied(), allow)
 }
 
 /// [`decide`] without the fast path: every frame takes the staged walk.
@@ -770,8 +926,7 @@ pub fn decide_staged<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
     frags: &mut F,
     allow: &mut A,
 ) -> Outcome {
-    let counted = staged(b, config.link(), frags);
-    outcome(b.frame_len() as u64, config, counted, allow)
+    decide_slow(b, config, frags, allow)
 }
 
 /// The policy applied to what was counted: one exit for every counted
@@ -787,13 +942,14 @@ fn outcome<A: Allowlist>(
         return Outcome::PASS;
     };
     let policy = drops(config, c.dir);
-    let allowed = policy && allow.allows(&c.src);
+    let src = words_addr(c.src);
+    let allowed = policy && allow.allows(&src);
     Outcome {
         class: Some(c.class),
         oversized: c.oversized,
         drop: policy && !allowed,
         bytes: len,
-        src: c.src,
+        src,
         allowed,
     }
 }
@@ -828,6 +984,6 @@ fn staged<B: Bytes + ?Sized, F: FragTable>(b: &B, link: Link, frags: &mut F) -> 
         class,
         oversized,
         dir,
-        src: w.src,
+        src: addr_words(&w.src),
     })
 }

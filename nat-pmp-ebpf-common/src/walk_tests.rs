@@ -107,6 +107,34 @@ fn encapsulations() {
             Some(NatpmpExternalAddressRequest),
         ),
         (
+            "PPPoE IPv4, protocol field compressed (RFC 1661 6.5)",
+            e,
+            ethernet(&[], ETH_P_PPP_SES, &pppoe_compressed(0x21, &v4(&nat))),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "PPPoE IPv6, protocol field compressed",
+            e,
+            ethernet(&[], ETH_P_PPP_SES, &pppoe_compressed(0x57, &v6(&pcp_map()))),
+            Some(PcpMapRequest),
+        ),
+        (
+            "VLAN + PPPoE, protocol field compressed",
+            e,
+            ethernet(
+                &[ETH_P_8021Q],
+                ETH_P_PPP_SES,
+                &pppoe_compressed(0x21, &v4(&nat)),
+            ),
+            Some(NatpmpExternalAddressRequest),
+        ),
+        (
+            "PPPoE compressed LCP-range protocol passes",
+            e,
+            ethernet(&[], ETH_P_PPP_SES, &pppoe_compressed(0x23, &v4(&nat))),
+            None,
+        ),
+        (
             "PPPoE LCP passes",
             e,
             ethernet_pppoe(0xc021, &v4(&nat)),
@@ -678,11 +706,32 @@ fn fast_path_agrees_with_the_staged_walk() {
         eth_udp4(first, &[], 1, PORT, &map),
         ethernet(&[], ETH_P_IPV6, &v6(&pcp_map())),
         ethernet(&[ETH_P_8021Q], ETH_P_IP, &v4(&[0, 0])),
+        ethernet(&[ETH_P_8021AD, ETH_P_8021Q], ETH_P_IPV6, &v6(&[0, 1])),
+        ethernet(
+            &[ETH_P_8021Q, ETH_P_8021Q, ETH_P_8021Q],
+            ETH_P_IP,
+            &v4(&[0, 0]),
+        ),
         ethernet_pppoe(PPP_IP, &v4(&[0, 0])),
+        ethernet_pppoe(PPP_IPV6, &v6(&[0, 0])),
+        ethernet(&[], ETH_P_PPP_SES, &pppoe_compressed(0x21, &v4(&[0, 0]))),
+        ethernet(&[], ETH_P_PPP_SES, &pppoe_compressed(0x57, &v6(&map))),
+        ethernet(
+            &[ETH_P_8021Q],
+            ETH_P_PPP_SES,
+            &pppoe_compressed(0x21, &v4(&map)),
+        ),
+        v4(&[0, 0]),
+        v6(&pcp_map()),
     ]);
     let mut allowed = Config::new(Mode::Drop);
     allowed.allow_prefixes = 1;
-    let configs = [Config::new(Mode::Monitor), Config::new(Mode::Drop), allowed];
+    let configs = [
+        Config::new(Mode::Monitor),
+        Config::new(Mode::Drop),
+        allowed,
+        Config::new(Mode::Drop).with_link(Link::RawIp),
+    ];
     let mut checked = 0u64;
     let mut check = |frame: &[u8]| {
         for config in &configs {

@@ -3,17 +3,29 @@
 //! classifies the payload with the shared classifier, counts every datagram
 //! per class in a per-CPU array and, in drop mode, drops what goes to 5351.
 //! All of the decision is `nat_pmp_ebpf_common::decide`; this file only
-//! supplies packet bytes, maps and counters. Counted datagrams also update
-//! their sender's entry in the per-CPU LRU map of sources (unless
-//! per-source tracking is off); drop mode lets through senders in the
-//! allowlist (an LPM trie).
+//! supplies packet bytes, maps and counters. Counted datagrams also add to
+//! their sender's slot in the per-CPU source table (unless per-source
+//! tracking is off); drop mode lets through senders in the allowlist (an
+//! LPM trie).
 //!
 //! Contract: anything that is not UDP to or from port 5351 passes untouched
 //! and uncounted, on the cheapest path the parse allows; anything the program
 //! cannot parse passes (a filter in front of a router must not drop what it
 //! does not understand). Datagrams from port 5351 are counted, never dropped.
+//!
+//! Cost contract: the path of every frame the fast path takes (untagged,
+//! VLAN, QinQ and PPPoE Ethernet or raw IP; IPv4 or IPv6 with UDP right
+//! after the fixed header) makes no helper call and no BPF-to-BPF call:
+//! the maps it touches are arrays, whose lookups the verifier inlines, and
+//! time comes from the agent (`Config::epoch`), not a kernel clock. Only a
+//! sample of dropped datagrams (a budget the agent refills), a non-empty
+//! allowlist, fragments, IPv6 extension headers and IPv4 in IPv6 call out.
+//! `tests/xlated.rs` checks this on the loaded program.
 #![no_std]
 #![no_main]
+// One-instruction packet loads (`Packet::load`): the BPF backend otherwise
+// reads a field at an unknown alignment a byte at a time.
+#![feature(asm_experimental_arch)]
 // Everything on the packet path must be inlined: a BPF-to-BPF call costs a
 // stack frame out of 512 bytes and is verified again at every call site.
 #![expect(
@@ -25,17 +37,16 @@ use core::mem;
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
-    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use nat_pmp_ebpf_common::{
-    decide,
-    parse::{Plain, MAX_OFFSET},
-    Allowlist, Bytes, Class, ClassCounters, Config, FragEntry, FragKey, FragTable, LogWindow,
-    Outcome, SourceStats, Trace, ALLOW_MAX_ENTRIES, DROP_LOG_PER_SEC, FRAGS_MAX_ENTRIES,
-    SOURCES_MAX_ENTRIES,
+    addr_words, apply, decide_fast,
+    parse::{staged_counted, Counted, Plain, MAX_OFFSET},
+    source_set, words_addr, Allowlist, Bytes, Class, ClassCounters, Config, FragEntry, FragKey,
+    FragTable, LogBudget, Outcome, SourceSet, Trace, Unattributed, ALLOW_MAX_ENTRIES,
+    FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
 };
 
 #[map(name = "NATPMP_STATS")]
@@ -50,21 +61,24 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map(name = "NATPMP_FRAGS")]
 static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
 
-/// Senders of counted datagrams (see `SOURCES_MAX_ENTRIES` in -common for
-/// the bound and its memory). Per-CPU values: no atomics and no lost
-/// updates between CPUs; the LRU is shared, so the bound is on the whole
-/// map and a flood of spoofed sources evicts the least recently seen.
+/// Senders of counted datagrams: see `MAP_SOURCES` in -common for the
+/// layout, the epochs and the bound. Per-CPU, so no atomics and no lost
+/// updates between CPUs.
 #[map(name = "NATPMP_SOURCES")]
-static SOURCES: LruPerCpuHashMap<[u8; 16], SourceStats> =
-    LruPerCpuHashMap::with_max_entries(SOURCES_MAX_ENTRIES, 0);
+static SOURCES: PerCpuArray<SourceSet> =
+    PerCpuArray::with_max_entries(SOURCE_GENERATIONS * SOURCE_SETS, 0);
+
+/// Counted datagrams whose sender found no free slot.
+#[map(name = "NATPMP_UNATTRIBUTED")]
+static UNATTRIBUTED: PerCpuArray<Unattributed> = PerCpuArray::with_max_entries(1, 0);
 
 /// Source prefixes drop mode lets through (IPv4 as IPv4-mapped IPv6).
 #[map(name = "NATPMP_ALLOW")]
 static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(ALLOW_MAX_ENTRIES, 0);
 
-/// The drop log's rate limit: one window per CPU, so no atomics.
+/// The drop log's budget: one per CPU, so no atomics; the agent refills it.
 #[map(name = "NATPMP_LOG_RATE")]
-static LOG_RATE: PerCpuArray<LogWindow> = PerCpuArray::with_max_entries(1, 0);
+static LOG_RATE: PerCpuArray<LogBudget> = PerCpuArray::with_max_entries(1, 0);
 
 /// The last frame's decision, written only when tracing is on (tests).
 #[map(name = "NATPMP_TRACE")]
@@ -80,30 +94,50 @@ static NATPMP_TRACE_ON: u32 = 0;
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] entry signature")]
 pub fn nat_pmp(ctx: XdpContext) -> u32 {
     let pkt = Packet::new(&ctx);
-    // A missing config entry cannot happen (arrays are preallocated); the
-    // default is monitor mode on Ethernet, tracking sources.
-    let config = CONFIG.get(0).copied().unwrap_or_default();
+    // A missing config entry cannot happen (arrays are preallocated). Read
+    // in place: no copy of the entry to the stack.
+    let Some(config) = CONFIG.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
     let mut allow = Allow {
         empty: config.allow_prefixes == 0,
     };
-    let outcome = decide(&pkt, &config, &mut Frags, &mut allow);
+    match decide_fast(&pkt, config, &mut allow) {
+        Some(outcome) => finish(&ctx, config, &outcome),
+        None => {
+            // Frames the fast path hands on (fragments, IPv6 extension
+            // headers, IPv4 in IPv6): the staged walk (its own function),
+            // read through fresh packet bounds so that the verifier checks
+            // it once, not once per set of checks the fast path made.
+            let pkt = Packet::new(&ctx);
+            let counted = staged_counted(&pkt, config.link(), &mut Frags);
+            slow(&ctx, config, pkt.frame_len() as u64, counted.as_ref())
+        }
+    }
+}
+
+/// The tail of the staged walk's frames, in a function of its own so that
+/// its outcome (in memory) does not push the fast path's out of registers,
+/// and its stack frame is not on top of the walk's.
+#[inline(never)]
+fn slow(ctx: &XdpContext, config: &Config, len: u64, counted: Option<&Counted>) -> u32 {
+    let mut allow = Allow {
+        empty: config.allow_prefixes == 0,
+    };
+    let outcome = apply(len, config, counted, &mut allow);
+    finish(ctx, config, &outcome)
+}
+
+/// Counts, tracks, logs and returns the action: the one tail of both paths.
+#[inline(always)]
+fn finish(ctx: &XdpContext, config: &Config, outcome: &Outcome) -> u32 {
     if let Some(class) = outcome.class {
-        record(class, &outcome);
-        let track = config.tracks_sources();
-        if track || outcome.drop {
-            // One clock read serves both. The coarse clock (the last tick,
-            // CLOCK_MONOTONIC_COARSE) reads no hardware counter: in a VM a
-            // precise read costs as much as the rest of the frame's work,
-            // and a source's first/last-seen times and a one-second log
-            // window need no better than a tick.
-            // SAFETY: a helper without arguments.
-            let now = unsafe { bpf_ktime_get_coarse_ns() };
-            if track {
-                track_source(class, &outcome, now);
-            }
-            if outcome.drop {
-                log_drop(&ctx, class, &outcome, now);
-            }
+        record(class, outcome);
+        if config.tracks_sources() {
+            track_source(config, class, outcome);
+        }
+        if outcome.drop {
+            log_drop(ctx, class, outcome);
         }
     }
     let action = if outcome.drop {
@@ -114,7 +148,14 @@ pub fn nat_pmp(ctx: XdpContext) -> u32 {
     // SAFETY: a plain read of a `u32` static; volatile so that the compiler
     // keeps the load for the loader to patch instead of folding the 0.
     if unsafe { core::ptr::read_volatile(&raw const NATPMP_TRACE_ON) } != 0 {
-        trace(&outcome, action);
+        let src = addr_words(&outcome.src);
+        trace(
+            outcome.class.map_or(Trace::UNCOUNTED, Class::index),
+            u32::from(outcome.oversized) | u32::from(outcome.allowed) << 1 | action << 8,
+            outcome.bytes,
+            src[0],
+            src[1],
+        );
     }
     action
 }
@@ -165,6 +206,47 @@ impl Bytes for Packet {
         self.end - self.start
     }
 
+    #[inline(always)]
+    fn be16(&self, off: usize) -> Option<u16> {
+        let p = self.checked(off, 2)?;
+        let v: u64;
+        // SAFETY: `checked` proved the 2 bytes at `p` inside the frame; the
+        // load reads only them (x86-64 and arm64 load at any alignment, and
+        // the verifier allows it there).
+        unsafe {
+            core::arch::asm!("{v} = *(u16 *)({p} + 0)", v = out(reg) v, p = in(reg) p,
+                options(readonly, nostack, preserves_flags));
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "a 16-bit load")]
+        Some(u16::from_be(v as u16))
+    }
+
+    #[inline(always)]
+    fn addr4(&self, off: usize) -> Option<[u8; 4]> {
+        let p = self.checked(off, 4)?;
+        let v: u64;
+        // SAFETY: as in `be16`, for 4 bytes.
+        unsafe {
+            core::arch::asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p,
+                options(readonly, nostack, preserves_flags));
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "a 32-bit load")]
+        Some((v as u32).to_ne_bytes())
+    }
+
+    #[inline(always)]
+    fn addr16(&self, off: usize) -> Option<[u64; 2]> {
+        let p = self.checked(off, 16)?;
+        let (hi, lo): (u64, u64);
+        // SAFETY: as in `be16`, for 16 bytes.
+        unsafe {
+            core::arch::asm!("{hi} = *(u64 *)({p} + 0)", "{lo} = *(u64 *)({p} + 8)",
+                hi = out(reg) hi, lo = out(reg) lo, p = in(reg) p,
+                options(readonly, nostack, preserves_flags));
+        }
+        Some([hi, lo])
+    }
+
     /// The one place packet bounds are checked.
     #[inline(always)]
     fn read<T: Plain>(&self, off: usize) -> Option<T> {
@@ -179,6 +261,24 @@ impl Bytes for Packet {
         // (checked just above against `data_end`); the read is unaligned and
         // `T: Plain` makes every bit pattern valid.
         Some(unsafe { core::ptr::read_unaligned(ptr as *const T) })
+    }
+}
+
+impl Packet {
+    /// The address of the `len` bytes at `off`, if the frame holds them.
+    /// Used by the loads above, whose bounds check the compiler cannot see
+    /// through (the asm is opaque), so it cannot drop a check the verifier
+    /// needs.
+    #[inline(always)]
+    fn checked(&self, off: usize, len: usize) -> Option<usize> {
+        if off > MAX_OFFSET {
+            return None;
+        }
+        let ptr = self.start + (off & MAX_OFFSET);
+        if ptr + len > self.end {
+            return None;
+        }
+        Some(ptr)
     }
 }
 
@@ -221,83 +321,67 @@ fn allow_lookup(src: &[u8; 16]) -> bool {
     ALLOW.get(Key::new(128, *src)).is_some()
 }
 
-/// Adds a counted datagram to its sender's entry (this CPU's slot), inlined:
-/// a known source costs the map lookup and no BPF-to-BPF call.
+/// Adds a counted datagram to its sender's slot in this CPU's set for the
+/// current epoch, all inlined: a per-CPU array lookup (the verifier inlines
+/// it), a keyed hash and at most `SOURCE_WAYS` two-word compares. Ways fill
+/// in order and nothing frees a slot within an epoch, so the first free way
+/// means the sender is new. A full set counts the datagram as unattributed.
 #[inline(always)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "a reference into the outcome: no 16-byte key copy on the 512-byte stack"
-)]
-fn track_source(class: Class, outcome: &Outcome, now: u64) {
+fn track_source(config: &Config, class: Class, outcome: &Outcome) {
+    let addr = addr_words(&outcome.src);
+    let key = config.generation_base() + source_set(addr, config.hash_key);
+    let Some(set) = SOURCES.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: this CPU's copy of a per-CPU array entry; XDP runs with
+    // preemption disabled, so nothing else writes it concurrently (the agent
+    // only reads generations the program has left).
+    let set = unsafe { &mut *set };
+    let stamp = config.source_stamp();
     let bit = 1u32 << (class.index() & 31);
-    if let Some(s) = SOURCES.get_ptr_mut(&outcome.src) {
-        // SAFETY: this CPU's slot of a per-CPU entry; XDP runs with
-        // preemption disabled, so nothing else writes it concurrently. An
-        // entry evicted meanwhile stays valid memory until an RCU grace
-        // period ends (the update is then lost, as the entry is).
-        let s = unsafe { &mut *s };
-        if s.packets == 0 {
-            // First datagram on this CPU (another CPU created the entry).
-            s.first_seen_ns = now;
+    for slot in &mut set.slots {
+        if slot.stamp != stamp {
+            slot.addr = addr;
+            slot.packets = 1;
+            slot.bytes = outcome.bytes;
+            slot.classes = bit;
+            slot.stamp = stamp;
+            return;
         }
-        s.packets += 1;
-        s.bytes += outcome.bytes;
-        s.last_seen_ns = now;
-        s.classes |= bit;
-    } else {
-        new_source(outcome, now, bit);
+        if slot.addr[0] == addr[0] && slot.addr[1] == addr[1] {
+            slot.packets += 1;
+            slot.bytes += outcome.bytes;
+            slot.classes |= bit;
+            return;
+        }
+    }
+    if let Some(u) = UNATTRIBUTED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, as above.
+        let u = unsafe { &mut *u };
+        u.packets += 1;
+        u.bytes += outcome.bytes;
     }
 }
 
-/// A source not in the map yet (or evicted): its own BPF function, so its
-/// 40-byte value lives in its own stack frame; it runs once per new source.
-#[inline(never)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "references, not copies, on the 512-byte stack"
-)]
-fn new_source(outcome: &Outcome, now: u64, bit: u32) {
-    let fresh = SourceStats {
-        packets: 1,
-        bytes: outcome.bytes,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        classes: bit,
-        pad: 0,
-    };
-    // Inserting a per-CPU value sets this CPU's slot and zeroes the
-    // others; if another CPU created the entry meanwhile, the kernel
-    // writes this CPU's slot of it (`__htab_lru_percpu_map_update_elem`
-    // copies into an existing element), so nothing is lost. It fails
-    // only if the kernel cannot allocate; the source then goes
-    // untracked (the class counters still count it).
-    let _ = SOURCES.insert(&outcome.src, &fresh, 0);
-}
-
-/// Logs a dropped datagram (source and class) through aya-log, at most
-/// `DROP_LOG_PER_SEC` per CPU per one-second window: a flood costs one
-/// per-CPU array access per drop (inlined, no call) and logs no more than
-/// the bound.
+/// Logs a dropped datagram (source and class) through aya-log while this
+/// CPU's budget lasts: a flood costs one inlined per-CPU array access per
+/// drop and logs no more than the agent grants per interval.
 #[inline(always)]
-fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome, now: u64) {
-    let Some(w) = LOG_RATE.get_ptr_mut(0) else {
+fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome) {
+    let Some(b) = LOG_RATE.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: this CPU's slot; XDP runs with preemption disabled.
-    let w = unsafe { &mut *w };
-    if now.wrapping_sub(w.start_ns) >= 1_000_000_000 {
-        w.start_ns = now;
-        w.logged = 0;
-    }
-    if w.logged >= DROP_LOG_PER_SEC {
+    let b = unsafe { &mut *b };
+    if b.tokens == 0 {
         return;
     }
-    w.logged += 1;
+    b.tokens -= 1;
     log_line(ctx, class, outcome);
 }
 
 /// The log line itself: its own BPF function, reached at most
-/// `DROP_LOG_PER_SEC` times per second per CPU. One call site with
+/// `DROP_LOG_PER_SEC` times per second per CPU (the budget). One call site with
 /// fixed-size arguments: each aya-log call is verified again for every
 /// path that reaches it, and copying a string costs far more than a
 /// number. The agent turns the class index into its name and IPv4-mapped
@@ -333,9 +417,13 @@ fn record(class: Class, outcome: &Outcome) {
     }
 }
 
-/// Writes the decision into the trace map (tests only).
+/// Writes the decision into the trace map (tests only). Scalars rather
+/// than the outcome (at most five: BPF functions take no stack arguments):
+/// nothing is copied to the stack for it on the normal path, where the
+/// verifier removes the call. `flags`: bit 0 oversized, bit 1 allowed, the
+/// action from bit 8.
 #[inline(never)]
-fn trace(outcome: &Outcome, action: u32) {
+fn trace(class: u32, flags: u32, bytes: u64, src_hi: u64, src_lo: u64) {
     let Some(t) = TRACE.get_ptr_mut(0) else {
         return;
     };
@@ -343,12 +431,12 @@ fn trace(outcome: &Outcome, action: u32) {
     // a time.
     let t = unsafe { &mut *t };
     t.seq = t.seq.wrapping_add(1);
-    t.action = action;
-    t.class = outcome.class.map_or(Trace::UNCOUNTED, Class::index);
-    t.oversized = u32::from(outcome.oversized);
-    t.bytes = outcome.bytes;
-    t.src = outcome.src;
-    t.allowed = u32::from(outcome.allowed);
+    t.action = flags >> 8;
+    t.class = class;
+    t.oversized = flags & 1;
+    t.bytes = bytes;
+    t.src = words_addr([src_hi, src_lo]);
+    t.allowed = flags >> 1 & 1;
 }
 
 #[cfg(not(test))]
