@@ -25,7 +25,7 @@ pub mod parse;
 pub mod reference;
 
 pub use parse::{
-    apply, decide, decide_fast, decide_slow, decide_staged, v4_mapped, walk, Allowlist, Bytes,
+    apply, decide, decide_fast, FastDecision, decide_slow, decide_staged, v4_mapped, walk, Allowlist, Bytes,
     Found, FragEntry, FragKey, FragTable, Outcome, Prefix, Walk, MAX_IPV6_EXT_HEADERS,
     MAX_VLAN_TAGS,
 };

@@ -809,7 +809,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    const PASS: Outcome = Outcome {
+    /// Not NAT-PMP/PCP: passed, nothing counted.
+    pub const PASS: Outcome = Outcome {
         class: None,
         oversized: false,
         drop: false,
@@ -851,32 +852,52 @@ pub fn decide<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
     allow: &mut A,
 ) -> Outcome {
     match decide_fast(b, config, allow) {
-        Some(o) => o,
-        None => b.afresh(|b| decide_slow(b, config, frags, allow)),
+        FastDecision::Pass => Outcome::PASS,
+        FastDecision::Counted(o) => o,
+        FastDecision::Slow => b.afresh(|b| decide_slow(b, config, frags, allow)),
     }
 }
 
-/// The fast path's decision, or `None` when the frame needs the staged
-/// walk ([`decide_slow`]).
+/// What the fast path decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastDecision {
+    /// Not NAT-PMP/PCP: passed, uncounted ([`Outcome`]'s `PASS`).
+    Pass,
+    /// A datagram the fast path counted.
+    Counted(Outcome),
+    /// The staged walk decides ([`decide_slow`]).
+    Slow,
+}
+
+/// The fast path's decision. The XDP program returns `XDP_PASS` for
+/// [`FastDecision::Pass`] at once: no outcome is built for the traffic a
+/// WAN mostly carries.
 #[inline(always)]
 pub fn decide_fast<B: Bytes + ?Sized, A: Allowlist>(
     b: &B,
     config: &Config,
     allow: &mut A,
-) -> Option<Outcome> {
-    let counted = match fast_path(b, config.link()) {
-        None | Some(Fast::NotNatpmp) => None,
-        Some(Fast::Udp { udp_off, src }) => {
-            udp_verdict::<B, true>(b, udp_off, false).map(|(dir, verdict)| Counted {
-                class: verdict.class,
-                oversized: verdict.oversized,
-                dir,
-                src,
-            })
-        }
-        Some(Fast::Walk) => return None,
+) -> FastDecision {
+    let (udp_off, src) = match fast_path(b, config.link()) {
+        None | Some(Fast::NotNatpmp) => return FastDecision::Pass,
+        Some(Fast::Walk) => return FastDecision::Slow,
+        Some(Fast::Udp { udp_off, src }) => (udp_off, src),
     };
-    Some(outcome(b.frame_len() as u64, config, counted, allow))
+    let Some((dir, verdict)) = udp_verdict::<B, true>(b, udp_off, false) else {
+        return FastDecision::Pass;
+    };
+    let counted = Counted {
+        class: verdict.class,
+        oversized: verdict.oversized,
+        dir,
+        src,
+    };
+    FastDecision::Counted(outcome(
+        b.frame_len() as u64,
+        config,
+        Some(counted),
+        allow,
+    ))
 }
 
 /// The decision by the staged walk alone, for frames the fast path hands

@@ -42,7 +42,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nat_pmp_ebpf_common::{
-    addr_words, apply, decide_fast,
+    addr_words, apply, decide_fast, FastDecision,
     parse::{staged_counted, Counted, Plain, MAX_OFFSET},
     source_set, words_addr, Allowlist, Bytes, Class, ClassCounters, Config, FragEntry, FragKey,
     FragTable, LogBudget, Outcome, SourceSet, Trace, Unattributed, ALLOW_MAX_ENTRIES,
@@ -103,8 +103,14 @@ pub fn nat_pmp(ctx: XdpContext) -> u32 {
         empty: config.allow_prefixes == 0,
     };
     match decide_fast(&pkt, config, &mut allow) {
-        Some(outcome) => finish(&ctx, config, &outcome),
-        None => {
+        FastDecision::Pass => {
+            if trace_on() {
+                trace(Trace::UNCOUNTED, xdp_action::XDP_PASS << 8, 0, 0, 0);
+            }
+            xdp_action::XDP_PASS
+        }
+        FastDecision::Counted(outcome) => finish(&ctx, config, &outcome),
+        FastDecision::Slow => {
             // Frames the fast path hands on (fragments, IPv6 extension
             // headers, IPv4 in IPv6): the staged walk (its own function),
             // read through fresh packet bounds so that the verifier checks
@@ -145,9 +151,7 @@ fn finish(ctx: &XdpContext, config: &Config, outcome: &Outcome) -> u32 {
     } else {
         xdp_action::XDP_PASS
     };
-    // SAFETY: a plain read of a `u32` static; volatile so that the compiler
-    // keeps the load for the loader to patch instead of folding the 0.
-    if unsafe { core::ptr::read_volatile(&raw const NATPMP_TRACE_ON) } != 0 {
+    if trace_on() {
         let src = addr_words(&outcome.src);
         trace(
             outcome.class.map_or(Trace::UNCOUNTED, Class::index),
@@ -158,6 +162,15 @@ fn finish(ctx: &XdpContext, config: &Config, outcome: &Outcome) -> u32 {
         );
     }
     action
+}
+
+/// Whether tracing is on (tests). The verifier knows the value (a frozen
+/// `.rodata` global) and removes the code it guards when it is 0.
+#[inline(always)]
+fn trace_on() -> bool {
+    // SAFETY: a plain read of a `u32` static; volatile so that the compiler
+    // keeps the load for the loader to patch instead of folding the 0.
+    unsafe { core::ptr::read_volatile(&raw const NATPMP_TRACE_ON) != 0 }
 }
 
 /// The frame as the shared walk sees it.

@@ -65,31 +65,53 @@ fn tcp6() -> Vec<u8> {
     padded(v)
 }
 
-/// An opcode-0 request to 5351 behind one 802.1Q tag (VID 100).
-fn vlan() -> Vec<u8> {
-    let mut f = udp4_unpadded(
-        NATPMP_PORT,
-        &sample_payload(Class::NatpmpExternalAddressRequest),
-    );
-    // TPID 0x8100, PCP 0 / DEI 0 / VID 100; the IPv4 EtherType follows.
-    f.splice(12..12, [0x81, 0x00, 0x00, 100]);
-    padded(f)
+fn udp6(dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(TX_MAC, RX_MAC)
+        .ipv6(V6_SRC, V6_DST, 64)
+        .udp(40000, dport);
+    let mut v = Vec::new();
+    let _ = b.write(&mut v, payload);
+    v
 }
 
-/// An opcode-0 request to 5351 inside a `PPPoE` session (RFC 2516 §4,
-/// PPP protocol 0x0021 = IPv4).
-fn pppoe() -> Vec<u8> {
-    let f = udp4_unpadded(
+fn request4() -> Vec<u8> {
+    udp4_unpadded(
         NATPMP_PORT,
         &sample_payload(Class::NatpmpExternalAddressRequest),
-    );
+    )
+}
+
+fn request6() -> Vec<u8> {
+    udp6(
+        NATPMP_PORT,
+        &sample_payload(Class::NatpmpExternalAddressRequest),
+    )
+}
+
+/// `f` behind VLAN tags, outermost first (each its TPID; VIDs 100, 101).
+fn tagged(tpids: &[u16], f: &[u8]) -> Vec<u8> {
+    let mut out = f[..12].to_vec();
+    for (i, tpid) in tpids.iter().enumerate() {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&[0x00, 100 + u8::try_from(i).unwrap_or(0)]);
+    }
+    out.extend_from_slice(&f[12..]);
+    padded(out)
+}
+
+/// `f`'s IP packet inside a `PPPoE` session (RFC 2516 §4), with the PPP
+/// protocol field in two bytes or, `compressed`, one (RFC 1661 §6.5).
+fn pppoe(f: &[u8], compressed: bool) -> Vec<u8> {
     let ip = &f[14..];
-    let ppp_len = u16::try_from(ip.len() + 2)
+    let proto: u8 = if f[12..14] == [0x86, 0xdd] { 0x57 } else { 0x21 };
+    let field: &[u8] = if compressed { &[proto] } else { &[0, proto] };
+    let ppp_len = u16::try_from(ip.len() + field.len())
         .unwrap_or(u16::MAX)
         .to_be_bytes();
     let mut out = f[..12].to_vec();
     out.extend_from_slice(&[0x88, 0x64]); // PPPoE session stage
-    out.extend_from_slice(&[0x11, 0x00, 0x00, 0x01, ppp_len[0], ppp_len[1], 0x00, 0x21]);
+    out.extend_from_slice(&[0x11, 0x00, 0x00, 0x01, ppp_len[0], ppp_len[1]]);
+    out.extend_from_slice(field);
     out.extend_from_slice(ip);
     padded(out)
 }
@@ -114,6 +136,10 @@ pub fn opcode0_from(i: u16) -> Vec<u8> {
     ))
 }
 
+/// Row names the targets refer to.
+pub const IPV6_REQUEST: &str = "NAT-PMP opcode 0 request (IPv6 UDP/5351)";
+pub const VLAN_TCP: &str = "802.1Q VLAN + IPv4 TCP/443";
+
 /// Every frame of the per-packet table, in table order.
 pub fn all() -> Vec<Frame> {
     let f = |name, bytes, natpmp| Frame {
@@ -133,10 +159,40 @@ pub fn all() -> Vec<Frame> {
             udp4(NATPMP_PORT, &sample_payload(Class::MalformedTruncated)),
             true,
         ),
+        f(IPV6_REQUEST, padded(request6()), true),
         f("IPv4 TCP/443", tcp4(), false),
         f("IPv4 UDP/53 (DNS)", udp4(53, &[0; 12]), false),
         f("IPv6 TCP/443", tcp6(), false),
-        f("802.1Q VLAN + opcode 0 request", vlan(), true),
-        f("PPPoE session + opcode 0 request", pppoe(), true),
+        f(VLAN_TCP, tagged(&[0x8100], &tcp4()), false),
+        f(
+            "802.1Q VLAN + opcode 0 request",
+            tagged(&[0x8100], &request4()),
+            true,
+        ),
+        f(
+            "QinQ (802.1ad + 802.1Q) + opcode 0 request",
+            tagged(&[0x88a8, 0x8100], &request4()),
+            true,
+        ),
+        f(
+            "802.1Q VLAN + IPv6 opcode 0 request",
+            tagged(&[0x8100], &request6()),
+            true,
+        ),
+        f(
+            "PPPoE session + opcode 0 request",
+            pppoe(&request4(), false),
+            true,
+        ),
+        f(
+            "PPPoE session + IPv6 opcode 0 request",
+            pppoe(&request6(), false),
+            true,
+        ),
+        f(
+            "PPPoE, PPP protocol field compressed + opcode 0 request",
+            pppoe(&request4(), true),
+            true,
+        ),
     ]
 }

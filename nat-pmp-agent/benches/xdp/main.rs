@@ -78,6 +78,7 @@ pub const PRODUCT_MONITOR: &str = "product, monitor mode";
 pub const BARE_PASS: &str = "bare XDP_PASS";
 pub const BARE_DROP: &str = "bare XDP_DROP";
 pub const XDP_FILTER: &str = "xdp-filter port 5351";
+pub const REFERENCE: &str = "reference (parse, count, drop)";
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -207,6 +208,7 @@ fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
     product_monitor.set_mode(Mode::Monitor)?;
     let pass = progs::load(progs::BENCH_PASS, "bench_pass")?;
     let drop = progs::load(progs::BENCH_DROP, "bench_drop")?;
+    let reference = progs::load(progs::BENCH_REF, "bench_ref")?;
     // xdp-filter needs an interface to load on: a veth in our namespace.
     let ns = NetNs::new("xf")?;
     ns.ip(&["link", "add", "xf0", "type", "veth", "peer", "name", "xf1"])?;
@@ -235,6 +237,10 @@ fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
         Subject {
             name: BARE_DROP.into(),
             prog: progs::xdp(&drop, "bench_drop")?,
+        },
+        Subject {
+            name: REFERENCE.into(),
+            prog: progs::xdp(&reference, "bench_ref")?,
         },
         Subject {
             name: XDP_FILTER.into(),

@@ -17,6 +17,7 @@ use crate::env::{sh, Bpffs, NetNs};
 
 pub static BENCH_PASS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_pass"));
 pub static BENCH_DROP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_drop"));
+pub static BENCH_REF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_ref"));
 pub static BENCH_REDIRECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_redirect"));
 
