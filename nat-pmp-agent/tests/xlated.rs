@@ -1,9 +1,24 @@
-//! The xlated-instruction interpreter (`tests/common/xlated.rs`), checked on
-//! hand-assembled instruction sequences.
+//! The xlated-instruction interpreter (`tests/common/xlated.rs`): checked on
+//! hand-assembled instruction sequences, then against the kernel itself on
+//! the product's loaded program (the action it reaches at `exit` must be
+//! the one `BPF_PROG_TEST_RUN` returns for the same frame and
+//! configuration), and used for the issue's requirement: the paths of
+//! traffic that is not NAT-PMP and of untagged IPv4/IPv6 NAT-PMP requests
+//! make no call.
+//!
+//! The kernel tests need root; they load the program but attach it nowhere.
 
+mod common;
 #[path = "common/xlated.rs"]
 mod xlated;
 
+use etherparse::PacketBuilder;
+use nat_pmp_agent::{ebpf::Filter, probe::sample_payload};
+use nat_pmp_ebpf_common::{
+    frames::{ethernet, ethernet_pppoe, v4},
+    headers::{ETH_P_8021Q, ETH_P_IP, PPP_IP},
+    Class, Mode, NATPMP_PORT,
+};
 use xlated::{Call, CallKind, MapSnapshot, Path, Program};
 
 // ---------------------------------------------------------------------------
@@ -439,4 +454,305 @@ fn unmodelled_code_is_an_error() {
     // An endless loop hits the step bound.
     let e = fails(&[ins(0x05, 0, 0, -1, 0), EXIT], "loop");
     assert!(e.contains("no exit after"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// The product's program, in the kernel.
+
+const XDP_PASS: u32 = 2;
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const V4_SRC: [u8; 4] = [198, 18, 0, 2];
+const V4_DST: [u8; 4] = [198, 18, 0, 1];
+const V6_SRC: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const V6_DST: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Which requirement a frame's path falls under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// Not NAT-PMP: must make no call, in every configuration.
+    NotNatpmp,
+    /// An untagged IPv4 or IPv6 NAT-PMP request: no call in drop and
+    /// monitor mode, source tracking on and off.
+    UntaggedRequest,
+    /// Measured only.
+    Other,
+}
+
+struct Frame {
+    name: &'static str,
+    bytes: Vec<u8>,
+    group: Group,
+}
+
+/// Pads to the 60-byte Ethernet minimum, as a NIC delivers.
+fn padded(mut f: Vec<u8>) -> Vec<u8> {
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+/// Writes an etherparse builder's frame, padded.
+macro_rules! built {
+    ($b:expr, $payload:expr) => {{
+        let b = $b;
+        let payload: &[u8] = $payload;
+        let mut v = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut v, payload).expect("building a frame");
+        padded(v)
+    }};
+}
+
+fn frames() -> Vec<Frame> {
+    let nat0 = sample_payload(Class::NatpmpExternalAddressRequest);
+    let map_udp = sample_payload(Class::NatpmpMapUdpRequest);
+    let udp4 = |dport: u16, payload: &[u8]| {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(V4_SRC, V4_DST, 64)
+            .udp(40000, dport);
+        built!(b, payload)
+    };
+    let udp6 = |dport: u16, payload: &[u8]| {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv6(V6_SRC, V6_DST, 64)
+            .udp(40000, dport);
+        built!(b, payload)
+    };
+    let tcp4 = {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(V4_SRC, V4_DST, 64)
+            .tcp(40000, 443, 1, 1024);
+        built!(b, &[])
+    };
+    let tcp6 = {
+        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv6(V6_SRC, V6_DST, 64)
+            .tcp(40000, 443, 1, 1024);
+        built!(b, &[])
+    };
+    // A DNS query header (id, flags RD, one question) and a root question.
+    let dns = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+    let frame = |name, bytes, group| Frame { name, bytes, group };
+    vec![
+        frame("IPv4 TCP/443", tcp4, Group::NotNatpmp),
+        frame("IPv4 UDP/53 (DNS)", udp4(53, &dns), Group::NotNatpmp),
+        frame("IPv6 TCP/443", tcp6, Group::NotNatpmp),
+        frame(
+            "IPv4 NAT-PMP opcode 0 request",
+            udp4(NATPMP_PORT, &nat0),
+            Group::UntaggedRequest,
+        ),
+        frame(
+            "IPv4 NAT-PMP map UDP request",
+            udp4(NATPMP_PORT, &map_udp),
+            Group::UntaggedRequest,
+        ),
+        frame(
+            "IPv6 NAT-PMP opcode 0 request",
+            udp6(NATPMP_PORT, &nat0),
+            Group::UntaggedRequest,
+        ),
+        frame(
+            "802.1Q + opcode 0 request",
+            padded(ethernet(&[ETH_P_8021Q], ETH_P_IP, &v4(&nat0))),
+            Group::Other,
+        ),
+        frame(
+            "PPPoE + opcode 0 request",
+            padded(ethernet_pppoe(PPP_IP, &v4(&nat0))),
+            Group::Other,
+        ),
+        frame(
+            "bare Ethernet header (14 bytes)",
+            udp4(NATPMP_PORT, &nat0)[..14].to_vec(),
+            Group::Other,
+        ),
+        frame(
+            "10 bytes, too short for Ethernet",
+            udp4(NATPMP_PORT, &nat0)[..10].to_vec(),
+            Group::Other,
+        ),
+    ]
+}
+
+/// Drop and monitor mode, per-source tracking on and off.
+const CONFIGS: [(Mode, bool); 4] = [
+    (Mode::Drop, true),
+    (Mode::Drop, false),
+    (Mode::Monitor, true),
+    (Mode::Monitor, false),
+];
+
+/// One frame under one configuration.
+struct Seen {
+    frame: &'static str,
+    group: Group,
+    config: String,
+    /// The action `BPF_PROG_TEST_RUN` returned (None: it refused the frame).
+    kernel: Option<u32>,
+    path: Path,
+    /// What the call it stopped at calls, as bpftool names it.
+    callee: Option<String>,
+}
+
+impl Seen {
+    fn calls(&self) -> String {
+        if self.path.calls.is_empty() {
+            return "none".into();
+        }
+        self.path
+            .calls
+            .iter()
+            .map(|c| {
+                let kind = match c.kind {
+                    CallKind::Helper(imm) => format!("helper #{imm}"),
+                    CallKind::BpfToBpf(off) => format!("BPF-to-BPF pc{off:+}"),
+                    CallKind::Kfunc(imm) => format!("kfunc #{imm}"),
+                };
+                let name = self.callee.as_deref().unwrap_or("?");
+                format!("pc {}: {kind} {name}", c.pc)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn action_name(a: u64) -> &'static str {
+    match a {
+        0 => "ABORTED",
+        1 => "DROP",
+        2 => "PASS",
+        3 => "TX",
+        4 => "REDIRECT",
+        _ => "?",
+    }
+}
+
+/// Loads the product's program, runs every frame under every configuration
+/// in the kernel and in the interpreter (of the xlated program dumped after
+/// the configuration was written), and checks that wherever the
+/// interpreter reaches `exit` it returns the kernel's action.
+fn observe() -> Vec<Seen> {
+    common::require_root();
+    let mut filter = Filter::load().expect("loading the XDP program");
+    let id = filter.program_id().expect("the program's id");
+    let frames = frames();
+    let mut seen = Vec::new();
+    for (mode, track) in CONFIGS {
+        filter.set_mode(mode).expect("setting the mode");
+        filter
+            .set_source_tracking(track)
+            .expect("setting source tracking");
+        let program = Program::load(id).expect("dumping the xlated program");
+        if seen.is_empty() {
+            let maps: Vec<String> = program
+                .maps()
+                .map(|m| format!("{} {} ({})", m.id, m.name, m.kind))
+                .collect();
+            println!(
+                "program {id}: {} xlated instructions; offsetof(struct bpf_array, value) = {}; \
+                 maps: {}",
+                program.len(),
+                program.array_value_offset(),
+                maps.join(", ")
+            );
+        }
+        let config = format!(
+            "{}, sources {}",
+            mode.name(),
+            if track { "on" } else { "off" }
+        );
+        for f in &frames {
+            // BPF_PROG_TEST_RUN refuses XDP frames below ETH_HLEN.
+            let kernel = if f.bytes.len() >= 14 {
+                Some(filter.run_frame(&f.bytes).expect("BPF_PROG_TEST_RUN"))
+            } else {
+                assert!(
+                    filter.run_frame(&f.bytes).is_err(),
+                    "the kernel ran a {}-byte frame",
+                    f.bytes.len()
+                );
+                None
+            };
+            let path = program
+                .run(&f.bytes)
+                .unwrap_or_else(|e| panic!("interpreting {} ({config}): {e:#}", f.name));
+            match (kernel, path.ret) {
+                (Some(k), Some(r)) => assert_eq!(
+                    u64::from(k),
+                    r,
+                    "{} ({config}): the kernel returned {k}, the interpreter {r}",
+                    f.name
+                ),
+                // A frame the kernel cannot be given: what the program
+                // would do is still the contract's (it cannot parse it).
+                (None, Some(r)) => assert_eq!(r, u64::from(XDP_PASS), "{}", f.name),
+                _ => {}
+            }
+            let callee = path
+                .calls
+                .first()
+                .and_then(|c| program.call_name(c.pc))
+                .map(str::to_owned);
+            seen.push(Seen {
+                frame: f.name,
+                group: f.group,
+                config: config.clone(),
+                kernel,
+                path,
+                callee,
+            });
+        }
+    }
+    seen
+}
+
+#[test]
+fn interpreter_agrees_with_the_kernel() {
+    let seen = observe();
+    println!("| frame | configuration | kernel | interpreter | insns | calls |");
+    println!("|---|---|---|---|---:|---|");
+    for s in &seen {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            s.frame,
+            s.config,
+            s.kernel.map_or("refused", |k| action_name(u64::from(k))),
+            s.path.ret.map_or("(stopped at a call)", action_name),
+            s.path.insns,
+            s.calls()
+        );
+    }
+    // The cross-check is only worth something if it happened.
+    let compared = seen
+        .iter()
+        .filter(|s| s.kernel.is_some() && s.path.ret.is_some())
+        .count();
+    assert!(
+        compared >= 3 * CONFIGS.len(),
+        "only {compared} paths reached exit"
+    );
+}
+
+#[test]
+fn fast_paths_make_no_call() {
+    let seen = observe();
+    let offending: Vec<String> = seen
+        .iter()
+        .filter(|s| s.group != Group::Other && !s.path.calls.is_empty())
+        .map(|s| {
+            format!(
+                "{} ({}): {} after {} instructions",
+                s.frame,
+                s.config,
+                s.calls(),
+                s.path.insns
+            )
+        })
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "{} of the paths that must make no call make one:\n  {}",
+        offending.len(),
+        offending.join("\n  ")
+    );
 }
