@@ -231,7 +231,7 @@ fn kernel_outcome(t: &Trace) -> Outcome {
         oversized: t.oversized != 0,
         drop: t.action == 1,
         bytes: t.bytes,
-        src: t.src,
+        src: nat_pmp_ebpf_common::addr_words(&t.src),
         allowed: t.allowed != 0,
     }
 }

@@ -756,3 +756,42 @@ fn fast_paths_make_no_call() {
         offending.join("\n  ")
     );
 }
+
+/// Prints the xlated instructions one frame executes (`TRACE_PATH=1`):
+/// where a path's instructions go, for tuning.
+#[test]
+fn print_a_path() {
+    if std::env::var_os("TRACE_PATH").is_none() {
+        return;
+    }
+    common::require_root();
+    let mut filter = Filter::load().expect("loading");
+    filter.set_mode(Mode::Drop).expect("drop");
+    if std::env::var_os("NO_SOURCES").is_some() {
+        filter.set_source_tracking(false).expect("sources off");
+    }
+    let id = filter.program_id().expect("id");
+    let prog = Program::load(id).expect("dump");
+    let which = std::env::var("TRACE_PATH").unwrap_or_default();
+    let f = frames()
+        .into_iter()
+        .find(|f| f.name.contains(&which))
+        .expect("a frame of that name");
+    let (path, pcs) = prog.run_traced(&f.bytes).expect("runs");
+    let text = std::process::Command::new("bpftool")
+        .args(["prog", "dump", "xlated", "id", &id.to_string()])
+        .output()
+        .expect("bpftool");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let lines: std::collections::HashMap<usize, &str> = text
+        .lines()
+        .filter_map(|l| {
+            let (n, _) = l.trim().split_once(':')?;
+            Some((n.trim().parse().ok()?, l))
+        })
+        .collect();
+    for pc in &pcs {
+        println!("{}", lines.get(pc).copied().unwrap_or("?"));
+    }
+    println!("{} insns, calls {:?}", path.insns, path.calls);
+}

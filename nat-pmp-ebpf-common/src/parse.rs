@@ -65,6 +65,12 @@ pub trait Bytes {
         at::<Self, [u8; 2]>(self, off).map(u16::from_be_bytes)
     }
 
+    /// The big-endian `u32` at `off` (one load in the XDP program).
+    #[inline(always)]
+    fn be32(&self, off: usize) -> Option<u32> {
+        at::<Self, [u8; 4]>(self, off).map(u32::from_be_bytes)
+    }
+
     /// The four bytes at `off` (an IPv4 address), in wire order.
     #[inline(always)]
     fn addr4(&self, off: usize) -> Option<[u8; 4]> {
@@ -518,9 +524,9 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
 /// the ports are not in the frame (the staged walk would pass it too).
 #[inline(always)]
 fn natpmp_ports<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<bool> {
-    let src = b.be16(off)?;
-    let dst = b.be16(off + 2)?;
-    Some(src == crate::NATPMP_PORT || dst == crate::NATPMP_PORT)
+    let ports = b.be32(off)?;
+    #[expect(clippy::cast_possible_truncation, reason = "the two halves")]
+    Some((ports >> 16) as u16 == crate::NATPMP_PORT || ports as u16 == crate::NATPMP_PORT)
 }
 
 /// Where the innermost IP header starts and whether it is IPv6, in one
@@ -709,19 +715,25 @@ fn udp_verdict<B: Bytes + ?Sized, const FAST: bool>(
     off: usize,
     first: bool,
 ) -> Option<(Direction, Classification)> {
-    let h: UdpHdr = at(b, off)?;
-    let dir = direction(h.src_port(), h.dst_port())?;
-    // `at` succeeded, so `off + 8 <= frame_len`.
+    // Ports, then length and checksum: the whole 8-byte header must be in
+    // the frame.
+    let ports = b.be32(off)?;
+    let length = (b.be32(off + 4)? >> 16) as u16;
+    #[expect(clippy::cast_possible_truncation, reason = "the two halves")]
+    let dir = direction((ports >> 16) as u16, ports as u16)?;
+    // The header is in the frame, so `off + 8 <= frame_len`.
     let available = u32::try_from(b.frame_len() - off).unwrap_or(u32::MAX);
     // The version and opcode bytes, where the frame has them; the
     // classifiers ignore them when the lengths say they are absent.
-    let [version, opcode] = at::<B, [u8; 2]>(b, off + UdpHdr::LEN).unwrap_or([0, 0]);
+    let [version, opcode] = b
+        .be16(off + UdpHdr::LEN)
+        .map_or([0, 0], u16::to_be_bytes);
     let verdict = if FAST {
-        classify_udp_inline(h.length(), available, version, opcode)
+        classify_udp_inline(length, available, version, opcode)
     } else if first {
-        classify_first_fragment(h.length(), available, version, opcode)
+        classify_first_fragment(length, available, version, opcode)
     } else {
-        classify_udp(h.length(), available, version, opcode)
+        classify_udp(length, available, version, opcode)
     };
     Some((dir, verdict))
 }
@@ -736,9 +748,9 @@ fn udp_verdict<B: Bytes + ?Sized, const FAST: bool>(
 /// that drop mode would drop, so monitor mode and answers from 5351 never
 /// look it up.
 pub trait Allowlist {
-    /// Whether `src` (16 bytes, IPv4-mapped for IPv4) is inside a listed
-    /// prefix.
-    fn allows(&mut self, src: &[u8; 16]) -> bool;
+    /// Whether `src` (16 bytes, IPv4-mapped for IPv4, as the two words of
+    /// [`crate::addr_words`]) is inside a listed prefix.
+    fn allows(&mut self, src: [u64; 2]) -> bool;
 }
 
 /// `a.b.c.d` as the IPv4-mapped IPv6 address `::ffff:a.b.c.d` (RFC 4291
@@ -801,9 +813,10 @@ pub struct Outcome {
     pub drop: bool,
     /// Bytes counted: the whole frame as XDP sees it (0 when uncounted).
     pub bytes: u64,
-    /// The sender (innermost IP source; IPv4-mapped for IPv4); zero when
-    /// uncounted.
-    pub src: [u8; 16],
+    /// The sender (innermost IP source; IPv4-mapped for IPv4) as the two
+    /// words of [`crate::addr_words`] ([`Outcome::source`] gives its bytes);
+    /// zero when uncounted.
+    pub src: [u64; 2],
     /// Drop mode would have dropped it, but the allowlist let it through.
     pub allowed: bool,
 }
@@ -815,9 +828,14 @@ impl Outcome {
         oversized: false,
         drop: false,
         bytes: 0,
-        src: [0; 16],
+        src: [0; 2],
         allowed: false,
     };
+
+    /// The sender's 16 bytes.
+    pub const fn source(&self) -> [u8; 16] {
+        words_addr(self.src)
+    }
 }
 
 /// A datagram (or fragment) the decision counts: what the counters and the
@@ -963,14 +981,13 @@ fn outcome<A: Allowlist>(
         return Outcome::PASS;
     };
     let policy = drops(config, c.dir);
-    let src = words_addr(c.src);
-    let allowed = policy && allow.allows(&src);
+    let allowed = policy && allow.allows(c.src);
     Outcome {
         class: Some(c.class),
         oversized: c.oversized,
         drop: policy && !allowed,
         bytes: len,
-        src,
+        src: c.src,
         allowed,
     }
 }

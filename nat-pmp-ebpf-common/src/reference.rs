@@ -39,8 +39,9 @@ impl FragTable for HostFrags {
 pub struct HostAllow(pub Vec<Prefix>);
 
 impl Allowlist for HostAllow {
-    fn allows(&mut self, src: &[u8; 16]) -> bool {
-        self.0.iter().any(|p| p.contains(src))
+    fn allows(&mut self, src: [u64; 2]) -> bool {
+        let src = crate::words_addr(src);
+        self.0.iter().any(|p| p.contains(&src))
     }
 }
 

@@ -42,7 +42,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nat_pmp_ebpf_common::{
-    addr_words, apply, decide_fast, FastDecision,
+    apply, decide_fast, FastDecision,
     parse::{staged_counted, Counted, Plain, MAX_OFFSET},
     source_set, words_addr, Allowlist, Bytes, Class, ClassCounters, Config, FragEntry, FragKey,
     FragTable, LogBudget, Outcome, SourceSet, Trace, Unattributed, ALLOW_MAX_ENTRIES,
@@ -152,7 +152,7 @@ fn finish(ctx: &XdpContext, config: &Config, outcome: &Outcome) -> u32 {
         xdp_action::XDP_PASS
     };
     if trace_on() {
-        let src = addr_words(&outcome.src);
+        let src = outcome.src;
         trace(
             outcome.class.map_or(Trace::UNCOUNTED, Class::index),
             u32::from(outcome.oversized) | u32::from(outcome.allowed) << 1 | action << 8,
@@ -228,10 +228,23 @@ impl Bytes for Packet {
         // the verifier allows it there).
         unsafe {
             core::arch::asm!("{v} = *(u16 *)({p} + 0)", v = out(reg) v, p = in(reg) p,
-                options(readonly, nostack, preserves_flags));
+                options(pure, readonly, nostack, preserves_flags));
         }
         #[expect(clippy::cast_possible_truncation, reason = "a 16-bit load")]
         Some(u16::from_be(v as u16))
+    }
+
+    #[inline(always)]
+    fn be32(&self, off: usize) -> Option<u32> {
+        let p = self.checked(off, 4)?;
+        let v: u64;
+        // SAFETY: as in `be16`, for 4 bytes.
+        unsafe {
+            core::arch::asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p,
+                options(pure, readonly, nostack, preserves_flags));
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "a 32-bit load")]
+        Some(u32::from_be(v as u32))
     }
 
     #[inline(always)]
@@ -241,7 +254,7 @@ impl Bytes for Packet {
         // SAFETY: as in `be16`, for 4 bytes.
         unsafe {
             core::arch::asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p,
-                options(readonly, nostack, preserves_flags));
+                options(pure, readonly, nostack, preserves_flags));
         }
         #[expect(clippy::cast_possible_truncation, reason = "a 32-bit load")]
         Some((v as u32).to_ne_bytes())
@@ -255,7 +268,7 @@ impl Bytes for Packet {
         unsafe {
             core::arch::asm!("{hi} = *(u64 *)({p} + 0)", "{lo} = *(u64 *)({p} + 8)",
                 hi = out(reg) hi, lo = out(reg) lo, p = in(reg) p,
-                options(readonly, nostack, preserves_flags));
+                options(pure, readonly, nostack, preserves_flags));
         }
         Some([hi, lo])
     }
@@ -322,16 +335,16 @@ struct Allow {
 
 impl Allowlist for Allow {
     #[inline(always)]
-    fn allows(&mut self, src: &[u8; 16]) -> bool {
-        !self.empty && allow_lookup(src)
+    fn allows(&mut self, src: [u64; 2]) -> bool {
+        !self.empty && allow_lookup(src[0], src[1])
     }
 }
 
 /// Its own BPF function: the 20-byte trie key then lives in its frame, not
 /// in the entry function's, which is close to the 512-byte stack.
 #[inline(never)]
-fn allow_lookup(src: &[u8; 16]) -> bool {
-    ALLOW.get(Key::new(128, *src)).is_some()
+fn allow_lookup(src_hi: u64, src_lo: u64) -> bool {
+    ALLOW.get(Key::new(128, words_addr([src_hi, src_lo]))).is_some()
 }
 
 /// Adds a counted datagram to its sender's slot in this CPU's set for the
@@ -341,7 +354,7 @@ fn allow_lookup(src: &[u8; 16]) -> bool {
 /// means the sender is new. A full set counts the datagram as unattributed.
 #[inline(always)]
 fn track_source(config: &Config, class: Class, outcome: &Outcome) {
-    let addr = addr_words(&outcome.src);
+    let addr = outcome.src;
     let key = config.generation_base() + source_set(addr, config.hash_key);
     let Some(set) = SOURCES.get_ptr_mut(key) else {
         return;
@@ -390,7 +403,7 @@ fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome) {
         return;
     }
     b.tokens -= 1;
-    log_line(ctx, class, outcome);
+    log_line(ctx, class.index(), outcome.src[0], outcome.src[1]);
 }
 
 /// The log line itself: its own BPF function, reached at most
@@ -398,14 +411,16 @@ fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome) {
 /// fixed-size arguments: each aya-log call is verified again for every
 /// path that reaches it, and copying a string costs far more than a
 /// number. The agent turns the class index into its name and IPv4-mapped
-/// sources into IPv4 (`nat_pmp_agent::droplog`).
+/// sources into IPv4 (`nat_pmp_agent::droplog`). Scalars, not the
+/// outcome: a reference would make the caller keep the outcome in memory
+/// on every path.
 #[inline(never)]
-fn log_line(ctx: &XdpContext, class: Class, outcome: &Outcome) {
+fn log_line(ctx: &XdpContext, class: u32, src_hi: u64, src_lo: u64) {
     aya_log_ebpf::info!(
         ctx,
         "dropped class {} from {:i}",
-        class.index(),
-        outcome.src
+        class,
+        words_addr([src_hi, src_lo])
     );
 }
 
