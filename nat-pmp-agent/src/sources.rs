@@ -103,7 +103,12 @@ fn gather(
 ) {
     for (_, per_cpu) in table {
         for set in per_cpu {
-            for slot in set.slots.iter().filter(|s| s.stamp == stamp) {
+            // Stamp 0 is a slot never filled (the program stamps epoch + 1).
+            for slot in set
+                .slots
+                .iter()
+                .filter(|s| stamp != 0 && s.stamp == stamp && s.packets > 0)
+            {
                 let s = SourceStats {
                     packets: slot.packets,
                     bytes: slot.bytes,

@@ -25,9 +25,9 @@ pub mod parse;
 pub mod reference;
 
 pub use parse::{
-    apply, decide, decide_fast, FastDecision, decide_slow, decide_staged, v4_mapped, walk, Allowlist, Bytes,
-    Found, FragEntry, FragKey, FragTable, Outcome, Prefix, Walk, MAX_IPV6_EXT_HEADERS,
-    MAX_VLAN_TAGS,
+    apply, decide, decide_fast, decide_slow, decide_staged, v4_mapped, walk, Allowlist, Bytes,
+    FastDecision, Found, FragEntry, FragKey, FragTable, Outcome, Prefix, Walk,
+    MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS,
 };
 #[cfg(feature = "capgen")]
 pub mod capgen;

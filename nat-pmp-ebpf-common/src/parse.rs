@@ -725,9 +725,7 @@ fn udp_verdict<B: Bytes + ?Sized, const FAST: bool>(
     let available = u32::try_from(b.frame_len() - off).unwrap_or(u32::MAX);
     // The version and opcode bytes, where the frame has them; the
     // classifiers ignore them when the lengths say they are absent.
-    let [version, opcode] = b
-        .be16(off + UdpHdr::LEN)
-        .map_or([0, 0], u16::to_be_bytes);
+    let [version, opcode] = b.be16(off + UdpHdr::LEN).map_or([0, 0], u16::to_be_bytes);
     let verdict = if FAST {
         classify_udp_inline(length, available, version, opcode)
     } else if first {
@@ -910,12 +908,7 @@ pub fn decide_fast<B: Bytes + ?Sized, A: Allowlist>(
         dir,
         src,
     };
-    FastDecision::Counted(outcome(
-        b.frame_len() as u64,
-        config,
-        Some(counted),
-        allow,
-    ))
+    FastDecision::Counted(outcome(b.frame_len() as u64, config, Some(counted), allow))
 }
 
 /// The decision by the staged walk alone, for frames the fast path hands

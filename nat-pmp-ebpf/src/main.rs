@@ -42,11 +42,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nat_pmp_ebpf_common::{
-    apply, decide_fast, FastDecision,
+    apply, decide_fast,
     parse::{staged_counted, Counted, Plain, MAX_OFFSET},
-    source_set, words_addr, Allowlist, Bytes, Class, ClassCounters, Config, FragEntry, FragKey,
-    FragTable, LogBudget, Outcome, SourceSet, Trace, Unattributed, ALLOW_MAX_ENTRIES,
-    FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
+    source_set, words_addr, Allowlist, Bytes, Class, ClassCounters, Config, FastDecision,
+    FragEntry, FragKey, FragTable, LogBudget, Outcome, SourceSet, Trace, Unattributed,
+    ALLOW_MAX_ENTRIES, FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
 };
 
 #[map(name = "NATPMP_STATS")]
@@ -344,7 +344,9 @@ impl Allowlist for Allow {
 /// in the entry function's, which is close to the 512-byte stack.
 #[inline(never)]
 fn allow_lookup(src_hi: u64, src_lo: u64) -> bool {
-    ALLOW.get(Key::new(128, words_addr([src_hi, src_lo]))).is_some()
+    ALLOW
+        .get(Key::new(128, words_addr([src_hi, src_lo])))
+        .is_some()
 }
 
 /// Adds a counted datagram to its sender's slot in this CPU's set for the

@@ -103,7 +103,11 @@ fn tagged(tpids: &[u16], f: &[u8]) -> Vec<u8> {
 /// protocol field in two bytes or, `compressed`, one (RFC 1661 §6.5).
 fn pppoe(f: &[u8], compressed: bool) -> Vec<u8> {
     let ip = &f[14..];
-    let proto: u8 = if f[12..14] == [0x86, 0xdd] { 0x57 } else { 0x21 };
+    let proto: u8 = if f[12..14] == [0x86, 0xdd] {
+        0x57
+    } else {
+        0x21
+    };
     let field: &[u8] = if compressed { &[proto] } else { &[0, proto] };
     let ppp_len = u16::try_from(ip.len() + field.len())
         .unwrap_or(u16::MAX)
