@@ -391,6 +391,34 @@ fn encapsulation_rows() -> Vec<Row> {
             true,
         ),
         row(
+            "PPPoE, PPP protocol field compressed (RFC 1661 6.5), IPv4",
+            ethernet(&[], ETH_P_PPP_SES, &frames::pppoe_compressed(0x21, &v4(&NAT0))),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "PPPoE, PPP protocol field compressed, IPv6",
+            ethernet(&[], ETH_P_PPP_SES, &frames::pppoe_compressed(0x57, &v6(&pcp_map()))),
+            Some(PcpMapRequest),
+            true,
+        ),
+        row(
+            "QinQ + PPPoE compressed, IPv4",
+            ethernet(
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                ETH_P_PPP_SES,
+                &frames::pppoe_compressed(0x21, &v4(&NAT0)),
+            ),
+            Some(Ext0),
+            true,
+        ),
+        row(
+            "PPPoE compressed, another protocol (0x23) passes",
+            ethernet(&[], ETH_P_PPP_SES, &frames::pppoe_compressed(0x23, &v4(&NAT0))),
+            None,
+            false,
+        ),
+        row(
             "PPPoE LCP passes",
             ethernet_pppoe(0xc021, &v4(&NAT0)),
             None,

@@ -384,34 +384,54 @@ pub const fn classify(payload_len: u32, version: u8, opcode: u8) -> Classificati
 }
 
 /// [`classify`], always inlined.
+///
+/// NAT-PMP (version 0), what scanners send, is decided with arithmetic
+/// rather than a chain of branches: the opcode's low 7 bits pick the
+/// message (0, 1, 2: RFC 6886 §3.2, §3.3), its top bit makes it a response,
+/// and the class index is `opcode + 3 × response` (the discriminants are
+/// laid out so). `natpmp_needed_len` says the same, and the table tests
+/// check both.
 #[inline(always)]
 pub const fn classify_inline(payload_len: u32, version: u8, opcode: u8) -> Classification {
-    let class = if payload_len < 2 {
+    if payload_len < 2 {
         // Not even a version and an opcode: nothing to tell apart.
-        Class::MalformedTruncated
-    } else if version == PCP_VERSION {
-        classify_pcp(payload_len, opcode)
-    } else if version != NATPMP_VERSION {
-        Class::MalformedVersion
-    } else {
-        match natpmp_needed_len(opcode) {
-            None => Class::NatpmpUnsupportedOpcode,
-            Some(needed) if payload_len < needed => Class::MalformedTruncated,
-            Some(needed) => {
-                let class = match opcode {
-                    0 => Class::NatpmpExternalAddressRequest,
-                    1 => Class::NatpmpMapUdpRequest,
-                    2 => Class::NatpmpMapTcpRequest,
-                    128 => Class::NatpmpExternalAddressResponse,
-                    129 => Class::NatpmpMapUdpResponse,
-                    _ => Class::NatpmpMapTcpResponse,
-                };
-                return Classification {
-                    class,
-                    oversized: payload_len > needed,
-                };
-            }
+        return TRUNCATED;
+    }
+    if version == NATPMP_VERSION {
+        let op = (opcode & 0x7f) as u32;
+        let response = (opcode >> 7) as u32;
+        if op > 2 {
+            return Classification {
+                class: Class::NatpmpUnsupportedOpcode,
+                oversized: false,
+            };
         }
+        // Requests: 2 bytes (opcode 0), 12 (map); responses 12 and 16.
+        let needed = if op == 0 {
+            2 + 10 * response
+        } else {
+            12 + 4 * response
+        };
+        if payload_len < needed {
+            return TRUNCATED;
+        }
+        let class = match op + 3 * response {
+            0 => Class::NatpmpExternalAddressRequest,
+            1 => Class::NatpmpMapUdpRequest,
+            2 => Class::NatpmpMapTcpRequest,
+            3 => Class::NatpmpExternalAddressResponse,
+            4 => Class::NatpmpMapUdpResponse,
+            _ => Class::NatpmpMapTcpResponse,
+        };
+        return Classification {
+            class,
+            oversized: payload_len > needed,
+        };
+    }
+    let class = if version == PCP_VERSION {
+        classify_pcp(payload_len, opcode)
+    } else {
+        Class::MalformedVersion
     };
     Classification {
         class,

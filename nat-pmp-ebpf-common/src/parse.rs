@@ -11,6 +11,7 @@
 //!
 //! The walk accepts: Ethernet, then up to [`MAX_VLAN_TAGS`] 802.1Q/802.1ad
 //! tags in any order, then optionally PPPoE session + PPP (IPv4 0x0021,
+//! or 0x21 with protocol-field compression, RFC 1661 §6.5;
 //! IPv6 0x0057); or a raw IP link (no link-layer header). Then IPv4 with any
 //! IHL, or IPv6 with up to [`MAX_IPV6_EXT_HEADERS`] extension headers
 //! (hop-by-hop, routing, destination options, fragment); IPv4 in IPv6 (next

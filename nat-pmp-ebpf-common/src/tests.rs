@@ -475,3 +475,42 @@ fn link_round_trips_through_config() {
     );
     assert_eq!(Config::default().link(), Link::Ethernet);
 }
+
+/// The arithmetic NAT-PMP classification says what RFC 6886's table says
+/// (`natpmp_needed_len` and the opcode names), for every opcode, version
+/// and length.
+#[test]
+fn natpmp_arithmetic_matches_the_rfc_table() {
+    for version in 0..=3u8 {
+        for opcode in 0..=255u8 {
+            for len in 0..=1200u32 {
+                let want = if len < 2 {
+                    Class::MalformedTruncated
+                } else if version == 2 {
+                    classify(len, version, opcode).class
+                } else if version != 0 {
+                    Class::MalformedVersion
+                } else {
+                    match natpmp_needed_len(opcode) {
+                        None => Class::NatpmpUnsupportedOpcode,
+                        Some(n) if len < n => Class::MalformedTruncated,
+                        Some(_) => match opcode {
+                            0 => Class::NatpmpExternalAddressRequest,
+                            1 => Class::NatpmpMapUdpRequest,
+                            2 => Class::NatpmpMapTcpRequest,
+                            128 => Class::NatpmpExternalAddressResponse,
+                            129 => Class::NatpmpMapUdpResponse,
+                            130 => Class::NatpmpMapTcpResponse,
+                            _ => unreachable!("natpmp_needed_len knows only these"),
+                        },
+                    }
+                };
+                let got = classify_inline(len, version, opcode);
+                assert_eq!(got.class, want, "version {version} opcode {opcode} len {len}");
+                let over = version == 0
+                    && natpmp_needed_len(opcode).is_some_and(|n| len >= 2 && len > n);
+                assert_eq!(got.oversized, over, "version {version} opcode {opcode} len {len}");
+            }
+        }
+    }
+}
