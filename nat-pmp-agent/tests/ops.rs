@@ -355,6 +355,11 @@ fn check_metrics_match(report: &Value, body: &str) {
             json["sources_tracked"].as_u64(),
             "{iface}"
         );
+        assert_eq!(
+            Some(value("natpmp_unattributed_packets_total", &[("iface", iface)])),
+            json["unattributed"].as_u64(),
+            "{iface}"
+        );
         for class in nat_pmp_agent::metrics::exported_classes() {
             let counters = &json["counters"][class.name()];
             let n = |f: &str| counters[f].as_u64().expect("a counter");
@@ -423,6 +428,7 @@ fn check_sources(r: &Value) {
     // Sources: each interface saw exactly one sender, with what it sent.
     let source = |w: &Value| {
         assert_eq!(w["sources_tracked"], 1, "{w}");
+        assert_eq!(w["unattributed"], 0, "{w}");
         let s = &w["sources"][0];
         let classes: Vec<&str> = s["classes"]
             .as_array()
