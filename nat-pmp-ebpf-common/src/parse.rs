@@ -54,6 +54,11 @@ pub const MAX_OFFSET: usize = 0x3fff;
 /// `read` returns the `size_of::<T>()` bytes at `off` as a `T`, or `None`
 /// when they are not all inside the frame. It must never read outside it.
 pub trait Bytes {
+    /// A checked run of the frame's bytes ([`Bytes::window`]).
+    type Win<'a>: Window
+    where
+        Self: 'a;
+
     /// The frame's length in bytes (what the counters count).
     fn frame_len(&self) -> usize;
     /// The `T` at `off`, if the frame holds all of it.
@@ -87,6 +92,10 @@ pub trait Bytes {
         Some([u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)])
     }
 
+    /// `len` bytes at `off` the frame was checked to hold, read without
+    /// further checks ([`Window`]): the fast path checks each header once.
+    fn window(&self, off: usize, len: usize) -> Option<Self::Win<'_>>;
+
     /// Runs `f` on the same frame through a fresh reader. The XDP program
     /// re-reads the frame's bounds from its context here, so that the
     /// verifier checks the staged walk once, not once for every set of
@@ -94,6 +103,55 @@ pub trait Bytes {
     #[inline(always)]
     fn afresh<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
         f(self)
+    }
+}
+
+/// Bytes of the frame that [`Bytes::window`] checked: loads at constant
+/// offsets `I` inside it. An offset beyond the window is a bug: the host
+/// panics, the verifier rejects the program.
+pub trait Window: Copy {
+    /// The big-endian `u16` at `I`.
+    fn be16<const I: usize>(&self) -> u16;
+    /// The big-endian `u32` at `I`.
+    fn be32<const I: usize>(&self) -> u32;
+    /// The four bytes at `I` (an IPv4 address), in wire order.
+    fn addr4<const I: usize>(&self) -> [u8; 4];
+    /// The sixteen bytes at `I` (an IPv6 address) as the two words of
+    /// [`crate::addr_words`].
+    fn addr16<const I: usize>(&self) -> [u64; 2];
+}
+
+/// The host's window: a checked slice.
+#[derive(Clone, Copy)]
+pub struct SliceWindow<'a>(&'a [u8]);
+
+impl SliceWindow<'_> {
+    fn take<const N: usize>(&self, i: usize) -> [u8; N] {
+        let mut a = [0u8; N];
+        a.copy_from_slice(&self.0[i..i + N]);
+        a
+    }
+}
+
+impl Window for SliceWindow<'_> {
+    #[inline]
+    fn be16<const I: usize>(&self) -> u16 {
+        u16::from_be_bytes(self.take(I))
+    }
+
+    #[inline]
+    fn be32<const I: usize>(&self) -> u32 {
+        u32::from_be_bytes(self.take(I))
+    }
+
+    #[inline]
+    fn addr4<const I: usize>(&self) -> [u8; 4] {
+        self.take(I)
+    }
+
+    #[inline]
+    fn addr16<const I: usize>(&self) -> [u64; 2] {
+        crate::addr_words(&self.take(I))
     }
 }
 
@@ -126,9 +184,19 @@ unsafe impl Plain for UdpHdr {}
 /// The host's frame: a byte slice. This is the host reference parser's
 /// input; the XDP program has its own `Bytes` over `XdpContext`.
 impl Bytes for [u8] {
+    type Win<'a> = SliceWindow<'a>;
+
     #[inline]
     fn frame_len(&self) -> usize {
         self.len()
+    }
+
+    #[inline]
+    fn window(&self, off: usize, len: usize) -> Option<SliceWindow<'_>> {
+        if off > MAX_OFFSET {
+            return None;
+        }
+        self.get(off..off.checked_add(len)?).map(SliceWindow)
     }
 
     #[inline]
@@ -389,20 +457,20 @@ enum Fast {
 fn fast_link<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Result<(u16, usize), ()>> {
     if let Link::RawIp = link {
         // See `walk_inner` for why two bytes.
-        let first = b.be16(0)?;
+        let first = b.window(0, 2)?.be16::<0>();
         return Some(match first >> 12 {
             4 => Ok((ETH_P_IP, 0)),
             6 => Ok((ETH_P_IPV6, 0)),
             _ => Err(()),
         });
     }
-    let mut ether_type = b.be16(12)?;
+    let mut ether_type = b.window(0, EthHdr::LEN)?.be16::<12>();
     let mut off = EthHdr::LEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
         }
-        ether_type = b.be16(off + 2)?;
+        ether_type = b.window(off, VlanHdr::LEN)?.be16::<2>();
         off += VlanHdr::LEN;
     }
     if ether_type == ETH_P_PPP_SES {
@@ -428,12 +496,12 @@ fn fast_link<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Result<(u16, usize)
 /// even byte).
 #[inline(always)]
 fn pppoe<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<(u16, usize)> {
-    let head = b.be16(off)?;
-    if head != u16::from_be_bytes([PppoeHdr::VER_TYPE, 0]) {
+    let w = b.window(off, PppoeHdr::LEN)?;
+    if w.be16::<0>() != u16::from_be_bytes([PppoeHdr::VER_TYPE, 0]) {
         return Some((0, off));
     }
     let at = off + PppoeHdr::LEN - 2;
-    let proto = b.be16(at)?;
+    let proto = w.be16::<6>();
     Some(if proto & 0x0100 != 0 {
         (proto >> 8, at + 1)
     } else {
@@ -455,10 +523,10 @@ fn pppoe<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<(u16, usize)> {
 ///
 /// Why: a BPF-to-BPF call is a `call` and a `ret`, and with the return
 /// thunks of Spectre-class mitigations (SRSO "Safe RET" on AMD) each costs
-/// tens of nanoseconds; frames on the fast path make none, and read each
-/// field with one load instead of copying whole headers to the stack. The
-/// staged walk alone gives the same answer for every frame
-/// ([`decide_staged`], checked by
+/// tens of nanoseconds; frames on the fast path make none. Each header is
+/// checked against the frame's end once ([`Bytes::window`]) and each field
+/// read with one load. The staged walk alone gives the same answer for
+/// every frame ([`decide_staged`], checked by
 /// `walk_tests::fast_path_agrees_with_the_staged_walk` and the fuzz
 /// target).
 ///
@@ -469,11 +537,12 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
         return Some(Fast::NotNatpmp);
     };
     if ether_type == ETH_P_IP {
-        // Version and IHL, then (after a check that covers the whole fixed
-        // header) flags and fragment offset, protocol and source.
-        let ver_ihl = b.be16(off)? >> 8;
-        let frag = b.be16(off + 6)?;
-        let proto = b.be16(off + 8)? & 0xff;
+        // The fixed header, checked once: version and IHL, flags and
+        // fragment offset, protocol, source.
+        let ip = b.window(off, Ipv4Hdr::LEN)?;
+        let ver_ihl = ip.be16::<0>() >> 8;
+        let frag = ip.be16::<6>();
+        let proto = ip.be16::<8>() & 0xff;
         if ver_ihl >> 4 != 4 || proto != u16::from(IPPROTO_UDP) {
             return Some(Fast::NotNatpmp);
         }
@@ -485,10 +554,7 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
         if frag & 0x3fff != 0 {
             return Some(Fast::Walk);
         }
-        // The source before the ports: read after them, the compiler drops
-        // its bounds check as implied by theirs (a variable offset), and
-        // the verifier cannot follow that.
-        let src = b.addr4(off + 12)?;
+        let src = ip.addr4::<12>();
         let udp_off = off + ihl;
         if !natpmp_ports(b, udp_off)? {
             return Some(Fast::NotNatpmp);
@@ -499,20 +565,27 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
         });
     }
     // IPv6: version nibble first, next header at byte 6 (RFC 8200 §3).
-    let version = b.be16(off)? >> 12;
-    let next = (b.be16(off + 6)? >> 8) as u8;
+    let ip = b.window(off, Ipv6Hdr::LEN);
+    let Some(ip) = ip else {
+        // Shorter than the fixed header: the staged walk reads only its
+        // first 8 bytes before it needs more, and passes it as well.
+        return None;
+    };
+    let version = ip.be16::<0>() >> 12;
+    let next = (ip.be16::<6>() >> 8) as u8;
     if version != 6 {
         return Some(Fast::NotNatpmp);
     }
     match next {
         IPPROTO_UDP => {
-            // The source first, as for IPv4.
-            let src = b.addr16(off + 8)?;
             let udp_off = off + Ipv6Hdr::LEN;
             if !natpmp_ports(b, udp_off)? {
                 return Some(Fast::NotNatpmp);
             }
-            Some(Fast::Udp { udp_off, src })
+            Some(Fast::Udp {
+                udp_off,
+                src: ip.addr16::<8>(),
+            })
         }
         IPPROTO_IPIP | IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
             Some(Fast::Walk)
@@ -522,10 +595,10 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
 }
 
 /// Whether the UDP header at `off` has port 5351 on either side. `None`:
-/// the ports are not in the frame (the staged walk would pass it too).
+/// the header is not in the frame (the staged walk would pass it too).
 #[inline(always)]
 fn natpmp_ports<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<bool> {
-    let ports = b.be32(off)?;
+    let ports = b.window(off, UdpHdr::LEN)?.be32::<0>();
     #[expect(clippy::cast_possible_truncation, reason = "the two halves")]
     Some((ports >> 16) as u16 == crate::NATPMP_PORT || ports as u16 == crate::NATPMP_PORT)
 }
@@ -716,10 +789,10 @@ fn udp_verdict<B: Bytes + ?Sized, const FAST: bool>(
     off: usize,
     first: bool,
 ) -> Option<(Direction, Classification)> {
-    // Ports, then length and checksum: the whole 8-byte header must be in
-    // the frame.
-    let ports = b.be32(off)?;
-    let length = (b.be32(off + 4)? >> 16) as u16;
+    // The whole 8-byte header must be in the frame.
+    let h = b.window(off, UdpHdr::LEN)?;
+    let ports = h.be32::<0>();
+    let length = h.be16::<4>();
     #[expect(clippy::cast_possible_truncation, reason = "the two halves")]
     let dir = direction((ports >> 16) as u16, ports as u16)?;
     // The header is in the frame, so `off + 8 <= frame_len`.

@@ -43,7 +43,7 @@ use aya_ebpf::{
 };
 use nat_pmp_ebpf_common::{
     apply, decide_fast,
-    parse::{staged_counted, Counted, Plain, MAX_OFFSET},
+    parse::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
     source_set, words_addr, Allowlist, Bytes, Class, ClassCounters, Config, FastDecision,
     FragEntry, FragKey, FragTable, LogBudget, Outcome, SourceSet, Trace, Unattributed,
     ALLOW_MAX_ENTRIES, FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
@@ -208,7 +208,73 @@ impl Packet {
     }
 }
 
+/// A run of packet bytes checked against `data_end` (`Bytes::window`):
+/// each load is one instruction at a constant offset from `p`.
+#[derive(Clone, Copy)]
+struct PacketWindow {
+    p: usize,
+}
+
+impl Window for PacketWindow {
+    #[inline(always)]
+    fn be16<const I: usize>(&self) -> u16 {
+        let v: u64;
+        // SAFETY: `window` checked that the frame holds the window and the
+        // walk reads only inside it (the verifier rejects the program
+        // otherwise); x86-64 and arm64 load at any alignment.
+        unsafe {
+            core::arch::asm!("{v} = *(u16 *)({p} + {i})", v = out(reg) v, p = in(reg) self.p,
+                i = const I, options(pure, readonly, nostack, preserves_flags));
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "a 16-bit load")]
+        u16::from_be(v as u16)
+    }
+
+    #[inline(always)]
+    fn be32<const I: usize>(&self) -> u32 {
+        let v: u64;
+        // SAFETY: as in `be16`.
+        unsafe {
+            core::arch::asm!("{v} = *(u32 *)({p} + {i})", v = out(reg) v, p = in(reg) self.p,
+                i = const I, options(pure, readonly, nostack, preserves_flags));
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "a 32-bit load")]
+        u32::from_be(v as u32)
+    }
+
+    #[inline(always)]
+    fn addr4<const I: usize>(&self) -> [u8; 4] {
+        let v: u64;
+        // SAFETY: as in `be16`.
+        unsafe {
+            core::arch::asm!("{v} = *(u32 *)({p} + {i})", v = out(reg) v, p = in(reg) self.p,
+                i = const I, options(pure, readonly, nostack, preserves_flags));
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "a 32-bit load")]
+        (v as u32).to_ne_bytes()
+    }
+
+    #[inline(always)]
+    fn addr16<const I: usize>(&self) -> [u64; 2] {
+        let (hi, lo): (u64, u64);
+        // SAFETY: as in `be16`.
+        unsafe {
+            core::arch::asm!("{hi} = *(u64 *)({p} + {i})", "{lo} = *(u64 *)({p} + {j})",
+                hi = out(reg) hi, lo = out(reg) lo, p = in(reg) self.p, i = const I,
+                j = const I + 8, options(pure, readonly, nostack, preserves_flags));
+        }
+        [hi, lo]
+    }
+}
+
 impl Bytes for Packet {
+    type Win<'a> = PacketWindow;
+
+    #[inline(always)]
+    fn window(&self, off: usize, len: usize) -> Option<PacketWindow> {
+        self.checked(off, len).map(|p| PacketWindow { p })
+    }
+
     #[inline(always)]
     fn afresh<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
         f(&Packet::from_raw(self.ctx))
