@@ -393,13 +393,16 @@ pub const fn classify(payload_len: u32, version: u8, opcode: u8) -> Classificati
 /// check both.
 #[inline(always)]
 pub const fn classify_inline(payload_len: u32, version: u8, opcode: u8) -> Classification {
-    if payload_len < 2 {
+    // 64-bit from here on: no truncation to 32 bits after each step (the
+    // BPF registers are 64-bit).
+    let len = payload_len as u64;
+    if len < 2 {
         // Not even a version and an opcode: nothing to tell apart.
         return TRUNCATED;
     }
     if version == NATPMP_VERSION {
-        let op = (opcode & 0x7f) as u32;
-        let response = (opcode >> 7) as u32;
+        let op = (opcode & 0x7f) as u64;
+        let response = (opcode >> 7) as u64;
         if op > 2 {
             return Classification {
                 class: Class::NatpmpUnsupportedOpcode,
@@ -412,7 +415,7 @@ pub const fn classify_inline(payload_len: u32, version: u8, opcode: u8) -> Class
         } else {
             12 + 4 * response
         };
-        if payload_len < needed {
+        if len < needed {
             return TRUNCATED;
         }
         let class = match op + 3 * response {
@@ -425,7 +428,7 @@ pub const fn classify_inline(payload_len: u32, version: u8, opcode: u8) -> Class
         };
         return Classification {
             class,
-            oversized: payload_len > needed,
+            oversized: len > needed,
         };
     }
     let class = if version == PCP_VERSION {
@@ -466,11 +469,13 @@ pub const fn classify_udp_inline(
     version: u8,
     opcode: u8,
 ) -> Classification {
-    let udp_len = udp_len as u32;
-    if udp_len < UDP_HEADER_LEN || udp_len > available {
+    // In 64 bits: `udp_len >= 8` is checked, so the subtraction needs no
+    // wrapping (and no masking to 32 bits on BPF).
+    let udp_len = udp_len as u64;
+    if udp_len < UDP_HEADER_LEN as u64 || udp_len > available as u64 {
         return TRUNCATED;
     }
-    classify_inline(udp_len - UDP_HEADER_LEN, version, opcode)
+    classify_inline((udp_len - UDP_HEADER_LEN as u64) as u32, version, opcode)
 }
 
 /// Classifies the UDP datagram that starts in a first IP fragment (offset
