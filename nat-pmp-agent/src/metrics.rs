@@ -79,6 +79,38 @@ impl std::fmt::Debug for Maps {
     }
 }
 
+/// `natpmp_sources_tracked` and `natpmp_unattributed_packets_total`.
+fn encode_sources(
+    encoder: &mut DescriptorEncoder,
+    readings: &[(&str, &crate::sources::Sources)],
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(0i64);
+    let mut family = encoder.encode_descriptor(
+        "natpmp_sources_tracked",
+        "Source addresses the agent knows for the XDP filter (bounded)",
+        None,
+        gauge.metric_type(),
+    )?;
+    for (iface, src) in readings {
+        let labels = [("iface", *iface)];
+        ConstGauge::new(i64::try_from(src.tracked).unwrap_or(i64::MAX))
+            .encode(family.encode_family(&labels)?)?;
+    }
+    let counter = ConstCounter::new(0u64);
+    let mut family = encoder.encode_descriptor(
+        "natpmp_unattributed_packets",
+        "Counted NAT-PMP/PCP datagrams attributed to no source (a full slot set within one \
+         interval, or beyond the agent's bound)",
+        None,
+        counter.metric_type(),
+    )?;
+    for (iface, src) in readings {
+        let labels = [("iface", *iface)];
+        ConstCounter::new(src.unattributed.packets).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for MapsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sources = self.sources.lock().map_err(|_| std::fmt::Error)?;
@@ -152,28 +184,9 @@ impl Collector for MapsCollector {
             ConstGauge::new(i64::from(*mode == Mode::Drop))
                 .encode(family.encode_family(&labels)?)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "natpmp_sources_tracked",
-            "Source addresses the agent knows for the XDP filter (bounded)",
-            None,
-            gauge.metric_type(),
-        )?;
-        for (iface, _, _, src) in &readings {
-            let labels = [("iface", *iface)];
-            ConstGauge::new(i64::try_from(src.tracked).unwrap_or(i64::MAX))
-                .encode(family.encode_family(&labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "natpmp_unattributed_packets",
-            "Counted NAT-PMP/PCP datagrams attributed to no source (a full slot set within \
-             one interval, or beyond the agent's bound)",
-            None,
-            counter.metric_type(),
-        )?;
-        for (iface, _, _, src) in &readings {
-            let labels = [("iface", *iface)];
-            ConstCounter::new(src.unattributed.packets).encode(family.encode_family(&labels)?)?;
-        }
+        let senders: Vec<(&str, &crate::sources::Sources)> =
+            readings.iter().map(|(i, _, _, s)| (*i, s)).collect();
+        encode_sources(&mut encoder, &senders)?;
         let mut family = encoder.encode_descriptor(
             "natpmp_attached",
             "1 while the kernel says the XDP filter is attached to the interface, 0 while it \

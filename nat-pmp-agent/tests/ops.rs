@@ -356,7 +356,10 @@ fn check_metrics_match(report: &Value, body: &str) {
             "{iface}"
         );
         assert_eq!(
-            Some(value("natpmp_unattributed_packets_total", &[("iface", iface)])),
+            Some(value(
+                "natpmp_unattributed_packets_total",
+                &[("iface", iface)]
+            )),
             json["unattributed"].as_u64(),
             "{iface}"
         );

@@ -73,6 +73,7 @@ pub const SOURCE_GENERATIONS: u32 = 2;
 /// [`MAP_UNATTRIBUTED`]. The table's fixed memory is
 /// `SOURCE_GENERATIONS × SOURCES_MAX_ENTRIES × 40` bytes per possible CPU:
 /// 320 KiB per CPU (640 KiB on 2 CPUs, 5 MiB on 16).
+#[expect(clippy::cast_possible_truncation, reason = "8 ways")]
 pub const SOURCES_MAX_ENTRIES: u32 = SOURCE_SETS * SOURCE_WAYS as u32;
 /// Name of the per-CPU one-entry array of [`Unattributed`]: counted
 /// datagrams whose sender found no free slot in [`MAP_SOURCES`].
@@ -475,6 +476,7 @@ pub const fn classify_udp_inline(
     if udp_len < UDP_HEADER_LEN as u64 || udp_len > available as u64 {
         return TRUNCATED;
     }
+    #[expect(clippy::cast_possible_truncation, reason = "below 65,536")]
     classify_inline((udp_len - UDP_HEADER_LEN as u64) as u32, version, opcode)
 }
 
@@ -890,7 +892,9 @@ pub const fn source_set(addr: [u64; 2], key: [u64; 2]) -> u32 {
     let mut h = a ^ b.rotate_left(31);
     h ^= h >> 29;
     h = h.wrapping_mul(0x1656_67b1_9e37_79f9);
-    (h >> (64 - SOURCE_SETS.trailing_zeros())) as u32
+    #[expect(clippy::cast_possible_truncation, reason = "the top 9 bits")]
+    let set = (h >> (64 - SOURCE_SETS.trailing_zeros())) as u32;
+    set
 }
 
 /// One CPU's datagrams that found no free slot in [`MAP_SOURCES`].
