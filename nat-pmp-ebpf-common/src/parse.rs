@@ -64,34 +64,6 @@ pub trait Bytes {
     /// The `T` at `off`, if the frame holds all of it.
     fn read<T: Plain>(&self, off: usize) -> Option<T>;
 
-    /// The big-endian `u16` at `off`. The XDP program reads it with one
-    /// load; the default reads two bytes.
-    #[inline(always)]
-    fn be16(&self, off: usize) -> Option<u16> {
-        at::<Self, [u8; 2]>(self, off).map(u16::from_be_bytes)
-    }
-
-    /// The big-endian `u32` at `off` (one load in the XDP program).
-    #[inline(always)]
-    fn be32(&self, off: usize) -> Option<u32> {
-        at::<Self, [u8; 4]>(self, off).map(u32::from_be_bytes)
-    }
-
-    /// The four bytes at `off` (an IPv4 address), in wire order.
-    #[inline(always)]
-    fn addr4(&self, off: usize) -> Option<[u8; 4]> {
-        at(self, off)
-    }
-
-    /// The sixteen bytes at `off` (an IPv6 address) as the two words of
-    /// [`crate::addr_words`]: two loads.
-    #[inline(always)]
-    fn addr16(&self, off: usize) -> Option<[u64; 2]> {
-        let hi: [u8; 8] = at(self, off)?;
-        let lo: [u8; 8] = at(self, off + 8)?;
-        Some([u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)])
-    }
-
     /// `len` bytes at `off` the frame was checked to hold, read without
     /// further checks ([`Window`]): the fast path checks each header once.
     fn window(&self, off: usize, len: usize) -> Option<Self::Win<'_>>;
@@ -801,7 +773,9 @@ fn udp_verdict<B: Bytes + ?Sized, const FAST: bool>(
     let available = (b.frame_len() - off) as u32;
     // The version and opcode bytes, where the frame has them; the
     // classifiers ignore them when the lengths say they are absent.
-    let [version, opcode] = b.be16(off + UdpHdr::LEN).map_or([0, 0], u16::to_be_bytes);
+    let [version, opcode] = b
+        .window(off + UdpHdr::LEN, 2)
+        .map_or([0, 0], |w| w.be16::<0>().to_be_bytes());
     let verdict = if FAST {
         classify_udp_inline(length, available, version, opcode)
     } else if first {

@@ -23,7 +23,7 @@
 //! `tests/xlated.rs` checks this on the loaded program.
 #![no_std]
 #![no_main]
-// One-instruction packet loads (`Packet::load`): the BPF backend otherwise
+// One-instruction packet loads (`PacketWindow`): the BPF backend otherwise
 // reads a field at an unknown alignment a byte at a time.
 #![feature(asm_experimental_arch)]
 // Everything on the packet path must be inlined: a BPF-to-BPF call costs a
@@ -285,60 +285,6 @@ impl Bytes for Packet {
         self.end - self.start
     }
 
-    #[inline(always)]
-    fn be16(&self, off: usize) -> Option<u16> {
-        let p = self.checked(off, 2)?;
-        let v: u64;
-        // SAFETY: `checked` proved the 2 bytes at `p` inside the frame; the
-        // load reads only them (x86-64 and arm64 load at any alignment, and
-        // the verifier allows it there).
-        unsafe {
-            core::arch::asm!("{v} = *(u16 *)({p} + 0)", v = out(reg) v, p = in(reg) p,
-                options(pure, readonly, nostack, preserves_flags));
-        }
-        #[expect(clippy::cast_possible_truncation, reason = "a 16-bit load")]
-        Some(u16::from_be(v as u16))
-    }
-
-    #[inline(always)]
-    fn be32(&self, off: usize) -> Option<u32> {
-        let p = self.checked(off, 4)?;
-        let v: u64;
-        // SAFETY: as in `be16`, for 4 bytes.
-        unsafe {
-            core::arch::asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p,
-                options(pure, readonly, nostack, preserves_flags));
-        }
-        #[expect(clippy::cast_possible_truncation, reason = "a 32-bit load")]
-        Some(u32::from_be(v as u32))
-    }
-
-    #[inline(always)]
-    fn addr4(&self, off: usize) -> Option<[u8; 4]> {
-        let p = self.checked(off, 4)?;
-        let v: u64;
-        // SAFETY: as in `be16`, for 4 bytes.
-        unsafe {
-            core::arch::asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p,
-                options(pure, readonly, nostack, preserves_flags));
-        }
-        #[expect(clippy::cast_possible_truncation, reason = "a 32-bit load")]
-        Some((v as u32).to_ne_bytes())
-    }
-
-    #[inline(always)]
-    fn addr16(&self, off: usize) -> Option<[u64; 2]> {
-        let p = self.checked(off, 16)?;
-        let (hi, lo): (u64, u64);
-        // SAFETY: as in `be16`, for 16 bytes.
-        unsafe {
-            core::arch::asm!("{hi} = *(u64 *)({p} + 0)", "{lo} = *(u64 *)({p} + 8)",
-                hi = out(reg) hi, lo = out(reg) lo, p = in(reg) p,
-                options(pure, readonly, nostack, preserves_flags));
-        }
-        Some([hi, lo])
-    }
-
     /// The one place packet bounds are checked.
     #[inline(always)]
     fn read<T: Plain>(&self, off: usize) -> Option<T> {
@@ -357,10 +303,10 @@ impl Bytes for Packet {
 }
 
 impl Packet {
-    /// The address of the `len` bytes at `off`, if the frame holds them.
-    /// Used by the loads above, whose bounds check the compiler cannot see
-    /// through (the asm is opaque), so it cannot drop a check the verifier
-    /// needs.
+    /// The address of the `len` bytes at `off`, if the frame holds them:
+    /// the check behind every `PacketWindow`. Its loads are opaque to the
+    /// compiler (asm), so it cannot drop this check as implied by another
+    /// one the verifier cannot relate to it.
     #[inline(always)]
     fn checked(&self, off: usize, len: usize) -> Option<usize> {
         if off > MAX_OFFSET {
