@@ -80,6 +80,7 @@ impl std::fmt::Debug for Maps {
 }
 
 impl Collector for MapsCollector {
+    #[expect(clippy::too_many_lines, reason = "one metric family after another")]
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sources = self.sources.lock().map_err(|_| std::fmt::Error)?;
         // A map that cannot be read fails the scrape (HTTP 500) rather than

@@ -270,13 +270,12 @@ pub fn random(buf: &mut [u8]) -> io::Result<()> {
         let rest = &mut buf[done..];
         // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
         let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        match usize::try_from(n) {
-            Ok(n) => done += n,
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
+        if let Ok(n) = usize::try_from(n) {
+            done += n;
+        } else {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         }
     }

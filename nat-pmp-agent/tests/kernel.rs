@@ -392,13 +392,21 @@ fn encapsulation_rows() -> Vec<Row> {
         ),
         row(
             "PPPoE, PPP protocol field compressed (RFC 1661 6.5), IPv4",
-            ethernet(&[], ETH_P_PPP_SES, &frames::pppoe_compressed(0x21, &v4(&NAT0))),
+            ethernet(
+                &[],
+                ETH_P_PPP_SES,
+                &frames::pppoe_compressed(0x21, &v4(&NAT0)),
+            ),
             Some(Ext0),
             true,
         ),
         row(
             "PPPoE, PPP protocol field compressed, IPv6",
-            ethernet(&[], ETH_P_PPP_SES, &frames::pppoe_compressed(0x57, &v6(&pcp_map()))),
+            ethernet(
+                &[],
+                ETH_P_PPP_SES,
+                &frames::pppoe_compressed(0x57, &v6(&pcp_map())),
+            ),
             Some(PcpMapRequest),
             true,
         ),
@@ -414,7 +422,11 @@ fn encapsulation_rows() -> Vec<Row> {
         ),
         row(
             "PPPoE compressed, another protocol (0x23) passes",
-            ethernet(&[], ETH_P_PPP_SES, &frames::pppoe_compressed(0x23, &v4(&NAT0))),
+            ethernet(
+                &[],
+                ETH_P_PPP_SES,
+                &frames::pppoe_compressed(0x23, &v4(&NAT0)),
+            ),
             None,
             false,
         ),

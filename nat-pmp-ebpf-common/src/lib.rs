@@ -73,6 +73,10 @@ pub const SOURCE_GENERATIONS: u32 = 2;
 /// [`MAP_UNATTRIBUTED`]. The table's fixed memory is
 /// `SOURCE_GENERATIONS × SOURCES_MAX_ENTRIES × 40` bytes per possible CPU:
 /// 320 KiB per CPU (640 KiB on 2 CPUs, 5 MiB on 16).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "SOURCE_WAYS is 8: no truncation"
+)]
 pub const SOURCES_MAX_ENTRIES: u32 = SOURCE_SETS * SOURCE_WAYS as u32;
 /// Name of the per-CPU one-entry array of [`Unattributed`]: counted
 /// datagrams whose sender found no free slot in [`MAP_SOURCES`].
@@ -879,6 +883,10 @@ pub const fn v4_mapped_words(a: [u8; 4]) -> [u64; 2] {
 /// attacker cannot tell which addresses share a set, which is what the
 /// table needs; with many sources the sets fill evenly.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the top log2(SOURCE_SETS) bits of the hash: fewer than 32"
+)]
 pub const fn source_set(addr: [u64; 2], key: [u64; 2]) -> u32 {
     let a = (addr[0] ^ key[0]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let b = (addr[1] ^ key[1]).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);

@@ -506,10 +506,16 @@ fn natpmp_arithmetic_matches_the_rfc_table() {
                     }
                 };
                 let got = classify_inline(len, version, opcode);
-                assert_eq!(got.class, want, "version {version} opcode {opcode} len {len}");
-                let over = version == 0
-                    && natpmp_needed_len(opcode).is_some_and(|n| len >= 2 && len > n);
-                assert_eq!(got.oversized, over, "version {version} opcode {opcode} len {len}");
+                assert_eq!(
+                    got.class, want,
+                    "version {version} opcode {opcode} len {len}"
+                );
+                let over =
+                    version == 0 && natpmp_needed_len(opcode).is_some_and(|n| len >= 2 && len > n);
+                assert_eq!(
+                    got.oversized, over,
+                    "version {version} opcode {opcode} len {len}"
+                );
             }
         }
     }
