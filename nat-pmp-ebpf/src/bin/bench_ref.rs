@@ -64,6 +64,7 @@ fn at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
 }
 
 #[xdp]
+#[expect(clippy::needless_pass_by_value, reason = "the #[xdp] entry signature")]
 pub fn bench_ref(ctx: XdpContext) -> u32 {
     try_ref(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
