@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use nat_pmp_agent::sources::LEDGER_MAX;
+use nat_pmp_ebpf_common::SOURCES_MAX_ENTRIES;
 
 use crate::{
     agent::AgentCost,
@@ -492,10 +493,11 @@ pub fn render(r: &Results<'_>) -> String {
             s,
             "`nat-pmp-agent --iface brx0 --drop --xdp-mode native --output json --interval 1` in the \
              receiving namespace while the sender floods it. Before the flood window the sender \
-             sends one opcode-0 request from each of 16,384 addresses in 198.18.64.0/18, which \
-             fills the agent's source table (its bound), so every report reads and ranks a full \
-             table. CPU from utime + stime over the flood window (after start-up), peak RSS = \
-             VmHWM at the end. The second row is the same binary \
+             sends one opcode-0 request from each of {SOURCES_MAX_ENTRIES} addresses in \
+             198.18.64.0/18, as many as one CPU's source table holds in an interval (a sender \
+             whose set is already full counts as unattributed), so every report reads and ranks \
+             the senders the table took. CPU from utime + stime over the flood window (after \
+             start-up), peak RSS = VmHWM at the end. The second row is the same binary \
              started with `/sys/kernel/btf/vmlinux` hidden (a `/dev/null` bind mount in its private \
              mount namespace), which is what isolates the cost of aya's loader parsing the kernel's \
              BTF.\n"
