@@ -6,7 +6,10 @@
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 
-use crate::{env::thread_cpu_ns, frames::Frame};
+use crate::{
+    env::thread_cpu_ns,
+    frames::{Frame, Group},
+};
 
 /// One `BPF_PROG_TEST_RUN` of `repeat` runs.
 #[derive(Clone, Copy, Debug)]
@@ -57,8 +60,12 @@ pub struct Subject<'a> {
 /// Medians per (frame, subject).
 pub struct CostTable {
     pub frames: Vec<String>,
+    /// Per frame: its short name.
+    pub short: Vec<&'static str>,
     /// Per frame: a datagram to 5351 (the product must drop it in drop mode).
     pub natpmp: Vec<bool>,
+    /// Per frame: the target it is judged by.
+    pub groups: Vec<Group>,
     pub subjects: Vec<String>,
     /// `cells[frame][subject]`.
     pub cells: Vec<Vec<Cell>>,
@@ -133,7 +140,9 @@ pub fn measure(
         .collect();
     Ok(CostTable {
         frames: frames.iter().map(|f| f.name.to_owned()).collect(),
+        short: frames.iter().map(|f| f.short).collect(),
         natpmp: frames.iter().map(|f| f.natpmp).collect(),
+        groups: frames.iter().map(|f| f.group).collect(),
         subjects: subjects.iter().map(|s| s.name.clone()).collect(),
         cells,
         runs,

@@ -11,6 +11,10 @@
 //! 1 / (sender cost + receiver cost) and nothing is lost to queueing. A veth
 //! only accepts redirected frames when its peer has an XDP program, so the
 //! nftables contenders run behind the bare `XDP_PASS` program.
+//!
+//! The spoofed flood's sender is `bench_redirect_spoof`: the same, but each
+//! frame leaves with a new IPv4 source address (a scan from spoofed
+//! addresses, the source table's worst case).
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +33,9 @@ const BATCH: u32 = 64;
 
 pub struct Sender {
     ebpf: Ebpf,
+    /// The program's name in its object (`bench_redirect`, or
+    /// `bench_redirect_spoof`, which gives every frame a new IPv4 source).
+    program: &'static str,
     /// `Some(cpu)`: the receiving veth runs threaded NAPI, its thread pinned
     /// to `cpu` (not the sender's): sender and receiver on separate CPUs.
     pub receiver_cpu: Option<usize>,
@@ -37,7 +44,21 @@ pub struct Sender {
 impl Sender {
     /// Loads `bench_redirect` and points it at the sending veth.
     pub fn new(pair: &VethPair) -> Result<Self> {
-        let mut ebpf = crate::progs::load(crate::progs::BENCH_REDIRECT, "bench_redirect")?;
+        Self::load(pair, crate::progs::BENCH_REDIRECT, "bench_redirect")
+    }
+
+    /// Loads `bench_redirect_spoof` (every IPv4 frame from a new source
+    /// address in 198.18.128.0/17) and points it at the sending veth.
+    pub fn spoofing(pair: &VethPair) -> Result<Self> {
+        Self::load(
+            pair,
+            crate::progs::BENCH_REDIRECT_SPOOF,
+            "bench_redirect_spoof",
+        )
+    }
+
+    fn load(pair: &VethPair, object: &[u8], program: &'static str) -> Result<Self> {
+        let mut ebpf = crate::progs::load(object, program)?;
         let out = pair.tx.ip(&["-j", "link", "show", "dev", pair.tx_dev])?;
         let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
         let ifindex = v[0]["ifindex"]
@@ -46,18 +67,24 @@ impl Sender {
             .context("no ifindex in `ip -j link`")?;
         let mut map: Array<_, u32> = Array::try_from(
             ebpf.map_mut("BENCH_TX_IFINDEX")
-                .context("bench_redirect has no map BENCH_TX_IFINDEX")?,
+                .with_context(|| format!("{program} has no map BENCH_TX_IFINDEX"))?,
         )?;
         map.set(0, ifindex, 0)
             .context("writing the transmit ifindex into BENCH_TX_IFINDEX")?;
         Ok(Sender {
             ebpf,
+            program,
             receiver_cpu: None,
         })
     }
 
+    /// Every frame from a new source address?
+    pub fn spoofs(&self) -> bool {
+        self.program == "bench_redirect_spoof"
+    }
+
     fn prog(&self) -> Result<&Xdp> {
-        crate::progs::xdp(&self.ebpf, "bench_redirect")
+        crate::progs::xdp(&self.ebpf, self.program)
     }
 
     /// Injects `count` copies of `frame`; returns the wall time it took
@@ -96,6 +123,24 @@ pub struct FloodResult {
     pub mpps: Vec<f64>,
     /// Measured with sender and receiver on separate CPUs.
     pub split: bool,
+    /// Every frame from a new source address (`bench_redirect_spoof`).
+    pub spoofed: bool,
+    /// The product's source table after the rounds (spoofed floods).
+    pub accounting: Option<Accounting>,
+}
+
+/// The product's source table after a spoofed flood, read through the
+/// agent library (`sources::tick`, then `sources::read`).
+#[derive(Clone, Copy, Debug)]
+pub struct Accounting {
+    /// Packets the class counters counted, in all.
+    pub counted: u64,
+    /// The sum of every known source's packets.
+    pub attributed: u64,
+    /// `unattributed.packets`.
+    pub unattributed: u64,
+    /// Sources known (`tracked`).
+    pub tracked: usize,
 }
 
 impl FloodResult {
@@ -128,6 +173,8 @@ pub fn rounds(
         counted: 0,
         mpps: Vec::new(),
         split: sender.receiver_cpu.is_some(),
+        spoofed: sender.spoofs(),
+        accounting: None,
     };
     if let Some(cpu) = sender.receiver_cpu {
         // The veth has NAPI once the contender's XDP program is attached
@@ -160,7 +207,8 @@ pub fn rounds(
         pair.set_threaded(false)?;
     }
     eprintln!(
-        "bench: flood{} {name}: {:.2} Mpps (median of {rounds}), {} of {} frames counted",
+        "bench: {}flood{} {name}: {:.2} Mpps (median of {rounds}), {} of {} frames counted",
+        if res.spoofed { "spoofed " } else { "" },
         if res.split { " (separate CPUs)" } else { "" },
         res.median_mpps(),
         res.counted,

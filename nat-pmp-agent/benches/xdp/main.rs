@@ -5,25 +5,38 @@
 //! writes the method, the numbers, the ratios against the project's targets
 //! and, for each missed target, what bounds it.
 //!
-//! Three parts: per-packet cost (`BPF_PROG_TEST_RUN`), flood drop rate (live
-//! frames through a veth pair) and the agent's own cost. Everything runs in
-//! namespaces, on a bpffs and with processes this bench creates and removes.
+//! Four parts: per-packet cost (`BPF_PROG_TEST_RUN`), each frame's path
+//! through the loaded program (xlated instructions and calls, from an
+//! interpreter), flood drop rate (live frames through a veth pair, from one
+//! source and from a new source every frame) and the agent's own cost.
+//! Everything runs in namespaces, on a bpffs and with processes this bench
+//! creates and removes.
 
 mod agent;
 mod cost;
 mod env;
 mod flood;
 mod frames;
+mod paths;
 mod progs;
 mod reattach;
 mod report;
+#[path = "../../tests/common/xlated.rs"]
+mod xlated;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{bail, Context as _, Result};
-use aya::programs::XdpMode;
+use aya::{
+    maps::PerCpuArray,
+    programs::{Xdp, XdpMode},
+    Ebpf,
+};
 use clap::Parser;
-use nat_pmp_agent::ebpf::{AttachMode, Filter};
+use nat_pmp_agent::{
+    ebpf::{AttachMode, Filter},
+    sources,
+};
 use nat_pmp_ebpf_common::{Class, Mode};
 
 use crate::{
@@ -119,7 +132,7 @@ fn run(args: &Args) -> Result<()> {
     env::pin_to_cpu(cpu)?;
     let bpffs = Bpffs::new()?;
 
-    let (cost, facts, xdp_filter_prog) = per_packet(args, &bpffs)?;
+    let (cost, facts, xdp_filter_prog, paths) = per_packet(args, &bpffs)?;
     if args.cost_only {
         print!("{}", report::cost_table(&cost));
         return Ok(());
@@ -135,6 +148,7 @@ fn run(args: &Args) -> Result<()> {
         cost: &cost,
         facts: &facts,
         xdp_filter_prog: &xdp_filter_prog,
+        paths: &paths,
         floods: &floods,
         agent: &agent,
     });
@@ -195,8 +209,14 @@ fn replace_section(text: &str, section: &str) -> String {
     format!("{text}\n{section}")
 }
 
-/// The cost table, each program's size facts, xdp-filter's program name.
-type PerPacket = (cost::CostTable, Vec<(String, progs::ProgFacts)>, String);
+/// The cost table, each program's size facts, xdp-filter's program name,
+/// each frame's path.
+type PerPacket = (
+    cost::CostTable,
+    Vec<(String, progs::ProgFacts)>,
+    String,
+    paths::PathTable,
+);
 
 fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
     let mut product_drop = Filter::load()?;
@@ -273,8 +293,95 @@ fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
         .iter()
         .map(|s| Ok((s.name.clone(), progs::facts(s.prog)?)))
         .collect::<Result<Vec<_>>>()?;
-    Ok((table, facts, xf_name))
+    // Each frame's path, in the very programs just timed (configuration
+    // unchanged).
+    let paths = if args.cost_only {
+        paths::PathTable::default()
+    } else {
+        let id = |name: &str| {
+            facts
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, f)| f.id)
+                .with_context(|| format!("no program facts for {name}"))
+        };
+        paths::measure(
+            &[
+                (PRODUCT_DROP, product_drop.program_id()?),
+                (PRODUCT_DROP_UNTRACKED, product_untracked.program_id()?),
+                (REFERENCE, id(REFERENCE)?),
+            ],
+            &frames,
+            &table,
+        )?
+    };
+    Ok((table, facts, xf_name, paths))
 }
+
+/// Attaches the XDP program `name` of `ebpf` to the receiving veth
+/// (native mode).
+fn attach_rx(pair: &VethPair, ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    let prog: &mut Xdp = progs::xdp_mut(ebpf, name)?;
+    pair.rx.enter(|| {
+        prog.attach(pair.rx_dev, XdpMode::Driver)
+            .map(|_| ())
+            .with_context(|| format!("attaching {name}"))
+    })
+}
+
+/// The reference's drops: its `REF_COUNT` per-CPU counter, summed.
+fn ref_count(ebpf: &Ebpf) -> Result<u64> {
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(
+        ebpf.map("REF_COUNT")
+            .context("bench_ref has no map REF_COUNT")?,
+    )?;
+    Ok(map.get(&0, 0).context("reading REF_COUNT")?.iter().sum())
+}
+
+/// The product's source table after a spoofed flood, through the agent
+/// library: the end of an interval, then every source. Fails unless every
+/// source's packets plus `unattributed` equal the counted packets and the
+/// ledger holds at most its bound.
+fn check_accounting(f: &mut Filter) -> Result<flood::Accounting> {
+    sources::tick(f.maps_mut()).context("ending the source table's interval")?;
+    let s = sources::read(f.maps(), usize::MAX).context("reading the source table")?;
+    let counted = f.snapshot()?.total().packets();
+    let attributed: u64 = s.top.iter().map(|x| x.stats.packets).sum();
+    let acc = flood::Accounting {
+        counted,
+        attributed,
+        unattributed: s.unattributed.packets,
+        tracked: s.tracked,
+    };
+    if attributed + s.unattributed.packets != counted {
+        bail!(
+            "the source table lost count under the spoofed flood: {attributed} packets \
+             attributed to {} sources + {} unattributed = {}, but the class counters counted \
+             {counted}",
+            s.tracked,
+            s.unattributed.packets,
+            attributed + s.unattributed.packets
+        );
+    }
+    if s.tracked > sources::LEDGER_MAX {
+        bail!(
+            "the source table broke its bound under the spoofed flood: {} sources tracked, \
+             at most {} allowed",
+            s.tracked,
+            sources::LEDGER_MAX
+        );
+    }
+    eprintln!(
+        "bench: source table after the spoofed flood: {} sources, {attributed} packets \
+         attributed + {} unattributed = {counted} counted",
+        s.tracked, s.unattributed.packets
+    );
+    Ok(acc)
+}
+
+/// How the flood counts the product's and the reference's drops.
+const PRODUCT_COUNTER: &str = "the product's own counter (NATPMP_STATS, opcode-0 dropped)";
+const REF_COUNTER: &str = "the reference's own counter (REF_COUNT)";
 
 #[expect(
     clippy::too_many_lines,
@@ -286,6 +393,7 @@ fn flood_and_agent(
 ) -> Result<(Vec<flood::FloodResult>, Vec<agent::AgentCost>)> {
     let pair = VethPair::new("f")?;
     let mut sender = flood::Sender::new(&pair)?;
+    let mut spoofer = flood::Sender::spoofing(&pair)?;
     let frame = frames::opcode0();
     let (n, r) = (args.flood_frames, args.flood_rounds);
     let mut results = Vec::new();
@@ -302,6 +410,7 @@ fn flood_and_agent(
     };
     for &receiver_cpu in modes {
         sender.receiver_cpu = receiver_cpu;
+        spoofer.receiver_cpu = receiver_cpu;
         // (a) the product, drop mode, attached as the agent attaches it: as
         // shipped (per-source tracking on), then with tracking off.
         for (name, track) in [(PRODUCT_DROP, true), (PRODUCT_DROP_UNTRACKED, false)] {
@@ -312,7 +421,7 @@ fn flood_and_agent(
                 .enter(|| f.attach(rx_dev, AttachMode::Native).map(|_| ()))?;
             let res = flood::rounds(
                 name,
-                "the product's own counter (NATPMP_STATS, opcode-0 dropped)",
+                PRODUCT_COUNTER,
                 &sender,
                 &pair,
                 &frame,
@@ -327,15 +436,25 @@ fn flood_and_agent(
             f.detach()?;
             results.push(res);
         }
-        // (b) bare XDP_DROP.
+        // (b) the reference: parse, count, drop.
+        {
+            let mut e = progs::load(progs::BENCH_REF, "bench_ref")?;
+            attach_rx(&pair, &mut e, "bench_ref")?;
+            results.push(flood::rounds(
+                REFERENCE,
+                REF_COUNTER,
+                &sender,
+                &pair,
+                &frame,
+                n,
+                r,
+                &mut || ref_count(&e),
+            )?);
+        }
+        // (c) bare XDP_DROP.
         {
             let mut e = progs::load(progs::BENCH_DROP, "bench_drop")?;
-            let prog = progs::xdp_mut(&mut e, "bench_drop")?;
-            pair.rx.enter(|| {
-                prog.attach(rx_dev, XdpMode::Driver)
-                    .map(|_| ())
-                    .context("attaching bench_drop")
-            })?;
+            attach_rx(&pair, &mut e, "bench_drop")?;
             results.push(flood::rounds(
                 BARE_DROP,
                 "rx_packets of the receiving veth",
@@ -347,7 +466,7 @@ fn flood_and_agent(
                 &mut || pair.rx_packets(),
             )?);
         }
-        // (c) xdp-filter.
+        // (d) xdp-filter.
         {
             let xf = XdpFilter::load(&pair.rx, bpffs, rx_dev)?;
             results.push(flood::rounds(
@@ -361,15 +480,10 @@ fn flood_and_agent(
                 &mut || xf.dropped(),
             )?);
         }
-        // (d) nftables, behind the bare XDP_PASS the veth needs.
+        // (e) nftables, behind the bare XDP_PASS the veth needs.
         {
             let mut e = progs::load(progs::BENCH_PASS, "bench_pass")?;
-            let prog = progs::xdp_mut(&mut e, "bench_pass")?;
-            pair.rx.enter(|| {
-                prog.attach(rx_dev, XdpMode::Driver)
-                    .map(|_| ())
-                    .context("attaching bench_pass")
-            })?;
+            attach_rx(&pair, &mut e, "bench_pass")?;
             let nft = |cmds: &[String]| -> Result<()> {
                 for c in cmds {
                     pair.rx.exec(&["nft", c])?;
@@ -408,6 +522,47 @@ fn flood_and_agent(
                 &mut || flood::nft_counter(&pair, "inet", "natpmp_bench"),
             )?);
             nft(&["delete table inet natpmp_bench".into()])?;
+        }
+        // (f) the spoofed flood, every frame from a new source: the product
+        // as shipped, whose source table must account for every frame,
+        // then the reference.
+        {
+            let mut f = Filter::load()?;
+            f.set_mode(Mode::Drop)?;
+            f.set_source_tracking(true)?;
+            pair.rx
+                .enter(|| f.attach(rx_dev, AttachMode::Native).map(|_| ()))?;
+            let mut res = flood::rounds(
+                PRODUCT_DROP,
+                PRODUCT_COUNTER,
+                &spoofer,
+                &pair,
+                &frame,
+                n,
+                r,
+                &mut || {
+                    Ok(f.snapshot()?
+                        .get(Class::NatpmpExternalAddressRequest)
+                        .dropped_packets)
+                },
+            )?;
+            f.detach()?;
+            res.accounting = Some(check_accounting(&mut f)?);
+            results.push(res);
+        }
+        {
+            let mut e = progs::load(progs::BENCH_REF, "bench_ref")?;
+            attach_rx(&pair, &mut e, "bench_ref")?;
+            results.push(flood::rounds(
+                REFERENCE,
+                REF_COUNTER,
+                &spoofer,
+                &pair,
+                &frame,
+                n,
+                r,
+                &mut || ref_count(&e),
+            )?);
         }
     }
     sender.receiver_cpu = None;

@@ -1,5 +1,5 @@
 //! The programs under test, other than the product: the bench's own bare
-//! `XDP_PASS`/`XDP_DROP` and redirect programs (built from `nat-pmp-ebpf`'s
+//! `XDP_PASS`/`XDP_DROP`, reference and redirect programs (built from `nat-pmp-ebpf`'s
 //! `bench_*` binaries), and xdp-filter from Debian's xdp-tools, loaded by
 //! its own command on an interface of a namespace the bench made.
 
@@ -20,6 +20,8 @@ pub static BENCH_DROP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 pub static BENCH_REF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_ref"));
 pub static BENCH_REDIRECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_redirect"));
+pub static BENCH_REDIRECT_SPOOF: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_redirect_spoof"));
 
 /// Loads one of the bench's own XDP objects and its program `name`.
 pub fn load(object: &[u8], name: &str) -> Result<Ebpf> {
