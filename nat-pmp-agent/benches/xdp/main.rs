@@ -154,25 +154,29 @@ fn reattach_section(args: &Args) -> Result<String> {
         eprintln!("bench: no --agent given: skipping the re-attach gap");
         return Ok(String::new());
     };
+    let machine = report::Machine::probe();
     let gaps = ["native", "skb"]
         .into_iter()
         .map(|m| reattach::measure(agent, m, args.reattach_rounds))
         .collect::<Result<Vec<_>>>()?;
-    let live = [
-        (reattach_live::Wan::Tun, "skb", true),
-        (reattach_live::Wan::Tun, "skb", false),
-        (reattach_live::Wan::Tap, "native", true),
-        (reattach_live::Wan::Tap, "native", false),
-        (reattach_live::Wan::Tap, "skb", true),
-    ]
-    .into_iter()
-    .map(|(wan, m, pinned)| reattach_live::measure(agent, wan, m, args.reattach_rounds, pinned))
-    .collect::<Result<Vec<_>>>()?;
+    let live = {
+        use reattach_live::{Sched, Wan};
+        [
+            (Wan::Tun, "skb", Sched::Pinned),
+            (Wan::Tun, "skb", Sched::Free),
+            (Wan::Tun, "skb", Sched::FreeFifo),
+            (Wan::Tap, "native", Sched::Pinned),
+            (Wan::Tap, "native", Sched::Free),
+            (Wan::Tap, "skb", Sched::Pinned),
+        ]
+        .into_iter()
+        .map(|(wan, m, sched)| reattach_live::measure(agent, wan, m, args.reattach_rounds, sched))
+        .collect::<Result<Vec<_>>>()?
+    };
     let tun_native_refused = reattach_live::tun_native_refused(agent)?;
-    let machine = report::Machine::probe();
     Ok(format!(
         "{REATTACH_BEGIN}## Re-attach gap (an interface deleted and created again)\n\n{}{}\
-         Measured on {}, {} CPUs, Linux {}, {}, commit {} \
+         Measured on {}, {} CPUs, Linux {}, {}, commit {}, load average {} before and {} after \
          (`cargo xtask bench -- --reattach-only`).\n\n{}{REATTACH_END}",
         reattach::method(args.reattach_rounds),
         reattach::render(&gaps, &live, tun_native_refused),
@@ -181,7 +185,9 @@ fn reattach_section(args: &Args) -> Result<String> {
         machine.kernel,
         machine.date,
         machine.commit,
-        reattach::analysis(&live, tun_native_refused)
+        machine.load_before,
+        report::loadavg(),
+        reattach::analysis(&gaps, &live, tun_native_refused)
     ))
 }
 

@@ -37,7 +37,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 
-use crate::env::NetNs;
+use crate::{env::NetNs, reattach::Reattached};
 
 /// How long each round sends after `t0`.
 const WINDOW: Duration = Duration::from_millis(50);
@@ -136,12 +136,24 @@ pub struct Round {
     pub agent_attach_ms: f64,
 }
 
+/// Where the writing thread and the agent run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Sched {
+    /// The writer on CPU 0, the agent on the last CPU: the writer's busy
+    /// loop cannot take the agent's CPU.
+    Pinned,
+    /// Both left to the scheduler.
+    Free,
+    /// Both left to the scheduler, the agent at real-time priority
+    /// (`chrt -f 1`: `SCHED_FIFO`), so that it preempts the writer.
+    FreeFifo,
+}
+
 /// One WAN kind and XDP mode's rounds.
 pub struct Effective {
     pub wan: Wan,
     pub xdp_mode: &'static str,
-    /// The writer and the agent on CPUs of their own.
-    pub pinned: bool,
+    pub sched: Sched,
     pub rounds: Vec<Round>,
 }
 
@@ -153,25 +165,27 @@ struct Agent {
 }
 
 impl Agent {
-    /// Starts the agent on `iface` in `ns`, on CPU `cpu` if given
-    /// (`taskset` and `ip netns exec` exec it: the PID is the agent's).
+    /// Starts the agent on `iface` in `ns`, on CPU `cpu` if given, at
+    /// real-time priority if `fifo` (`chrt`, `taskset` and `ip netns exec`
+    /// exec it: the PID is the agent's).
     fn start(
         ns: &NetNs,
         agent: &Path,
         iface: &str,
         xdp_mode: &str,
         cpu: Option<usize>,
+        fifo: bool,
     ) -> Result<Self> {
-        let mut cmd = match cpu {
-            Some(c) => {
-                let mut t = Command::new("taskset");
-                t.args(["-c", &c.to_string(), "ip"]);
-                t
-            }
-            None => Command::new("ip"),
-        };
-        let mut child = cmd
-            .args(["netns", "exec", &ns.name])
+        let mut argv: Vec<String> = Vec::new();
+        if fifo {
+            argv.extend(["chrt", "-f", "1"].map(String::from));
+        }
+        if let Some(c) = cpu {
+            argv.extend(["taskset".into(), "-c".into(), c.to_string()]);
+        }
+        argv.extend(["ip", "netns", "exec", &ns.name].map(String::from));
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
             .arg(agent)
             .args(["--iface", iface, "--drop", "--wait", "--xdp-mode", xdp_mode])
             .args(["--output", "json", "--interval", "0.5"])
@@ -264,7 +278,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
             // SAFETY: kill has no memory preconditions; the PID is our own
-            // child's (`taskset` and `ip netns exec` exec the agent), not yet reaped.
+            // child's (`chrt`, `taskset` and `ip netns exec` exec the agent), not yet reaped.
             unsafe { libc::kill(pid, libc::SIGTERM) };
             let end = Instant::now() + Duration::from_secs(5);
             while Instant::now() < end {
@@ -568,23 +582,9 @@ fn round(wan: Wan, sock: &UdpSocket, cpu: Option<usize>) -> Result<(Round, File)
     ))
 }
 
-/// Creates the `wan` device `rounds` times under an agent in drop mode.
-/// `pinned`: the writing thread on CPU 0, the agent on the last CPU (with
-/// one CPU, not pinned), so the writer's busy loop cannot delay the agent.
-pub fn measure(
-    agent: &Path,
-    wan: Wan,
-    xdp_mode: &'static str,
-    rounds: usize,
-    pinned: bool,
-) -> Result<Effective> {
-    let iface = wan.iface();
-    let pinned = pinned && crate::env::cpus() > 1;
-    let (writer_cpu, agent_cpu) = if pinned {
-        (Some(0), Some(crate::env::cpus() - 1))
-    } else {
-        (None, None)
-    };
+/// The router's namespace: 198.18.9.1 on `lo` (a device that is merely up
+/// delivers to it without addresses of its own), no reverse-path filter.
+fn router(wan: Wan) -> Result<NetNs> {
     let ns = NetNs::new(match wan {
         Wan::Tun => "rlt",
         Wan::Tap => "rlp",
@@ -596,8 +596,39 @@ pub fn measure(
         let v = ns.exec(&["sysctl", "-n", &key])?;
         ensure!(v.trim() == "0", "{key} is {} in {}", v.trim(), ns.name);
     }
+    Ok(ns)
+}
+
+/// Creates the `wan` device `rounds` times under an agent in drop mode,
+/// writer and agent placed as `sched` says (with one CPU, never pinned).
+pub fn measure(
+    agent: &Path,
+    wan: Wan,
+    xdp_mode: &'static str,
+    rounds: usize,
+    sched: Sched,
+) -> Result<Effective> {
+    let iface = wan.iface();
+    let sched = if sched == Sched::Pinned && crate::env::cpus() < 2 {
+        Sched::Free
+    } else {
+        sched
+    };
+    let (writer_cpu, agent_cpu) = if sched == Sched::Pinned {
+        (Some(0), Some(crate::env::cpus() - 1))
+    } else {
+        (None, None)
+    };
+    let ns = router(wan)?;
     let sock = ns.enter(listener)?;
-    let a = Agent::start(&ns, agent, iface, xdp_mode, agent_cpu)?;
+    let a = Agent::start(
+        &ns,
+        agent,
+        iface,
+        xdp_mode,
+        agent_cpu,
+        sched == Sched::FreeFifo,
+    )?;
     a.wait_line(
         &format!("that it waits for {iface}"),
         Duration::from_secs(10),
@@ -620,11 +651,17 @@ pub fn measure(
         a.drain();
         let (mut r, d) = ns.enter(|| round(wan, &sock, writer_cpu))?;
         dev = Some(d);
-        let (total, attach) = a.wait_line(
-            "that it re-attached (... ms after its new-link event)",
+        let said = a.wait_line(
+            &format!("that it attached to {iface} again"),
             Duration::from_secs(5),
-            crate::reattach::parse,
+            crate::reattach::reattached,
         )?;
+        // Without a gap: its periodic check re-attached before it read the
+        // event; the traffic still says when the filter was in force.
+        let (total, attach) = match said {
+            Reattached::Gap(total, attach) => (total, attach),
+            Reattached::ByCheck => (f64::NAN, f64::NAN),
+        };
         r.agent_total_ms = total;
         r.agent_attach_ms = attach;
         eprintln!(
@@ -632,7 +669,11 @@ pub fn measure(
              resolution {:.4} ms); created {:.3} ms, up {:.3} ms; agent: {total:.2} ms after \
              the event, {attach:.2} ms attaching",
             wan.name(),
-            if pinned { " pinned" } else { "" },
+            match sched {
+                Sched::Pinned => " pinned",
+                Sched::Free => "",
+                Sched::FreeFifo => " agent SCHED_FIFO",
+            },
             match r.bound {
                 Bound::Exact => "",
                 Bound::AtMost => "<= ",
@@ -663,7 +704,7 @@ pub fn measure(
     Ok(Effective {
         wan,
         xdp_mode,
-        pinned,
+        sched,
         rounds: done,
     })
 }
@@ -672,7 +713,7 @@ pub fn measure(
 /// agent, asked for native mode, must say the driver has no native XDP.
 pub fn tun_native_refused(agent: &Path) -> Result<bool> {
     let ns = NetNs::new("rln")?;
-    let a = Agent::start(&ns, agent, "tun0", "native", None)?;
+    let a = Agent::start(&ns, agent, "tun0", "native", None, false)?;
     a.wait_line("that it waits for tun0", Duration::from_secs(10), |l| {
         l.contains("waiting for the interface").then_some(())
     })?;
