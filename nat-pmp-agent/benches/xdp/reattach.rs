@@ -328,14 +328,14 @@ fn before_return(pinned: &[&Effective]) -> String {
     format!(
         "**The program is in force long before the attach call returns.** With the sender on \
          a CPU of its own the first datagram was dropped a median of {:.2} ms after `t0` (max \
-         {:.2}; {before} of {n} rounds before the call returned), while the agent's attach call \
-         returned a median of {:.2} ms after the event. `BPF_LINK_CREATE` installs the program \
+         {:.2}; before the call returned in {before} of the {n} rounds the agent reported a gap \
+         for), while the agent's attach call returned a median of {:.2} ms after the event. `BPF_LINK_CREATE` installs the program \
          on the device first (`dev_xdp_install`: the driver's `ndo_bpf`, or \
          `generic_xdp_install` in skb mode), from where it runs on every packet, and only then \
          updates the XDP dispatcher (`bpf_prog_change_xdp` -> `bpf_dispatcher_update`), a \
          direct-call optimisation that waits for an RCU grace period (`synchronize_rcu`): that \
          wait is most of the call (with `/sys/kernel/rcu_expedited` = 1 the call took about \
-         0.2 ms, checked by hand with `strace -T`). The in-force times include creating the \
+         0.2 ms in an earlier check by hand with `strace -T`; not part of this run). The in-force times include creating the \
          device (`TUNSETIFF` returned a median of {:.2} ms after `t0`) and bringing it up ({:.2} \
          ms); the two writes around the in-force point were at most {:.3} ms apart.\n\n",
         median(exact(pinned)),
@@ -459,8 +459,8 @@ fn not_pinned(unpinned: &[&Effective], fifo: &[&Effective]) -> String {
             if slow.is_empty() || x > 1.0 {
                 ""
             } else {
-                ": the time over 1 ms above was the agent's thread waiting for a CPU, not \
-                 the kernel's work"
+                ": the time over 1 ms above was the agent's thread waiting for a CPU the \
+                 writer held, not the kernel's work"
             }
         );
     }
@@ -494,10 +494,13 @@ pub fn analysis(gaps: &[Gaps], live: &[Effective], tun_native_refused: bool) -> 
         let _ = write!(
             out,
             "The agent's periodic check (every report interval) re-attached before the agent \
-             read the new-link event in {live_by_check} of the rounds with traffic (their \
-             in-force time stands; the agent reported no gap for them, so they are missing from \
-             its columns) and {veth_by_check} times in the `veth` rounds (not counted, another \
-             round was run).\n\n"
+             read the new-link event in {} with traffic (the in-force time stands; the agent \
+             reports no gap then, so the agent's columns leave them out) and {} of the `veth` \
+             measurement (not counted; another round was run). Which of the two gets there \
+             first is a race in the agent's loop (`tokio::select!` between the report tick and \
+             the event).\n\n",
+            plural(live_by_check, "round"),
+            plural(veth_by_check, "round")
         );
     }
     if tun_native_refused {
