@@ -456,11 +456,11 @@ fn not_pinned(unpinned: &[&Effective], fifo: &[&Effective]) -> String {
             out,
             " With the agent at real-time priority (`chrt -f 1`) and the rest as in the \"not \
              pinned\" rows, the in-force time was a median of {m:.2} ms, at most {x:.2} ms{}.",
-            if slow.is_empty() || x > 1.0 {
+            if x > 1.0 || !slow.iter().any(|r| r.in_force_ms > 2.0 * x) {
                 ""
             } else {
-                ": the time over 1 ms above was the agent's thread waiting for a CPU the \
-                 writer held, not the kernel's work"
+                ": the rounds well over that above were the agent's thread waiting for a \
+                 CPU the writer held, not the kernel's work"
             }
         );
     }
@@ -496,9 +496,8 @@ pub fn analysis(gaps: &[Gaps], live: &[Effective], tun_native_refused: bool) -> 
             "The agent's periodic check (every report interval) re-attached before the agent \
              read the new-link event in {} with traffic (the in-force time stands; the agent \
              reports no gap then, so the agent's columns leave them out) and {} of the `veth` \
-             measurement (not counted; another round was run). Which of the two gets there \
-             first is a race in the agent's loop (`tokio::select!` between the report tick and \
-             the event).\n\n",
+             measurement (not counted; another round was run). Which gets there first is a \
+             race in the agent between its report tick and the event.\n\n",
             plural(live_by_check, "round"),
             plural(veth_by_check, "round")
         );
