@@ -20,6 +20,7 @@ mod frames;
 mod paths;
 mod progs;
 mod reattach;
+mod reattach_live;
 mod report;
 #[path = "../../tests/common/xlated.rs"]
 mod xlated;
@@ -168,35 +169,41 @@ fn reattach_section(args: &Args) -> Result<String> {
         eprintln!("bench: no --agent given: skipping the re-attach gap");
         return Ok(String::new());
     };
+    let machine = report::Machine::probe();
     let gaps = ["native", "skb"]
         .into_iter()
         .map(|m| reattach::measure(agent, m, args.reattach_rounds))
         .collect::<Result<Vec<_>>>()?;
-    let machine = report::Machine::probe();
+    let live = {
+        use reattach_live::{Sched, Wan};
+        [
+            (Wan::Tun, "skb", Sched::Pinned),
+            (Wan::Tun, "skb", Sched::Free),
+            (Wan::Tun, "skb", Sched::FreeFifo),
+            (Wan::Tap, "native", Sched::Pinned),
+            (Wan::Tap, "native", Sched::Free),
+            (Wan::Tap, "skb", Sched::Pinned),
+        ]
+        .into_iter()
+        .map(|(wan, m, sched)| reattach_live::measure(agent, wan, m, args.reattach_rounds, sched))
+        .collect::<Result<Vec<_>>>()?
+    };
+    let tun_native_refused = reattach_live::tun_native_refused(agent)?;
     Ok(format!(
-        "{REATTACH_BEGIN}{}Measured on {}, {} CPUs, Linux {}, {}, commit {} \
+        "{REATTACH_BEGIN}## Re-attach gap (an interface deleted and created again)\n\n{}{}\
+         Measured on {}, {} CPUs, Linux {}, {}, commit {}, load average {} before and {} after \
          (`cargo xtask bench -- --reattach-only`).\n\n{}{REATTACH_END}",
-        reattach::render(&gaps, None),
+        reattach::method(args.reattach_rounds),
+        reattach::render(&gaps, &live, tun_native_refused),
         machine.cpu_model,
         machine.cpus,
         machine.kernel,
         machine.date,
         machine.commit,
-        reattach_analysis()
+        machine.load_before,
+        report::loadavg(),
+        reattach::analysis(&gaps, &live, tun_native_refused)
     ))
-}
-
-/// What bounds the gap, in words (the numbers above say how much).
-fn reattach_analysis() -> &'static str {
-    "Nearly all of the gap is the attach call, and nearly all of that is the kernel waiting \
-     for an RCU grace period: `BPF_LINK_CREATE` for XDP installs the program on the device \
-     (`dev_xdp_install`: the driver's `ndo_bpf`, or `generic_xdp_install` in skb mode) and then \
-     updates the XDP dispatcher (native mode) or the generic-XDP static key (skb mode), which \
-     waits for readers to finish. With `/sys/kernel/rcu_expedited` set to 1 the same call takes \
-     about 0.2 ms here (checked by hand with `strace -T`). The agent's own part, from the \
-     event to the attach call and after it, is the last column. The agent attaches on the \
-     kernel's first new-link event for the name, while the device is still being set up: a \
-     PPP interface carries no IP traffic before its IPCP negotiation completes, well after.\n\n"
 }
 
 /// `text` with the re-attach section replaced (or appended).
