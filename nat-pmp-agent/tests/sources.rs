@@ -214,12 +214,19 @@ fn the_source_hash_is_keyed_and_even() {
     let b = Filter::load().expect("loading").config().expect("config");
     assert_ne!(a.hash_key, b.hash_key, "a key per load");
     assert_ne!(a.hash_key, [0, 0]);
-    let addrs: Vec<[u64; 2]> = (0..65_536u32)
+    // IPv4 senders of a /16, and IPv6 senders of one /64 that differ only
+    // in the last bits of their interface identifier (what a scanner picks).
+    let mut addrs: Vec<[u64; 2]> = (0..32_768u32)
         .map(|i| {
             let [_, _, x, y] = i.to_be_bytes();
             addr_words(&v4([198, 18, x, y]))
         })
         .collect();
+    addrs.extend((0..32_768u32).map(|i| {
+        let mut a = v6("2001:db8:1:2::");
+        a[12..].copy_from_slice(&i.to_be_bytes());
+        addr_words(&a)
+    }));
     let same = addrs
         .iter()
         .filter(|w| source_set(**w, a.hash_key) == source_set(**w, b.hash_key))

@@ -880,20 +880,21 @@ pub const fn v4_mapped_words(a: [u8; 4]) -> [u64; 2] {
     ]
 }
 
-/// The set of [`MAP_SOURCES`] an address falls in: a keyed multiply-xorshift
-/// hash of its two words, the top bits taken. Not a cryptographic MAC (one
-/// would cost more than the rest of the frame's work): without the key, an
-/// attacker cannot tell which addresses share a set, which is what the
-/// table needs; with many sources the sets fill evenly.
+/// The set of [`MAP_SOURCES`] an address falls in: each word of the address
+/// XORed with its half of the key and multiplied by an odd constant (the
+/// two products are independent, so their latencies overlap), the products
+/// XORed, the top bits taken. The top bits of a product depend on every bit
+/// of its factor, and the key's bits decide the carries, so without the key
+/// an attacker cannot tell which addresses share a set (what the table
+/// needs); with many sources the sets fill evenly
+/// (`the_source_hash_is_keyed_and_even`). Not a cryptographic MAC, which
+/// would cost more than the rest of the frame's work.
 #[inline(always)]
 pub const fn source_set(addr: [u64; 2], key: [u64; 2]) -> u32 {
     let a = (addr[0] ^ key[0]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let b = (addr[1] ^ key[1]).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    let mut h = a ^ b.rotate_left(31);
-    h ^= h >> 29;
-    h = h.wrapping_mul(0x1656_67b1_9e37_79f9);
     #[expect(clippy::cast_possible_truncation, reason = "the top 9 bits")]
-    let set = (h >> (64 - SOURCE_SETS.trailing_zeros())) as u32;
+    let set = ((a ^ b) >> (64 - SOURCE_SETS.trailing_zeros())) as u32;
     set
 }
 
