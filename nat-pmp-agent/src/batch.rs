@@ -1,17 +1,17 @@
-//! Reads a whole per-CPU hash map with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+).
+//! Reads a whole per-CPU map with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+): the
+//! source table, 1,024 sets of 8 slots on every CPU, every report interval.
 //!
-//! Why by hand: aya 0.14 has no batch operations, and reading the source
-//! table one key at a time costs two syscalls per entry (`GET_NEXT_KEY`,
-//! then `LOOKUP_ELEM`): with the table at its bound of 16,384 senders and a
-//! report every second that was 3.7 % of a core (BENCHMARKS.md). A batch of
-//! 1,024 entries is one syscall. The attribute layout is `struct
+//! Why by hand: aya 0.14 has no batch operations, and reading the table a
+//! key at a time costs a syscall per set (an LRU hash of 16,384 senders read
+//! that way cost 3.7 % of a core, BENCHMARKS.md of an earlier version). A
+//! batch of 1,024 entries is one syscall. The attribute layout is `struct
 //! bpf_attr`'s `batch` member (`linux/bpf.h`), which no crate of the aya
 //! 0.14 family exposes.
 //!
 //! Contract: [`percpu_entries`] returns every entry with one value per
 //! possible CPU, or `Ok(None)` when the kernel has no batch lookup for the
-//! map (the caller then reads key by key). Entries an LRU evicts while the
-//! map is read may be missing; nothing is read twice within one bucket.
+//! map (the caller then reads key by key). For a hash map, entries deleted
+//! while it is read may be missing; nothing is read twice within one bucket.
 
 use std::{
     io,

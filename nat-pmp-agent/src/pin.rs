@@ -9,7 +9,9 @@
 //! <root>/netns:<inode>/<iface>/link           its XDP link (BPF_LINK_TYPE_XDP)
 //! <root>/netns:<inode>/<iface>/NATPMP_STATS   the per-CPU counters
 //! <root>/netns:<inode>/<iface>/NATPMP_CONFIG  the policy (monitor/drop)
-//! <root>/netns:<inode>/<iface>/NATPMP_SOURCES the per-source LRU map
+//! <root>/netns:<inode>/<iface>/NATPMP_SOURCES the per-CPU source table
+//! <root>/netns:<inode>/<iface>/NATPMP_UNATTRIBUTED  datagrams no slot took
+//! <root>/netns:<inode>/<iface>/NATPMP_LOG_RATE the drop log's per-CPU budget
 //! <root>/netns:<inode>/<iface>/NATPMP_ALLOW   the allowlist (LPM trie)
 //! ```
 //!
