@@ -880,10 +880,10 @@ pub const fn v4_mapped_words(a: [u8; 4]) -> [u64; 2] {
     ]
 }
 
-/// The set of [`MAP_SOURCES`] an address falls in: each word of the address
-/// XORed with its half of the key and multiplied by an odd constant (the
-/// two products are independent, so their latencies overlap), the products
-/// XORed, the top bits taken. The top bits of a product depend on every bit
+/// The set of [`MAP_SOURCES`] an address falls in: each word of the address,
+/// exclusive-or its half of the key, multiplied by an odd constant (the two
+/// products are independent, so their latencies overlap), the two products
+/// combined by exclusive or, the top bits taken. The top bits of a product depend on every bit
 /// of its factor, and the key's bits decide the carries, so without the key
 /// an attacker cannot tell which addresses share a set (what the table
 /// needs); with many sources the sets fill evenly
