@@ -26,8 +26,8 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
-    Class, ClassCounters, Config, FragEntry, FragKey, Link, LogBudget, Mode, Prefix, SourceSet,
-    Trace, Unattributed, MAP_ALLOW, MAP_CONFIG, MAP_FRAGS, MAP_LOG_RATE, MAP_SOURCES, MAP_STATS,
+    AgentClock, Class, ClassCounters, Config, FragEntry, FragKey, Link, Mode, Prefix, SourceSet,
+    Trace, Unattributed, MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS,
     MAP_TRACE, MAP_UNATTRIBUTED, PROGRAM_NAME, TRACE_GLOBAL,
 };
 
@@ -66,7 +66,7 @@ pub struct Maps {
     config: Array<MapData, Config>,
     sources: PerCpuArray<MapData, SourceSet>,
     unattributed: PerCpuArray<MapData, Unattributed>,
-    log_rate: PerCpuArray<MapData, LogBudget>,
+    clock: PerCpuArray<MapData, AgentClock>,
     allow: LpmTrie<MapData, [u8; 16], u32>,
     /// What the agent read of the source table so far; shared by every
     /// handle on this instance ([`Maps::try_clone`]).
@@ -109,7 +109,7 @@ impl Maps {
             })?,
             sources: typed(Map::PerCpuArray(open(MAP_SOURCES)?), MAP_SOURCES)?,
             unattributed: typed(Map::PerCpuArray(open(MAP_UNATTRIBUTED)?), MAP_UNATTRIBUTED)?,
-            log_rate: typed(Map::PerCpuArray(open(MAP_LOG_RATE)?), MAP_LOG_RATE)?,
+            clock: typed(Map::PerCpuArray(open(MAP_CLOCK)?), MAP_CLOCK)?,
             allow: typed(Map::LpmTrie(open(MAP_ALLOW)?), MAP_ALLOW)?,
             ledger: std::sync::Arc::default(),
         })
@@ -136,9 +136,9 @@ impl Maps {
                 Map::PerCpuArray(dup(self.unattributed.map(), MAP_UNATTRIBUTED)?),
                 MAP_UNATTRIBUTED,
             )?,
-            log_rate: typed(
-                Map::PerCpuArray(dup(self.log_rate.map(), MAP_LOG_RATE)?),
-                MAP_LOG_RATE,
+            clock: typed(
+                Map::PerCpuArray(dup(self.clock.map(), MAP_CLOCK)?),
+                MAP_CLOCK,
             )?,
             allow: typed(Map::LpmTrie(dup(self.allow.map(), MAP_ALLOW)?), MAP_ALLOW)?,
             ledger: std::sync::Arc::clone(&self.ledger),
@@ -185,27 +185,44 @@ impl Maps {
             }))
     }
 
-    /// Gives every CPU `tokens` more drop-log lines (the budget does not
-    /// add up: it is set, so an idle interval does not save lines for a
-    /// burst). The program logs only while a CPU has tokens left.
-    pub fn refill_log_budget(&mut self, tokens: u64) -> Result<()> {
+    /// The agent's clock as the program sees it (the highest epoch of any
+    /// CPU: they are written together).
+    pub fn clock(&self) -> Result<AgentClock> {
+        let per_cpu = self
+            .clock
+            .get(&0, 0)
+            .with_context(|| format!("reading map {MAP_CLOCK}"))?;
+        Ok(per_cpu
+            .iter()
+            .copied()
+            .max_by_key(|c| c.epoch)
+            .unwrap_or_default())
+    }
+
+    /// Sets every CPU's clock: the epoch of the source table, and `tokens`
+    /// drop-log lines until the next call (the budget is set, not added
+    /// to, so an idle interval saves nothing for a burst). Only the agent
+    /// that runs the instance calls it.
+    pub fn set_clock(&mut self, epoch: u32, tokens: u64) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(path, e)| {
             anyhow::Error::new(e).context(format!("counting possible CPUs ({path})"))
         })?;
-        let values = aya::maps::PerCpuValues::try_from(vec![LogBudget { tokens }; cpus])
-            .context("building the per-CPU drop-log budget")?;
-        self.log_rate
+        let clock = AgentClock {
+            tokens,
+            epoch,
+            pad: 0,
+        };
+        let values = aya::maps::PerCpuValues::try_from(vec![clock; cpus])
+            .context("building the per-CPU clock")?;
+        self.clock
             .set(0, values, 0)
-            .with_context(|| format!("refilling the drop-log budget in map {MAP_LOG_RATE}"))
+            .with_context(|| format!("writing the agent's clock into map {MAP_CLOCK}"))
     }
 
-    /// Advances the epoch by one: the program fills the other generation of
-    /// the source table from its next packet. Returns the configuration as
-    /// it was.
-    pub fn advance_epoch(&mut self) -> Result<Config> {
-        let before = self.config()?;
-        self.write_config(before.next_epoch(), "the next epoch")?;
-        Ok(before)
+    /// Gives every CPU `tokens` drop-log lines, keeping the epoch.
+    pub fn refill_log_budget(&mut self, tokens: u64) -> Result<()> {
+        let epoch = self.clock()?.epoch;
+        self.set_clock(epoch, tokens)
     }
 
     /// Draws the source table's hash key (at load time, before any packet).
@@ -299,11 +316,10 @@ impl Maps {
     }
 
     /// Writes a whole policy back (undoing a failed start's changes). The
-    /// epoch and the hash key stay the program's own.
+    /// hash key stays the program's own.
     pub fn set_config(&mut self, config: Config) -> Result<()> {
         let now = self.config()?;
         let config = Config {
-            epoch: now.epoch,
             hash_key: now.hash_key,
             ..config
         };
@@ -495,7 +511,7 @@ impl Filter {
         };
         let sources = typed(take(&mut ebpf, MAP_SOURCES)?, MAP_SOURCES)?;
         let unattributed = typed(take(&mut ebpf, MAP_UNATTRIBUTED)?, MAP_UNATTRIBUTED)?;
-        let log_rate = typed(take(&mut ebpf, MAP_LOG_RATE)?, MAP_LOG_RATE)?;
+        let clock = typed(take(&mut ebpf, MAP_CLOCK)?, MAP_CLOCK)?;
         let allow = typed(take(&mut ebpf, MAP_ALLOW)?, MAP_ALLOW)?;
         let frags = HashMap::try_from(
             ebpf.take_map(MAP_FRAGS)
@@ -518,7 +534,7 @@ impl Filter {
             config,
             sources,
             unattributed,
-            log_rate,
+            clock,
             allow,
             ledger: std::sync::Arc::default(),
         };
@@ -834,7 +850,7 @@ impl Filter {
             (MAP_CONFIG, self.maps.config.map()),
             (MAP_SOURCES, self.maps.sources.map()),
             (MAP_UNATTRIBUTED, self.maps.unattributed.map()),
-            (MAP_LOG_RATE, self.maps.log_rate.map()),
+            (MAP_CLOCK, self.maps.clock.map()),
             (MAP_ALLOW, self.maps.allow.map()),
         ] {
             let p = dir.path(name);

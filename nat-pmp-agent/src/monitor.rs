@@ -817,9 +817,8 @@ fn tend(instances: &mut [Instance], interval: Duration) -> Result<()> {
     let tokens = nat_pmp_ebpf_common::DROP_LOG_PER_SEC * secs.min(86_400.0) as u64;
     for i in instances {
         let maps = i.filter.maps_mut();
-        sources::tick(maps).with_context(|| format!("{}: reading the source table", i.iface))?;
-        maps.refill_log_budget(tokens)
-            .with_context(|| format!("{}: the drop-log budget", i.iface))?;
+        sources::tick(maps, tokens)
+            .with_context(|| format!("{}: reading the source table", i.iface))?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! <root>/netns:<inode>/<iface>/NATPMP_CONFIG  the policy (monitor/drop)
 //! <root>/netns:<inode>/<iface>/NATPMP_SOURCES the per-CPU source table
 //! <root>/netns:<inode>/<iface>/NATPMP_UNATTRIBUTED  datagrams no slot took
-//! <root>/netns:<inode>/<iface>/NATPMP_LOG_RATE the drop log's per-CPU budget
+//! <root>/netns:<inode>/<iface>/NATPMP_CLOCK   the agent's epoch, log budget
 //! <root>/netns:<inode>/<iface>/NATPMP_ALLOW   the allowlist (LPM trie)
 //! ```
 //!
@@ -40,7 +40,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use nat_pmp_ebpf_common::{
-    MAP_ALLOW, MAP_CONFIG, MAP_LOG_RATE, MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
+    MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
 };
 
 use crate::sys;
@@ -66,7 +66,7 @@ pub const ALL_PINS: [&str; 8] = [
     MAP_CONFIG,
     MAP_SOURCES,
     MAP_UNATTRIBUTED,
-    MAP_LOG_RATE,
+    MAP_CLOCK,
     MAP_ALLOW,
 ];
 

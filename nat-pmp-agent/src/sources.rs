@@ -128,11 +128,13 @@ fn gather(
 /// The end of a report interval for the instance's source table (only the
 /// agent that runs the instance calls it): the program moves to the other
 /// generation, and once no run that saw the old epoch is left, the old
-/// generation goes into the ledger.
-pub fn tick(maps: &mut Maps) -> Result<()> {
+/// generation goes into the ledger. Every CPU gets `log_tokens` drop-log
+/// lines for the next interval with it.
+pub fn tick(maps: &mut Maps, log_tokens: u64) -> Result<()> {
     let ledger = Arc::clone(&maps.ledger);
     let mut l = ledger.lock().unwrap_or_else(PoisonError::into_inner);
-    let before = maps.advance_epoch()?;
+    let before = maps.clock()?;
+    maps.set_clock(before.epoch.wrapping_add(1), log_tokens)?;
     let now = monotonic_ns();
     if sys::synchronize_rcu().is_err() {
         // nohz_full: no grace period to wait for from user space. A program
@@ -175,17 +177,17 @@ impl Ledger {
 /// the table holds that the ledger has not taken yet.
 pub fn read(maps: &Maps, top: usize) -> Result<Sources> {
     let l = maps.ledger.lock().unwrap_or_else(PoisonError::into_inner);
-    let config = maps.config()?;
+    let clock = maps.clock()?;
     let table = maps.source_table()?;
     let now = monotonic_ns();
     let mut all = l.seen.clone();
-    let current = config.source_stamp();
+    let current = clock.source_stamp();
     let since = l.epoch_started_ns.unwrap_or(now);
     gather(&table, current, (since, now), &mut all);
     if l.committed.is_none() {
         // Not the owner (or before its first tick): the previous epoch's
         // generation too, which its owner may not have read yet.
-        gather(&table, config.epoch, (since, now), &mut all);
+        gather(&table, clock.epoch, (since, now), &mut all);
     }
     let kernel = maps.unattributed()?;
     let mut list: Vec<Source> = all

@@ -156,7 +156,7 @@ fn a_spoofed_source_flood_is_accounted_for_exactly() {
         let flood = start.elapsed();
 
         let before = sources::read(filter.maps(), usize::MAX).expect("reading");
-        sources::tick(filter.maps_mut()).expect("the end of an interval");
+        sources::tick(filter.maps_mut(), 0).expect("the end of an interval");
         let s = sources::read(filter.maps(), usize::MAX).expect("reading");
         let snap = filter.snapshot().expect("counters");
         let counted = (snap.total().packets(), snap.total().bytes());

@@ -56,7 +56,7 @@ pub const FRAGS_MAX_ENTRIES: u32 = 4096;
 /// values nothing is shared between CPUs. A source's set is a keyed hash of
 /// its address ([`source_set`]) with a key drawn at load time, so a scanner
 /// cannot aim at one set. The program writes only the generation of the
-/// current epoch ([`Config::epoch`], odd or even); the agent advances the
+/// current epoch ([`AgentClock::epoch`], odd or even); the agent advances the
 /// epoch every interval, waits until no program run that saw the old epoch
 /// is left (an RCU grace period), and then reads the old generation for
 /// good: a slot is reused (in the epoch after next) only after the agent has
@@ -83,11 +83,14 @@ pub const MAP_UNATTRIBUTED: &str = "NATPMP_UNATTRIBUTED";
 pub const MAP_ALLOW: &str = "NATPMP_ALLOW";
 /// Entries of [`MAP_ALLOW`]: prefixes an operator lists by hand.
 pub const ALLOW_MAX_ENTRIES: u32 = 1024;
-/// Name of the per-CPU one-entry array of [`LogBudget`]: how many more
-/// dropped datagrams this CPU may log.
-pub const MAP_LOG_RATE: &str = "NATPMP_LOG_RATE";
+/// Name of the per-CPU one-entry array of [`AgentClock`]: the agent's epoch
+/// and each CPU's drop-log budget. Written only by the agent that runs the
+/// instance (every interval), never by `nat-pmp-agent mode` or `allow` from
+/// another shell, which write [`MAP_CONFIG`]: a read-modify-write of the
+/// policy can then never undo an epoch, nor an epoch a policy change.
+pub const MAP_CLOCK: &str = "NATPMP_CLOCK";
 /// Dropped datagrams logged (through aya-log) per CPU per second at most:
-/// the agent refills each CPU's [`LogBudget`] to this times its interval
+/// the agent refills each CPU's [`AgentClock`] budget to this times its interval
 /// (a sample for the operator, never a flood of the log).
 pub const DROP_LOG_PER_SEC: u64 = 5;
 /// Name of the one-entry array the program writes its last [`Trace`] into,
@@ -599,52 +602,24 @@ pub struct Config {
     /// agent after every change; 0 skips the trie lookup, so an empty
     /// allowlist costs drop mode nothing.
     pub allow_prefixes: u32,
-    /// The agent's clock: advanced by one every report interval. Its low
-    /// bit is the generation of [`MAP_SOURCES`] the program fills (one
-    /// `u32`: a program never sees a generation of another epoch); the
-    /// program stamps the slots it fills with `epoch + 1` (so that zeroed
-    /// slots are free) and never reads a kernel clock.
-    pub epoch: u32,
-    pub pad: u32,
+    pub pad: [u32; 2],
     /// The key of [`source_set`], drawn at random when the program is
     /// loaded.
     pub hash_key: [u64; 2],
 }
 
 impl Config {
-    /// A configuration for `mode` on an Ethernet interface (epoch 0, hash
-    /// key 0: the agent sets both).
+    /// A configuration for `mode` on an Ethernet interface (hash key 0:
+    /// the agent draws one at load time).
     pub const fn new(mode: Mode) -> Self {
         Config {
             mode: mode as u32,
             link: Link::Ethernet as u32,
             sources_off: 0,
             allow_prefixes: 0,
-            epoch: 0,
-            pad: 0,
+            pad: [0; 2],
             hash_key: [0; 2],
         }
-    }
-
-    /// The same policy with the epoch one interval later.
-    #[must_use]
-    pub const fn next_epoch(self) -> Self {
-        Config {
-            epoch: self.epoch.wrapping_add(1),
-            ..self
-        }
-    }
-
-    /// The slot stamp the program writes in this epoch.
-    #[inline(always)]
-    pub const fn source_stamp(&self) -> u32 {
-        self.epoch.wrapping_add(1)
-    }
-
-    /// The first [`MAP_SOURCES`] key of the generation the program fills.
-    #[inline(always)]
-    pub const fn generation_base(&self) -> u32 {
-        (self.epoch & 1) * SOURCE_SETS
     }
 
     /// Whether counted datagrams update the per-source map.
@@ -828,7 +803,7 @@ pub struct SourceSlot {
     pub packets: u64,
     /// Their frame bytes.
     pub bytes: u64,
-    /// [`Config::source_stamp`] of the epoch the slot was filled in; any
+    /// [`AgentClock::source_stamp`] of the epoch the slot was filled in; any
     /// other value marks the slot free.
     pub stamp: u32,
     /// Bit `Class::index()` is set for every class this source sent.
@@ -906,13 +881,34 @@ pub struct Unattributed {
     pub bytes: u64,
 }
 
-/// One CPU's drop-log budget: the program logs a dropped datagram only
-/// while `tokens` is above zero and takes one; the agent refills it every
-/// interval. No clock in the kernel.
+/// The agent's clock, on one CPU: entry 0 of [`MAP_CLOCK`]. The kernel
+/// reads no clock of its own.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LogBudget {
+pub struct AgentClock {
+    /// Dropped datagrams this CPU may still log: the program logs only
+    /// while it is above zero and takes one; the agent refills it every
+    /// interval.
     pub tokens: u64,
+    /// Advanced by one every report interval. Its low bit is the
+    /// generation of [`MAP_SOURCES`] the program fills; the program stamps
+    /// the slots it fills with `epoch + 1` (so that zeroed slots are free).
+    pub epoch: u32,
+    pub pad: u32,
+}
+
+impl AgentClock {
+    /// The slot stamp the program writes in this epoch.
+    #[inline(always)]
+    pub const fn source_stamp(&self) -> u32 {
+        self.epoch.wrapping_add(1)
+    }
+
+    /// The first [`MAP_SOURCES`] key of the generation the program fills.
+    #[inline(always)]
+    pub const fn generation_base(&self) -> u32 {
+        (self.epoch & 1) * SOURCE_SETS
+    }
 }
 
 // Every class has a bit in `SourceStats::classes`.
@@ -922,6 +918,7 @@ const _: () = assert!(Class::COUNT <= 32);
 const _: () = assert!(core::mem::size_of::<ClassCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<Config>() == 40);
 const _: () = assert!(core::mem::size_of::<SourceSlot>() == 40);
+const _: () = assert!(core::mem::size_of::<AgentClock>() == 16);
 const _: () = assert!(core::mem::size_of::<SourceSet>() == 40 * SOURCE_WAYS);
 const _: () = assert!(SOURCE_SETS.is_power_of_two());
 const _: () = assert!(SOURCE_GENERATIONS == 2);
@@ -955,8 +952,8 @@ mod pod {
     unsafe impl aya::Pod for super::SourceSet {}
     // SAFETY: `#[repr(C)]`, two `u64`s.
     unsafe impl aya::Pod for super::Unattributed {}
-    // SAFETY: `#[repr(C)]`, one `u64`.
-    unsafe impl aya::Pod for super::LogBudget {}
+    // SAFETY: `#[repr(C)]`, a `u64` then two `u32`s: no padding.
+    unsafe impl aya::Pod for super::AgentClock {}
 }
 
 #[cfg(test)]

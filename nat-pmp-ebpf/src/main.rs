@@ -17,7 +17,7 @@
 //! VLAN, QinQ and PPPoE Ethernet or raw IP; IPv4 or IPv6 with UDP right
 //! after the fixed header) makes no helper call and no BPF-to-BPF call:
 //! the maps it touches are arrays, whose lookups the verifier inlines, and
-//! time comes from the agent (`Config::epoch`), not a kernel clock. Only a
+//! time comes from the agent (`AgentClock`), not a kernel clock. Only a
 //! sample of dropped datagrams (a budget the agent refills), a non-empty
 //! allowlist, fragments, IPv6 extension headers and IPv4 in IPv6 call out.
 //! `tests/xlated.rs` checks this on the loaded program.
@@ -44,8 +44,8 @@ use aya_ebpf::{
 use nat_pmp_ebpf_common::{
     apply, decide_fast,
     parse::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
-    source_set, words_addr, Allowlist, Bytes, Class, ClassCounters, Config, FastDecision,
-    FragEntry, FragKey, FragTable, LogBudget, Outcome, SourceSet, Trace, Unattributed,
+    source_set, words_addr, AgentClock, Allowlist, Bytes, Class, ClassCounters, Config,
+    FastDecision, FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed,
     ALLOW_MAX_ENTRIES, FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
 };
 
@@ -76,9 +76,10 @@ static UNATTRIBUTED: PerCpuArray<Unattributed> = PerCpuArray::with_max_entries(1
 #[map(name = "NATPMP_ALLOW")]
 static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(ALLOW_MAX_ENTRIES, 0);
 
-/// The drop log's budget: one per CPU, so no atomics; the agent refills it.
-#[map(name = "NATPMP_LOG_RATE")]
-static LOG_RATE: PerCpuArray<LogBudget> = PerCpuArray::with_max_entries(1, 0);
+/// The agent's clock: the epoch of the source table and the drop log's
+/// budget, one per CPU (no atomics); only the agent writes the epoch.
+#[map(name = "NATPMP_CLOCK")]
+static CLOCK: PerCpuArray<AgentClock> = PerCpuArray::with_max_entries(1, 0);
 
 /// The last frame's decision, written only when tracing is on (tests).
 #[map(name = "NATPMP_TRACE")]
@@ -139,11 +140,21 @@ fn slow(ctx: &XdpContext, config: &Config, len: u64, counted: Option<&Counted>) 
 fn finish(ctx: &XdpContext, config: &Config, outcome: &Outcome) -> u32 {
     if let Some(class) = outcome.class {
         record(class, outcome);
-        if config.tracks_sources() {
-            track_source(config, class, outcome);
-        }
-        if outcome.drop {
-            log_drop(ctx, class, outcome);
+        let track = config.tracks_sources();
+        if track || outcome.drop {
+            if let Some(clock) = CLOCK.get_ptr_mut(0) {
+                // SAFETY: this CPU's slot; XDP runs with preemption
+                // disabled. The agent may rewrite it meanwhile (a refill):
+                // at worst one token is spent twice.
+                let clock = unsafe { &mut *clock };
+                if track {
+                    track_source(config, clock, class, outcome);
+                }
+                if outcome.drop && clock.tokens > 0 {
+                    clock.tokens -= 1;
+                    log_line(ctx, class.index(), outcome.src[0], outcome.src[1]);
+                }
+            }
         }
     }
     let action = if outcome.drop {
@@ -367,9 +378,9 @@ fn allow_lookup(src_hi: u64, src_lo: u64) -> bool {
 /// in order and nothing frees a slot within an epoch, so the first free way
 /// means the sender is new. A full set counts the datagram as unattributed.
 #[inline(always)]
-fn track_source(config: &Config, class: Class, outcome: &Outcome) {
+fn track_source(config: &Config, clock: &AgentClock, class: Class, outcome: &Outcome) {
     let addr = outcome.src;
-    let key = config.generation_base() + source_set(addr, config.hash_key);
+    let key = clock.generation_base() + source_set(addr, config.hash_key);
     let Some(set) = SOURCES.get_ptr_mut(key) else {
         return;
     };
@@ -377,7 +388,7 @@ fn track_source(config: &Config, class: Class, outcome: &Outcome) {
     // preemption disabled, so nothing else writes it concurrently (the agent
     // only reads generations the program has left).
     let set = unsafe { &mut *set };
-    let stamp = config.source_stamp();
+    let stamp = clock.source_stamp();
     let bit = 1u32 << (class.index() & 31);
     for slot in &mut set.slots {
         if slot.stamp != stamp {
@@ -403,25 +414,10 @@ fn track_source(config: &Config, class: Class, outcome: &Outcome) {
     }
 }
 
-/// Logs a dropped datagram (source and class) through aya-log while this
-/// CPU's budget lasts: a flood costs one inlined per-CPU array access per
-/// drop and logs no more than the agent grants per interval.
-#[inline(always)]
-fn log_drop(ctx: &XdpContext, class: Class, outcome: &Outcome) {
-    let Some(b) = LOG_RATE.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's slot; XDP runs with preemption disabled.
-    let b = unsafe { &mut *b };
-    if b.tokens == 0 {
-        return;
-    }
-    b.tokens -= 1;
-    log_line(ctx, class.index(), outcome.src[0], outcome.src[1]);
-}
-
-/// The log line itself: its own BPF function, reached at most
-/// `DROP_LOG_PER_SEC` times per second per CPU (the budget). One call site with
+/// Logs a dropped datagram (source and class) through aya-log: its own BPF
+/// function, reached while this CPU's budget lasts (at most
+/// `DROP_LOG_PER_SEC` per second, refilled by the agent); a flood costs one
+/// inlined per-CPU array access per drop. One call site with
 /// fixed-size arguments: each aya-log call is verified again for every
 /// path that reaches it, and copying a string costs far more than a
 /// number. The agent turns the class index into its name and IPv4-mapped

@@ -350,7 +350,7 @@ fn ref_count(ebpf: &Ebpf) -> Result<u64> {
 /// source's packets plus `unattributed` equal the counted packets and the
 /// ledger holds at most its bound.
 fn check_accounting(f: &mut Filter) -> Result<flood::Accounting> {
-    sources::tick(f.maps_mut()).context("ending the source table's interval")?;
+    sources::tick(f.maps_mut(), 0).context("ending the source table's interval")?;
     let s = sources::read(f.maps(), usize::MAX).context("reading the source table")?;
     let counted = f.snapshot()?.total().packets();
     let attributed: u64 = s.top.iter().map(|x| x.stats.packets).sum();
