@@ -50,6 +50,9 @@ struct Found {
     link: Option<(u32, Protection)>,
     /// Its allowlist.
     allow: Vec<String>,
+    /// Why its maps could not be read (pinned by an agent with another map
+    /// layout): the rest of its state is then unknown.
+    unreadable: Option<String>,
 }
 
 impl Found {
@@ -102,31 +105,51 @@ fn look(dir: PinDir) -> Result<Found> {
             dir.iface
         ))
     };
-    let (pinned, state, sources, link, allow) = if dir.has_link() {
-        let prog = dir.path(pin::PROG);
-        let info = ProgramInfo::from_pin(&prog)
-            .with_context(|| format!("reading the pinned program {}", prog.display()))?;
-        let maps = Maps::from_pin(&dir)?;
-        let fd = sys::obj_get(&dir.path(pin::LINK))?;
-        let state = sys::link_state(std::os::fd::AsFd::as_fd(&fd))?;
-        (
-            Some((info.id(), info.loaded_at())),
-            Some((maps.mode()?, maps.snapshot()?)),
-            Some(sources::read(&maps, STATUS_TOP_SOURCES)?),
-            Some((state.id, locate(&state)?)),
-            maps.allowed()?.iter().map(allow::show).collect(),
-        )
-    } else {
-        (None, None, None, None, Vec::new())
+    if !dir.has_link() {
+        return Ok(Found {
+            dir,
+            pinned: None,
+            on_iface,
+            state: None,
+            sources: None,
+            link: None,
+            allow: Vec::new(),
+            unreadable: None,
+        });
+    }
+    let prog = dir.path(pin::PROG);
+    let info = ProgramInfo::from_pin(&prog)
+        .with_context(|| format!("reading the pinned program {}", prog.display()))?;
+    let fd = sys::obj_get(&dir.path(pin::LINK))?;
+    let link_state = sys::link_state(std::os::fd::AsFd::as_fd(&fd))?;
+    let pinned = Some((info.id(), info.loaded_at()));
+    let link = Some((link_state.id, locate(&link_state)?));
+    // Maps of another layout (an agent of another version pinned them):
+    // the link and the program still say whether the WAN is protected.
+    let maps = match Maps::from_pin(&dir) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(Found {
+                dir,
+                pinned,
+                on_iface,
+                state: None,
+                sources: None,
+                link,
+                allow: Vec::new(),
+                unreadable: Some(format!("{e:#}")),
+            })
+        }
     };
     Ok(Found {
         dir,
         pinned,
         on_iface,
-        state,
-        sources,
+        state: Some((maps.mode()?, maps.snapshot()?)),
+        sources: Some(sources::read(&maps, STATUS_TOP_SOURCES)?),
         link,
-        allow,
+        allow: maps.allowed()?.iter().map(allow::show).collect(),
+        unreadable: None,
     })
 }
 
@@ -248,6 +271,7 @@ fn instance_json(f: &Found, now: SystemTime) -> Value {
         m.insert("link".into(), json!(f.link_text()));
         m.insert("allow".into(), json!(f.allow));
         m.insert("legacy_layout".into(), json!(f.dir.legacy));
+        m.insert("unreadable".into(), json!(f.unreadable));
         m.insert(
             "prog_id".into(),
             f.pinned.map_or(Value::Null, |(id, _)| json!(id)),
@@ -273,6 +297,14 @@ fn instance_text(f: &Found, now: SystemTime) -> String {
         Ok(None) => "no XDP program".to_owned(),
         Err(e) => e.clone(),
     };
+    if let (Some(why), Some((id, _))) = (&f.unreadable, &f.pinned) {
+        return format!(
+            "{}: pinned under {}, {} (program id {id}); its maps are not this agent's: {why}\n",
+            f.dir.iface,
+            f.dir.dir.display(),
+            f.link_text()
+        );
+    }
     let (Some((id, loaded)), Some((mode, snap))) = (&f.pinned, &f.state) else {
         return format!(
             "{}: nothing pinned under {}; the interface runs {on_iface}\n",

@@ -778,3 +778,80 @@ fn allowlist_from_the_flags_and_changed_at_runtime_without_reload() {
         &["detach", "--iface", "wan0", "--pin-dir", &root],
     );
 }
+
+/// An instance pinned by an agent with another map layout (an earlier
+/// version: here its config map is swapped for the old 16-byte one) is not
+/// taken over: a new agent refuses to start on it and says to detach it
+/// once; the old program keeps the WAN protected meanwhile; `status` shows
+/// it (attached, its maps unreadable) instead of failing; `detach` removes
+/// it.
+#[test]
+fn an_instance_pinned_with_another_layout_is_refused_and_keeps_protecting() {
+    require_root();
+    let link = WanLink::new("ops-old");
+    let bpffs = Bpffs::new("old");
+    let root = bpffs.pin_root();
+    let args = ["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root];
+    let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
+    let scanner = bind(&link.internet, INTERNET_ADDR, 0);
+    let a = Agent::start(&link.router, &args);
+    a.stop(libc::SIGTERM);
+    let st = status_json(&link.router, &root);
+    let dir = st["instances"][0]["pinned"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a pinned instance: {st}"))
+        .to_owned();
+    let config = format!("{dir}/{}", nat_pmp_ebpf_common::MAP_CONFIG);
+    std::fs::remove_file(&config).expect("removing the config pin");
+    common::sh(&[
+        "bpftool",
+        "map",
+        "create",
+        &config,
+        "type",
+        "array",
+        "key",
+        "4",
+        "value",
+        "16",
+        "entries",
+        "1",
+        "name",
+        "NATPMP_CONFIG",
+    ]);
+
+    let mut bounded = args.to_vec();
+    bounded.extend(["--duration", "2"]);
+    let (ok, _, err) = run_agent(&link.router, &bounded);
+    assert!(!ok, "the agent must refuse the instance: {err}");
+    assert!(
+        err.contains("detach it once") && err.contains("nat-pmp-agent detach --iface wan0"),
+        "{err}"
+    );
+    assert!(link.router.xdp_attached("wan0"), "the old instance stays");
+    send(
+        &scanner,
+        ROUTER_ADDR,
+        Class::NatpmpExternalAddressRequest,
+        20,
+    );
+    assert_eq!(drain(&listener), 0, "the WAN stays protected");
+
+    let st = status_json(&link.router, &root);
+    let inst = &st["instances"][0];
+    assert_eq!(inst["attached"], true, "{st}");
+    assert!(
+        inst["unreadable"]
+            .as_str()
+            .is_some_and(|s| s.contains("detach it once")),
+        "{st}"
+    );
+    let text = agent_ok(&link.router, &["status", "--pin-dir", &root]);
+    assert!(text.contains("its maps are not this agent's"), "{text}");
+
+    agent_ok(
+        &link.router,
+        &["detach", "--iface", "wan0", "--pin-dir", &root],
+    );
+    assert!(!link.router.xdp_attached("wan0"));
+}

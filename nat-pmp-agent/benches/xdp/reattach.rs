@@ -408,11 +408,18 @@ fn not_pinned(unpinned: &[&Effective], fifo: &[&Effective]) -> String {
         .iter()
         .filter(|r| r.bound == Bound::AtMost && r.up_ms > 1.0)
         .collect();
-    let mut out = format!(
-        "With writer and agent left to the scheduler (the \"not pinned\" rows) the largest \
-         in-force time seen was {:.2} ms.",
-        stat(&exact(unpinned)).1
-    );
+    let measured = exact(unpinned);
+    let mut out = if measured.is_empty() {
+        "With writer and agent left to the scheduler (the \"not pinned\" rows) no round let a \
+         datagram through, so none measured an in-force time (only bounds)."
+            .to_owned()
+    } else {
+        format!(
+            "With writer and agent left to the scheduler (the \"not pinned\" rows) the largest \
+             in-force time measured was {:.2} ms.",
+            stat(&measured).1
+        )
+    };
     if !slow.is_empty() {
         let (om, ox) = stat(
             &slow
