@@ -118,6 +118,9 @@ struct Watch {
     pins_lost: bool,
     /// The last re-attach's gap, from the new-link event to attached.
     last_gap: Option<Duration>,
+    /// When a periodic check re-attached before the agent read the
+    /// new-link event: the gap is known once the event is read.
+    unreported: Option<Instant>,
     /// The filter was attached at some point of this run.
     ever_attached: bool,
 }
@@ -246,6 +249,18 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
         tokio::select! {
             _ = ticker.tick() => {
                 flush(&mut logs);
+                // Link events already queued go first, with their own
+                // instants: a re-attach the periodic check made before
+                // reading the event would report no gap.
+                while events_open {
+                    match events.try_recv() {
+                        Ok(ev) => events_open = on_link_event(&mut instances, &opts, ev),
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                            events_open = false;
+                        }
+                    }
+                }
                 for inst in &mut instances {
                     supervise(inst, &opts, None);
                 }
@@ -257,18 +272,7 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
                 }
             }
             ev = events.recv(), if events_open => match ev {
-                Some((at, Ok(event))) => {
-                    let name = match &event {
-                        LinkEvent::New(i) | LinkEvent::Del(i) => i.name.clone(),
-                    };
-                    for inst in instances.iter_mut().filter(|i| i.iface == name) {
-                        supervise(inst, &opts, Some(at));
-                    }
-                }
-                Some((_, Err(e))) => {
-                    say!("nat-pmp-agent: warning: {e}; interfaces are now checked every report interval only");
-                    events_open = false;
-                }
+                Some(ev) => events_open = on_link_event(&mut instances, &opts, ev),
                 None => events_open = false,
             },
             _ = sighup.recv() => {
@@ -463,6 +467,19 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
         Protection::Detached
     });
     let w = &mut inst.watch;
+    if let (Some(at), Some(done)) = (event, w.unreported) {
+        // The event of a re-attach already made (the periodic check ran
+        // between the kernel's event and this process reading it).
+        if at <= done {
+            let gap = done - at;
+            w.last_gap = Some(gap);
+            say!(
+                "nat-pmp-agent: {iface}: that re-attach came {:.2} ms after its new-link event",
+                gap.as_secs_f64() * 1e3
+            );
+        }
+        w.unreported = None;
+    }
     let was_attached = w.guard.attached;
     let pinned = inst.filter.pin_dir().cloned();
     let (mut state, mut alert): (&'static str, Option<String>) = ("attached", None);
@@ -516,6 +533,7 @@ fn supervise(inst: &mut Instance, opts: &Options, event: Option<Instant>) {
                         let att = inst.filter.attachment();
                         let gap = event.map(|t| t.elapsed());
                         w.last_gap = gap.or(w.last_gap);
+                        w.unreported = (gap.is_none() && w.ever_attached).then(Instant::now);
                         if w.ever_attached {
                             w.guard.reattachments += 1;
                         }
@@ -801,6 +819,31 @@ fn finish(inst: Instance) -> Result<()> {
 
 /// The reader of one program's drop log.
 type DropLog = aya_log::EbpfLogger<crate::droplog::DropLogger<&'static dyn log::Log>>;
+
+/// One rtnetlink link event: the instances of that name are checked at
+/// once, with the event's instant (for the gap they report). Returns
+/// whether events keep coming.
+fn on_link_event(
+    instances: &mut [Instance],
+    opts: &Options,
+    (at, event): (Instant, Result<LinkEvent, String>),
+) -> bool {
+    match event {
+        Ok(event) => {
+            let name = match &event {
+                LinkEvent::New(i) | LinkEvent::Del(i) => i.name.clone(),
+            };
+            for inst in instances.iter_mut().filter(|i| i.iface == name) {
+                supervise(inst, opts, Some(at));
+            }
+            true
+        }
+        Err(e) => {
+            say!("nat-pmp-agent: warning: {e}; interfaces are now checked every report interval only");
+            false
+        }
+    }
+}
 
 /// The agent's part of every interval in the kernel: the source table's
 /// epoch ends and its old generation is read for good
