@@ -70,7 +70,15 @@ pub struct Maps {
     allow: LpmTrie<MapData, [u8; 16], u32>,
     /// What the agent read of the source table so far; shared by every
     /// handle on this instance ([`Maps::try_clone`]).
-    pub(crate) ledger: std::sync::Arc<std::sync::Mutex<crate::sources::Ledger>>,
+    pub(crate) ledger: std::sync::Arc<std::sync::Mutex<crate::ledger::Ledger>>,
+}
+
+/// How many CPUs the kernel may bring online: the length of every per-CPU
+/// value.
+fn possible_cpus() -> Result<usize> {
+    aya::util::nr_cpus().map_err(|(path, e)| {
+        anyhow::Error::new(e).context(format!("counting possible CPUs ({path})"))
+    })
 }
 
 /// Opens `name` from a kernel map as the aya type `T`.
@@ -150,9 +158,7 @@ impl Maps {
     /// `BPF_MAP_LOOKUP_BATCH` call per 1,024 sets where the kernel has it,
     /// else a lookup per set.
     pub fn source_table(&self) -> Result<Vec<(u32, Vec<SourceSet>)>> {
-        let cpus = aya::util::nr_cpus().map_err(|(path, e)| {
-            anyhow::Error::new(e).context(format!("counting possible CPUs ({path})"))
-        })?;
+        let cpus = possible_cpus()?;
         let fd = std::os::fd::AsFd::as_fd(self.sources.map().fd());
         let batch = crate::batch::percpu_entries::<u32, SourceSet>(fd, cpus)
             .with_context(|| format!("reading map {MAP_SOURCES} (BPF_MAP_LOOKUP_BATCH)"))?;
@@ -179,10 +185,7 @@ impl Maps {
             .with_context(|| format!("reading map {MAP_UNATTRIBUTED}"))?;
         Ok(per_cpu
             .iter()
-            .fold(Unattributed::default(), |a, u| Unattributed {
-                packets: a.packets.wrapping_add(u.packets),
-                bytes: a.bytes.wrapping_add(u.bytes),
-            }))
+            .fold(Unattributed::default(), |a, u| a.add(u)))
     }
 
     /// The agent's clock as the program sees it (the highest epoch of any
@@ -204,9 +207,7 @@ impl Maps {
     /// to, so an idle interval saves nothing for a burst). Only the agent
     /// that runs the instance calls it.
     pub fn set_clock(&mut self, epoch: u32, tokens: u64) -> Result<()> {
-        let cpus = aya::util::nr_cpus().map_err(|(path, e)| {
-            anyhow::Error::new(e).context(format!("counting possible CPUs ({path})"))
-        })?;
+        let cpus = possible_cpus()?;
         let clock = AgentClock {
             tokens,
             epoch,

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod droplog;
 pub mod ebpf;
 pub mod iface;
+pub mod ledger;
 pub mod metrics;
 pub mod monitor;
 pub mod netlink;

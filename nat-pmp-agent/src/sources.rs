@@ -6,7 +6,7 @@
 //! -common); the agent owns the table's clock. [`tick`] (once per report
 //! interval, by the agent that runs the instance) advances the epoch, waits
 //! until no program run that saw the old one is left, and moves what the old
-//! generation holds into the [`Ledger`] for good: exactly, because the
+//! generation holds into the ledger ([`crate::ledger`]) for good: exactly, because the
 //! program does not touch that generation again until the next tick. [`read`]
 //! shows the ledger plus what the current generation holds so far (a
 //! process that does not own the instance, such as `status`, sees only
@@ -17,21 +17,17 @@
 //! sources' packets add up to every counted datagram.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv6Addr},
     sync::{Arc, PoisonError},
     time::{Duration, SystemTime},
 };
 
 use anyhow::Result;
-use nat_pmp_ebpf_common::{Class, SourceSet, SourceStats, Unattributed};
+use nat_pmp_ebpf_common::{Class, SourceStats, Unattributed};
 use serde_json::{json, Value};
 
+pub use crate::ledger::LEDGER_MAX;
 use crate::{ebpf::Maps, sys};
-
-/// Senders the agent keeps per instance; beyond it, those seen longest ago
-/// go to `unattributed` (about 100 bytes each: 1.6 MiB at the bound).
-pub const LEDGER_MAX: usize = 16_384;
 
 /// One sender.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,18 +61,6 @@ pub struct Sources {
     pub unattributed: Unattributed,
 }
 
-/// What the agent has read of one instance's source table for good.
-#[derive(Debug, Default)]
-pub struct Ledger {
-    seen: HashMap<[u8; 16], SourceStats>,
-    /// The last epoch whose generation is in `seen`.
-    committed: Option<u32>,
-    /// When the current epoch began (`CLOCK_MONOTONIC` ns).
-    epoch_started_ns: Option<u64>,
-    /// Let go at [`LEDGER_MAX`].
-    folded: Unattributed,
-}
-
 /// A map key as an address: IPv4-mapped keys are IPv4 sources.
 pub fn addr_of(key: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(key);
@@ -91,38 +75,6 @@ fn rank(all: &mut [Source]) {
             .cmp(&a.stats.packets)
             .then(a.addr.cmp(&b.addr))
     });
-}
-
-/// Adds every slot of `table` stamped `stamp` to `into`, as seen between
-/// `first_ns` and `last_ns`.
-fn gather(
-    table: &[(u32, Vec<SourceSet>)],
-    stamp: u32,
-    (first_ns, last_ns): (u64, u64),
-    into: &mut HashMap<[u8; 16], SourceStats>,
-) {
-    for (_, per_cpu) in table {
-        for set in per_cpu {
-            // Stamp 0 is a slot never filled (the program stamps epoch + 1).
-            for slot in set
-                .slots
-                .iter()
-                .filter(|s| stamp != 0 && s.stamp == stamp && s.packets > 0)
-            {
-                let s = SourceStats {
-                    packets: slot.packets,
-                    bytes: slot.bytes,
-                    first_seen_ns: first_ns,
-                    last_seen_ns: last_ns,
-                    classes: slot.classes,
-                    pad: 0,
-                };
-                into.entry(slot.address())
-                    .and_modify(|e| *e = e.merge(&s))
-                    .or_insert(s);
-            }
-        }
-    }
 }
 
 /// The end of a report interval for the instance's source table (only the
@@ -142,35 +94,8 @@ pub fn tick(maps: &mut Maps, log_tokens: u64) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let table = maps.source_table()?;
-    let started = l.epoch_started_ns.unwrap_or(now);
-    gather(&table, before.source_stamp(), (started, now), &mut l.seen);
-    l.committed = Some(before.epoch);
-    l.epoch_started_ns = Some(now);
-    l.enforce_bound();
+    l.commit(&table, &before, now);
     Ok(())
-}
-
-impl Ledger {
-    /// Lets go of the senders seen longest ago beyond [`LEDGER_MAX`]; their
-    /// counts move to `folded`.
-    fn enforce_bound(&mut self) {
-        let over = self.seen.len().saturating_sub(LEDGER_MAX);
-        if over == 0 {
-            return;
-        }
-        let mut by_age: Vec<([u8; 16], u64, u64)> = self
-            .seen
-            .iter()
-            .map(|(k, s)| (*k, s.last_seen_ns, s.packets))
-            .collect();
-        by_age.sort_by_key(|&(k, last, packets)| (last, packets, k));
-        for (k, _, _) in by_age.into_iter().take(over) {
-            if let Some(s) = self.seen.remove(&k) {
-                self.folded.packets += s.packets;
-                self.folded.bytes += s.bytes;
-            }
-        }
-    }
 }
 
 /// The instance's senders now, and the `top` of them: the ledger plus what
@@ -179,16 +104,7 @@ pub fn read(maps: &Maps, top: usize) -> Result<Sources> {
     let l = maps.ledger.lock().unwrap_or_else(PoisonError::into_inner);
     let clock = maps.clock()?;
     let table = maps.source_table()?;
-    let now = monotonic_ns();
-    let mut all = l.seen.clone();
-    let current = clock.source_stamp();
-    let since = l.epoch_started_ns.unwrap_or(now);
-    gather(&table, current, (since, now), &mut all);
-    if l.committed.is_none() {
-        // Not the owner (or before its first tick): the previous epoch's
-        // generation too, which its owner may not have read yet.
-        gather(&table, clock.epoch, (since, now), &mut all);
-    }
+    let all = l.view(&table, &clock, monotonic_ns());
     let kernel = maps.unattributed()?;
     let mut list: Vec<Source> = all
         .into_iter()
@@ -204,10 +120,7 @@ pub fn read(maps: &Maps, top: usize) -> Result<Sources> {
         tracked,
         top: list,
         limit: top,
-        unattributed: Unattributed {
-            packets: kernel.packets + l.folded.packets,
-            bytes: kernel.bytes + l.folded.bytes,
-        },
+        unattributed: kernel.add(&l.folded()),
     })
 }
 
@@ -233,10 +146,7 @@ impl Sources {
             limit: top,
             unattributed: parts
                 .iter()
-                .fold(Unattributed::default(), |a, p| Unattributed {
-                    packets: a.packets + p.unattributed.packets,
-                    bytes: a.bytes + p.unattributed.bytes,
-                }),
+                .fold(Unattributed::default(), |a, p| a.add(&p.unattributed)),
         }
     }
 

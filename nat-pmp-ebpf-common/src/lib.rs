@@ -25,9 +25,9 @@ pub mod parse;
 pub mod reference;
 
 pub use parse::{
-    apply, decide, decide_fast, decide_slow, decide_staged, v4_mapped, walk, Allowlist, Bytes,
-    FastDecision, Found, FragEntry, FragKey, FragTable, Outcome, Prefix, Walk,
-    MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS,
+    apply, decide, decide_fast, decide_slow, v4_mapped, walk, Allowlist, Bytes, FastDecision,
+    Found, FragEntry, FragKey, FragTable, Outcome, Prefix, Walk, MAX_IPV6_EXT_HEADERS,
+    MAX_VLAN_TAGS,
 };
 #[cfg(feature = "capgen")]
 pub mod capgen;
@@ -879,6 +879,18 @@ pub const fn source_set(addr: [u64; 2], key: [u64; 2]) -> u32 {
 pub struct Unattributed {
     pub packets: u64,
     pub bytes: u64,
+}
+
+impl Unattributed {
+    /// Field-wise wrapping sum (adds up CPUs, interfaces, or the agent's
+    /// own share).
+    #[must_use]
+    pub const fn add(&self, o: &Unattributed) -> Unattributed {
+        Unattributed {
+            packets: self.packets.wrapping_add(o.packets),
+            bytes: self.bytes.wrapping_add(o.bytes),
+        }
+    }
 }
 
 /// The agent's clock, on one CPU: entry 0 of [`MAP_CLOCK`]. The kernel

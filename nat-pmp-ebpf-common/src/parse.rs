@@ -498,7 +498,7 @@ fn pppoe<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<(u16, usize)> {
 /// tens of nanoseconds; frames on the fast path make none. Each header is
 /// checked against the frame's end once ([`Bytes::window`]) and each field
 /// read with one load. The staged walk alone gives the same answer for
-/// every frame ([`decide_staged`], checked by
+/// every frame ([`decide_slow`], checked by
 /// `walk_tests::fast_path_agrees_with_the_staged_walk` and the fuzz
 /// target).
 ///
@@ -962,8 +962,8 @@ pub fn decide_fast<B: Bytes + ?Sized, A: Allowlist>(
 }
 
 /// The decision by the staged walk alone, for frames the fast path hands
-/// on (and, on the host, for any frame: the tests check that both paths
-/// give the same answer).
+/// on (and, on the host, for any frame: the tests and the fuzz target check
+/// that both paths give the same answer).
 #[inline]
 pub fn decide_slow<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
     b: &B,
@@ -975,20 +975,10 @@ pub fn decide_slow<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
     apply(b.frame_len() as u64, config, counted.as_ref(), allow)
 }
 
-/// [`decide_slow`] in two halves, for the XDP program: what the staged walk
-/// counts (a function of its own on BPF), and the policy applied to it
-/// ([`apply`]), so that the two need not share one stack frame.
-#[inline(always)]
-pub fn staged_counted<B: Bytes + ?Sized, F: FragTable>(
-    b: &B,
-    link: Link,
-    frags: &mut F,
-) -> Option<Counted> {
-    staged(b, link, frags)
-}
-
 /// The policy applied to what the staged walk counted (`len`: the frame's
-/// length).
+/// length), for the XDP program, which calls it in a function of its own,
+/// apart from [`staged_counted`], so that the two need not share one stack
+/// frame.
 #[inline(always)]
 pub fn apply<A: Allowlist>(
     len: u64,
@@ -999,20 +989,9 @@ pub fn apply<A: Allowlist>(
     outcome(len, config, counted.copied(), allow)
 }
 
-/// [`decide`] without the fast path: every frame takes the staged walk.
-/// For tests, which check that both give the same answer.
-#[doc(hidden)]
-pub fn decide_staged<B: Bytes + ?Sized, F: FragTable, A: Allowlist>(
-    b: &B,
-    config: &Config,
-    frags: &mut F,
-    allow: &mut A,
-) -> Outcome {
-    decide_slow(b, config, frags, allow)
-}
-
 /// The policy applied to what was counted: one exit for every counted
-/// frame, so the allowlist lookup is inlined once.
+/// frame, so the allowlist lookup is inlined once. By value: the fast path
+/// keeps what it counted in registers (a reference makes LLVM spill it).
 #[inline(always)]
 fn outcome<A: Allowlist>(
     len: u64,
@@ -1036,11 +1015,16 @@ fn outcome<A: Allowlist>(
 }
 
 /// The staged walk and the fragment table: what is counted of a frame the
-/// fast path did not take. Its own BPF function: its `Walk` and fragment
-/// key live in its own stack frame, not in the entry function's.
+/// fast path did not take ([`decide_slow`] without the policy, which
+/// [`apply`] adds). Its own BPF function: its `Walk` and fragment key live
+/// in its own stack frame, not in the entry function's.
 #[cfg_attr(target_arch = "bpf", inline(never))]
 #[cfg_attr(not(target_arch = "bpf"), inline)]
-fn staged<B: Bytes + ?Sized, F: FragTable>(b: &B, link: Link, frags: &mut F) -> Option<Counted> {
+pub fn staged_counted<B: Bytes + ?Sized, F: FragTable>(
+    b: &B,
+    link: Link,
+    frags: &mut F,
+) -> Option<Counted> {
     let w = walk_inner(b, link)?;
     let (class, oversized, dir) = match w.found {
         Found::Pass => return None,

@@ -746,7 +746,7 @@ fn fast_path_agrees_with_the_staged_walk() {
                 &mut reference::HostFrags::default(),
                 &mut reference::HostAllow(allow.clone()),
             );
-            let staged = decide_staged(
+            let staged = decide_slow(
                 frame,
                 config,
                 &mut reference::HostFrags::default(),

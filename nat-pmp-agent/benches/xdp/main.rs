@@ -390,6 +390,41 @@ fn check_accounting(f: &mut Filter) -> Result<flood::Accounting> {
 const PRODUCT_COUNTER: &str = "the product's own counter (NATPMP_STATS, opcode-0 dropped)";
 const REF_COUNTER: &str = "the reference's own counter (REF_COUNT)";
 
+/// The product in drop mode, attached to the receiving veth as the agent
+/// attaches it, flooded by `sender` (`frames` and `rounds` of them); returns
+/// its rounds, counted by its own opcode-0 drop counter, and the filter,
+/// detached again.
+fn flood_product(
+    name: &str,
+    track: bool,
+    sender: &flood::Sender,
+    pair: &VethPair,
+    frame: &[u8],
+    (frames, rounds): (u32, usize),
+) -> Result<(flood::FloodResult, Filter)> {
+    let mut f = Filter::load()?;
+    f.set_mode(Mode::Drop)?;
+    f.set_source_tracking(track)?;
+    pair.rx
+        .enter(|| f.attach(pair.rx_dev, AttachMode::Native).map(|_| ()))?;
+    let res = flood::rounds(
+        name,
+        PRODUCT_COUNTER,
+        sender,
+        pair,
+        frame,
+        frames,
+        rounds,
+        &mut || {
+            Ok(f.snapshot()?
+                .get(Class::NatpmpExternalAddressRequest)
+                .dropped_packets)
+        },
+    )?;
+    f.detach()?;
+    Ok((res, f))
+}
+
 #[expect(
     clippy::too_many_lines,
     reason = "one block per contender, in report order"
@@ -421,26 +456,7 @@ fn flood_and_agent(
         // (a) the product, drop mode, attached as the agent attaches it: as
         // shipped (per-source tracking on), then with tracking off.
         for (name, track) in [(PRODUCT_DROP, true), (PRODUCT_DROP_UNTRACKED, false)] {
-            let mut f = Filter::load()?;
-            f.set_mode(Mode::Drop)?;
-            f.set_source_tracking(track)?;
-            pair.rx
-                .enter(|| f.attach(rx_dev, AttachMode::Native).map(|_| ()))?;
-            let res = flood::rounds(
-                name,
-                PRODUCT_COUNTER,
-                &sender,
-                &pair,
-                &frame,
-                n,
-                r,
-                &mut || {
-                    Ok(f.snapshot()?
-                        .get(Class::NatpmpExternalAddressRequest)
-                        .dropped_packets)
-                },
-            )?;
-            f.detach()?;
+            let (res, _) = flood_product(name, track, &sender, &pair, &frame, (n, r))?;
             results.push(res);
         }
         // (b) the reference: parse, count, drop.
@@ -534,26 +550,8 @@ fn flood_and_agent(
         // as shipped, whose source table must account for every frame,
         // then the reference.
         {
-            let mut f = Filter::load()?;
-            f.set_mode(Mode::Drop)?;
-            f.set_source_tracking(true)?;
-            pair.rx
-                .enter(|| f.attach(rx_dev, AttachMode::Native).map(|_| ()))?;
-            let mut res = flood::rounds(
-                PRODUCT_DROP,
-                PRODUCT_COUNTER,
-                &spoofer,
-                &pair,
-                &frame,
-                n,
-                r,
-                &mut || {
-                    Ok(f.snapshot()?
-                        .get(Class::NatpmpExternalAddressRequest)
-                        .dropped_packets)
-                },
-            )?;
-            f.detach()?;
+            let (mut res, mut f) =
+                flood_product(PRODUCT_DROP, true, &spoofer, &pair, &frame, (n, r))?;
             res.accounting = Some(check_accounting(&mut f)?);
             results.push(res);
         }

@@ -361,17 +361,20 @@ fn verdict(pinned: &[&Effective]) -> String {
          milliseconds\" (counted met only if the largest in-force time of every round is at \
          most {TARGET_MS} ms): "
     );
+    let per_row = || {
+        pinned
+            .iter()
+            .map(|e| format!("{}: max {}", row_name(e), in_force_stat(&e.rounds).1))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     match judge(pinned.iter().copied()) {
         Some((w, true)) => {
             let _ = write!(
                 out,
                 "**MET** with the sender on its own CPU: at most {} ms over {n} rounds ({}).",
                 bounded(w),
-                pinned
-                    .iter()
-                    .map(|e| format!("{}: max {}", row_name(e), in_force_stat(&e.rounds).1))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                per_row()
             );
         }
         Some((w, false)) => {
@@ -380,11 +383,7 @@ fn verdict(pinned: &[&Effective]) -> String {
                 "**MISS** with the sender on its own CPU: the largest in-force time was {} ms \
                  ({}).",
                 bounded(w),
-                pinned
-                    .iter()
-                    .map(|e| format!("{}: max {}", row_name(e), in_force_stat(&e.rounds).1))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                per_row()
             );
         }
         None => out.push_str("no rounds."),

@@ -12,13 +12,13 @@
 //! - only datagrams to port 5351 (and their later fragments) are dropped,
 //!   and only in drop mode; an over-long IPv6 chain is never dropped;
 //! - `walk` and `decide` agree on what the frame is;
-//! - `decide` (with its fast path) and `decide_staged` (the staged walk
+//! - `decide` (with its fast path) and `decide_slow` (the staged walk
 //!   alone) give the same outcome.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use nat_pmp_ebpf_common::{
-    decide_staged, reference::Reference, walk, Class, Config, Found, Link, Mode,
+    decide_slow, reference::Reference, walk, Class, Config, Found, Link, Mode,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let mut staged = Reference::new(r.config);
-    let s = decide_staged(frame, &staged.config, &mut staged.frags, &mut staged.allow);
+    let s = decide_slow(frame, &staged.config, &mut staged.frags, &mut staged.allow);
     assert_eq!(o, s, "the fast path and the staged walk disagree");
     let w = walk(frame, link);
     match w.found {
