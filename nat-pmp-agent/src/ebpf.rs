@@ -27,7 +27,7 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
     AgentClock, Class, ClassCounters, Config, FragEntry, FragKey, Link, Mode, Prefix, SourceSet,
-    Trace, Unattributed, MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS,
+    Trace, Unattributed, MAP_ALLOW, CLOCK_SECTION, CONFIG_SECTION, MAP_CLOCK, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS,
     MAP_TRACE, MAP_UNATTRIBUTED, PROGRAM_NAME, TRACE_GLOBAL,
 };
 
@@ -66,7 +66,7 @@ pub struct Maps {
     config: Array<MapData, Config>,
     sources: PerCpuArray<MapData, SourceSet>,
     unattributed: PerCpuArray<MapData, Unattributed>,
-    clock: PerCpuArray<MapData, AgentClock>,
+    clock: Array<MapData, AgentClock>,
     allow: LpmTrie<MapData, [u8; 16], u32>,
     /// What the agent read of the source table so far; shared by every
     /// handle on this instance ([`Maps::try_clone`]).
@@ -117,7 +117,7 @@ impl Maps {
             })?,
             sources: typed(Map::PerCpuArray(open(MAP_SOURCES)?), MAP_SOURCES)?,
             unattributed: typed(Map::PerCpuArray(open(MAP_UNATTRIBUTED)?), MAP_UNATTRIBUTED)?,
-            clock: typed(Map::PerCpuArray(open(MAP_CLOCK)?), MAP_CLOCK)?,
+            clock: typed(Map::Array(open(MAP_CLOCK)?), MAP_CLOCK)?,
             allow: typed(Map::LpmTrie(open(MAP_ALLOW)?), MAP_ALLOW)?,
             ledger: std::sync::Arc::default(),
         })
@@ -144,10 +144,7 @@ impl Maps {
                 Map::PerCpuArray(dup(self.unattributed.map(), MAP_UNATTRIBUTED)?),
                 MAP_UNATTRIBUTED,
             )?,
-            clock: typed(
-                Map::PerCpuArray(dup(self.clock.map(), MAP_CLOCK)?),
-                MAP_CLOCK,
-            )?,
+            clock: typed(Map::Array(dup(self.clock.map(), MAP_CLOCK)?), MAP_CLOCK)?,
             allow: typed(Map::LpmTrie(dup(self.allow.map(), MAP_ALLOW)?), MAP_ALLOW)?,
             ledger: std::sync::Arc::clone(&self.ledger),
         })
@@ -188,39 +185,29 @@ impl Maps {
             .fold(Unattributed::default(), |a, u| a.add(u)))
     }
 
-    /// The agent's clock as the program sees it (the highest epoch of any
-    /// CPU: they are written together).
+    /// The agent's clock as the program sees it.
     pub fn clock(&self) -> Result<AgentClock> {
-        let per_cpu = self
-            .clock
+        self.clock
             .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_CLOCK}"))?;
-        Ok(per_cpu
-            .iter()
-            .copied()
-            .max_by_key(|c| c.epoch)
-            .unwrap_or_default())
+            .with_context(|| format!("reading map {MAP_CLOCK}"))
     }
 
-    /// Sets every CPU's clock: the epoch of the source table, and `tokens`
-    /// drop-log lines until the next call (the budget is set, not added
-    /// to, so an idle interval saves nothing for a burst). Only the agent
-    /// that runs the instance calls it.
+    /// Sets the clock: the epoch of the source table, and `tokens`
+    /// drop-log lines until the next call, on all CPUs together (the
+    /// budget is set, not added to, so an idle interval saves nothing for
+    /// a burst). Only the agent that runs the instance calls it.
     pub fn set_clock(&mut self, epoch: u32, tokens: u64) -> Result<()> {
-        let cpus = possible_cpus()?;
         let clock = AgentClock {
-            tokens,
+            tokens: i64::try_from(tokens).unwrap_or(i64::MAX),
             epoch,
             pad: 0,
         };
-        let values = aya::maps::PerCpuValues::try_from(vec![clock; cpus])
-            .context("building the per-CPU clock")?;
         self.clock
-            .set(0, values, 0)
+            .set(0, clock, 0)
             .with_context(|| format!("writing the agent's clock into map {MAP_CLOCK}"))
     }
 
-    /// Gives every CPU `tokens` drop-log lines, keeping the epoch.
+    /// Grants `tokens` drop-log lines, keeping the epoch.
     pub fn refill_log_budget(&mut self, tokens: u64) -> Result<()> {
         let epoch = self.clock()?.epoch;
         self.set_clock(epoch, tokens)
@@ -502,8 +489,8 @@ impl Filter {
         )
         .with_context(|| format!("opening map {MAP_STATS}"))?;
         let config = Array::try_from(
-            ebpf.take_map(MAP_CONFIG)
-                .with_context(|| format!("the XDP object has no map {MAP_CONFIG}"))?,
+            ebpf.take_map(CONFIG_SECTION)
+                .with_context(|| format!("the XDP object has no section {CONFIG_SECTION}"))?,
         )
         .with_context(|| format!("opening map {MAP_CONFIG}"))?;
         let take = |ebpf: &mut Ebpf, name: &str| {
@@ -512,7 +499,7 @@ impl Filter {
         };
         let sources = typed(take(&mut ebpf, MAP_SOURCES)?, MAP_SOURCES)?;
         let unattributed = typed(take(&mut ebpf, MAP_UNATTRIBUTED)?, MAP_UNATTRIBUTED)?;
-        let clock = typed(take(&mut ebpf, MAP_CLOCK)?, MAP_CLOCK)?;
+        let clock = typed(take(&mut ebpf, CLOCK_SECTION)?, MAP_CLOCK)?;
         let allow = typed(take(&mut ebpf, MAP_ALLOW)?, MAP_ALLOW)?;
         let frags = HashMap::try_from(
             ebpf.take_map(MAP_FRAGS)

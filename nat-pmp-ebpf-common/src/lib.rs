@@ -40,6 +40,10 @@ pub const NATPMP_PORT: u16 = 5351;
 pub const MAP_STATS: &str = "NATPMP_STATS";
 /// Name of the one-entry array holding the [`Config`] the agent writes.
 pub const MAP_CONFIG: &str = "NATPMP_CONFIG";
+/// The object's section that holds the program's [`Config`] (a global the
+/// program reads in place); the loader makes it a one-entry array map,
+/// pinned as [`MAP_CONFIG`].
+pub const CONFIG_SECTION: &str = ".data.config";
 /// Name of the LRU hash of first fragments seen on port 5351
 /// ([`FragKey`] to [`FragEntry`]).
 pub const MAP_FRAGS: &str = "NATPMP_FRAGS";
@@ -83,15 +87,20 @@ pub const MAP_UNATTRIBUTED: &str = "NATPMP_UNATTRIBUTED";
 pub const MAP_ALLOW: &str = "NATPMP_ALLOW";
 /// Entries of [`MAP_ALLOW`]: prefixes an operator lists by hand.
 pub const ALLOW_MAX_ENTRIES: u32 = 1024;
-/// Name of the per-CPU one-entry array of [`AgentClock`]: the agent's epoch
-/// and each CPU's drop-log budget. Written only by the agent that runs the
-/// instance (every interval), never by `nat-pmp-agent mode` or `allow` from
-/// another shell, which write [`MAP_CONFIG`]: a read-modify-write of the
-/// policy can then never undo an epoch, nor an epoch a policy change.
+/// Name of the one-entry array of [`AgentClock`]: the agent's epoch and
+/// the drop-log budget. The epoch is written only by the agent that runs
+/// the instance (every interval), never by `nat-pmp-agent mode` or `allow`
+/// from another shell, which write [`MAP_CONFIG`]: a read-modify-write of
+/// the policy can then never undo an epoch, nor an epoch a policy change.
+/// The program only takes drop-log tokens from it.
 pub const MAP_CLOCK: &str = "NATPMP_CLOCK";
-/// Dropped datagrams logged (through aya-log) per CPU per second at most:
-/// the agent refills each CPU's [`AgentClock`] budget to this times its interval
-/// (a sample for the operator, never a flood of the log).
+/// The object's section that holds the [`AgentClock`] (a global the program
+/// reads in place); the loader makes it a one-entry array map, pinned as
+/// [`MAP_CLOCK`].
+pub const CLOCK_SECTION: &str = ".data.clock";
+/// Dropped datagrams logged (through aya-log) per second at most, per
+/// instance: the agent refills the [`AgentClock`] budget to this times its
+/// interval (a sample for the operator, never a flood of the log).
 pub const DROP_LOG_PER_SEC: u64 = 5;
 /// Name of the one-entry array the program writes its last [`Trace`] into,
 /// when loaded with [`TRACE_GLOBAL`] set (tests only).
@@ -893,15 +902,17 @@ impl Unattributed {
     }
 }
 
-/// The agent's clock, on one CPU: entry 0 of [`MAP_CLOCK`]. The kernel
-/// reads no clock of its own.
+/// The agent's clock: entry 0 of [`MAP_CLOCK`], a global the program reads
+/// in place ([`CLOCK_SECTION`]). The kernel reads no clock of its own.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AgentClock {
-    /// Dropped datagrams this CPU may still log: the program logs only
-    /// while it is above zero and takes one; the agent refills it every
-    /// interval.
-    pub tokens: u64,
+    /// Dropped datagrams the program may still log this interval, on all
+    /// CPUs together: it logs only while this is above zero and takes one
+    /// with an atomic add of -1 (signed, so that CPUs racing for the last
+    /// token leave it below zero, not wrapped: at most one line more per
+    /// racing CPU). The agent sets it every interval.
+    pub tokens: i64,
     /// Advanced by one every report interval. Its low bit is the
     /// generation of [`MAP_SOURCES`] the program fills; the program stamps
     /// the slots it fills with `epoch + 1` (so that zeroed slots are free).

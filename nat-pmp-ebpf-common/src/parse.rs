@@ -410,9 +410,13 @@ enum Fast {
     /// Nothing after the fast path could count it: pass, uncounted.
     NotNatpmp,
     /// An unfragmented UDP datagram on port 5351 right after the IPv4 or
-    /// IPv6 fixed header: its UDP header is at `udp_off`; `src` is the
+    /// IPv6 fixed header, as counted: its direction and class; `src` is the
     /// sender (IPv4-mapped for IPv4), as [`crate::addr_words`].
-    Udp { udp_off: usize, src: [u64; 2] },
+    Udp {
+        dir: Direction,
+        verdict: Classification,
+        src: [u64; 2],
+    },
     /// Anything else (IPv4 fragments, IPv6 extension headers, IPv4 in
     /// IPv6): the staged walk decides.
     Walk,
@@ -527,12 +531,12 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
             return Some(Fast::Walk);
         }
         let src = ip.addr4::<12>();
-        let udp_off = off + ihl;
-        if !natpmp_ports(b, udp_off)? {
+        let Some((dir, verdict)) = udp_verdict::<B, true>(b, off + ihl, false) else {
             return Some(Fast::NotNatpmp);
-        }
+        };
         return Some(Fast::Udp {
-            udp_off,
+            dir,
+            verdict,
             src: v4_mapped_words(src),
         });
     }
@@ -550,12 +554,12 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
     }
     match next {
         IPPROTO_UDP => {
-            let udp_off = off + Ipv6Hdr::LEN;
-            if !natpmp_ports(b, udp_off)? {
+            let Some((dir, verdict)) = udp_verdict::<B, true>(b, off + Ipv6Hdr::LEN, false) else {
                 return Some(Fast::NotNatpmp);
-            }
+            };
             Some(Fast::Udp {
-                udp_off,
+                dir,
+                verdict,
                 src: ip.addr16::<8>(),
             })
         }
@@ -564,15 +568,6 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
         }
         _ => Some(Fast::NotNatpmp),
     }
-}
-
-/// Whether the UDP header at `off` has port 5351 on either side. `None`:
-/// the header is not in the frame (the staged walk would pass it too).
-#[inline(always)]
-fn natpmp_ports<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<bool> {
-    let ports = b.window(off, UdpHdr::LEN)?.be32::<0>();
-    #[expect(clippy::cast_possible_truncation, reason = "the two halves")]
-    Some((ports >> 16) as u16 == crate::NATPMP_PORT || ports as u16 == crate::NATPMP_PORT)
 }
 
 /// Where the innermost IP header starts and whether it is IPv6, in one
@@ -944,13 +939,10 @@ pub fn decide_fast<B: Bytes + ?Sized, A: Allowlist>(
     config: &Config,
     allow: &mut A,
 ) -> FastDecision {
-    let (udp_off, src) = match fast_path(b, config.link()) {
+    let (dir, verdict, src) = match fast_path(b, config.link()) {
         None | Some(Fast::NotNatpmp) => return FastDecision::Pass,
         Some(Fast::Walk) => return FastDecision::Slow,
-        Some(Fast::Udp { udp_off, src }) => (udp_off, src),
-    };
-    let Some((dir, verdict)) = udp_verdict::<B, true>(b, udp_off, false) else {
-        return FastDecision::Pass;
+        Some(Fast::Udp { dir, verdict, src }) => (dir, verdict, src),
     };
     let counted = Counted {
         class: verdict.class,

@@ -53,8 +53,13 @@ use nat_pmp_ebpf_common::{
 #[expect(clippy::cast_possible_truncation, reason = "23 classes")]
 static STATS: PerCpuArray<ClassCounters> = PerCpuArray::with_max_entries(Class::COUNT as u32, 0);
 
-#[map(name = "NATPMP_CONFIG")]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+/// The configuration, in a global of its own section: the loader makes the
+/// section a one-entry array map (the agent pins it as `NATPMP_CONFIG` and
+/// writes it like any array), and the program reads it in place (direct
+/// value access: one instruction, no lookup).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.config")]
+static mut NATPMP_CONFIG: Config = Config::new(nat_pmp_ebpf_common::Mode::Monitor);
 
 /// First fragments seen on port 5351 (see `FragTable` in -common for why an
 /// LRU: bounded memory under a flood, old datagrams age out by themselves).
@@ -77,9 +82,16 @@ static UNATTRIBUTED: PerCpuArray<Unattributed> = PerCpuArray::with_max_entries(1
 static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(ALLOW_MAX_ENTRIES, 0);
 
 /// The agent's clock: the epoch of the source table and the drop log's
-/// budget, one per CPU (no atomics); only the agent writes the epoch.
-#[map(name = "NATPMP_CLOCK")]
-static CLOCK: PerCpuArray<AgentClock> = PerCpuArray::with_max_entries(1, 0);
+/// budget, in a global of its own section (read in place, like
+/// `NATPMP_CONFIG`); only the agent writes the epoch, the program only
+/// takes drop-log tokens.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.clock")]
+static mut NATPMP_CLOCK: AgentClock = AgentClock {
+    tokens: 0,
+    epoch: 0,
+    pad: 0,
+};
 
 /// The last frame's decision, written only when tracing is on (tests).
 #[map(name = "NATPMP_TRACE")]
@@ -95,11 +107,10 @@ static NATPMP_TRACE_ON: u32 = 0;
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] entry signature")]
 pub fn nat_pmp(ctx: XdpContext) -> u32 {
     let pkt = Packet::new(&ctx);
-    // A missing config entry cannot happen (arrays are preallocated). Read
-    // in place: no copy of the entry to the stack.
-    let Some(config) = CONFIG.get(0) else {
-        return xdp_action::XDP_PASS;
-    };
+    // SAFETY: the agent rewrites the configuration as a whole while the
+    // program runs (a map update); each field is read once per frame, so a
+    // frame sees each field either before or after an update.
+    let config = unsafe { &*(&raw const NATPMP_CONFIG) };
     let mut allow = Allow {
         empty: config.allow_prefixes == 0,
     };
@@ -140,21 +151,15 @@ fn slow(ctx: &XdpContext, config: &Config, len: u64, counted: Option<&Counted>) 
 fn finish(ctx: &XdpContext, config: &Config, outcome: &Outcome) -> u32 {
     if let Some(class) = outcome.class {
         record(class, outcome);
-        let track = config.tracks_sources();
-        if track || outcome.drop {
-            if let Some(clock) = CLOCK.get_ptr_mut(0) {
-                // SAFETY: this CPU's slot; XDP runs with preemption
-                // disabled. The agent may rewrite it meanwhile (a refill):
-                // at worst one token is spent twice.
-                let clock = unsafe { &mut *clock };
-                if track {
-                    track_source(config, clock, class, outcome);
-                }
-                if outcome.drop && clock.tokens > 0 {
-                    clock.tokens -= 1;
-                    log_line(ctx, class.index(), outcome.src[0], outcome.src[1]);
-                }
-            }
+        if config.tracks_sources() {
+            // SAFETY: a plain read of a global the agent rewrites as a
+            // whole (a map update); volatile, as the compiler cannot see
+            // that writer.
+            let clock = unsafe { core::ptr::read_volatile(&raw const NATPMP_CLOCK) };
+            track_source(config, &clock, class, outcome);
+        }
+        if outcome.drop && take_log_token() {
+            log_line(ctx, class.index(), outcome.src[0], outcome.src[1]);
         }
     }
     let action = if outcome.drop {
@@ -173,6 +178,26 @@ fn finish(ctx: &XdpContext, config: &Config, outcome: &Outcome) -> u32 {
         );
     }
     action
+}
+
+/// Takes one of the drop log's tokens, if any is left this interval.
+#[inline(always)]
+fn take_log_token() -> bool {
+    // SAFETY: an aligned `i64` of a global that lives as long as the
+    // program; the agent's map update and other CPUs' atomic adds are its
+    // only other writers. The read is volatile (a writer the compiler
+    // cannot see); the add is atomic (BPF `lock` add: the target's core
+    // has no atomic read-modify-write), so no token is lost, and signed,
+    // so CPUs racing for the last one take it below zero.
+    unsafe {
+        let tokens = &raw mut NATPMP_CLOCK.tokens;
+        if core::ptr::read_volatile(tokens) <= 0 {
+            return false;
+        }
+        core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) tokens,
+            v = in(reg) -1i64, options(nostack, preserves_flags));
+    }
+    true
 }
 
 /// Whether tracing is on (tests). The verifier knows the value (a frozen
@@ -415,9 +440,8 @@ fn track_source(config: &Config, clock: &AgentClock, class: Class, outcome: &Out
 }
 
 /// Logs a dropped datagram (source and class) through aya-log: its own BPF
-/// function, reached while this CPU's budget lasts (at most
-/// `DROP_LOG_PER_SEC` per second, refilled by the agent); a flood costs one
-/// inlined per-CPU array access per drop. One call site with
+/// function, reached while the budget lasts (at most `DROP_LOG_PER_SEC`
+/// per second, refilled by the agent); a flood costs one load per drop. One call site with
 /// fixed-size arguments: each aya-log call is verified again for every
 /// path that reaches it, and copying a string costs far more than a
 /// number. The agent turns the class index into its name and IPv4-mapped
