@@ -1,6 +1,6 @@
 //! The sample of dropped datagrams the XDP program logs through aya-log
-//! (`dropped class N from ADDR`, at most `DROP_LOG_PER_SEC` per CPU per
-//! second), turned into readable lines for the `log` crate.
+//! (`dropped class N from ADDR`, at most `DROP_LOG_PER_SEC` per instance
+//! per second), turned into readable lines for the `log` crate.
 //!
 //! Contract: [`DropLogger`] wraps any `log::Log`; a record from the program
 //! is passed on with the class index replaced by its name

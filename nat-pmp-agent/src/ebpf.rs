@@ -27,8 +27,8 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
     AgentClock, Class, ClassCounters, Config, FragEntry, FragKey, Link, Mode, Prefix, SourceSet,
-    Trace, Unattributed, MAP_ALLOW, CLOCK_SECTION, CONFIG_SECTION, MAP_CLOCK, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS,
-    MAP_TRACE, MAP_UNATTRIBUTED, PROGRAM_NAME, TRACE_GLOBAL,
+    Trace, Unattributed, CLOCK_SECTION, CONFIG_SECTION, MAP_ALLOW, MAP_CLOCK, MAP_CONFIG,
+    MAP_FRAGS, MAP_SOURCES, MAP_STATS, MAP_TRACE, MAP_UNATTRIBUTED, PROGRAM_NAME, TRACE_GLOBAL,
 };
 
 pub use crate::iface::{check_iface, AttachMode, AttachedMode, LinkType};
@@ -103,10 +103,30 @@ impl Maps {
                 )
             })
         };
+        // An array opened as such only if the kernel says it is one: an
+        // older agent pinned its clock as a per-CPU array, and a plain
+        // lookup of a per-CPU value writes one value per CPU.
+        let open_array = |name: &str| {
+            let map = open(name)?;
+            let kind = map
+                .info()
+                .and_then(|i| i.map_type())
+                .with_context(|| format!("reading the type of the pinned map {name}"))?;
+            if kind != aya::maps::MapType::Array {
+                bail!(
+                    "{name} under {} is a {kind:?} map, not this agent's array (an instance \
+                     pinned by an older agent); detach it once with `nat-pmp-agent detach \
+                     --iface {}` and start again",
+                    dir.dir.display(),
+                    dir.iface
+                );
+            }
+            Ok(map)
+        };
         Ok(Maps {
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(MAP_STATS)?))
                 .with_context(|| format!("{MAP_STATS} under {} is not ours", dir.dir.display()))?,
-            config: Array::try_from(Map::Array(open(MAP_CONFIG)?)).with_context(|| {
+            config: Array::try_from(Map::Array(open_array(MAP_CONFIG)?)).with_context(|| {
                 format!(
                     "{MAP_CONFIG} under {} is not this agent's (a different value size: an \
                      instance pinned by an older agent); detach it once with \
@@ -117,7 +137,7 @@ impl Maps {
             })?,
             sources: typed(Map::PerCpuArray(open(MAP_SOURCES)?), MAP_SOURCES)?,
             unattributed: typed(Map::PerCpuArray(open(MAP_UNATTRIBUTED)?), MAP_UNATTRIBUTED)?,
-            clock: typed(Map::Array(open(MAP_CLOCK)?), MAP_CLOCK)?,
+            clock: typed(Map::Array(open_array(MAP_CLOCK)?), MAP_CLOCK)?,
             allow: typed(Map::LpmTrie(open(MAP_ALLOW)?), MAP_ALLOW)?,
             ledger: std::sync::Arc::default(),
         })

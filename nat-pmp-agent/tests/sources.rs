@@ -438,7 +438,8 @@ fn a_flood_of_drops_logs_at_most_the_bound() {
     }
     log.flush();
     assert!(capture.0.lock().expect("the capture lock").is_empty());
-    // Two intervals' budgets: each CPU logs at most its budget per interval.
+    // Two intervals' budgets: the instance logs at most its budget per
+    // interval (one more per CPU racing for the last token).
     for _ in 0..2 {
         filter
             .maps_mut()
@@ -450,7 +451,7 @@ fn a_flood_of_drops_logs_at_most_the_bound() {
     }
     log.flush();
     let lines = capture.0.lock().expect("the capture lock").clone();
-    let bound = cpus * DROP_LOG_PER_SEC * 2;
+    let bound = (DROP_LOG_PER_SEC + cpus) * 2;
     println!(
         "drop log: {n} drops on {cpus} CPUs -> {} lines (bound {bound}); first: {:?}",
         lines.len(),
@@ -458,7 +459,7 @@ fn a_flood_of_drops_logs_at_most_the_bound() {
     );
     assert!(
         lines.len() as u64 >= DROP_LOG_PER_SEC * 2,
-        "the thread's CPU spends its budget in each interval: {lines:?}"
+        "the budget is spent in each interval: {lines:?}"
     );
     assert!(
         lines.len() as u64 <= bound,

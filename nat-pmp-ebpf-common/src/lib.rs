@@ -392,56 +392,72 @@ const fn classify_pcp(len: u32, opcode: u8) -> Class {
 /// Not inlined on BPF (one copy serves the staged walk's first fragments);
 /// the fast path inlines [`classify_inline`], the same function.
 #[cfg_attr(target_arch = "bpf", inline(never))]
-pub const fn classify(payload_len: u32, version: u8, opcode: u8) -> Classification {
+pub fn classify(payload_len: u32, version: u8, opcode: u8) -> Classification {
     classify_inline(payload_len, version, opcode)
 }
 
-/// [`classify`], always inlined.
-///
-/// NAT-PMP (version 0), what scanners send, is decided with arithmetic
-/// rather than a chain of branches: the opcode's low 7 bits pick the
-/// message (0, 1, 2: RFC 6886 §3.2, §3.3), its top bit makes it a response,
-/// and the class index is `opcode + 3 × response` (the discriminants are
-/// laid out so). `natpmp_needed_len` says the same, and the table tests
-/// check both.
+/// What a NAT-PMP (version 0) opcode byte is: its class and the bytes the
+/// message needs ([`natpmp_needed_len`]); `needed` 0 for an undefined
+/// opcode (never truncated, never oversized).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatpmpOpcode {
+    pub class: Class,
+    pub needed: u32,
+}
+
+/// [`NatpmpOpcode`] for every opcode byte, built at compile time from
+/// [`natpmp_needed_len`] and the class layout: the classifier's NAT-PMP
+/// branch is one load from it (in `.rodata` on BPF) instead of a chain of
+/// branches.
+pub static NATPMP_OPCODES: [NatpmpOpcode; 256] = natpmp_opcodes();
+
+const fn natpmp_opcodes() -> [NatpmpOpcode; 256] {
+    let mut t = [NatpmpOpcode {
+        class: Class::NatpmpUnsupportedOpcode,
+        needed: 0,
+    }; 256];
+    let mut op = 0;
+    while op < 256 {
+        #[expect(clippy::cast_possible_truncation, reason = "op < 256")]
+        let byte = op as u8;
+        if let Some(needed) = natpmp_needed_len(byte) {
+            // The discriminants are laid out so: opcode + 3 × response.
+            let class = match (byte & 0x7f) + 3 * (byte >> 7) {
+                0 => Class::NatpmpExternalAddressRequest,
+                1 => Class::NatpmpMapUdpRequest,
+                2 => Class::NatpmpMapTcpRequest,
+                3 => Class::NatpmpExternalAddressResponse,
+                4 => Class::NatpmpMapUdpResponse,
+                _ => Class::NatpmpMapTcpResponse,
+            };
+            t[op] = NatpmpOpcode { class, needed };
+        }
+        op += 1;
+    }
+    t
+}
+
+/// [`classify`], always inlined. NAT-PMP (version 0), what scanners send,
+/// is one load from [`NATPMP_OPCODES`] and two compares.
 #[inline(always)]
-pub const fn classify_inline(payload_len: u32, version: u8, opcode: u8) -> Classification {
+pub fn classify_inline(payload_len: u32, version: u8, opcode: u8) -> Classification {
     // 64-bit from here on: no truncation to 32 bits after each step (the
     // BPF registers are 64-bit).
-    let len = payload_len as u64;
+    let len = u64::from(payload_len);
     if len < 2 {
         // Not even a version and an opcode: nothing to tell apart.
         return TRUNCATED;
     }
     if version == NATPMP_VERSION {
-        let op = (opcode & 0x7f) as u64;
-        let response = (opcode >> 7) as u64;
-        if op > 2 {
-            return Classification {
-                class: Class::NatpmpUnsupportedOpcode,
-                oversized: false,
-            };
-        }
-        // Requests: 2 bytes (opcode 0), 12 (map); responses 12 and 16.
-        let needed = if op == 0 {
-            2 + 10 * response
-        } else {
-            12 + 4 * response
-        };
+        let op = NATPMP_OPCODES[opcode as usize];
+        let needed = u64::from(op.needed);
         if len < needed {
             return TRUNCATED;
         }
-        let class = match op + 3 * response {
-            0 => Class::NatpmpExternalAddressRequest,
-            1 => Class::NatpmpMapUdpRequest,
-            2 => Class::NatpmpMapTcpRequest,
-            3 => Class::NatpmpExternalAddressResponse,
-            4 => Class::NatpmpMapUdpResponse,
-            _ => Class::NatpmpMapTcpResponse,
-        };
         return Classification {
-            class,
-            oversized: len > needed,
+            class: op.class,
+            oversized: needed != 0 && len > needed,
         };
     }
     let class = if version == PCP_VERSION {
@@ -470,13 +486,13 @@ const TRUNCATED: Classification = Classification {
 /// Not inlined on BPF (one copy serves the staged walk); the XDP fast
 /// path inlines [`classify_udp_inline`], the same function.
 #[cfg_attr(target_arch = "bpf", inline(never))]
-pub const fn classify_udp(udp_len: u16, available: u32, version: u8, opcode: u8) -> Classification {
+pub fn classify_udp(udp_len: u16, available: u32, version: u8, opcode: u8) -> Classification {
     classify_udp_inline(udp_len, available, version, opcode)
 }
 
 /// [`classify_udp`], always inlined.
 #[inline(always)]
-pub const fn classify_udp_inline(
+pub fn classify_udp_inline(
     udp_len: u16,
     available: u32,
     version: u8,
@@ -484,12 +500,16 @@ pub const fn classify_udp_inline(
 ) -> Classification {
     // In 64 bits: `udp_len >= 8` is checked, so the subtraction needs no
     // wrapping (and no masking to 32 bits on BPF).
-    let udp_len = udp_len as u64;
-    if udp_len < UDP_HEADER_LEN as u64 || udp_len > available as u64 {
+    let udp_len = u64::from(udp_len);
+    if udp_len < u64::from(UDP_HEADER_LEN) || udp_len > u64::from(available) {
         return TRUNCATED;
     }
     #[expect(clippy::cast_possible_truncation, reason = "below 65,536")]
-    classify_inline((udp_len - UDP_HEADER_LEN as u64) as u32, version, opcode)
+    classify_inline(
+        (udp_len - u64::from(UDP_HEADER_LEN)) as u32,
+        version,
+        opcode,
+    )
 }
 
 /// Classifies the UDP datagram that starts in a first IP fragment (offset
@@ -500,13 +520,13 @@ pub const fn classify_udp_inline(
 /// is expected here and the datagram is classified by that length and by
 /// its first two payload bytes. Only a length below 8, or a fragment too
 /// short to hold the version and opcode bytes, is `malformed_truncated`.
-pub const fn classify_first_fragment(
+pub fn classify_first_fragment(
     udp_len: u16,
     available: u32,
     version: u8,
     opcode: u8,
 ) -> Classification {
-    let udp_len = udp_len as u32;
+    let udp_len = u32::from(udp_len);
     let header = UDP_HEADER_LEN;
     if udp_len < header {
         return TRUNCATED;
@@ -592,8 +612,8 @@ impl Link {
 }
 
 /// The program's configuration: entry 0 of [`MAP_CONFIG`], read once per
-/// frame (one inlined array lookup serves the policy, the link type and
-/// the source table).
+/// frame in place (a global in its own section, [`CONFIG_SECTION`]: no
+/// lookup) for the policy, the link type and the source table.
 ///
 /// Plain integer fields rather than enums, so that any bit pattern a map can
 /// hold is a valid value on both sides.

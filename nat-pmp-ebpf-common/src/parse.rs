@@ -91,6 +91,10 @@ pub trait Window: Copy {
     /// The sixteen bytes at `I` (an IPv6 address) as the two words of
     /// [`crate::addr_words`].
     fn addr16<const I: usize>(&self) -> [u64; 2];
+    /// The rest of the window from `N` on (a header inside a window that
+    /// was checked for it and what comes before it).
+    #[must_use]
+    fn skip<const N: usize>(&self) -> Self;
 }
 
 /// The host's window: a checked slice.
@@ -124,6 +128,11 @@ impl Window for SliceWindow<'_> {
     #[inline]
     fn addr16<const I: usize>(&self) -> [u64; 2] {
         crate::addr_words(&self.take(I))
+    }
+
+    #[inline]
+    fn skip<const N: usize>(&self) -> Self {
+        SliceWindow(&self.0[N..])
     }
 }
 
@@ -513,31 +522,36 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
         return Some(Fast::NotNatpmp);
     };
     if ether_type == ETH_P_IP {
-        // The fixed header, checked once: version and IHL, flags and
-        // fragment offset, protocol, source.
+        // The usual header (no options) and the UDP header after it,
+        // checked at once.
+        if let Some(w) = b.window(off, Ipv4Hdr::LEN + UdpHdr::LEN) {
+            if w.be16::<0>() >> 8 == 0x45 {
+                return Some(match ipv4_udp(&w) {
+                    Err(fast) => fast,
+                    Ok(_) => match udp_verdict_in::<B, true>(b, w.skip::<20>(), off + 20, false) {
+                        None => Fast::NotNatpmp,
+                        Some((dir, verdict)) => Fast::Udp {
+                            dir,
+                            verdict,
+                            src: v4_mapped_words(w.addr4::<12>()),
+                        },
+                    },
+                });
+            }
+        }
+        // Any IHL: the fixed header, checked once, then the UDP header.
         let ip = b.window(off, Ipv4Hdr::LEN)?;
-        let ver_ihl = ip.be16::<0>() >> 8;
-        let frag = ip.be16::<6>();
-        let proto = ip.be16::<8>() & 0xff;
-        if ver_ihl >> 4 != 4 || proto != u16::from(IPPROTO_UDP) {
-            return Some(Fast::NotNatpmp);
-        }
-        let ihl = (ver_ihl as usize & 0x0f) * 4;
-        if ihl < Ipv4Hdr::LEN {
-            return Some(Fast::NotNatpmp);
-        }
-        // More fragments or an offset: the fragment logic decides.
-        if frag & 0x3fff != 0 {
-            return Some(Fast::Walk);
-        }
-        let src = ip.addr4::<12>();
+        let ihl = match ipv4_udp(&ip) {
+            Err(fast) => return Some(fast),
+            Ok(ihl) => ihl,
+        };
         let Some((dir, verdict)) = udp_verdict::<B, true>(b, off + ihl, false) else {
             return Some(Fast::NotNatpmp);
         };
         return Some(Fast::Udp {
             dir,
             verdict,
-            src: v4_mapped_words(src),
+            src: v4_mapped_words(ip.addr4::<12>()),
         });
     }
     // IPv6: version nibble first, next header at byte 6 (RFC 8200 §3).
@@ -568,6 +582,27 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
         }
         _ => Some(Fast::NotNatpmp),
     }
+}
+
+/// The checks of the fast path on an IPv4 header (`ip`: a window on at
+/// least its 20 fixed bytes): `Ok(ihl)` for an unfragmented UDP datagram,
+/// else what the fast path does with the frame.
+#[inline(always)]
+fn ipv4_udp<W: Window>(ip: &W) -> Result<usize, Fast> {
+    let ver_ihl = ip.be16::<0>() >> 8;
+    let proto = ip.be16::<8>() & 0xff;
+    if ver_ihl >> 4 != 4 || proto != u16::from(IPPROTO_UDP) {
+        return Err(Fast::NotNatpmp);
+    }
+    let ihl = (ver_ihl as usize & 0x0f) * 4;
+    if ihl < Ipv4Hdr::LEN {
+        return Err(Fast::NotNatpmp);
+    }
+    // More fragments or an offset: the fragment logic decides.
+    if ip.be16::<6>() & 0x3fff != 0 {
+        return Err(Fast::Walk);
+    }
+    Ok(ihl)
 }
 
 /// Where the innermost IP header starts and whether it is IPv6, in one
@@ -757,20 +792,30 @@ fn udp_verdict<B: Bytes + ?Sized, const FAST: bool>(
     first: bool,
 ) -> Option<(Direction, Classification)> {
     // The whole 8-byte header must be in the frame.
-    let h = b.window(off, UdpHdr::LEN)?;
-    let ports = h.be32::<0>();
+    udp_verdict_in::<B, FAST>(b, b.window(off, UdpHdr::LEN)?, off, first)
+}
+
+/// [`udp_verdict`] on a UDP header at `off` that `h` holds (checked).
+#[inline(always)]
+fn udp_verdict_in<B: Bytes + ?Sized, const FAST: bool>(
+    b: &B,
+    h: B::Win<'_>,
+    off: usize,
+    first: bool,
+) -> Option<(Direction, Classification)> {
+    // Each port is compared as loaded (the compiler swaps the constant,
+    // not the field), before anything else is read: most UDP is not
+    // NAT-PMP.
+    let dir = direction(h.be16::<0>(), h.be16::<2>())?;
     let length = h.be16::<4>();
-    #[expect(clippy::cast_possible_truncation, reason = "the two halves")]
-    let dir = direction((ports >> 16) as u16, ports as u16)?;
+    // The version and opcode bytes, where the frame has them; the
+    // classifiers ignore them when the lengths say they are absent.
+    let first_two = b.window(off, UdpHdr::LEN + 2).map_or(0, |w| w.be16::<8>());
     // The header is in the frame, so `off + 8 <= frame_len`; a frame is
     // far shorter than 4 GiB (XDP: at most a page or a few).
     #[expect(clippy::cast_possible_truncation, reason = "frames are short")]
     let available = (b.frame_len() - off) as u32;
-    // The version and opcode bytes, where the frame has them; the
-    // classifiers ignore them when the lengths say they are absent.
-    let [version, opcode] = b
-        .window(off + UdpHdr::LEN, 2)
-        .map_or([0, 0], |w| w.be16::<0>().to_be_bytes());
+    let [version, opcode] = first_two.to_be_bytes();
     let verdict = if FAST {
         classify_udp_inline(length, available, version, opcode)
     } else if first {

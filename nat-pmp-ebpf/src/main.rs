@@ -107,10 +107,14 @@ static NATPMP_TRACE_ON: u32 = 0;
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] entry signature")]
 pub fn nat_pmp(ctx: XdpContext) -> u32 {
     let pkt = Packet::new(&ctx);
-    // SAFETY: the agent rewrites the configuration as a whole while the
-    // program runs (a map update); each field is read once per frame, so a
-    // frame sees each field either before or after an update.
-    let config = unsafe { &*(&raw const NATPMP_CONFIG) };
+    // SAFETY: the program never writes the global; the agent rewrites it
+    // as a whole (a map update) from outside, each field is read once per
+    // frame, so a frame sees each field either before or after an update.
+    #[expect(
+        clippy::deref_addrof,
+        reason = "a reference to a `static mut` must go through a raw pointer"
+    )]
+    let config: &Config = unsafe { &*(&raw const NATPMP_CONFIG) };
     let mut allow = Allow {
         empty: config.allow_prefixes == 0,
     };
@@ -300,6 +304,11 @@ impl Window for PacketWindow {
                 j = const I + 8, options(pure, readonly, nostack, preserves_flags));
         }
         [hi, lo]
+    }
+
+    #[inline(always)]
+    fn skip<const N: usize>(&self) -> Self {
+        PacketWindow { p: self.p + N }
     }
 }
 
