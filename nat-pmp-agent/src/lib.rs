@@ -1,23 +1,57 @@
 //! nat-pmp-agent: loads the NAT-PMP/PCP XDP filter, attaches it to WAN
 //! interfaces and reports its counters (tables, JSON lines, Prometheus);
 //! with `--pin` the filter outlives the agent. The library holds everything
-//! the binary and the tests share.
+//! the binary and the tests share; `main.rs` only calls [`cli::main`].
+//!
+//! # Layers
+//!
+//! Modules by responsibility; an arrow is "may use", and no module uses one
+//! above it (no import cycles):
+//!
+//! ```text
+//! cli                         the command line, config file, options: parse, merge, check
+//!  -> live, ops, replay, probe   the features: the running agent, pinned-instance
+//!                                commands, captures, the probe sender
+//!  -> output                  tables, the JSON report, Prometheus metrics
+//!  -> bpf                     the XDP object, its maps, the Filter lifecycle, pins
+//!  -> stats, net              counters and sources (no kernel handles); interfaces,
+//!                             rtnetlink, the syscalls aya does not wrap
+//!  -> nat-pmp-ebpf-common     the class table, classifier, walk and map types
+//! ```
+//!
+//! A feature may use another feature's output types only through `output`;
+//! `stats` and `net` do not use each other.
 
-pub mod allow;
-pub mod batch;
-pub mod console;
-pub mod counters;
-pub mod droplog;
-pub mod ebpf;
-pub mod iface;
-pub mod ledger;
-pub mod metrics;
-pub mod monitor;
-pub mod netlink;
-pub mod pin;
+pub mod bpf;
+pub mod cli;
+pub mod live;
+pub mod net;
+pub mod ops;
+pub mod output;
 pub mod probe;
 pub mod replay;
-pub mod replay_report;
-pub mod report;
-pub mod sources;
-pub mod sys;
+pub mod stats;
+
+// The paths of the flat layout, until the tests move to the new ones.
+#[doc(hidden)]
+pub mod ebpf {
+    pub use crate::bpf::{filter::*, maps::*, object::EBPF_OBJECT};
+    pub use crate::net::iface::{check_iface, AttachMode, AttachedMode, LinkType};
+}
+#[doc(hidden)]
+pub use bpf::{droplog, pin};
+#[doc(hidden)]
+pub use live as monitor;
+#[doc(hidden)]
+pub use net::{iface, netlink, sys};
+#[doc(hidden)]
+pub use output::{metrics, report};
+#[doc(hidden)]
+pub use replay::report as replay_report;
+#[doc(hidden)]
+pub use stats::{allow, counters, ledger};
+#[doc(hidden)]
+pub mod sources {
+    pub use crate::bpf::sources::{read, tick};
+    pub use crate::stats::sources::*;
+}

@@ -9,17 +9,22 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use crate::{
+    bpf::{
+        detach_pinned, locate,
+        pin::{self, PinDir},
+        sources, Maps, Protection,
+    },
+    net::{
+        iface::check_iface,
+        netlink::{self, XdpAttachment},
+        sys,
+    },
+    output::report::{Header, Report},
+    stats::{allow, sources::Sources},
+};
 use anyhow::{bail, Context as _, Result};
 use aya::programs::ProgramInfo;
-use nat_pmp_agent::{
-    allow,
-    ebpf::{check_iface, detach_pinned, locate, Maps, Protection},
-    netlink::{self, XdpAttachment},
-    pin::{self, PinDir},
-    report::{Header, Report},
-    sources::{self, Sources},
-    sys,
-};
 
 /// Sources `status` lists per instance.
 const STATUS_TOP_SOURCES: usize = 10;
@@ -43,7 +48,7 @@ struct Found {
     /// Which XDP program the interface runs (`Err`: no such interface here).
     on_iface: Result<Option<XdpAttachment>, String>,
     /// The pinned instance's mode and counters.
-    state: Option<(Mode, nat_pmp_agent::counters::Snapshot)>,
+    state: Option<(Mode, crate::stats::counters::Snapshot)>,
     /// Its top sources.
     sources: Option<Sources>,
     /// Where the kernel says its link is (when pinned).

@@ -23,6 +23,8 @@
 //!   stops the replay with an error naming the file and the frame number;
 //!   everything read before it stays in the [`Analysis`] and is reported.
 
+pub mod report;
+
 use std::{
     cell::Cell,
     collections::{BTreeMap, HashMap},
@@ -46,7 +48,7 @@ use pcap_file::{
     PcapError,
 };
 
-use crate::{counters::Snapshot, ebpf::Filter};
+use crate::{bpf::Filter, stats::counters::Snapshot};
 
 /// Bytes of a frame that `BPF_PROG_TEST_RUN` puts in the XDP buffer's linear
 /// part on x86-64 (4 KiB page − 256 bytes `XDP_PACKET_HEADROOM` − 320 bytes

@@ -4,7 +4,7 @@
 //! tell when an interface goes away and comes back (a PPPoE reconnect).
 //!
 //! rtnetlink answers for the caller's network namespace only, which is what
-//! makes it the right referee: an XDP link's ifindex (see [`crate::sys`]) is
+//! makes it the right referee: an XDP link's ifindex (see [`crate::net::sys`]) is
 //! meaningful only together with the namespace that holds the device.
 
 use anyhow::{bail, Context as _, Result};
@@ -17,7 +17,7 @@ use netlink_packet_route::{
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::iface::{check_iface, AttachedMode};
+use super::iface::{check_iface, AttachedMode};
 
 /// The XDP program on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use std::net::Ipv6Addr;
 use log::{Log, Metadata, Record};
 use nat_pmp_ebpf_common::Class;
 
-use crate::sources::addr_of;
+use crate::stats::sources::addr_of;
 
 /// Target of the program's records (the eBPF crate's module path).
 pub const TARGET: &str = "nat_pmp_ebpf";

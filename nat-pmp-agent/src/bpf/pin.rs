@@ -43,7 +43,7 @@ use nat_pmp_ebpf_common::{
     MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
 };
 
-use crate::sys;
+use crate::net::sys;
 
 /// The pin root used unless `--pin-dir` says otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/nat-pmp";

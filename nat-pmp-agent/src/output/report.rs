@@ -26,7 +26,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, CellAlignment, Table};
 use nat_pmp_ebpf_common::{Class, ClassCounters};
 use serde_json::{json, Map, Value};
 
-use crate::{counters::Snapshot, sources::Sources};
+use crate::stats::{counters::Snapshot, sources::Sources};
 
 /// What a report is about.
 #[derive(Clone, Debug)]
@@ -207,7 +207,7 @@ impl Report<'_> {
         });
         if let (Some(src), Some(m)) = (&self.sources, v.as_object_mut()) {
             m.insert("sources_tracked".into(), json!(src.tracked));
-            m.insert("sources".into(), src.to_json());
+            m.insert("sources".into(), sources_json(src));
             m.insert("unattributed".into(), json!(src.unattributed.packets));
         }
         if let (Some(g), Some(m)) = (&self.header.guard, v.as_object_mut()) {
@@ -313,7 +313,7 @@ impl Report<'_> {
             ]);
             for s in &src.top {
                 let at = |ns| {
-                    humantime::format_rfc3339_seconds(crate::sources::wall_time(ns)).to_string()
+                    humantime::format_rfc3339_seconds(crate::net::sys::wall_time(ns)).to_string()
                 };
                 t.add_row(vec![
                     s.addr.to_string(),
@@ -450,4 +450,28 @@ fn total_report<'a>(reports: &[Report], header: &'a Header) -> Report<'a> {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// The `sources` array of the JSON report.
+pub fn sources_json(sources: &Sources) -> Value {
+    Value::Array(
+        sources
+            .top
+            .iter()
+            .map(|s| {
+                json!({
+                    "address": s.addr.to_string(),
+                    "packets": s.stats.packets,
+                    "bytes": s.stats.bytes,
+                    "first_seen": rfc3339(s.stats.first_seen_ns),
+                    "last_seen": rfc3339(s.stats.last_seen_ns),
+                    "classes": s.classes(),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn rfc3339(ktime_ns: u64) -> String {
+    humantime::format_rfc3339_millis(crate::net::sys::wall_time(ktime_ns)).to_string()
 }

@@ -15,6 +15,6 @@ pub fn say_line(args: std::fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {
-        $crate::console::say_line(format_args!($($arg)*))
+        $crate::live::console::say_line(format_args!($($arg)*))
     };
 }

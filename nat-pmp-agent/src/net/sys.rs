@@ -19,6 +19,7 @@ use std::{
         unix::ffi::OsStrExt as _,
     },
     path::Path,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -298,4 +299,42 @@ pub fn synchronize_rcu() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Does any cause in `err`'s chain carry this errno?
+pub fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.raw_os_error() == Some(errno) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// `CLOCK_MONOTONIC` now.
+pub fn monotonic_now() -> Duration {
+    // SAFETY: `timespec` is plain old data; all-zero is a valid value.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(monotonic_now().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Wall-clock time of a `CLOCK_MONOTONIC` reading in nanoseconds.
+pub fn wall_time(ktime_ns: u64) -> SystemTime {
+    let ago = monotonic_now().saturating_sub(Duration::from_nanos(ktime_ns));
+    SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }

@@ -17,31 +17,28 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{
-        lpm_trie::{Key, LpmTrie},
-        Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray,
-    },
-    programs::{TestRun as _, TestRunOptions, Xdp},
-    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData},
+    programs::Xdp,
+    Ebpf,
 };
 use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
-    AgentClock, Class, ClassCounters, Config, FragEntry, FragKey, Link, Mode, Prefix, SourceSet,
-    Trace, Unattributed, CLOCK_SECTION, CONFIG_SECTION, MAP_ALLOW, MAP_CLOCK, MAP_CONFIG,
-    MAP_FRAGS, MAP_SOURCES, MAP_STATS, MAP_TRACE, MAP_UNATTRIBUTED, PROGRAM_NAME, TRACE_GLOBAL,
+    Config, FragEntry, FragKey, Link, Mode, Trace, MAP_FRAGS, MAP_TRACE, PROGRAM_NAME,
 };
 
-pub use crate::iface::{check_iface, AttachMode, AttachedMode, LinkType};
-use crate::{
-    counters::Snapshot,
-    netlink,
+use super::{
+    maps::Maps,
+    object::{self, PRIVILEGE_HINT},
     pin::{self, PinDir},
-    sys,
 };
-
-/// The compiled XDP object, built by `build.rs` from the `nat-pmp-ebpf` crate.
-pub static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-pmp-ebpf"));
+use crate::{
+    net::{
+        iface::{check_iface, AttachMode, AttachedMode},
+        netlink,
+        sys::{self, has_errno},
+    },
+    stats::counters::Snapshot,
+};
 
 /// What [`Filter::attach`] did.
 #[derive(Debug)]
@@ -59,357 +56,6 @@ pub struct Attachment {
     pub link_id: u32,
 }
 
-/// The maps of one instance that the reports, `status`, `mode`, `allow`
-/// and the metrics endpoint read and write.
-pub struct Maps {
-    stats: PerCpuArray<MapData, ClassCounters>,
-    config: Array<MapData, Config>,
-    sources: PerCpuArray<MapData, SourceSet>,
-    unattributed: PerCpuArray<MapData, Unattributed>,
-    clock: Array<MapData, AgentClock>,
-    allow: LpmTrie<MapData, [u8; 16], u32>,
-    /// What the agent read of the source table so far; shared by every
-    /// handle on this instance ([`Maps::try_clone`]).
-    pub(crate) ledger: std::sync::Arc<std::sync::Mutex<crate::ledger::Ledger>>,
-}
-
-/// How many CPUs the kernel may bring online: the length of every per-CPU
-/// value.
-fn possible_cpus() -> Result<usize> {
-    aya::util::nr_cpus().map_err(|(path, e)| {
-        anyhow::Error::new(e).context(format!("counting possible CPUs ({path})"))
-    })
-}
-
-/// Opens `name` from a kernel map as the aya type `T`.
-fn typed<T: TryFrom<Map>>(map: Map, name: &str) -> Result<T>
-where
-    T::Error: std::error::Error + Send + Sync + 'static,
-{
-    T::try_from(map).with_context(|| format!("map {name} is not of the type this agent expects"))
-}
-
-impl Maps {
-    /// Opens the maps of the instance pinned under `dir`.
-    pub fn from_pin(dir: &PinDir) -> Result<Self> {
-        let open = |name: &str| {
-            let path = dir.path(name);
-            MapData::from_pin(&path).with_context(|| {
-                format!(
-                    "opening the pinned map {} (is an agent with --pin running, or was one, \
-                     on {}? see `nat-pmp-agent status`)",
-                    path.display(),
-                    dir.iface
-                )
-            })
-        };
-        // An array opened as such only if the kernel says it is one: an
-        // older agent pinned its clock as a per-CPU array, and a plain
-        // lookup of a per-CPU value writes one value per CPU.
-        let open_array = |name: &str| {
-            let map = open(name)?;
-            let kind = map
-                .info()
-                .and_then(|i| i.map_type())
-                .with_context(|| format!("reading the type of the pinned map {name}"))?;
-            if kind != aya::maps::MapType::Array {
-                bail!(
-                    "{name} under {} is a {kind:?} map, not this agent's array (an instance \
-                     pinned by an older agent); detach it once with `nat-pmp-agent detach \
-                     --iface {}` and start again",
-                    dir.dir.display(),
-                    dir.iface
-                );
-            }
-            Ok(map)
-        };
-        Ok(Maps {
-            stats: PerCpuArray::try_from(Map::PerCpuArray(open(MAP_STATS)?))
-                .with_context(|| format!("{MAP_STATS} under {} is not ours", dir.dir.display()))?,
-            config: Array::try_from(Map::Array(open_array(MAP_CONFIG)?)).with_context(|| {
-                format!(
-                    "{MAP_CONFIG} under {} is not this agent's (a different value size: an \
-                     instance pinned by an older agent); detach it once with \
-                     `nat-pmp-agent detach --iface {}` and start again",
-                    dir.dir.display(),
-                    dir.iface
-                )
-            })?,
-            sources: typed(Map::PerCpuArray(open(MAP_SOURCES)?), MAP_SOURCES)?,
-            unattributed: typed(Map::PerCpuArray(open(MAP_UNATTRIBUTED)?), MAP_UNATTRIBUTED)?,
-            clock: typed(Map::Array(open_array(MAP_CLOCK)?), MAP_CLOCK)?,
-            allow: typed(Map::LpmTrie(open(MAP_ALLOW)?), MAP_ALLOW)?,
-            ledger: std::sync::Arc::default(),
-        })
-    }
-
-    /// A second handle on the same kernel maps (for another thread).
-    pub fn try_clone(&self) -> Result<Self> {
-        let dup = |m: &MapData, name: &str| {
-            let fd = std::os::fd::AsFd::as_fd(m.fd())
-                .try_clone_to_owned()
-                .with_context(|| format!("duplicating the fd of map {name}"))?;
-            MapData::from_fd(fd).with_context(|| format!("reopening map {name}"))
-        };
-        Ok(Maps {
-            stats: PerCpuArray::try_from(Map::PerCpuArray(dup(self.stats.map(), MAP_STATS)?))
-                .with_context(|| format!("reopening map {MAP_STATS}"))?,
-            config: Array::try_from(Map::Array(dup(self.config.map(), MAP_CONFIG)?))
-                .with_context(|| format!("reopening map {MAP_CONFIG}"))?,
-            sources: typed(
-                Map::PerCpuArray(dup(self.sources.map(), MAP_SOURCES)?),
-                MAP_SOURCES,
-            )?,
-            unattributed: typed(
-                Map::PerCpuArray(dup(self.unattributed.map(), MAP_UNATTRIBUTED)?),
-                MAP_UNATTRIBUTED,
-            )?,
-            clock: typed(Map::Array(dup(self.clock.map(), MAP_CLOCK)?), MAP_CLOCK)?,
-            allow: typed(Map::LpmTrie(dup(self.allow.map(), MAP_ALLOW)?), MAP_ALLOW)?,
-            ledger: std::sync::Arc::clone(&self.ledger),
-        })
-    }
-
-    /// The whole source table: every set of both generations, one
-    /// [`SourceSet`] per possible CPU, in key order. One
-    /// `BPF_MAP_LOOKUP_BATCH` call per 1,024 sets where the kernel has it,
-    /// else a lookup per set.
-    pub fn source_table(&self) -> Result<Vec<(u32, Vec<SourceSet>)>> {
-        let cpus = possible_cpus()?;
-        let fd = std::os::fd::AsFd::as_fd(self.sources.map().fd());
-        let batch = crate::batch::percpu_entries::<u32, SourceSet>(fd, cpus)
-            .with_context(|| format!("reading map {MAP_SOURCES} (BPF_MAP_LOOKUP_BATCH)"))?;
-        if let Some(entries) = batch {
-            return Ok(entries);
-        }
-        let n = nat_pmp_ebpf_common::SOURCE_GENERATIONS * nat_pmp_ebpf_common::SOURCE_SETS;
-        (0..n)
-            .map(|k| {
-                let v = self
-                    .sources
-                    .get(&k, 0)
-                    .with_context(|| format!("reading set {k} of map {MAP_SOURCES}"))?;
-                Ok((k, v.iter().copied().collect()))
-            })
-            .collect()
-    }
-
-    /// Counted datagrams whose sender found no slot, summed over CPUs.
-    pub fn unattributed(&self) -> Result<Unattributed> {
-        let per_cpu = self
-            .unattributed
-            .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_UNATTRIBUTED}"))?;
-        Ok(per_cpu
-            .iter()
-            .fold(Unattributed::default(), |a, u| a.add(u)))
-    }
-
-    /// The agent's clock as the program sees it.
-    pub fn clock(&self) -> Result<AgentClock> {
-        self.clock
-            .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_CLOCK}"))
-    }
-
-    /// Sets the clock: the epoch of the source table, and `tokens`
-    /// drop-log lines until the next call, on all CPUs together (the
-    /// budget is set, not added to, so an idle interval saves nothing for
-    /// a burst). Only the agent that runs the instance calls it.
-    pub fn set_clock(&mut self, epoch: u32, tokens: u64) -> Result<()> {
-        let clock = AgentClock {
-            tokens: i64::try_from(tokens).unwrap_or(i64::MAX),
-            epoch,
-            pad: 0,
-        };
-        self.clock
-            .set(0, clock, 0)
-            .with_context(|| format!("writing the agent's clock into map {MAP_CLOCK}"))
-    }
-
-    /// Grants `tokens` drop-log lines, keeping the epoch.
-    pub fn refill_log_budget(&mut self, tokens: u64) -> Result<()> {
-        let epoch = self.clock()?.epoch;
-        self.set_clock(epoch, tokens)
-    }
-
-    /// Draws the source table's hash key (at load time, before any packet).
-    fn draw_hash_key(&mut self) -> Result<()> {
-        let mut key = [0u8; 16];
-        sys::random(&mut key).context("drawing the source table's hash key (getrandom)")?;
-        let config = Config {
-            hash_key: [
-                u64::from_ne_bytes(key[..8].try_into().unwrap_or_default()),
-                u64::from_ne_bytes(key[8..].try_into().unwrap_or_default()),
-            ],
-            ..self.config()?
-        };
-        self.write_config(config, "the source table's hash key")
-    }
-
-    /// The allowlisted prefixes.
-    pub fn allowed(&self) -> Result<Vec<Prefix>> {
-        self.allow
-            .keys()
-            .map(|k| {
-                k.map(|k| Prefix::new(k.data(), k.prefix_len()))
-                    .with_context(|| format!("listing map {MAP_ALLOW}"))
-            })
-            .collect()
-    }
-
-    /// Adds `prefix` to the allowlist; the program applies it from its next
-    /// packet.
-    pub fn allow(&mut self, prefix: Prefix) -> Result<()> {
-        self.allow
-            .insert(&Key::new(prefix.len, prefix.addr), 1, 0)
-            .with_context(|| {
-                format!(
-                    "adding a prefix to map {MAP_ALLOW} (it holds at most {} prefixes)",
-                    nat_pmp_ebpf_common::ALLOW_MAX_ENTRIES
-                )
-            })?;
-        self.count_allowed()
-    }
-
-    /// Removes `prefix` from the allowlist; returns whether it was there.
-    pub fn disallow(&mut self, prefix: Prefix) -> Result<bool> {
-        let removed = match self.allow.remove(&Key::new(prefix.len, prefix.addr)) {
-            Ok(()) => true,
-            Err(aya::maps::MapError::KeyNotFound) => false,
-            Err(e) if has_errno(&e, libc::ENOENT) => false,
-            Err(e) => {
-                return Err(e).with_context(|| format!("removing a prefix from map {MAP_ALLOW}"))
-            }
-        };
-        self.count_allowed()?;
-        Ok(removed)
-    }
-
-    /// Writes the allowlist's size into the configuration: the program
-    /// skips the trie lookup while it is 0. Counted from the trie itself
-    /// after every change (after an insert, so that no packet skips a
-    /// lookup the new prefix needs), which also repairs a count another
-    /// process left stale.
-    pub fn count_allowed(&mut self) -> Result<()> {
-        let n = u32::try_from(self.allowed()?.len()).unwrap_or(u32::MAX);
-        let config = Config {
-            allow_prefixes: n,
-            ..self.config()?
-        };
-        self.write_config(config, "the allowlist's size")
-    }
-
-    /// Switches per-source tracking on or off; the program sees it on its
-    /// next packet. Off, counted datagrams cost no source-map update and
-    /// the source table keeps what it holds.
-    pub fn set_source_tracking(&mut self, on: bool) -> Result<()> {
-        let config = Config {
-            sources_off: u32::from(!on),
-            ..self.config()?
-        };
-        let what = if on {
-            "per-source tracking on"
-        } else {
-            "per-source tracking off"
-        };
-        self.write_config(config, what)
-    }
-
-    /// The configuration the program applies.
-    pub fn config(&self) -> Result<Config> {
-        self.config
-            .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_CONFIG}"))
-    }
-
-    /// Writes a whole policy back (undoing a failed start's changes). The
-    /// hash key stays the program's own.
-    pub fn set_config(&mut self, config: Config) -> Result<()> {
-        let now = self.config()?;
-        let config = Config {
-            hash_key: now.hash_key,
-            ..config
-        };
-        self.write_config(config, "the configuration")
-    }
-
-    /// Makes the allowlist exactly `want`: adds what is missing first (so
-    /// no packet sees a gap in a prefix that stays), then removes the rest.
-    /// Returns (added, removed).
-    pub fn set_allowlist(&mut self, want: &[Prefix]) -> Result<(Vec<Prefix>, Vec<Prefix>)> {
-        let have = self.allowed()?;
-        let mut added = Vec::new();
-        for p in want {
-            if !have.contains(p) && !added.contains(p) {
-                self.allow(*p)?;
-                added.push(*p);
-            }
-        }
-        let mut removed = Vec::new();
-        for p in have {
-            if !want.contains(&p) {
-                self.disallow(p)?;
-                removed.push(p);
-            }
-        }
-        self.count_allowed()?;
-        Ok((added, removed))
-    }
-
-    fn write_config(&mut self, config: Config, what: &str) -> Result<()> {
-        self.config
-            .set(0, config, 0)
-            .with_context(|| format!("writing {what} into map {MAP_CONFIG}"))
-    }
-
-    /// Sets the policy, keeping the link type; the running program sees it
-    /// on its next packet (one 16-byte array element written by one syscall:
-    /// no packet sees a mix).
-    pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
-        let config = Config {
-            mode: mode as u32,
-            ..self.config()?
-        };
-        self.write_config(config, &format!("{} mode", mode.name()))
-    }
-
-    /// Sets where the network header starts, keeping the policy.
-    pub fn set_link(&mut self, link: Link) -> Result<()> {
-        let config = self.config()?.with_link(link);
-        self.write_config(config, &format!("link type {}", link.name()))
-    }
-
-    /// The policy the program currently applies.
-    pub fn mode(&self) -> Result<Mode> {
-        let cfg = self
-            .config
-            .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_CONFIG}"))?;
-        Ok(if cfg.drops() {
-            Mode::Drop
-        } else {
-            Mode::Monitor
-        })
-    }
-
-    /// Totals since load, summed over CPUs.
-    pub fn snapshot(&self) -> Result<Snapshot> {
-        let mut snap = Snapshot::default();
-        for class in Class::ALL {
-            let per_cpu = self
-                .stats
-                .get(&class.index(), 0)
-                .with_context(|| format!("reading {} from map {MAP_STATS}", class.name()))?;
-            snap.classes[class.index() as usize] = per_cpu
-                .iter()
-                .fold(ClassCounters::default(), |acc, c| acc.add(c));
-        }
-        snap.fill_aggregates();
-        Ok(snap)
-    }
-}
-
 enum Program {
     /// Loaded by this process from the embedded object.
     Loaded(Box<Ebpf>),
@@ -420,54 +66,15 @@ enum Program {
 /// The loaded program and its maps.
 pub struct Filter {
     program: Program,
-    maps: Maps,
+    pub(super) maps: Maps,
     /// First fragments the program remembers; only for a program this
     /// agent loaded (tests clear it), not for one picked up from pins.
-    frags: Option<HashMap<MapData, FragKey, FragEntry>>,
-    trace: Option<Array<MapData, Trace>>,
+    pub(super) frags: Option<HashMap<MapData, FragKey, FragEntry>>,
+    pub(super) trace: Option<Array<MapData, Trace>>,
     attachment: Option<Attachment>,
     /// Where the instance is pinned, when it is.
     pin: Option<PinDir>,
 }
-
-/// Does any cause in `err`'s chain carry this errno?
-fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if io.raw_os_error() == Some(errno) {
-                return true;
-            }
-        }
-        cur = e.source();
-    }
-    false
-}
-
-/// The XDP program in `ebpf`.
-fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    ebpf.program_mut(PROGRAM_NAME)
-        .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
-        .try_into()
-        .context("the program in the XDP object is not an XDP program")
-}
-
-/// Wraps a load error with what was done and a hint: the privilege hint when
-/// the kernel said EPERM, `otherwise` else.
-fn privilege_or<E>(e: E, what: &str, otherwise: &str) -> anyhow::Error
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let hint = if has_errno(&e, libc::EPERM) {
-        PRIVILEGE_HINT
-    } else {
-        otherwise
-    };
-    anyhow!(e).context(format!("{what}: {hint}"))
-}
-
-const PRIVILEGE_HINT: &str = "loading XDP programs needs root, or CAP_BPF + CAP_NET_ADMIN \
-     (+ CAP_PERFMON); run it with sudo";
 
 impl Filter {
     /// Loads the embedded XDP program into the kernel (it is verified here)
@@ -484,43 +91,8 @@ impl Filter {
     }
 
     fn load_with(traced: bool) -> Result<Self> {
-        let trace_on = u32::from(traced);
-        let mut ebpf = EbpfLoader::new()
-            .override_global(TRACE_GLOBAL, &trace_on, true)
-            .load(EBPF_OBJECT)
-            .map_err(|e| {
-                privilege_or(
-                    e,
-                    "loading the embedded XDP object",
-                    "the kernel refused the maps; it needs BPF support (CONFIG_BPF_SYSCALL)",
-                )
-            })?;
-        xdp_mut(&mut ebpf)?.load().map_err(|e| {
-            privilege_or(
-                e,
-                &format!("loading the XDP program {PROGRAM_NAME}"),
-                "the kernel rejected it (the verifier's log follows); this kernel may lack \
-                 BPF features the program needs",
-            )
-        })?;
-        let stats = PerCpuArray::try_from(
-            ebpf.take_map(MAP_STATS)
-                .with_context(|| format!("the XDP object has no map {MAP_STATS}"))?,
-        )
-        .with_context(|| format!("opening map {MAP_STATS}"))?;
-        let config = Array::try_from(
-            ebpf.take_map(CONFIG_SECTION)
-                .with_context(|| format!("the XDP object has no section {CONFIG_SECTION}"))?,
-        )
-        .with_context(|| format!("opening map {MAP_CONFIG}"))?;
-        let take = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name)
-                .with_context(|| format!("the XDP object has no map {name}"))
-        };
-        let sources = typed(take(&mut ebpf, MAP_SOURCES)?, MAP_SOURCES)?;
-        let unattributed = typed(take(&mut ebpf, MAP_UNATTRIBUTED)?, MAP_UNATTRIBUTED)?;
-        let clock = typed(take(&mut ebpf, CLOCK_SECTION)?, MAP_CLOCK)?;
-        let allow = typed(take(&mut ebpf, MAP_ALLOW)?, MAP_ALLOW)?;
+        let mut ebpf = object::load(traced)?;
+        let mut maps = Maps::take(&mut ebpf)?;
         let frags = HashMap::try_from(
             ebpf.take_map(MAP_FRAGS)
                 .with_context(|| format!("the XDP object has no map {MAP_FRAGS}"))?,
@@ -537,15 +109,6 @@ impl Filter {
         } else {
             None
         };
-        let mut maps = Maps {
-            stats,
-            config,
-            sources,
-            unattributed,
-            clock,
-            allow,
-            ledger: std::sync::Arc::default(),
-        };
         maps.draw_hash_key()?;
         Ok(Filter {
             program: Program::Loaded(Box::new(ebpf)),
@@ -560,11 +123,7 @@ impl Filter {
     /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn program(&self) -> Result<&Xdp> {
         match &self.program {
-            Program::Loaded(ebpf) => ebpf
-                .program(PROGRAM_NAME)
-                .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
-                .try_into()
-                .context("the program in the XDP object is not an XDP program"),
+            Program::Loaded(ebpf) => object::xdp(ebpf.program(PROGRAM_NAME)),
             Program::Pinned(xdp) => Ok(xdp),
         }
     }
@@ -582,8 +141,8 @@ impl Filter {
     pub fn drop_log<T: log::Log>(
         &mut self,
         logger: T,
-    ) -> Result<aya_log::EbpfLogger<crate::droplog::DropLogger<T>>> {
-        let logger = crate::droplog::DropLogger { inner: logger };
+    ) -> Result<aya_log::EbpfLogger<super::droplog::DropLogger<T>>> {
+        let logger = super::droplog::DropLogger { inner: logger };
         match &mut self.program {
             Program::Loaded(ebpf) => aya_log::EbpfLogger::init_with_logger(ebpf, logger)
                 .context("opening the XDP program's log (aya-log ring buffer)"),
@@ -636,68 +195,11 @@ impl Filter {
         self.program().ok()?.info().ok()?.loaded_at()
     }
 
-    /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (counters
-    /// and policy apply as on a live interface) and returns its XDP action.
-    pub fn run_frame(&self, frame: &[u8]) -> Result<u32> {
-        let result = self
-            .program()?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .with_context(|| {
-                format!(
-                    "running the XDP program on a {}-byte frame (BPF_PROG_TEST_RUN)",
-                    frame.len()
-                )
-            })?;
-        Ok(result.return_value)
-    }
-
     fn program_mut(&mut self) -> Result<&mut Xdp> {
         match &mut self.program {
-            Program::Loaded(ebpf) => ebpf
-                .program_mut(PROGRAM_NAME)
-                .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
-                .try_into()
-                .context("the program in the XDP object is not an XDP program"),
+            Program::Loaded(ebpf) => object::xdp(ebpf.program_mut(PROGRAM_NAME)),
             Program::Pinned(xdp) => Ok(xdp),
         }
-    }
-
-    /// Runs the program once on `frame` and returns the decision it traced.
-    /// Needs [`Filter::load_traced`].
-    pub fn run_traced(&self, frame: &[u8]) -> Result<Trace> {
-        let trace = self
-            .trace
-            .as_ref()
-            .context("run_traced needs a program loaded with Filter::load_traced")?;
-        let before = trace
-            .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_TRACE}"))?;
-        let action = self.run_frame(frame)?;
-        let after = trace
-            .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_TRACE}"))?;
-        if after.seq != before.seq.wrapping_add(1) || after.action != action {
-            bail!(
-                "the trace map did not record this run (seq {} -> {}, action {action} vs {})",
-                before.seq,
-                after.seq,
-                after.action
-            );
-        }
-        Ok(after)
-    }
-
-    /// The last decision the program traced (needs [`Filter::load_traced`]).
-    /// Its `seq` tells how many frames were traced so far.
-    pub fn last_trace(&self) -> Result<Trace> {
-        self.trace
-            .as_ref()
-            .context("last_trace needs a program loaded with Filter::load_traced")?
-            .get(&0, 0)
-            .with_context(|| format!("reading map {MAP_TRACE}"))
     }
 
     /// The configuration the program applies.
@@ -724,34 +226,6 @@ impl Filter {
     /// The policy the program currently applies.
     pub fn mode(&self) -> Result<Mode> {
         self.maps.mode()
-    }
-
-    /// Forgets every first fragment the program remembers (tests compare
-    /// the kernel with a host table that never evicts).
-    pub fn clear_fragments(&mut self) -> Result<()> {
-        let frags = self
-            .frags
-            .as_mut()
-            .context("this filter was picked up from pins: its fragment map is not open")?;
-        let keys: Vec<FragKey> = frags
-            .keys()
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("listing map {MAP_FRAGS}"))?;
-        for key in keys {
-            // A key the LRU evicted meanwhile is already gone.
-            let _ = frags.remove(&key);
-        }
-        Ok(())
-    }
-
-    /// Instructions the verifier processed when it loaded the program
-    /// (`verified_insns`, Linux 5.16+).
-    pub fn verified_instructions(&self) -> Result<Option<u32>> {
-        Ok(self
-            .program()?
-            .info()
-            .context("reading the program's info (BPF_OBJ_GET_INFO_BY_FD)")?
-            .verified_instruction_count())
     }
 
     /// Totals since load, summed over CPUs.
@@ -853,14 +327,7 @@ impl Filter {
                 .pin(&p)
                 .with_context(|| pin_err("the XDP program", &p))?;
         }
-        for (name, map) in [
-            (MAP_STATS, self.maps.stats.map()),
-            (MAP_CONFIG, self.maps.config.map()),
-            (MAP_SOURCES, self.maps.sources.map()),
-            (MAP_UNATTRIBUTED, self.maps.unattributed.map()),
-            (MAP_CLOCK, self.maps.clock.map()),
-            (MAP_ALLOW, self.maps.allow.map()),
-        ] {
+        for (name, map) in self.maps.each() {
             let p = dir.path(name);
             if !p.exists() {
                 map.pin(&p).with_context(|| pin_err(name, &p))?;

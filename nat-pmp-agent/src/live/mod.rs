@@ -23,6 +23,8 @@
 //! - A failed start leaves every picked-up instance exactly as it was
 //!   (settings and allowlist restored) and removes what this run made.
 
+pub mod console;
+
 use std::{
     io::{IsTerminal as _, Write as _},
     net::SocketAddr,
@@ -40,21 +42,24 @@ use nat_pmp_ebpf_common::{Config, Mode, Prefix};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    allow,
-    counters::Snapshot,
-    ebpf::{Filter, Protection},
-    iface::{check_iface, AttachMode, LinkType},
-    metrics,
-    netlink::{self, LinkEvent},
-    pin::{self, PinDir},
-    report::{self, Guard, Header, Report},
+    bpf::{
+        pin::{self, PinDir},
+        sources, Filter, Protection,
+    },
+    net::{
+        iface::{check_iface, AttachMode, LinkType},
+        netlink::{self, LinkEvent},
+    },
+    output::{
+        metrics,
+        report::{self, Guard, Header, Report},
+    },
     say,
-    sources::{self, Sources},
+    stats::{allow, counters::Snapshot, sources::Sources},
 };
 
 /// How reports are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     /// A live table on a terminal, JSON lines otherwise.
     Auto,
@@ -335,8 +340,8 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
             if let Some(att) = f.attachment() {
                 let kept = att.mode;
                 let asked = match opts.attach {
-                    AttachMode::Native => Some(crate::iface::AttachedMode::Native),
-                    AttachMode::Skb => Some(crate::iface::AttachedMode::Skb),
+                    AttachMode::Native => Some(crate::net::iface::AttachedMode::Native),
+                    AttachMode::Skb => Some(crate::net::iface::AttachedMode::Skb),
                     AttachMode::Auto => None,
                 };
                 if asked.is_some_and(|a| a != kept) {
@@ -345,7 +350,7 @@ fn start(iface: &str, opts: &Options) -> Result<Instance> {
                          effect after `nat-pmp-agent detach --iface {iface}` (re-attaching in \
                          another mode would open a gap)",
                         kept.name(),
-                        asked.map_or("auto", crate::iface::AttachedMode::name)
+                        asked.map_or("auto", crate::net::iface::AttachedMode::name)
                     );
                 }
             }
@@ -818,7 +823,7 @@ fn finish(inst: Instance) -> Result<()> {
 }
 
 /// The reader of one program's drop log.
-type DropLog = aya_log::EbpfLogger<crate::droplog::DropLogger<&'static dyn log::Log>>;
+type DropLog = aya_log::EbpfLogger<crate::bpf::droplog::DropLogger<&'static dyn log::Log>>;
 
 /// One rtnetlink link event: the instances of that name are checked at
 /// once, with the event's instant (for the gap they report). Returns

@@ -8,8 +8,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use nat_pmp_ebpf_common::Link;
 
 /// How to attach: what the user asked for on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     /// Native (driver) mode, falling back to skb mode where the driver has none.
     Auto,
@@ -37,8 +36,7 @@ impl AttachedMode {
 }
 
 /// Where the network header starts, as the user asked for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkType {
     /// From the interface's hardware type (ARPHRD_*).
     Auto,

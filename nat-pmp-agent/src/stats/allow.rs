@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use anyhow::{bail, Context as _, Result};
 use nat_pmp_ebpf_common::{v4_mapped, Prefix};
 
-use crate::sources::addr_of;
+use super::sources::addr_of;
 
 /// Parses `ADDR/LEN` or `ADDR`.
 pub fn parse(s: &str) -> Result<Prefix> {

@@ -1,8 +1,8 @@
 //! What the agent has read of one instance's source table for good: the
 //! senders of every generation it committed, merged over CPUs and epochs,
-//! within a bound. [`crate::sources`] ends the epochs (`tick`) and shows the
+//! within a bound. [`crate::bpf::sources`] ends the epochs (`tick`) and shows the
 //! senders (`read`); this module holds no handle on the kernel, so the
-//! instance's maps ([`crate::ebpf::Maps`]) can keep one, shared by all
+//! instance's maps ([`crate::bpf::Maps`]) can keep one, shared by all
 //! their handles.
 
 use std::collections::HashMap;

@@ -43,7 +43,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::ebpf::Maps;
+use crate::bpf::{sources, Maps};
 
 /// The `Content-Type` of prometheus-client's text encoding (`OpenMetrics` 1.0).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -82,7 +82,7 @@ impl std::fmt::Debug for Maps {
 /// `natpmp_sources_tracked` and `natpmp_unattributed_packets_total`.
 fn encode_sources(
     encoder: &mut DescriptorEncoder,
-    readings: &[(&str, &crate::sources::Sources)],
+    readings: &[(&str, &crate::stats::sources::Sources)],
 ) -> Result<(), std::fmt::Error> {
     let gauge = ConstGauge::new(0i64);
     let mut family = encoder.encode_descriptor(
@@ -120,7 +120,7 @@ impl Collector for MapsCollector {
         for Source { iface, maps, .. } in sources.iter() {
             let snap = maps.snapshot().map_err(|_| std::fmt::Error)?;
             let mode = maps.mode().map_err(|_| std::fmt::Error)?;
-            let src = crate::sources::read(maps, 0).map_err(|_| std::fmt::Error)?;
+            let src = sources::read(maps, 0).map_err(|_| std::fmt::Error)?;
             readings.push((iface.as_str(), snap, mode, src));
         }
         let per_action: [PerAction; 2] = [
@@ -184,7 +184,7 @@ impl Collector for MapsCollector {
             ConstGauge::new(i64::from(*mode == Mode::Drop))
                 .encode(family.encode_family(&labels)?)?;
         }
-        let senders: Vec<(&str, &crate::sources::Sources)> =
+        let senders: Vec<(&str, &crate::stats::sources::Sources)> =
             readings.iter().map(|(i, _, _, s)| (*i, s)).collect();
         encode_sources(&mut encoder, &senders)?;
         let mut family = encoder.encode_descriptor(

@@ -15,10 +15,8 @@ use comfy_table::{presets::ASCII_MARKDOWN, CellAlignment, Table};
 use nat_pmp_ebpf_common::{Class, ClassCounters};
 use serde_json::{json, Map, Value};
 
-use crate::{
-    replay::{Analysis, Source},
-    report::{meaning, opcode_label, share},
-};
+use super::{Analysis, Source};
+use crate::output::report::{meaning, opcode_label, share};
 
 /// A short label per class for the sources' "classes seen" column.
 const fn short_label(class: Class) -> &'static str {
@@ -176,8 +174,8 @@ fn notes_text(a: &Analysis, out: &mut String) {
             "note: {} frames were longer than {} bytes; BPF_PROG_TEST_RUN gives the program \
              only their first {} bytes (the rest are XDP fragments)",
             a.jumbo,
-            crate::replay::TEST_RUN_LINEAR_MAX,
-            crate::replay::TEST_RUN_LINEAR_MAX
+            super::TEST_RUN_LINEAR_MAX,
+            super::TEST_RUN_LINEAR_MAX
         );
     }
     if a.cut_by_snaplen > 0 {

@@ -1,0 +1,71 @@
+//! The embedded XDP object: loading it into the kernel (where it is
+//! verified) and finding its program, with errors that say what to do.
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::{programs::Xdp, Ebpf, EbpfLoader};
+use nat_pmp_ebpf_common::{PROGRAM_NAME, TRACE_GLOBAL};
+
+use crate::net::sys::has_errno;
+
+/// The compiled XDP object, built by `build.rs` from the `nat-pmp-ebpf` crate.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-pmp-ebpf"));
+
+/// What to do when the kernel says EPERM.
+pub(crate) const PRIVILEGE_HINT: &str = "loading XDP programs needs root, or CAP_BPF + \
+     CAP_NET_ADMIN (+ CAP_PERFMON); run it with sudo";
+
+/// The XDP program of an object: `program` is `ebpf.program(PROGRAM_NAME)`
+/// or `ebpf.program_mut(PROGRAM_NAME)` (the one lookup for both).
+pub(crate) fn xdp<P, X>(program: Option<P>) -> Result<X>
+where
+    P: TryInto<X>,
+    P::Error: std::error::Error + Send + Sync + 'static,
+{
+    program
+        .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
+        .try_into()
+        .context("the program in the XDP object is not an XDP program")
+}
+
+/// Wraps a load error with what was done and a hint: the privilege hint when
+/// the kernel said EPERM, `otherwise` else.
+fn privilege_or<E>(e: E, what: &str, otherwise: &str) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let hint = if has_errno(&e, libc::EPERM) {
+        PRIVILEGE_HINT
+    } else {
+        otherwise
+    };
+    anyhow!(e).context(format!("{what}: {hint}"))
+}
+
+/// Loads the embedded object and its XDP program into the kernel (the
+/// verifier runs here), with tracing compiled in or out (`traced`: a
+/// read-only global the verifier treats as a constant).
+pub(crate) fn load(traced: bool) -> Result<Ebpf> {
+    let trace_on = u32::from(traced);
+    let mut ebpf = EbpfLoader::new()
+        .override_global(TRACE_GLOBAL, &trace_on, true)
+        .load(EBPF_OBJECT)
+        .map_err(|e| {
+            privilege_or(
+                e,
+                "loading the embedded XDP object",
+                "the kernel refused the maps; it needs BPF support (CONFIG_BPF_SYSCALL)",
+            )
+        })?;
+    xdp::<_, &mut Xdp>(ebpf.program_mut(PROGRAM_NAME))?
+        .load()
+        .map_err(|e| {
+            privilege_or(
+                e,
+                &format!("loading the XDP program {PROGRAM_NAME}"),
+                "the kernel rejected it (the verifier's log follows); this kernel may lack \
+                 BPF features the program needs",
+            )
+        })?;
+    Ok(ebpf)
+}

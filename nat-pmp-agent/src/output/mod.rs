@@ -1,0 +1,9 @@
+//! How counters reach people and programs: the report (a table for people,
+//! JSON lines for scripts; [`report`]) and the Prometheus endpoint
+//! ([`metrics`]).
+//!
+//! Depends on `bpf` (the metrics endpoint reads an instance's maps),
+//! `stats` and `net`.
+
+pub mod metrics;
+pub mod report;

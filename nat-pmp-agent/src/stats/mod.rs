@@ -1,0 +1,11 @@
+//! What the counters mean, free of any kernel handle: class counter
+//! snapshots ([`counters`]), the senders ([`sources`]) and the ledger that
+//! keeps them between report intervals ([`ledger`]), and allowlist prefixes
+//! as people write them ([`allow`]).
+//!
+//! A leaf: depends only on `nat-pmp-ebpf-common`.
+
+pub mod allow;
+pub mod counters;
+pub mod ledger;
+pub mod sources;
