@@ -234,7 +234,7 @@ fn test(extra: &[String]) -> Result<()> {
 const FUZZ_SECONDS: u32 = 30;
 
 /// Runs the libFuzzer target on the host parser and classifier for
-/// `seconds` (README, "Fuzzing", for a long run).
+/// `seconds` (docs/testing.md, "Fuzzing", for a long run).
 fn fuzz(seconds: u32) -> Result<()> {
     util::exec(
         util::cmd("cargo")

@@ -427,6 +427,9 @@ pub fn plot_format(path: &Path) -> Result<()> {
     }
 }
 
+/// Radius in pixels of the marker on each hour with traffic.
+pub const MARKER_RADIUS: i32 = 4;
+
 /// Draws packets per hour by source (the top `top` sources, the rest as
 /// "others") as an SVG line chart.
 pub fn plot(a: &Analysis, path: &Path, top: usize) -> Result<()> {
@@ -478,7 +481,7 @@ pub fn plot(a: &Analysis, path: &Path, top: usize) -> Result<()> {
             .margin(15)
             .x_label_area_size(60)
             .y_label_area_size(70)
-            .build_cartesian_2d(h0..h1.max(h0 + 1), 0u64..y_max + y_max / 10 + 1)?;
+            .build_cartesian_2d(h0..h1 + 1, 0u64..y_max + y_max / 10 + 1)?;
         chart
             .configure_mesh()
             .x_desc("hour (UTC)")
@@ -499,6 +502,15 @@ pub fn plot(a: &Analysis, path: &Path, top: usize) -> Result<()> {
                 ))?
                 .label(label.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            // A marker on every hour with traffic: a line needs two points,
+            // and a capture within one hour has one.
+            chart.draw_series(
+                hours
+                    .iter()
+                    .zip(values)
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(h, n)| Circle::new((*h, *n), MARKER_RADIUS, color.filled())),
+            )?;
         }
         chart
             .configure_series_labels()
