@@ -55,11 +55,18 @@ fn line_of(text: &str, key: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
-/// The first line of a clap error, without its `error: ` prefix.
+/// A clap error in one line: its first line, without the `error: `
+/// prefix, and the possible values when clap lists them.
 fn clap_reason(e: &clap::Error) -> String {
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or_default();
-    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let mut reason = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    if let Some(values) = lines.map(str::trim).find(|l| l.starts_with("[possible values")) {
+        reason.push(' ');
+        reason.push_str(values);
+    }
+    reason
 }
 
 /// A config file's text as the flags it sets (in the file's order);
@@ -337,5 +344,33 @@ wait = true
         assert!(e.contains("key `drop` (line 1)"), "{e}");
         let e = file_flags("config = \"/etc/x.toml\"\n").expect_err("no config in config");
         assert!(e.contains("unknown key `config`"), "{e}");
+    }
+
+    /// The flag reference in docs/operations.md lists every run flag (and
+    /// nothing else) with its config key: a flag added to the CLI without
+    /// its row, or a row left behind, fails here.
+    #[test]
+    fn the_docs_list_every_flag_with_its_key() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
+        let doc = std::fs::read_to_string(path).expect("reading docs/operations.md");
+        let mut rows: Vec<(String, String)> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `--"))
+            .map(|l| {
+                let mut cells = l.split('|').map(str::trim);
+                let flag = cells.next().unwrap_or_default().trim_end_matches('`');
+                let key = cells.next().unwrap_or_default().trim_matches('`');
+                (flag.to_owned(), key.to_owned())
+            })
+            .collect();
+        rows.sort();
+        let mut want: Vec<(String, String)> = file_keys()
+            .iter()
+            .filter_map(clap::Arg::get_long)
+            .map(|f| (f.to_owned(), f.to_owned()))
+            .chain(std::iter::once(("config".to_owned(), "-".to_owned())))
+            .collect();
+        want.sort();
+        assert_eq!(rows, want, "docs/operations.md's flag table and the CLI differ");
     }
 }
