@@ -62,7 +62,10 @@ fn clap_reason(e: &clap::Error) -> String {
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default();
     let mut reason = first.strip_prefix("error: ").unwrap_or(first).to_owned();
-    if let Some(values) = lines.map(str::trim).find(|l| l.starts_with("[possible values")) {
+    if let Some(values) = lines
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values"))
+    {
         reason.push(' ');
         reason.push_str(values);
     }
@@ -371,6 +374,9 @@ wait = true
             .chain(std::iter::once(("config".to_owned(), "-".to_owned())))
             .collect();
         want.sort();
-        assert_eq!(rows, want, "docs/operations.md's flag table and the CLI differ");
+        assert_eq!(
+            rows, want,
+            "docs/operations.md's flag table and the CLI differ"
+        );
     }
 }

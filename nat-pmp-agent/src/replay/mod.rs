@@ -6,13 +6,14 @@
 //! - The per-class totals in the report are the kernel's own counters
 //!   ([`Filter::snapshot`] after the last frame), so they cannot differ from
 //!   what the live filter counts on the same traffic.
-//! - The kernel keeps no per-source state, so the host decides each frame
-//!   too, with the very code the program runs (the host reference of
-//!   `nat-pmp-ebpf-common`: the shared frame walk and decision over a byte
-//!   slice), to attribute it to a source and an hour. After the run the
-//!   host's per-class totals must equal the kernel's, and every frame's XDP
-//!   action the host's; if not, the replay fails loudly
-//!   ([`Analysis::disagreement`]).
+//! - The host decides each frame too, with the very code the program runs
+//!   (the host reference of `nat-pmp-ebpf-common`: the shared frame walk and
+//!   decision over a byte slice), to attribute it to a source (the walk's:
+//!   the innermost IP source, as the live program records it) and an hour.
+//!   The program runs traced, so each frame's action and sender are read
+//!   back from the kernel. After the run the host's per-class totals must
+//!   equal the kernel's, and every frame's XDP action and sender the host's;
+//!   if not, the replay fails loudly ([`Analysis::disagreement`]).
 //! - Ethernet frames are given to the program as they are; raw-IP frames
 //!   (and Linux cooked captures, without their cooked header) with the
 //!   program's link type set to raw IP, as on a PPP, tun or WireGuard
@@ -48,7 +49,10 @@ use pcap_file::{
     PcapError,
 };
 
-use crate::{bpf::Filter, stats::counters::Snapshot};
+use crate::{
+    bpf::Filter,
+    stats::{counters::Snapshot, sources::addr_of},
+};
 
 /// Bytes of a frame that `BPF_PROG_TEST_RUN` puts in the XDP buffer's linear
 /// part on x86-64 (4 KiB page − 256 bytes `XDP_PACKET_HEADROOM` − 320 bytes
@@ -119,32 +123,6 @@ fn program_input(kind: LinkKind, data: &[u8]) -> Option<(Link, &[u8])> {
     }
 }
 
-/// The source address of the IP packet in `frame`, for the per-source
-/// report: etherparse walks VLAN tags and IPv6 extension headers; PPPoE
-/// sessions (0x8864, an 8-byte PPPoE + PPP header) are stepped over here.
-/// `None` when no IP header can be found.
-fn source_of(link: Link, frame: &[u8]) -> Option<IpAddr> {
-    use etherparse::{NetSlice, SlicedPacket};
-    const ETH_P_PPP_SES: u16 = 0x8864;
-    let sliced = match link {
-        Link::RawIp => SlicedPacket::from_ip(frame),
-        Link::Ethernet => {
-            let pppoe = frame.get(12..14) == Some(&ETH_P_PPP_SES.to_be_bytes()[..]);
-            match frame.get(EthHdr::LEN + 8..) {
-                Some(ip) if pppoe => SlicedPacket::from_ip(ip),
-                _ => SlicedPacket::from_ethernet(frame),
-            }
-        }
-    };
-    match sliced.ok()?.net? {
-        NetSlice::Ipv4(ip) => Some(IpAddr::V4(ip.header().source_addr())),
-        NetSlice::Ipv6(ip) => Some(IpAddr::V6(ip.header().source_addr())),
-    }
-}
-
-/// The address reports show for datagrams whose source could not be read.
-pub const UNKNOWN_SOURCE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
-
 /// One capture file as read.
 #[derive(Clone, Debug)]
 pub struct FileInfo {
@@ -197,6 +175,8 @@ pub struct Analysis {
     pub jumbo: u64,
     /// Frames whose XDP action differed from the host's expectation.
     pub action_mismatches: u64,
+    /// Counted frames whose sender the kernel read differently.
+    pub source_mismatches: u64,
     /// The kernel's counters after the last frame.
     pub kernel: Snapshot,
     /// The host's counters for the same frames, as the kernel saw them.
@@ -223,6 +203,7 @@ impl Analysis {
             refused_reason: None,
             cut_by_snaplen: 0,
             action_mismatches: 0,
+            source_mismatches: 0,
             jumbo: 0,
             kernel: Snapshot::default(),
             host: Snapshot::default(),
@@ -253,6 +234,12 @@ impl Analysis {
             diffs.push(format!(
                 "{} frames got another XDP action than the host expected",
                 self.action_mismatches
+            ));
+        }
+        if self.source_mismatches > 0 {
+            diffs.push(format!(
+                "{} frames were attributed to another sender by the kernel",
+                self.source_mismatches
             ));
         }
         (!diffs.is_empty()).then(|| diffs.join("; "))
@@ -312,8 +299,8 @@ impl Analysis {
         }
         let seen = &frame[..frame.len().min(TEST_RUN_LINEAR_MAX)];
         let outcome = self.reference.run(seen);
-        let action = match filter.run_frame(frame) {
-            Ok(a) => a,
+        let trace = match filter.run_traced(frame) {
+            Ok(t) => t,
             Err(e) => {
                 self.refused += 1;
                 if self.refused_reason.is_none() {
@@ -322,13 +309,19 @@ impl Analysis {
                 return Ok(());
             }
         };
-        if (action == XDP_DROP) != outcome.drop {
+        if (trace.action == XDP_DROP) != outcome.drop {
             self.action_mismatches += 1;
         }
         let Some(class) = outcome.class else {
             self.other_frames += 1;
             return Ok(());
         };
+        // The sender is the walk's (the innermost IP source, as the live
+        // program records it), and the kernel must have seen the same.
+        let source = outcome.source();
+        if trace.src != source {
+            self.source_mismatches += 1;
+        }
         self.natpmp_frames += 1;
         let i = class.index() as usize;
         let c = &mut self.host.classes[i];
@@ -340,10 +333,7 @@ impl Analysis {
             c.passed_bytes += outcome.bytes;
         }
         c.oversized_packets += u64::from(outcome.oversized);
-        let s = self
-            .sources
-            .entry(source_of(link, seen).unwrap_or(UNKNOWN_SOURCE))
-            .or_default();
+        let s = self.sources.entry(addr_of(source)).or_default();
         s.packets += 1;
         s.bytes += outcome.bytes;
         s.classes[i] += 1;
@@ -385,7 +375,7 @@ impl<R: Read> Read for Counted<R> {
 /// does not load); errors in the files are in [`Analysis::error`], with
 /// everything read before them.
 pub fn replay(opts: &Options) -> Result<Analysis> {
-    let mut filter = Filter::load().context("replay runs the XDP program in the kernel")?;
+    let mut filter = Filter::load_traced().context("replay runs the XDP program in the kernel")?;
     filter.set_mode(opts.mode)?;
     let mut analysis = Analysis::new(opts.mode);
     let total_bytes: u64 = opts
