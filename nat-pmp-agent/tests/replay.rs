@@ -117,7 +117,7 @@ fn assert_matches(report: &Value, comp: &Composition) {
         .as_array()
         .expect("sources")
         .iter()
-        .map(|s| (s["source"].as_str().unwrap().to_owned(), s))
+        .map(|s| (s["address"].as_str().unwrap().to_owned(), s))
         .collect();
     assert_eq!(
         sources.keys().collect::<Vec<_>>(),
@@ -608,6 +608,6 @@ fn tshark_capture_replays_to_what_was_sent_and_what_the_live_agent_counted() {
     // Every datagram came from the internet side's address.
     let sources = report["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 1, "{sources:?}");
-    assert_eq!(sources[0]["source"], common::INTERNET_ADDR);
+    assert_eq!(sources[0]["address"], common::INTERNET_ADDR);
     assert_eq!(u(&sources[0]["packets"]), 312);
 }

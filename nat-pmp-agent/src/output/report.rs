@@ -6,13 +6,13 @@
 //! `counters` and in the table) is the sum of every `pcp_*` class; `total`
 //! counts each datagram once.
 //!
-//! Several interfaces ([`combined_json`]): the top-level fields keep their
-//! meaning for one interface. With several, `iface` is the comma-separated
-//! list of interfaces, `mode` and `xdp_mode` are the common value or `mixed`,
-//! and `counters`, `oversized` and `total` are sums over all interfaces. The
-//! per-interface reports are always under `interfaces`, keyed by name (also
-//! with one interface), each with the same fields as a single report except
-//! `time`.
+//! Several interfaces ([`combined_json`]): with one interface the report is
+//! that interface's. With several, `iface` is the comma-separated list of
+//! interfaces, `mode` and `xdp_mode` are the common value or `mixed`,
+//! `counters`, `oversized` and `total` are sums over all interfaces, and the
+//! per-interface reports are under `interfaces`, keyed by name, each with
+//! the same fields as a single report except `time` (docs/report.md, and
+//! its JSON Schema docs/report.schema.json).
 //!
 //! With the sources read, a report also has `sources_tracked` (senders the
 //! agent knows now), `sources` (the top senders by packets: `address`,
@@ -177,23 +177,8 @@ impl Report<'_> {
 
     /// The JSON view: one object, printed on one line.
     pub fn to_json(&self, time: std::time::SystemTime) -> Value {
-        let class_json = |c: &ClassCounters, pps: f64| {
-            json!({
-                "packets": c.packets(),
-                "bytes": c.bytes(),
-                "dropped_packets": c.dropped_packets,
-                "dropped_bytes": c.dropped_bytes,
-                "oversized": c.oversized_packets,
-                "pps": round2(pps),
-            })
-        };
-        let mut counters = Map::new();
-        for class in Class::ALL {
-            counters.insert(
-                class.name().to_owned(),
-                class_json(self.totals.get(class), self.rate(Some(class))),
-            );
-        }
+        let total = self.totals.total();
+        let counters = counters_json(&self.totals, |c| self.rate(Some(c)));
         let mut v = json!({
             "time": humantime::format_rfc3339_millis(time).to_string(),
             "iface": self.header.iface,
@@ -203,7 +188,7 @@ impl Report<'_> {
             "final": self.is_final,
             "counters": counters,
             "oversized": self.totals.oversized(),
-            "total": class_json(&self.totals.total(), self.rate(None)),
+            "total": class_json(&total, total.packets(), self.rate(None)),
         });
         if let (Some(src), Some(m)) = (&self.sources, v.as_object_mut()) {
             m.insert("sources_tracked".into(), json!(src.tracked));
@@ -335,8 +320,13 @@ impl Report<'_> {
     }
 }
 
-/// The JSON view of one or several interfaces (see the module docs).
+/// The JSON view of one or several interfaces (see the module docs): one
+/// interface's report as it is; for several, their sum with each
+/// interface's report under `interfaces`.
 pub fn combined_json(reports: &[Report], time: std::time::SystemTime) -> Value {
+    if let [one] = reports {
+        return one.to_json(time);
+    }
     let mut interfaces = Map::new();
     for r in reports {
         let mut v = r.to_json(time);
@@ -345,12 +335,8 @@ pub fn combined_json(reports: &[Report], time: std::time::SystemTime) -> Value {
         }
         interfaces.insert(r.header.iface.clone(), v);
     }
-    let mut top = if let [one] = reports {
-        one.to_json(time)
-    } else {
-        let header = total_header(reports);
-        total_report(reports, &header).to_json(time)
-    };
+    let header = total_header(reports);
+    let mut top = total_report(reports, &header).to_json(time);
     if let Some(m) = top.as_object_mut() {
         m.insert("interfaces".to_owned(), Value::Object(interfaces));
     }
@@ -452,6 +438,56 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// One class's counters in every JSON report (live, replay, status): the
+/// same fields everywhere (docs/report.md). `share` is a percentage of
+/// `total_packets`; `pps` packets per second (over the last interval live,
+/// over the capture's span in a replay).
+pub fn class_json(c: &ClassCounters, total_packets: u64, pps: f64) -> Value {
+    json!({
+        "packets": c.packets(),
+        "bytes": c.bytes(),
+        "dropped_packets": c.dropped_packets,
+        "dropped_bytes": c.dropped_bytes,
+        "oversized": c.oversized_packets,
+        "share": round2(share(c.packets(), total_packets)),
+        "pps": round2(pps),
+    })
+}
+
+/// The `counters` object: every class by its stable name, with `pps(class)`.
+pub fn counters_json(totals: &Snapshot, pps: impl Fn(Class) -> f64) -> Value {
+    let total = totals.total().packets();
+    let mut counters = Map::new();
+    for class in Class::ALL {
+        counters.insert(
+            class.name().to_owned(),
+            class_json(totals.get(class), total, pps(class)),
+        );
+    }
+    Value::Object(counters)
+}
+
+/// One sender in every JSON report: the same fields live and in a replay
+/// (docs/report.md); `classes` are the names of the classes it sent, in
+/// class order. A replay adds what a capture tells (`class_packets`,
+/// `per_hour`) with [`Map::insert`] on the result.
+pub fn source_json(
+    address: std::net::IpAddr,
+    packets: u64,
+    bytes: u64,
+    (first_seen, last_seen): (String, String),
+    classes: impl Iterator<Item = Class>,
+) -> Value {
+    json!({
+        "address": address.to_string(),
+        "packets": packets,
+        "bytes": bytes,
+        "first_seen": first_seen,
+        "last_seen": last_seen,
+        "classes": classes.map(Class::name).collect::<Vec<_>>(),
+    })
+}
+
 /// The `sources` array of the JSON report.
 pub fn sources_json(sources: &Sources) -> Value {
     Value::Array(
@@ -459,14 +495,18 @@ pub fn sources_json(sources: &Sources) -> Value {
             .top
             .iter()
             .map(|s| {
-                json!({
-                    "address": s.addr.to_string(),
-                    "packets": s.stats.packets,
-                    "bytes": s.stats.bytes,
-                    "first_seen": rfc3339(s.stats.first_seen_ns),
-                    "last_seen": rfc3339(s.stats.last_seen_ns),
-                    "classes": s.classes(),
-                })
+                source_json(
+                    s.addr,
+                    s.stats.packets,
+                    s.stats.bytes,
+                    (
+                        rfc3339(s.stats.first_seen_ns),
+                        rfc3339(s.stats.last_seen_ns),
+                    ),
+                    Class::ALL
+                        .into_iter()
+                        .filter(|c| s.stats.classes & (1 << c.index()) != 0),
+                )
             })
             .collect(),
     )

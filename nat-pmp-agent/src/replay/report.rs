@@ -16,7 +16,7 @@ use nat_pmp_ebpf_common::{Class, ClassCounters};
 use serde_json::{json, Map, Value};
 
 use super::{Analysis, Source};
-use crate::output::report::{meaning, opcode_label, share};
+use crate::output::report::{class_json, counters_json, meaning, opcode_label, share, source_json};
 
 /// A short label per class for the sources' "classes seen" column.
 const fn short_label(class: Class) -> &'static str {
@@ -49,7 +49,7 @@ const fn short_label(class: Class) -> &'static str {
 
 fn time_str(t: Option<SystemTime>) -> String {
     t.map_or_else(String::new, |t| {
-        humantime::format_rfc3339_seconds(t).to_string()
+        humantime::format_rfc3339_millis(t).to_string()
     })
 }
 
@@ -253,35 +253,45 @@ fn sources_text(a: &Analysis, top: usize, total_packets: u64, out: &mut String) 
     }
 }
 
-fn class_json(c: &ClassCounters, total: u64) -> Value {
-    json!({
-        "packets": c.packets(),
-        "bytes": c.bytes(),
-        "dropped_packets": c.dropped_packets,
-        "dropped_bytes": c.dropped_bytes,
-        "oversized": c.oversized_packets,
-        "share": (share(c.packets(), total) * 100.0).round() / 100.0,
-    })
+/// Packets per second of `packets` over the capture's span (0 when the
+/// capture spans no time).
+fn pps(a: &Analysis, packets: u64) -> f64 {
+    let span = match (a.first, a.last) {
+        (Some(f), Some(l)) => l.duration_since(f).unwrap_or_default().as_secs_f64(),
+        _ => 0.0,
+    };
+    if span > 0.0 {
+        #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
+        let rate = packets as f64 / span;
+        rate
+    } else {
+        0.0
+    }
 }
 
-/// The JSON view: one object.
+/// The JSON view: one object, in the report schema live reports share
+/// (docs/report.md).
 pub fn to_json(a: &Analysis) -> Value {
     let counters = a.counters();
     let total = counters.total();
-    let mut classes = Map::new();
-    for class in Class::ALL {
-        classes.insert(
-            class.name().to_owned(),
-            class_json(counters.get(class), total.packets()),
-        );
-    }
+    let classes = counters_json(&counters, |c| pps(a, counters.get(c).packets()));
     let sources: Vec<Value> = a
         .sources_by_packets()
         .into_iter()
         .map(|(addr, s)| {
-            let seen: Map<String, Value> = Class::ALL
-                .iter()
-                .filter(|c| s.classes[c.index() as usize] > 0)
+            let sent = || {
+                Class::ALL
+                    .into_iter()
+                    .filter(|c| s.classes[c.index() as usize] > 0)
+            };
+            let mut v = source_json(
+                addr,
+                s.packets,
+                s.bytes,
+                (time_str(s.first_seen), time_str(s.last_seen)),
+                sent(),
+            );
+            let class_packets: Map<String, Value> = sent()
                 .map(|c| (c.name().to_owned(), json!(s.classes[c.index() as usize])))
                 .collect();
             let per_hour: Map<String, Value> = s
@@ -289,15 +299,11 @@ pub fn to_json(a: &Analysis) -> Value {
                 .iter()
                 .map(|(h, n)| (hour_str(*h), json!(n)))
                 .collect();
-            json!({
-                "source": addr.to_string(),
-                "packets": s.packets,
-                "bytes": s.bytes,
-                "classes": seen,
-                "first_seen": time_str(s.first_seen),
-                "last_seen": time_str(s.last_seen),
-                "per_hour": per_hour,
-            })
+            if let Some(m) = v.as_object_mut() {
+                m.insert("class_packets".into(), Value::Object(class_packets));
+                m.insert("per_hour".into(), Value::Object(per_hour));
+            }
+            v
         })
         .collect();
     let files: Vec<Value> = a
@@ -327,7 +333,7 @@ pub fn to_json(a: &Analysis) -> Value {
         "jumbo": a.jumbo,
         "counters": classes,
         "oversized": total.oversized_packets,
-        "total": class_json(&total, total.packets()),
+        "total": class_json(&total, total.packets(), pps(a, total.packets())),
         "sources": sources,
         "kernel_agrees": a.disagreement().is_none(),
         "complete": a.error.is_none(),
