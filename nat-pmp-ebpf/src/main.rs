@@ -42,11 +42,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nat_pmp_ebpf_common::{
-    apply, decide_fast,
-    parse::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
-    source_set, words_addr, AgentClock, Allowlist, Bytes, Class, ClassCounters, Config,
-    FastDecision, FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed,
-    ALLOW_MAX_ENTRIES, FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
+    apply, decide_fast, source_set,
+    walk::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
+    words_addr, AgentClock, Allowlist, Bytes, Class, ClassCounters, Config, FastDecision,
+    FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed, ALLOW_MAX_ENTRIES,
+    FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
 };
 
 #[map(name = "NATPMP_STATS")]
