@@ -11,7 +11,8 @@
 //!
 //! # Modules, by responsibility
 //!
-//! - [`class`]: the [`Class`] enum.
+//! - [`class`]: the [`Class`] enum and [`CLASSES`], the one table of what
+//!   each class is called, means and is shown as.
 //! - [`classify`](mod@classify): the payload classifier, the direction of a
 //!   datagram and the drop policy.
 //! - [`maps`]: the maps' and sections' names and sizes and the types they
@@ -61,7 +62,7 @@ pub mod frames;
 pub mod reference;
 pub mod samples;
 
-pub use class::Class;
+pub use class::{Class, ClassInfo, Group, CLASSES, LABEL_MAX};
 pub use classify::{
     classify, classify_first_fragment, classify_inline, classify_udp, classify_udp_inline,
     direction, drops, natpmp_needed_len, pcp_needed_len, Classification, Direction, NatpmpOpcode,
