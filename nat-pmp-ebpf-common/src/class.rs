@@ -2,10 +2,12 @@
 //! one table of everything known about each class (stable name, group,
 //! short label, version/opcode, meaning, RFC section, what drop mode does).
 //!
-//! Per-class lists elsewhere (reports, docs) are to be read from
-//! [`CLASSES`]: to add a class, append a variant to [`Class`], a row to
-//! [`CLASSES`] and raise [`Class::COUNT`]; the compile-time checks below
-//! and the unit tests say what else is missing.
+//! Every per-class list elsewhere (reports, docs/classes.md, the README's
+//! list) is read or generated from [`CLASSES`]: to add a class, append a
+//! variant to [`Class`], a row to [`CLASSES`] and raise [`Class::COUNT`];
+//! the compile-time checks below and the unit tests say what else is
+//! missing (`UPDATE_DOCS=1 cargo test -p nat-pmp-ebpf-common docs`
+//! rewrites the generated docs).
 //!
 //! Depends on nothing else in the crate.
 

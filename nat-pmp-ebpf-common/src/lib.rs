@@ -83,6 +83,8 @@ pub use walk::{
 };
 
 #[cfg(test)]
+mod docs_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod walk_tests;
