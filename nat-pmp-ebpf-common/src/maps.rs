@@ -206,7 +206,8 @@ impl Config {
     }
 }
 
-/// Per-class counters: one entry of [`MAP_STATS`] on one CPU.
+/// Per-class counters: one entry of [`MAP_STATS`] on one CPU, counted by
+/// [`ClassCounters::count`].
 ///
 /// `bytes` are frame bytes as XDP sees them (from the start of the link-layer
 /// header to the end of the frame).

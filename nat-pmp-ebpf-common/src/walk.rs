@@ -37,7 +37,9 @@ use crate::{
         ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
         IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_ROUTING, IPPROTO_UDP, PPP_IP, PPP_IPV6,
     },
-    maps::{addr_words, v4_mapped_words, words_addr, Config, FragEntry, FragKey, Link},
+    maps::{
+        addr_words, v4_mapped_words, words_addr, ClassCounters, Config, FragEntry, FragKey, Link,
+    },
 };
 
 /// VLAN tags walked (802.1Q and 802.1ad, in any order: QinQ). A frame with
@@ -905,6 +907,28 @@ impl Outcome {
     /// The sender's 16 bytes.
     pub const fn source(&self) -> [u8; 16] {
         words_addr(self.src)
+    }
+}
+
+/// Defined here rather than in [`crate::maps`], next to [`Outcome`], so
+/// that the map types do not depend on the walk.
+impl ClassCounters {
+    /// Counts a frame's [`Outcome`] in these counters (the entry of
+    /// `outcome.class`, which the caller picks): the one place verdicts are
+    /// counted, in the XDP program and on the host alike. Passed or dropped
+    /// packets and bytes, and the oversized packets.
+    #[inline(always)]
+    pub fn count(&mut self, outcome: &Outcome) {
+        if outcome.drop {
+            self.dropped_packets += 1;
+            self.dropped_bytes += outcome.bytes;
+        } else {
+            self.passed_packets += 1;
+            self.passed_bytes += outcome.bytes;
+        }
+        if outcome.oversized {
+            self.oversized_packets += 1;
+        }
     }
 }
 

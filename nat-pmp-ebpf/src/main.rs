@@ -467,7 +467,8 @@ fn log_line(ctx: &XdpContext, class: u32, src_hi: u64, src_lo: u64) {
     );
 }
 
-/// The one place verdicts are counted.
+/// Counts the verdict in this CPU's counters of its class, with the shared
+/// `ClassCounters::count`: the host counts exactly as the kernel does.
 #[inline(always)]
 fn record(class: Class, outcome: &Outcome) {
     let Some(c) = STATS.get_ptr_mut(class.index()) else {
@@ -476,16 +477,7 @@ fn record(class: Class, outcome: &Outcome) {
     // SAFETY: the pointer is this CPU's slot of a per-CPU array entry; XDP
     // runs with preemption disabled, so nothing else writes it concurrently.
     let c = unsafe { &mut *c };
-    if outcome.drop {
-        c.dropped_packets += 1;
-        c.dropped_bytes += outcome.bytes;
-    } else {
-        c.passed_packets += 1;
-        c.passed_bytes += outcome.bytes;
-    }
-    if outcome.oversized {
-        c.oversized_packets += 1;
-    }
+    c.count(outcome);
 }
 
 /// Writes the decision into the trace map (tests only). Scalars rather
