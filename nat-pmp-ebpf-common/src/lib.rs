@@ -17,6 +17,7 @@
 //!   datagram and the drop policy.
 //! - [`maps`]: the maps' and sections' names and sizes and the types they
 //!   hold ([`Config`], [`ClassCounters`], [`Trace`], the source table...).
+//! - [`action`]: the XDP actions, for user space.
 //! - [`headers`]: the wire headers the walk reads.
 //! - [`walk`](mod@walk): the frame walk and the per-frame decision
 //!   ([`decide`]), generic over where the bytes come from.
@@ -27,7 +28,7 @@
 //! Dependencies inside the crate go one way, never back:
 //!
 //! ```text
-//! class   headers   maps      (depend on nothing in the crate)
+//! class   headers   maps   action      (depend on nothing in the crate)
 //!    \       |      /
 //!     classify              (class, headers, maps::Config)
 //!         |
@@ -48,6 +49,7 @@
     reason = "the XDP program needs its hot helpers inlined"
 )]
 
+pub mod action;
 pub mod class;
 pub mod classify;
 pub mod headers;
@@ -62,6 +64,7 @@ pub mod frames;
 pub mod reference;
 pub mod samples;
 
+pub use action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 pub use class::{Class, ClassInfo, Group, CLASSES, LABEL_MAX};
 pub use classify::{
     classify, classify_first_fragment, classify_inline, classify_udp, classify_udp_inline,

@@ -42,7 +42,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nat_pmp_ebpf_common::{
-    apply, decide_fast, source_set,
+    action, apply, decide_fast, source_set,
     walk::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
     words_addr, AgentClock, Allowlist, Bytes, Class, ClassCounters, Config, FastDecision,
     FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed, ALLOW_MAX_ENTRIES,
@@ -501,6 +501,16 @@ fn trace(class: u32, flags: u32, bytes: u64, src_hi: u64, src_lo: u64) {
     t.src = words_addr([src_hi, src_lo]);
     t.allowed = flags >> 1 & 1;
 }
+
+// User space reads the actions from `nat_pmp_ebpf_common::action`: the
+// same values as the kernel's (`enum xdp_action`).
+const _: () = {
+    assert!(action::XDP_ABORTED == xdp_action::XDP_ABORTED);
+    assert!(action::XDP_DROP == xdp_action::XDP_DROP);
+    assert!(action::XDP_PASS == xdp_action::XDP_PASS);
+    assert!(action::XDP_TX == xdp_action::XDP_TX);
+    assert!(action::XDP_REDIRECT == xdp_action::XDP_REDIRECT);
+};
 
 #[cfg(not(test))]
 #[panic_handler]
