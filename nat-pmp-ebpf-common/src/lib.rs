@@ -21,9 +21,10 @@
 //! - [`headers`]: the wire headers the walk reads.
 //! - [`walk`](mod@walk): the frame walk and the per-frame decision
 //!   ([`decide`]), generic over where the bytes come from.
-//! - [`samples`]: a payload of every class. Host only (features `host`,
-//!   `capgen`): `frames` (test frames), `reference` (the walk over a byte
-//!   slice and a `HashMap`), `capgen` (the capture generator).
+//! - [`samples`]: a payload of every class (for the prober, the capture
+//!   generator and tests). Host only (features `host`, `capgen`): `frames`
+//!   (test frames), `reference` (the walk over a byte slice and a
+//!   `HashMap`), `capgen` (the capture generator).
 //!
 //! Dependencies inside the crate go one way, never back:
 //!
@@ -33,8 +34,9 @@
 //!     classify              (class, headers, maps::Config)
 //!         |
 //!       walk                (classify, class, headers, maps)
-//!         |
-//!   reference, frames, samples, capgen   (host only)
+//!
+//! samples (class) and the host-only frames, reference, capgen sit on top:
+//! nothing above depends on them.
 //! ```
 //!
 //! Every public item is re-exported here: `nat_pmp_ebpf_common::Name` is the
