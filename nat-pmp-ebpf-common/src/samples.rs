@@ -1,7 +1,7 @@
 //! One sample payload per class, and the scan mix a honeypot recorded.
 //!
 //! Contract: [`sample_payload`] returns, for every [`Class`], a payload that
-//! [`crate::classify`] puts in exactly that class and does not call
+//! [`crate::classify()`] puts in exactly that class and does not call
 //! oversized. The prober (`nat-pmp-agent probe`), the capture generator and
 //! the tests all send these bytes, so they share one definition. No
 //! allocation: usable from `no_std` code.

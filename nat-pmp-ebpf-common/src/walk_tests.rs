@@ -781,3 +781,31 @@ fn fast_path_agrees_with_the_staged_walk() {
     }
     assert!(checked > 1_000_000, "{checked} comparisons");
 }
+
+/// `ClassCounters::count`, the one counter update (the XDP program's and
+/// the host's): passed or dropped packets and frame bytes, and oversized.
+#[test]
+fn counters_count_an_outcome() {
+    let outcome = |drop, oversized, bytes| Outcome {
+        class: Some(Class::NatpmpExternalAddressRequest),
+        drop,
+        oversized,
+        bytes,
+        ..Outcome::PASS
+    };
+    let mut c = ClassCounters::default();
+    c.count(&outcome(false, false, 60));
+    c.count(&outcome(true, true, 64));
+    c.count(&outcome(true, false, 100));
+    assert_eq!(
+        c,
+        ClassCounters {
+            passed_packets: 1,
+            passed_bytes: 60,
+            dropped_packets: 2,
+            dropped_bytes: 164,
+            oversized_packets: 1,
+        }
+    );
+    assert_eq!((c.packets(), c.bytes()), (3, 224));
+}

@@ -42,11 +42,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nat_pmp_ebpf_common::{
-    apply, decide_fast,
-    parse::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
-    source_set, words_addr, AgentClock, Allowlist, Bytes, Class, ClassCounters, Config,
-    FastDecision, FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed,
-    ALLOW_MAX_ENTRIES, FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
+    action, apply, decide_fast, source_set,
+    walk::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
+    words_addr, AgentClock, Allowlist, Bytes, Class, ClassCounters, Config, FastDecision,
+    FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed, ALLOW_MAX_ENTRIES,
+    FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
 };
 
 #[map(name = "NATPMP_STATS")]
@@ -467,7 +467,8 @@ fn log_line(ctx: &XdpContext, class: u32, src_hi: u64, src_lo: u64) {
     );
 }
 
-/// The one place verdicts are counted.
+/// Counts the verdict in this CPU's counters of its class, with the shared
+/// `ClassCounters::count`: the host counts exactly as the kernel does.
 #[inline(always)]
 fn record(class: Class, outcome: &Outcome) {
     let Some(c) = STATS.get_ptr_mut(class.index()) else {
@@ -476,16 +477,7 @@ fn record(class: Class, outcome: &Outcome) {
     // SAFETY: the pointer is this CPU's slot of a per-CPU array entry; XDP
     // runs with preemption disabled, so nothing else writes it concurrently.
     let c = unsafe { &mut *c };
-    if outcome.drop {
-        c.dropped_packets += 1;
-        c.dropped_bytes += outcome.bytes;
-    } else {
-        c.passed_packets += 1;
-        c.passed_bytes += outcome.bytes;
-    }
-    if outcome.oversized {
-        c.oversized_packets += 1;
-    }
+    c.count(outcome);
 }
 
 /// Writes the decision into the trace map (tests only). Scalars rather
@@ -509,6 +501,16 @@ fn trace(class: u32, flags: u32, bytes: u64, src_hi: u64, src_lo: u64) {
     t.src = words_addr([src_hi, src_lo]);
     t.allowed = flags >> 1 & 1;
 }
+
+// User space reads the actions from `nat_pmp_ebpf_common::action`: the
+// same values as the kernel's (`enum xdp_action`).
+const _: () = {
+    assert!(action::XDP_ABORTED == xdp_action::XDP_ABORTED);
+    assert!(action::XDP_DROP == xdp_action::XDP_DROP);
+    assert!(action::XDP_PASS == xdp_action::XDP_PASS);
+    assert!(action::XDP_TX == xdp_action::XDP_TX);
+    assert!(action::XDP_REDIRECT == xdp_action::XDP_REDIRECT);
+};
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -21,15 +21,25 @@
 //! [`MAX_OFFSET`] before it reaches [`Bytes::read`], so the verifier sees
 //! bounded packet offsets; non-IP and non-UDP frames leave at the first
 //! header that tells.
+//!
+//! Depends on [`crate::class`], [`crate::classify`](mod@crate::classify),
+//! [`crate::headers`] and [`crate::maps`]; nothing in the crate depends on
+//! it but the host-only modules (`reference`, the tests).
 
 use crate::{
-    addr_words, classify_first_fragment, classify_udp, classify_udp_inline, direction, drops,
+    class::Class,
+    classify::{
+        classify_first_fragment, classify_udp, classify_udp_inline, direction, drops,
+        Classification, Direction,
+    },
     headers::{
         EthHdr, Ipv4Hdr, Ipv6FragHdr, Ipv6Hdr, PppoeHdr, UdpHdr, VlanHdr, ETH_P_8021AD,
         ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
         IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_ROUTING, IPPROTO_UDP, PPP_IP, PPP_IPV6,
     },
-    v4_mapped_words, words_addr, Class, Classification, Config, Direction, Link,
+    maps::{
+        addr_words, v4_mapped_words, words_addr, ClassCounters, Config, FragEntry, FragKey, Link,
+    },
 };
 
 /// VLAN tags walked (802.1Q and 802.1ad, in any order: QinQ). A frame with
@@ -127,7 +137,7 @@ impl Window for SliceWindow<'_> {
 
     #[inline]
     fn addr16<const I: usize>(&self) -> [u64; 2] {
-        crate::addr_words(&self.take(I))
+        addr_words(&self.take(I))
     }
 
     #[inline]
@@ -199,26 +209,8 @@ fn at<B: Bytes + ?Sized, T: Plain>(b: &B, off: usize) -> Option<T> {
     b.read(off)
 }
 
-/// The reassembly key of a fragmented datagram: source, destination,
-/// protocol and identification (RFC 791 §3.2; RFC 8200 §4.5 without the
-/// protocol, which every fragment repeats). IPv4 addresses fill the first 4
-/// bytes of `src`/`dst`; unused bytes are zero.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FragKey {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    /// Identification, big-endian; IPv4's 16 bits fill the last two bytes.
-    pub id: [u8; 4],
-    /// 4 or 6.
-    pub ip_version: u8,
-    /// The protocol the reassembled datagram carries (17, or 4 for IPv4 in
-    /// IPv6).
-    pub proto: u8,
-    pub pad: [u8; 2],
-}
-
 impl FragKey {
+    /// The key of an IPv4 fragment.
     #[inline(always)]
     fn v4(ip: &Ipv4Hdr) -> Self {
         let mut k = FragKey {
@@ -231,14 +223,6 @@ impl FragKey {
         k.id[2..].copy_from_slice(&ip.id);
         k
     }
-}
-
-/// What [`FragTable`] remembers of a first fragment: which way it went.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FragEntry {
-    /// 1 when the datagram goes to port 5351 ([`Direction::ToServer`]).
-    pub to_server: u32,
 }
 
 /// First fragments of datagrams on port 5351, remembered so that their
@@ -923,6 +907,28 @@ impl Outcome {
     /// The sender's 16 bytes.
     pub const fn source(&self) -> [u8; 16] {
         words_addr(self.src)
+    }
+}
+
+/// Defined here rather than in [`crate::maps`], next to [`Outcome`], so
+/// that the map types do not depend on the walk.
+impl ClassCounters {
+    /// Counts a frame's [`Outcome`] in these counters (the entry of
+    /// `outcome.class`, which the caller picks): the one place verdicts are
+    /// counted, in the XDP program and on the host alike. Passed or dropped
+    /// packets and bytes, and the oversized packets.
+    #[inline(always)]
+    pub fn count(&mut self, outcome: &Outcome) {
+        if outcome.drop {
+            self.dropped_packets += 1;
+            self.dropped_bytes += outcome.bytes;
+        } else {
+            self.passed_packets += 1;
+            self.passed_bytes += outcome.bytes;
+        }
+        if outcome.oversized {
+            self.oversized_packets += 1;
+        }
     }
 }
 
