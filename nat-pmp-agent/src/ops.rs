@@ -159,7 +159,7 @@ fn look(dir: PinDir) -> Result<Found> {
 }
 
 /// `nat-pmp-agent status`.
-pub fn status(root: &Path, ifaces: &[String], as_json: bool) -> Result<()> {
+pub fn status(root: &Path, ifaces: &[String], as_json: bool, all_classes: bool) -> Result<()> {
     let dirs = if ifaces.is_empty() {
         pin::instances(root)?
     } else {
@@ -190,7 +190,7 @@ pub fn status(root: &Path, ifaces: &[String], as_json: bool) -> Result<()> {
         text = format!("no pinned instances under {}\n", root.display());
     }
     for f in &found {
-        text.push_str(&instance_text(f, now));
+        text.push_str(&instance_text(f, now, all_classes));
     }
     for (iface, l) in &unpinned {
         let _ = writeln!(
@@ -292,7 +292,7 @@ fn instance_json(f: &Found, now: SystemTime) -> Value {
     v
 }
 
-fn instance_text(f: &Found, now: SystemTime) -> String {
+fn instance_text(f: &Found, now: SystemTime, all_classes: bool) -> String {
     let on_iface = match &f.on_iface {
         Ok(Some(x)) => format!(
             "XDP program id {} ({})",
@@ -354,7 +354,7 @@ fn instance_text(f: &Found, now: SystemTime) -> String {
         f.dir.iface,
         f.dir.dir.display(),
         mode.name(),
-        report.to_table()
+        report.to_table(all_classes)
     )
 }
 

@@ -253,7 +253,7 @@ fn several_files_add_up_and_every_view_agrees() {
     let out = replay(&[files[0], files[1], "--top", "3"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("| 0 ") && text.contains("external address request"));
+    assert!(text.contains("| v0 op 0 ") && text.contains("external address request"));
     assert!(text.contains(&format!(" {op0} |")), "{text}");
     assert!(text.contains("top sources (3 of"), "{text}");
 

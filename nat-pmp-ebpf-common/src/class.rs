@@ -137,8 +137,9 @@ pub struct ClassInfo {
     pub group: Group,
     /// A short label for narrow columns: at most 12 characters, unique.
     pub label: &'static str,
-    /// The version and opcode bytes that make it (`|R`: the PCP R bit is
-    /// set), or `-` where no opcode decides it.
+    /// The version and opcode bytes that make it (a response's opcode has
+    /// the R bit, 128, set: PCP MAP response is `v2 op 129`), or `-` where
+    /// no opcode decides it. No `|`: it goes into Markdown tables.
     pub opcode: &'static str,
     /// What it is, in one line.
     pub meaning: &'static str,
@@ -271,7 +272,7 @@ pub const CLASSES: [ClassInfo; Class::COUNT] = [
         name: "pcp_announce_response",
         group: Group::Pcp,
         label: "pcp ann rsp",
-        opcode: "v2 op 0|R",
+        opcode: "v2 op 128",
         meaning: "PCP ANNOUNCE response",
         rfc: "RFC 6887 §14.1, §7.2",
         drop_mode: ANSWER,
@@ -291,7 +292,7 @@ pub const CLASSES: [ClassInfo; Class::COUNT] = [
         name: "pcp_map_response",
         group: Group::Pcp,
         label: "pcp map rsp",
-        opcode: "v2 op 1|R",
+        opcode: "v2 op 129",
         meaning: "PCP MAP response",
         rfc: "RFC 6887 §11.1",
         drop_mode: ANSWER,
@@ -311,7 +312,7 @@ pub const CLASSES: [ClassInfo; Class::COUNT] = [
         name: "pcp_peer_response",
         group: Group::Pcp,
         label: "pcp peer rsp",
-        opcode: "v2 op 2|R",
+        opcode: "v2 op 130",
         meaning: "PCP PEER response",
         rfc: "RFC 6887 §12.1",
         drop_mode: ANSWER,

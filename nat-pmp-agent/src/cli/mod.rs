@@ -109,6 +109,10 @@ pub struct RunArgs {
     /// at runtime with `nat-pmp-agent allow`.
     #[arg(long, value_name = "PREFIX", value_parser = parse_prefix)]
     allow: Vec<Prefix>,
+    /// Text tables show every class, also those that saw no traffic
+    /// (default: the classes that did, and the three NAT-PMP request rows).
+    #[arg(long)]
+    all_classes: bool,
     /// Turn per-source tracking off: counted datagrams no longer update the
     /// source table (reports and metrics then list no sources), which makes
     /// drop mode cheapest per packet (see BENCHMARKS.md).
@@ -145,6 +149,9 @@ enum Command {
         /// Print one JSON object instead of tables.
         #[arg(long)]
         json: bool,
+        /// The tables show every class, also those that saw no traffic.
+        #[arg(long)]
+        all_classes: bool,
         #[command(flatten)]
         pin: PinArgs,
     },
@@ -235,6 +242,9 @@ struct ReplayArgs {
     /// Model drop mode: datagrams to port 5351 count as dropped.
     #[arg(long)]
     drop: bool,
+    /// The text table shows every class, also those that saw no traffic.
+    #[arg(long)]
+    all_classes: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -392,7 +402,12 @@ fn run(cli: Cli, args: Vec<OsString>) -> Result<()> {
     match cli.command {
         Some(Command::Probe(args)) => run_probe(&args),
         Some(Command::Replay(args)) => run_replay(&args),
-        Some(Command::Status { iface, json, pin }) => ops::status(&pin.pin_dir, &iface, json),
+        Some(Command::Status {
+            iface,
+            json,
+            all_classes,
+            pin,
+        }) => ops::status(&pin.pin_dir, &iface, json, all_classes),
         Some(Command::Mode { mode, iface, pin }) => {
             ops::set_mode(&pin.pin_dir, &iface, mode.into())
         }
@@ -441,8 +456,12 @@ fn run_replay(args: &ReplayArgs) -> Result<()> {
     })?;
     let mut out = std::io::stdout().lock();
     match args.output {
-        ReplayOutput::Text => write!(out, "{}", replay_report::to_text(&analysis, args.top))
-            .context("writing the report to stdout")?,
+        ReplayOutput::Text => write!(
+            out,
+            "{}",
+            replay_report::to_text(&analysis, args.top, args.all_classes)
+        )
+        .context("writing the report to stdout")?,
         ReplayOutput::Json => writeln!(out, "{}", replay_report::to_json(&analysis))
             .context("writing the report to stdout")?,
         ReplayOutput::Csv => replay_report::write_csv(&analysis, &mut out)?,

@@ -209,6 +209,7 @@ fn check(a: RunArgs) -> Result<live::Options> {
         }),
         metrics: a.metrics,
         top_sources: a.top_sources.unwrap_or(10),
+        all_classes: a.all_classes,
         wait: a.wait,
         settings: live::Settings {
             mode: if a.drop { Mode::Drop } else { Mode::Monitor },

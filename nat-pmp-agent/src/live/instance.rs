@@ -504,12 +504,13 @@ pub(super) fn apply_reload(
         );
         changed = true;
     }
-    if !changed && new.top_sources == opts.top_sources {
+    if !changed && new.top_sources == opts.top_sources && new.all_classes == opts.all_classes {
         say!("nat-pmp-agent: SIGHUP: no setting changed");
     }
     opts.settings = new.settings;
     opts.interval = new.interval;
     opts.top_sources = new.top_sources;
+    opts.all_classes = new.all_classes;
     opts.wait = new.wait;
 }
 

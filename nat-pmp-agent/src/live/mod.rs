@@ -77,6 +77,9 @@ pub struct Options {
     pub metrics: Option<SocketAddr>,
     /// Sources listed in each report.
     pub top_sources: usize,
+    /// Text tables show every class (else: the classes that saw traffic and
+    /// the three NAT-PMP request rows).
+    pub all_classes: bool,
     /// Start even when an `--iface` does not exist yet, and attach when it
     /// appears.
     pub wait: bool,
@@ -229,7 +232,7 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
                 }
                 if let Err(e) = tend(&mut instances, opts.interval)
                     .and_then(|()| read(&instances, opts.top_sources))
-                    .and_then(|r| view.emit(&r, false))
+                    .and_then(|r| view.emit(&r, false, opts.all_classes))
                 {
                     break Err(e);
                 }
@@ -259,7 +262,7 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
     // The final report, also after an error (stdout may be what failed).
     let last = tend(&mut instances, opts.interval)
         .and_then(|()| read(&instances, opts.top_sources))
-        .and_then(|r| view.emit(&r, true));
+        .and_then(|r| view.emit(&r, true, opts.all_classes));
     drop(server);
     let mut finished = Ok(());
     for inst in instances {

@@ -67,6 +67,7 @@ impl View {
         &mut self,
         now_read: &[(Header, Snapshot, Sources)],
         is_final: bool,
+        all_classes: bool,
     ) -> Result<()> {
         let now = Instant::now();
         let uptime = now.duration_since(self.started);
@@ -95,7 +96,11 @@ impl View {
             }
             // Without redrawing, a blank line keeps successive tables apart.
             let gap = if self.redraw { "" } else { "\n" };
-            write!(out, "{}{gap}", report::combined_table(&reports))
+            write!(
+                out,
+                "{}{gap}",
+                report::combined_table(&reports, all_classes)
+            )
         } else {
             writeln!(
                 out,

@@ -86,62 +86,21 @@ pub struct Report<'a> {
     pub sources: Option<Sources>,
 }
 
-/// The opcode column of the table, after the honeypot report's layout.
-pub const fn opcode_label(class: Class) -> &'static str {
-    match class {
-        Class::NatpmpExternalAddressRequest => "0",
-        Class::NatpmpMapUdpRequest => "1",
-        Class::NatpmpMapTcpRequest => "2",
-        Class::NatpmpExternalAddressResponse => "128",
-        Class::NatpmpMapUdpResponse => "129",
-        Class::NatpmpMapTcpResponse => "130",
-        Class::NatpmpUnsupportedOpcode => "other",
-        Class::Pcp => "PCP all",
-        Class::PcpAnnounceRequest => "PCP 0",
-        Class::PcpAnnounceResponse => "PCP 128",
-        Class::PcpMapRequest => "PCP 1",
-        Class::PcpMapResponse => "PCP 129",
-        Class::PcpPeerRequest => "PCP 2",
-        Class::PcpPeerResponse => "PCP 130",
-        Class::PcpUnsupportedOpcode => "PCP other",
-        Class::PcpMalformedShortHeader
-        | Class::PcpMalformedShortOpcode
-        | Class::PcpMalformedTooLong
-        | Class::PcpMalformedNotMultipleOf4 => "PCP -",
-        Class::MalformedTruncated
-        | Class::MalformedVersion
-        | Class::FragmentNonfirst
-        | Class::Ipv6ExtChainTooLong => "-",
-    }
+/// The classes a text table shows, in display order (PCP rows right under
+/// their `pcp` aggregate): every class with `all`, else the three NAT-PMP
+/// request rows (the honeypot's table) and every class that saw traffic.
+pub fn shown_classes(totals: &Snapshot, all: bool) -> impl Iterator<Item = Class> + '_ {
+    Class::DISPLAY
+        .into_iter()
+        .filter(move |&c| all || c.always_shown() || totals.get(c).packets() > 0)
 }
 
-/// The meaning column of the table, after the honeypot report's layout
-/// (RFC 6886 §3.2/§3.3, RFC 6887).
-pub const fn meaning(class: Class) -> &'static str {
-    match class {
-        Class::NatpmpExternalAddressRequest => "external address request",
-        Class::NatpmpMapUdpRequest => "map UDP request",
-        Class::NatpmpMapTcpRequest => "map TCP request",
-        Class::NatpmpExternalAddressResponse => "external address response",
-        Class::NatpmpMapUdpResponse => "map UDP response",
-        Class::NatpmpMapTcpResponse => "map TCP response",
-        Class::NatpmpUnsupportedOpcode => "unsupported NAT-PMP opcode",
-        Class::Pcp => "PCP (version 2), all of the pcp_* rows",
-        Class::PcpAnnounceRequest => "PCP ANNOUNCE request",
-        Class::PcpAnnounceResponse => "PCP ANNOUNCE response",
-        Class::PcpMapRequest => "PCP MAP request",
-        Class::PcpMapResponse => "PCP MAP response",
-        Class::PcpPeerRequest => "PCP PEER request",
-        Class::PcpPeerResponse => "PCP PEER response",
-        Class::PcpUnsupportedOpcode => "unsupported PCP opcode",
-        Class::PcpMalformedShortHeader => "malformed PCP: shorter than its header",
-        Class::PcpMalformedShortOpcode => "malformed PCP: shorter than its opcode",
-        Class::PcpMalformedTooLong => "malformed PCP: over 1,100 bytes",
-        Class::PcpMalformedNotMultipleOf4 => "malformed PCP: length not a multiple of 4",
-        Class::MalformedTruncated => "malformed: truncated",
-        Class::MalformedVersion => "malformed: unknown version",
-        Class::FragmentNonfirst => "later fragment of a datagram to 5351",
-        Class::Ipv6ExtChainTooLong => "IPv6 extension chain beyond the bound",
+/// A class's name in a text table: a `pcp_*` row indented under `pcp`.
+pub fn row_name(class: Class) -> String {
+    if class.parent().is_some() {
+        format!("  {}", class.name())
+    } else {
+        class.name().to_owned()
     }
 }
 
@@ -222,8 +181,9 @@ impl Report<'_> {
         v
     }
 
-    /// The table view, like the honeypot report's table plus rates.
-    pub fn to_table(&self) -> String {
+    /// The table view, like the honeypot report's table plus rates: the
+    /// classes of [`shown_classes`] (every class with `all_classes`).
+    pub fn to_table(&self, all_classes: bool) -> String {
         let total = self.totals.total();
         let mut out = String::new();
         let secs = self.uptime.as_secs();
@@ -261,10 +221,10 @@ impl Report<'_> {
                 c.bytes().to_string(),
             ]);
         };
-        for class in Class::ALL {
+        for class in shown_classes(&self.totals, all_classes) {
             row(
-                class.name(),
-                opcode_label(class),
+                &row_name(class),
+                class.info().opcode,
                 self.totals.get(class),
                 self.rate(Some(class)),
             );
@@ -345,15 +305,15 @@ pub fn combined_json(reports: &[Report], time: std::time::SystemTime) -> Value {
 
 /// The table view of one or several interfaces: one section each, and a
 /// total when there are several.
-pub fn combined_table(reports: &[Report]) -> String {
+pub fn combined_table(reports: &[Report], all_classes: bool) -> String {
     let mut out = String::new();
     for r in reports {
-        out.push_str(&r.to_table());
+        out.push_str(&r.to_table(all_classes));
     }
     if reports.len() > 1 {
         let header = total_header(reports);
         let total = total_report(reports, &header);
-        let _ = write!(out, "\n{}", total.to_table());
+        let _ = write!(out, "\n{}", total.to_table(all_classes));
     }
     out
 }

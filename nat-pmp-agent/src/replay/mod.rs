@@ -41,7 +41,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use nat_pmp_ebpf_common::{
     headers::{EthHdr, ETH_P_IP, ETH_P_IPV6},
     reference::Reference,
-    Class, Config, Link, Mode,
+    Class, Config, Link, Mode, XDP_DROP,
 };
 use pcap_file::{
     pcap::PcapReader,
@@ -61,9 +61,6 @@ use crate::{
 /// this much (measured: a 9042-byte frame counts 3520 bytes). The host view
 /// mirrors that; the end-of-run check would catch a kernel that differs.
 pub const TEST_RUN_LINEAR_MAX: usize = 4096 - 256 - 320;
-
-/// XDP actions, as `BPF_PROG_TEST_RUN` returns them.
-const XDP_DROP: u32 = 1;
 
 /// How a link type's frames are turned into the Ethernet frames the XDP
 /// program parses.
@@ -324,15 +321,7 @@ impl Analysis {
         }
         self.natpmp_frames += 1;
         let i = class.index() as usize;
-        let c = &mut self.host.classes[i];
-        if outcome.drop {
-            c.dropped_packets += 1;
-            c.dropped_bytes += outcome.bytes;
-        } else {
-            c.passed_packets += 1;
-            c.passed_bytes += outcome.bytes;
-        }
-        c.oversized_packets += u64::from(outcome.oversized);
+        self.host.classes[i].count(&outcome);
         let s = self.sources.entry(addr_of(source)).or_default();
         s.packets += 1;
         s.bytes += outcome.bytes;

@@ -16,36 +16,9 @@ use nat_pmp_ebpf_common::{Class, ClassCounters};
 use serde_json::{json, Map, Value};
 
 use super::{Analysis, Source};
-use crate::output::report::{class_json, counters_json, meaning, opcode_label, share, source_json};
-
-/// A short label per class for the sources' "classes seen" column.
-const fn short_label(class: Class) -> &'static str {
-    match class {
-        Class::NatpmpExternalAddressRequest => "op0",
-        Class::NatpmpMapUdpRequest => "op1",
-        Class::NatpmpMapTcpRequest => "op2",
-        Class::NatpmpExternalAddressResponse => "op128",
-        Class::NatpmpMapUdpResponse => "op129",
-        Class::NatpmpMapTcpResponse => "op130",
-        Class::NatpmpUnsupportedOpcode => "op?",
-        Class::Pcp => "pcp",
-        Class::PcpAnnounceRequest => "pcp-ann",
-        Class::PcpAnnounceResponse => "pcp-ann-r",
-        Class::PcpMapRequest => "pcp-map",
-        Class::PcpMapResponse => "pcp-map-r",
-        Class::PcpPeerRequest => "pcp-peer",
-        Class::PcpPeerResponse => "pcp-peer-r",
-        Class::PcpUnsupportedOpcode => "pcp-op?",
-        Class::PcpMalformedShortHeader
-        | Class::PcpMalformedShortOpcode
-        | Class::PcpMalformedTooLong
-        | Class::PcpMalformedNotMultipleOf4 => "pcp-malformed",
-        Class::MalformedTruncated => "truncated",
-        Class::MalformedVersion => "bad-version",
-        Class::FragmentNonfirst => "fragment",
-        Class::Ipv6ExtChainTooLong => "ipv6-ext-chain",
-    }
-}
+use crate::output::report::{
+    class_json, counters_json, row_name, share, shown_classes, source_json,
+};
 
 fn time_str(t: Option<SystemTime>) -> String {
     t.map_or_else(String::new, |t| {
@@ -65,7 +38,7 @@ fn classes_seen(s: &Source) -> String {
     Class::ALL
         .iter()
         .filter(|c| s.classes[c.index() as usize] > 0)
-        .map(|c| format!("{}:{}", short_label(*c), s.classes[c.index() as usize]))
+        .map(|c| format!("{}:{}", c.label(), s.classes[c.index() as usize]))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -78,8 +51,9 @@ fn right_align(table: &mut Table, from: usize, to: usize) {
     }
 }
 
-/// The text report.
-pub fn to_text(a: &Analysis, top: usize) -> String {
+/// The text report: the classes of [`shown_classes`] (every class with
+/// `all_classes`) and the `top` sources.
+pub fn to_text(a: &Analysis, top: usize, all_classes: bool) -> String {
     let counters = a.counters();
     let total = counters.total();
     let mut out = String::new();
@@ -140,11 +114,12 @@ pub fn to_text(a: &Analysis, top: usize) -> String {
             c.dropped_packets.to_string(),
         ]);
     };
-    for class in Class::ALL {
+    for class in shown_classes(&counters, all_classes) {
+        let info = class.info();
         row(
-            opcode_label(class),
-            meaning(class),
-            class.name(),
+            info.opcode,
+            info.meaning,
+            &row_name(class),
             counters.get(class),
         );
     }
@@ -368,7 +343,7 @@ pub fn write_csv(a: &Analysis, out: impl Write) -> Result<()> {
             "",
             "",
             class.name(),
-            opcode_label(class),
+            class.info().opcode,
             &c.packets().to_string(),
             &c.bytes().to_string(),
             &c.dropped_packets.to_string(),
