@@ -266,7 +266,7 @@ impl Report<'_> {
                     s.stats.bytes.to_string(),
                     at(s.stats.first_seen_ns),
                     at(s.stats.last_seen_ns),
-                    s.classes().join(" "),
+                    s.sent().map(Class::label).collect::<Vec<_>>().join(", "),
                 ]);
             }
             for i in 1..3 {
@@ -463,9 +463,7 @@ pub fn sources_json(sources: &Sources) -> Value {
                         rfc3339(s.stats.first_seen_ns),
                         rfc3339(s.stats.last_seen_ns),
                     ),
-                    Class::ALL
-                        .into_iter()
-                        .filter(|c| s.stats.classes & (1 << c.index()) != 0),
+                    s.sent(),
                 )
             })
             .collect(),

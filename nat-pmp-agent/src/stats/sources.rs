@@ -24,13 +24,16 @@ pub struct Source {
 }
 
 impl Source {
+    /// The classes this source sent, in class order.
+    pub fn sent(&self) -> impl Iterator<Item = Class> + '_ {
+        Class::ALL
+            .into_iter()
+            .filter(|c| self.stats.classes & (1 << c.index()) != 0)
+    }
+
     /// The classes this source sent, by name, in class order.
     pub fn classes(&self) -> Vec<&'static str> {
-        Class::ALL
-            .iter()
-            .filter(|c| self.stats.classes & (1 << c.index()) != 0)
-            .map(|c| c.name())
-            .collect()
+        self.sent().map(Class::name).collect()
     }
 }
 
