@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::{
     cost::CostTable,
     frames::Frame,
-    xlated::{CallKind, Program},
+    support::xlated::{CallKind, Program},
 };
 
 /// One frame through one program.

@@ -11,11 +11,14 @@ use nat_pmp_ebpf_common::SOURCES_MAX_ENTRIES;
 use crate::{
     agent::AgentCost,
     cost::CostTable,
-    env::sh,
     flood::FloodResult,
     frames::{Group, IPV4_REQUEST},
     paths::{PathCell, PathTable},
     progs::{ProgFacts, XdpFilter},
+    support::{
+        process::sh,
+        xdp::{action_name, XDP_DROP as DROP, XDP_PASS as PASS},
+    },
     Args, BARE_DROP, BARE_PASS, PRODUCT_DROP, PRODUCT_DROP_UNTRACKED, REFERENCE, XDP_FILTER,
 };
 
@@ -105,17 +108,6 @@ pub struct Results<'a> {
     pub agent: &'a [AgentCost],
 }
 
-fn action(a: u32) -> &'static str {
-    match a {
-        0 => "ABORTED",
-        1 => "DROP",
-        2 => "PASS",
-        3 => "TX",
-        4 => "REDIRECT",
-        _ => "?",
-    }
-}
-
 /// PASS/MISS.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -145,9 +137,6 @@ struct Target {
     verdict: Verdict,
     why: Option<String>,
 }
-
-const DROP: u32 = 1;
-const PASS: u32 = 2;
 
 /// A cell's kernel figure; NaN when the cell is missing or its program
 /// returned another action than `want`: such a number judges nothing.
@@ -230,7 +219,12 @@ pub fn cost_table(c: &CostTable) -> String {
     for (fi, frame) in c.frames.iter().enumerate() {
         let _ = write!(s, "| {frame} |");
         for cell in &c.cells[fi] {
-            let _ = write!(s, " {:.0} ({}) |", cell.kernel_ns, action(cell.action));
+            let _ = write!(
+                s,
+                " {:.0} ({}) |",
+                cell.kernel_ns,
+                action_name(u64::from(cell.action))
+            );
         }
         let _ = writeln!(s);
     }
@@ -688,7 +682,7 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
                 } else {
                     format!(
                         " (xdp-filter returns {} on this frame, unparsed, in {:.0} ns: {:.2}x of that)",
-                        action(xf_action(fi)),
+                        action_name(u64::from(xf_action(fi))),
                         ns(c, fi, XDP_FILTER, None),
                         a / ns(c, fi, XDP_FILTER, None)
                     )
