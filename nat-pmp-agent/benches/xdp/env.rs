@@ -31,7 +31,8 @@ pub fn sweep_stale() {
     // The PID is the second-to-last part of the name.
     let pid_of = |name: &str| -> Option<String> {
         name.strip_prefix(&format!("natpmp-{TAG}-"))?;
-        Some(name.rsplit('-').nth(1)?.to_owned())
+        let pid = name.rsplit('-').nth(1)?;
+        pid.parse::<u32>().is_ok().then(|| pid.to_owned())
     };
     if let Ok(entries) = fs::read_dir("/run/netns") {
         for e in entries.filter_map(Result::ok) {

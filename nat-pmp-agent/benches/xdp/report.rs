@@ -398,7 +398,7 @@ pub fn render(r: &Results<'_>) -> String {
         s,
         "Per frame and program: the xlated instructions (`bpftool prog dump xlated`) the frame's \
          path executes, to `exit` or to the first call (included), and that call. Walked by the \
-         interpreter of `nat-pmp-agent/tests/common/xlated.rs` on the very programs timed above, \
+         interpreter of `nat-pmp-agent/tests/support/xlated.rs` on the very programs timed above, \
          as configured then; wherever it reaches `exit` its verdict is the one \
          `BPF_PROG_TEST_RUN` returned (checked). Its per-CPU maps start empty, so with tracking \
          on each frame is its sender's first (the source table's insert). \"Fast path\" marks \
@@ -1018,13 +1018,13 @@ with it.
 
 **Paths.** After timing, the bench dumps each timed program's xlated instructions
 (`bpftool prog dump xlated`, with the maps' contents as configured) and walks every frame
-through them with the interpreter of `nat-pmp-agent/tests/common/xlated.rs`: the instruction
+through them with the interpreter of `nat-pmp-agent/tests/support/xlated.rs`: the instruction
 count is the path's real length (what the JIT compiles; array lookups the verifier inlined are
 no call), and the walk stops at the first call (helper, BPF-to-BPF or kfunc), which the table
 names. The product's fast path covers untagged, 802.1Q, QinQ, PPPoE (with or without PPP
 protocol-field compression) and raw-IP frames carrying IPv4 or IPv6 and UDP, and makes no call;
 IPv4 fragments, IPv6 extension headers and IPv4-in-IPv6 take the staged walk (calls). The
-`fast_paths_make_no_call` test in `tests/xlated.rs` fails when a call appears on the fast
+`xlated::fast_paths_make_no_call` test of `tests/suite` fails when a call appears on the fast
 paths.
 
 **Flood.** Two namespaces joined by a veth pair (`btx0` → `brx0`). The sender is `bench_redirect`

@@ -281,7 +281,7 @@ impl Drop for StunResponder {
 /// names of our own so the test creates exactly the chains it expects.
 fn miniupnpd_conf() -> String {
     format!(
-        "# Written by nat-pmp-agent/tests/real_peers.rs.\n\
+        "# Written by nat-pmp-agent/tests/suite/real_peers.rs.\n\
          ext_ifname=ext0\n\
          # The LAN, and the WAN veth: a gateway that answers NAT-PMP/PCP from the\n\
          # Internet, as the devices of JVNVU#99291862 did.\n\
