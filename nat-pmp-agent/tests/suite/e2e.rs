@@ -14,7 +14,7 @@ use nat_pmp_ebpf_common::{
 use serde_json::Value;
 
 use crate::support::{
-    agent::{run_agent, AGENT},
+    agent::{last_report, run_agent, AGENT},
     netns::NetNs,
     process::Agent,
     require_root,
@@ -316,7 +316,7 @@ fn auto_mode_falls_back_to_skb_where_native_is_missing() {
         err.contains("note:") && err.contains("skb"),
         "the fallback must be noted: {err}"
     );
-    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    let last = last_report(&out);
     assert_eq!(last["xdp_mode"], "skb");
     assert_eq!(last["final"], true);
     assert!(!ns.xdp_attached("lo"), "nothing may stay attached");
@@ -530,7 +530,7 @@ fn jumbo_mtu_falls_back_to_skb_in_auto_mode_and_names_the_mtu() {
         err.contains("MTU of 9000") && err.contains("skb (generic) mode instead"),
         "the fallback must name the MTU: {err}"
     );
-    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    let last = last_report(&out);
     assert_eq!(last["xdp_mode"], "skb", "{last}");
     assert!(!link.router.xdp_attached("wan0"));
 }

@@ -26,7 +26,7 @@ use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
 use serde_json::Value;
 
 use crate::support::{
-    agent::{agent_ok, detach_wan0, pinned_wan, run_agent, status_json, AGENT},
+    agent::{agent_ok, detach_wan0, last_report, pinned_wan, run_agent, status_json, AGENT},
     netns::NetNs,
     process::{sh, Agent},
     require_root,
@@ -585,7 +585,7 @@ fn config_file_sets_flags_and_bad_values_name_file_and_key() {
     .expect("writing the config");
     let (ok, out, err) = run_agent(&link.router, &["--config", good.to_str().expect("utf-8")]);
     assert!(ok, "{err}");
-    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    let last = last_report(&out);
     assert_eq!(last["iface"], "wan0");
     assert_eq!(last["mode"], "drop");
     assert_eq!(last["xdp_mode"], "skb");
@@ -601,7 +601,7 @@ fn config_file_sets_flags_and_bad_values_name_file_and_key() {
         ],
     );
     assert!(ok, "{err}");
-    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    let last = last_report(&out);
     assert_eq!(last["xdp_mode"], "native");
 
     let bad = dir.join("bad.toml");

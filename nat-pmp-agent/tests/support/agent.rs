@@ -105,6 +105,11 @@ pub fn agent_ok(ns: &NetNs, args: &[&str]) -> String {
     out
 }
 
+/// The last report of a run to completion with `--output json`.
+pub fn last_report(stdout: &str) -> Value {
+    serde_json::from_str(stdout.lines().last().expect("a report")).expect("JSON")
+}
+
 /// `nat-pmp-agent status --json --pin-dir PIN_ROOT` in `ns`.
 pub fn status_json(ns: &NetNs, pin_root: &str) -> Value {
     let out = agent_ok(ns, &["status", "--json", "--pin-dir", pin_root]);
