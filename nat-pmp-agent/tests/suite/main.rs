@@ -26,9 +26,13 @@
 //! ```
 //!
 //! One binary rather than one per topic: the agent's library and every
-//! dependency are linked once. `support` holds what the modules share
-//! (namespaces, bpffs, processes, the agent, the xlated interpreter); the
-//! bench includes part of it.
+//! dependency are linked once, and `support` is compiled once. The real-peer
+//! tests are a module here too: `cargo xtask test` runs them with the rest,
+//! and they fail (naming the Debian package) rather than skip when a peer is
+//! missing; `--skip real_peers::` leaves them out of a quick run.
+//!
+//! `support` holds what the modules share (namespaces, bpffs, processes, the
+//! agent, frames, the xlated interpreter); the bench includes part of it.
 
 #[path = "../support/mod.rs"]
 mod support;
