@@ -24,12 +24,12 @@ use std::{
 
 use crate::{
     classify,
-    headers::{ETH_P_IP, ETH_P_IPV6},
+    frames::{ethernet_between, ipv4_sent, ipv6_sent, padded, tcp, udp, IPPROTO_TCP, TCP_SYN},
+    headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
     samples::{apportion_into, sample_payload, HONEYPOT_MIX},
     Class, NATPMP_PORT,
 };
 use anyhow::{Context as _, Result};
-use etherparse::PacketBuilder;
 use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
     pcapng::{
@@ -236,26 +236,18 @@ fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
 }
 
 /// Builds the IP packet (no link layer) of a UDP datagram or TCP SYN.
-fn ip_packet(src: IpAddr, dst_v4: [u8; 4], dst_v6: [u8; 16], l4: &L4<'_>) -> Result<Vec<u8>> {
-    let ip = match src {
-        IpAddr::V4(s) => PacketBuilder::ipv4(s.octets(), dst_v4, 64),
-        IpAddr::V6(s) => PacketBuilder::ipv6(s.octets(), dst_v6, 64),
+fn ip_packet(src: IpAddr, dst_v4: [u8; 4], dst_v6: [u8; 16], l4: &L4<'_>) -> Vec<u8> {
+    let (proto, segment) = match *l4 {
+        L4::Udp(sport, dport, payload) => (IPPROTO_UDP, udp(sport, dport, payload)),
+        L4::TcpSyn(sport, dport) => (
+            IPPROTO_TCP,
+            tcp(sport, dport, 0x1234_5678, TCP_SYN, 64_240, &[]),
+        ),
     };
-    let mut v = Vec::with_capacity(80);
-    match *l4 {
-        L4::Udp(sport, dport, payload) => {
-            ip.udp(sport, dport)
-                .write(&mut v, payload)
-                .context("building a UDP datagram")?;
-        }
-        L4::TcpSyn(sport, dport) => {
-            ip.tcp(sport, dport, 0x1234_5678, 64_240)
-                .syn()
-                .write(&mut v, &[])
-                .context("building a TCP SYN")?;
-        }
+    match src {
+        IpAddr::V4(s) => ipv4_sent(s.octets(), dst_v4, proto, &segment),
+        IpAddr::V6(s) => ipv6_sent(s.octets(), dst_v6, proto, &segment),
     }
-    Ok(v)
 }
 
 enum L4<'a> {
@@ -271,29 +263,24 @@ fn ethernet(ip: &[u8]) -> Vec<u8> {
     } else {
         ETH_P_IP
     };
-    let mut f = Vec::with_capacity(60.max(14 + ip.len()));
-    f.extend_from_slice(&GATEWAY_MAC);
-    f.extend_from_slice(&UPSTREAM_MAC);
-    f.extend_from_slice(&ether_type.to_be_bytes());
-    f.extend_from_slice(ip);
-    f.resize(60.max(f.len()), 0);
-    f
+    padded(ethernet_between(
+        UPSTREAM_MAC,
+        GATEWAY_MAC,
+        &[],
+        ether_type,
+        ip,
+    ))
 }
 
 /// An ARP request for the gateway (RFC 826), broadcast.
 fn arp_request() -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&UPSTREAM_MAC);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
     // Ethernet, IPv4, 6/4-byte addresses, request.
-    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&UPSTREAM_MAC);
-    f.extend_from_slice(&[198, 18, 0, 254]);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&GATEWAY_V4);
-    f.resize(60, 0);
-    f
+    let mut arp = [0, 1, 8, 0, 6, 4, 0, 1].to_vec();
+    arp.extend_from_slice(&UPSTREAM_MAC);
+    arp.extend_from_slice(&[198, 18, 0, 254]);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&GATEWAY_V4);
+    padded(ethernet_between(UPSTREAM_MAC, [0xff; 6], &[], 0x0806, &arp))
 }
 
 /// Where frames go: pcap or pcapng.
@@ -452,7 +439,7 @@ pub fn write<W: Write>(spec: &Spec, out: W) -> Result<(Composition, W)> {
                 GATEWAY_V4,
                 GATEWAY_V6,
                 &L4::Udp(sport, NATPMP_PORT, payload),
-            )?;
+            );
             let frame = framed(spec.link, ip);
             comp.record(class, payload, src, time, frame.len() as u64);
             frame
@@ -461,7 +448,7 @@ pub fn write<W: Write>(spec: &Spec, out: W) -> Result<(Composition, W)> {
             match below(&mut rng, 3) {
                 1 => framed(
                     spec.link,
-                    ip_packet(src, GATEWAY_V4, GATEWAY_V6, &L4::TcpSyn(sport, 443))?,
+                    ip_packet(src, GATEWAY_V4, GATEWAY_V6, &L4::TcpSyn(sport, 443)),
                 ),
                 // Raw-IP links carry no ARP: a DNS query there.
                 2 if spec.link == Link::Ethernet => arp_request(),
@@ -472,7 +459,7 @@ pub fn write<W: Write>(spec: &Spec, out: W) -> Result<(Composition, W)> {
                         [198, 18, 0, 53],
                         GATEWAY_V6,
                         &L4::Udp(sport, 53, &DNS_QUERY),
-                    )?,
+                    ),
                 ),
             }
         };

@@ -10,10 +10,7 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
     path::Path,
-    process::{Child, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -21,7 +18,7 @@ use anyhow::{bail, Context as _, Result};
 
 use nat_pmp_ebpf_common::SOURCES_MAX_ENTRIES;
 
-use crate::{env::VethPair, flood::Sender};
+use crate::{env::VethPair, flood::Sender, support::process::Agent};
 
 pub struct AgentCost {
     pub hide_kernel_btf: bool,
@@ -34,29 +31,6 @@ pub struct AgentCost {
     pub reported_drops: Option<u64>,
     /// Sources in the table (`sources_tracked`) in its last report.
     pub reported_sources: Option<u64>,
-}
-
-/// Ends the child by its own PID (SIGTERM, then SIGKILL) on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            if let Ok(pid) = i32::try_from(self.0.id()) {
-                // SAFETY: kill has no memory preconditions; the PID is our child's.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let end = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < end {
-                if matches!(self.0.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 fn cpu_ticks(pid: u32) -> Result<u64> {
@@ -92,56 +66,34 @@ pub fn measure(
     seconds: u64,
     hide_kernel_btf: bool,
 ) -> Result<AgentCost> {
-    let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", &pair.rx.name]);
-    if hide_kernel_btf {
+    let mut cmd = if hide_kernel_btf {
         // In the private mount namespace `ip netns exec` makes: aya's
         // loader then finds no kernel BTF (the program needs none).
-        cmd.args([
-            "sh",
+        let mut c = pair.rx.command("sh");
+        c.args([
             "-c",
             "mount --bind /dev/null /sys/kernel/btf/vmlinux && exec \"$0\" \"$@\"",
-        ]);
-    }
-    let child = cmd
-        .arg(agent)
-        .args(["--iface", pair.rx_dev, "--drop", "--xdp-mode", "native"])
-        .args(["--output", "json", "--interval", "1"])
-        .args(["--duration", &(seconds + 6).to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", agent.display()))?;
-    let mut guard = Guard(child);
-    // `ip netns exec` execs the agent: same PID.
-    let pid = guard.0.id();
-    let lines = Arc::new(Mutex::new((0usize, String::new())));
-    let stdout = guard.0.stdout.take().context("no agent stdout")?;
-    let reader = {
-        let lines = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(mut l) = lines.lock() {
-                    l.0 += 1;
-                    l.1 = line;
-                }
-            }
-        })
+        ])
+        .arg(agent);
+        c
+    } else {
+        pair.rx.command(agent)
     };
+    cmd.args(["--iface", pair.rx_dev, "--drop", "--xdp-mode", "native"])
+        .args(["--output", "json", "--interval", "1"])
+        .args(["--duration", &(seconds + 6).to_string()]);
+    let mut a = Agent::spawn(&mut cmd)?;
+    // `ip netns exec` (and `sh`) exec the agent: same PID.
+    let pid = a.proc.0.id();
     // Wait (bounded) for the agent to attach.
     let end = Instant::now() + Duration::from_secs(10);
     while pair.rx.xdp_prog(pair.rx_dev).is_err() {
         if Instant::now() > end {
-            let _ = guard.0.kill();
-            let mut err = String::new();
-            if let Some(mut e) = guard.0.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
+            let _ = a.proc.0.kill();
             bail!(
                 "the agent did not attach to {} within 10 s: {}",
                 pair.rx_dev,
-                err.trim()
+                a.stderr().trim()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -174,17 +126,17 @@ pub fn measure(
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     #[expect(clippy::cast_precision_loss, reason = "tick counts are small")]
     let cpu_secs = (ticks1 - ticks0) as f64 / hz as f64;
-    // Let it print its last report after the flood, then end it.
+    // Let it print its last report after the flood, then end it; its
+    // reports are all read once its stdout closes.
     std::thread::sleep(Duration::from_millis(1500));
-    drop(guard);
-    let _ = reader.join();
-    let (reports, last) = lines.lock().map(|l| l.clone()).unwrap_or_default();
-    let last = serde_json::from_str::<serde_json::Value>(&last).ok();
+    let Agent { proc, lines, .. } = a;
+    drop(proc);
+    let printed: Vec<serde_json::Value> = lines.iter().collect();
+    let (reports, last) = (printed.len(), printed.last());
     let reported_drops = last
-        .as_ref()
         .and_then(|v| v["counters"]["natpmp_external_address_request"]["dropped_packets"].as_u64())
         .map(|d| d.saturating_sub(fill));
-    let reported_sources = last.as_ref().and_then(|v| v["sources_tracked"].as_u64());
+    let reported_sources = last.and_then(|v| v["sources_tracked"].as_u64());
     Ok(AgentCost {
         hide_kernel_btf,
         window_secs: window,

@@ -1,54 +1,38 @@
-//! The bench's own sandbox: network namespaces, a private bpffs, child
-//! processes and CPU pinning. Every guard removes what it made on drop, so an
-//! error or a panic half-way still cleans up; stale leftovers of a bench that
-//! was killed are swept at start (only ours: names carry a dead PID).
+//! The bench's own sandbox, on the guards the tests use too
+//! (`tests/support`): network namespaces without IPv6 chatter, a veth pair
+//! with fixed addresses, a private bpffs, the agent's stderr read line by
+//! line, CPU pinning. Every guard removes what it made on drop, so an error
+//! or a panic half-way still cleans up; stale leftovers of a bench that was
+//! killed are swept at start (only ours: names carry a dead PID).
 
 use std::{
-    fs::{self, File},
-    os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    fs,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
-/// Prefix of every namespace and bpffs this bench creates.
-const PREFIX: &str = "natpmp-bench";
+use crate::support::{
+    bpffs::Bpffs,
+    netns::{veth, NetNs, VethEnd},
+    process::{sh, Agent},
+};
 
-/// Runs a command, returning its stdout; fails with its stderr.
-pub fn sh(args: &[&str]) -> Result<String> {
-    sh_env(args, &[])
-}
-
-/// [`sh`] with extra environment variables.
-pub fn sh_env(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
-    let (program, rest) = args.split_first().context("empty command")?;
-    let out = Command::new(program)
-        .args(rest)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| {
-            format!("running {args:?}: is {program} installed? (`cargo xtask setup`)")
-        })?;
-    if !out.status.success() {
-        bail!(
-            "{args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+/// The tag of every namespace and bpffs this bench creates: their names are
+/// `natpmp-bench[-<tag>]-<pid>-<n>` (`support::netns::unique_name`).
+const TAG: &str = "bench";
 
 /// Deletes namespaces and bpffs mounts left by a bench process that no
 /// longer exists (killed before its guards ran).
 pub fn sweep_stale() {
     let alive = |pid: &str| Path::new("/proc").join(pid).exists();
-    // Names look like natpmp-bench-<pid>-<tag>.
+    // The PID is the second-to-last part of the name.
     let pid_of = |name: &str| -> Option<String> {
-        let rest = name.strip_prefix(PREFIX)?.strip_prefix('-')?;
-        Some(rest.split('-').next()?.to_owned())
+        name.strip_prefix(&format!("natpmp-{TAG}-"))?;
+        let pid = name.rsplit('-').nth(1)?;
+        pid.parse::<u32>().is_ok().then(|| pid.to_owned())
     };
     if let Ok(entries) = fs::read_dir("/run/netns") {
         for e in entries.filter_map(Result::ok) {
@@ -76,81 +60,58 @@ pub fn sweep_stale() {
     }
 }
 
-/// A network namespace `natpmp-bench-<pid>-<tag>`, deleted (with its
-/// interfaces, their XDP programs and nftables tables) on drop.
-pub struct NetNs {
-    pub name: String,
+/// A network namespace `natpmp-bench-<tag>-...` without IPv6: no
+/// autoconfiguration chatter (router solicitations, DAD) on its veths, as
+/// the flood counts every frame the receiver sees.
+pub fn netns(tag: &str) -> Result<NetNs> {
+    let ns = NetNs::new(&format!("{TAG}-{tag}"))?;
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])?;
+    Ok(ns)
+}
+
+/// The bench's bpffs, `/run/natpmp-bench-...`: the bench pins programs
+/// there, and xdp-filter keeps its maps there.
+pub fn bpffs() -> Result<Bpffs> {
+    Bpffs::new(TAG)
 }
 
 impl NetNs {
-    pub fn new(tag: &str) -> Result<Self> {
-        let name = format!("{PREFIX}-{}-{tag}", std::process::id());
-        sh(&["ip", "netns", "add", &name])?;
-        let ns = NetNs { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        // No IPv6 autoconfiguration chatter (router solicitations, DAD) on
-        // the veths: the flood counts every frame the receiver sees.
-        ns.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
-        ns.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])?;
-        Ok(ns)
-    }
-
-    /// `ip -n <ns> ARGS`.
-    pub fn ip(&self, args: &[&str]) -> Result<String> {
-        let mut v = vec!["ip", "-n", &self.name];
-        v.extend_from_slice(args);
-        sh(&v)
-    }
-
-    /// `ip netns exec <ns> ARGS`.
+    /// `ip netns exec <ns> ARGS`, to completion; its stdout.
     pub fn exec(&self, args: &[&str]) -> Result<String> {
         let mut v = vec!["ip", "netns", "exec", &self.name];
         v.extend_from_slice(args);
         sh(&v)
     }
-
-    /// Runs `f` on a thread that has entered this namespace (the thread
-    /// inherits the caller's CPU affinity). `BPF_PROG_TEST_RUN` with live
-    /// frames resolves redirect targets in the caller's namespace, and
-    /// `Filter::attach` looks interfaces up there.
-    pub fn enter<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = File::open(&path).with_context(|| format!("opening {path}"))?;
-                // SAFETY: `fd` is an open namespace file; setns only affects
-                // this thread, which ends with the scope.
-                let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    bail!("setns into {path}: {}", std::io::Error::last_os_error());
-                }
-                f()
-            })
-            .join()
-            .map_err(|_| anyhow!("the bench thread inside {path} panicked"))?
-        })
-    }
-
-    /// The id of the XDP program attached to `dev` (`ip -j link show`).
-    pub fn xdp_prog(&self, dev: &str) -> Result<(u32, String)> {
-        let out = self.ip(&["-j", "link", "show", "dev", dev])?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).with_context(|| format!("parsing `ip -j link`: {out}"))?;
-        let prog = &v[0]["xdp"]["prog"];
-        let id = prog["id"]
-            .as_u64()
-            .and_then(|id| u32::try_from(id).ok())
-            .with_context(|| format!("no XDP program attached to {dev} in {}", self.name))?;
-        Ok((id, prog["name"].as_str().unwrap_or("?").to_owned()))
-    }
 }
 
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
+impl Agent {
+    /// The first stderr line (from now) that `want` picks, within `limit`.
+    pub fn wait_line<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut want: impl FnMut(&str) -> Option<T>,
+    ) -> Result<T> {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let Ok(line) = self.said.recv_timeout(left) else {
+                bail!(
+                    "the agent did not say {what} within {limit:?} (or exited); it said: {seen:?}"
+                );
+            };
+            if let Some(v) = want(&line) {
+                return Ok(v);
+            }
+            seen.push(line);
+        }
+    }
+
+    /// Discards the stderr lines read so far.
+    pub fn discard_said(&self) {
+        while self.said.try_recv().is_ok() {}
     }
 }
 
@@ -168,92 +129,35 @@ pub const RX_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xbe, 0x01];
 pub const TX_ADDR: [u8; 4] = [198, 18, 0, 2];
 pub const RX_ADDR: [u8; 4] = [198, 18, 0, 1];
 
-fn mac(m: [u8; 6]) -> String {
-    m.map(|b| format!("{b:02x}")).join(":")
-}
-
 fn ipv4(a: [u8; 4]) -> String {
     a.map(|b| b.to_string()).join(".")
 }
 
 impl VethPair {
     pub fn new(tag: &str) -> Result<Self> {
-        let tx = NetNs::new(&format!("{tag}tx"))?;
-        let rx = NetNs::new(&format!("{tag}rx"))?;
+        let tx = netns(&format!("{tag}tx"))?;
+        let rx = netns(&format!("{tag}rx"))?;
         let (tx_dev, rx_dev) = ("btx0", "brx0");
-        sh(&[
-            "ip",
-            "link",
-            "add",
-            tx_dev,
-            "netns",
-            &tx.name,
-            "address",
-            &mac(TX_MAC),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            rx_dev,
-            "netns",
-            &rx.name,
-            "address",
-            &mac(RX_MAC),
-        ])?;
-        tx.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", ipv4(TX_ADDR)),
-            "dev",
-            tx_dev,
-        ])?;
-        rx.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", ipv4(RX_ADDR)),
-            "dev",
-            rx_dev,
-        ])?;
-        tx.ip(&["link", "set", tx_dev, "up"])?;
-        rx.ip(&["link", "set", rx_dev, "up"])?;
+        veth(
+            &VethEnd {
+                ns: &tx,
+                dev: tx_dev,
+                addr: &ipv4(TX_ADDR),
+                mac: Some(TX_MAC),
+            },
+            &VethEnd {
+                ns: &rx,
+                dev: rx_dev,
+                addr: &ipv4(RX_ADDR),
+                mac: Some(RX_MAC),
+            },
+        )?;
         Ok(VethPair {
             tx,
             rx,
             tx_dev,
             rx_dev,
         })
-    }
-}
-
-/// A bpffs mounted at `/run/natpmp-bench-<pid>`: the bench pins programs
-/// there, and xdp-filter keeps its maps there (bind-mounted over
-/// `/sys/fs/bpf` inside `ip netns exec`, which remounts `/sys`). Unmounting
-/// it on drop releases every pin.
-pub struct Bpffs {
-    pub path: PathBuf,
-}
-
-impl Bpffs {
-    pub fn new() -> Result<Self> {
-        let path = PathBuf::from(format!("/run/{PREFIX}-{}", std::process::id()));
-        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        let p = path.to_string_lossy().into_owned();
-        if let Err(e) = sh(&["mount", "-t", "bpf", "bpf", &p]) {
-            let _ = fs::remove_dir(&path);
-            return Err(e.context(format!("mounting a bpffs at {p}")));
-        }
-        Ok(Bpffs { path })
-    }
-
-    pub fn path_str(&self) -> String {
-        self.path.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-        let _ = fs::remove_dir(&self.path);
     }
 }
 

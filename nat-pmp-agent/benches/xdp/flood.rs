@@ -59,12 +59,7 @@ impl Sender {
 
     fn load(pair: &VethPair, object: &[u8], program: &'static str) -> Result<Self> {
         let mut ebpf = crate::progs::load(object, program)?;
-        let out = pair.tx.ip(&["-j", "link", "show", "dev", pair.tx_dev])?;
-        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
-        let ifindex = v[0]["ifindex"]
-            .as_u64()
-            .and_then(|i| u32::try_from(i).ok())
-            .context("no ifindex in `ip -j link`")?;
+        let ifindex = pair.tx.ifindex(pair.tx_dev)?;
         let mut map: Array<_, u32> = Array::try_from(
             ebpf.map_mut("BENCH_TX_IFINDEX")
                 .with_context(|| format!("{program} has no map BENCH_TX_IFINDEX"))?,
@@ -108,7 +103,7 @@ impl Sender {
                 r.return_value
             );
             Ok(elapsed)
-        })
+        })?
     }
 }
 

@@ -1,18 +1,20 @@
 //! The frames every program is measured on: NAT-PMP requests (valid, map,
 //! malformed) and the traffic a WAN link mostly carries (TCP, DNS, IPv6),
-//! plus VLAN-tagged and `PPPoE` frames. Built with etherparse; the VLAN tag
-//! and the `PPPoE` session header are spliced in by hand because they are
-//! four and eight fixed bytes (RFC 2516 §4, IEEE 802.1Q) and etherparse 0.16
-//! has no `PPPoE` builder.
+//! plus VLAN-tagged and `PPPoE` frames, from the sender to the receiver of
+//! the flood veth pair. Built with `nat_pmp_ebpf_common::frames`, as a host's
+//! stack sends them (checksums filled in).
 
-use etherparse::PacketBuilder;
 use nat_pmp_agent::probe::sample_payload;
-use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
+use nat_pmp_ebpf_common::{
+    frames::{
+        ethernet_between, ipv4_sent, ipv6_sent, padded, pppoe_session, tcp, udp, IPPROTO_TCP,
+        V6_DST, V6_SRC,
+    },
+    headers::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_UDP},
+    Class, NATPMP_PORT,
+};
 
 use crate::env::{RX_ADDR, RX_MAC, TX_ADDR, TX_MAC};
-
-const V6_SRC: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const V6_DST: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// Which of the targets a frame's cost is judged by.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -51,102 +53,72 @@ impl Frame {
     }
 }
 
-/// Pads to the 60-byte Ethernet minimum (without FCS), as a NIC delivers.
-fn padded(mut f: Vec<u8>) -> Vec<u8> {
-    f.resize(f.len().max(60), 0);
-    f
+/// An Ethernet frame from the sender to the receiver, behind VLAN tags
+/// `tags` (outermost first; VIDs 100, 101).
+fn eth(tags: &[u16], ether_type: u16, body: &[u8]) -> Vec<u8> {
+    ethernet_between(TX_MAC, RX_MAC, tags, ether_type, body)
 }
 
-/// IPv4/UDP from the sender to the receiver of the flood veth pair.
-pub fn udp4(dport: u16, payload: &[u8]) -> Vec<u8> {
-    padded(udp4_unpadded(dport, payload))
+/// The IP packet `ip` (IPv6 if `v6`) in an Ethernet frame behind VLAN tags
+/// `tags` (none for an untagged frame), padded.
+fn framed(tags: &[u16], v6: bool, ip: &[u8]) -> Vec<u8> {
+    let ether_type = if v6 { ETH_P_IPV6 } else { ETH_P_IP };
+    padded(eth(tags, ether_type, ip))
 }
 
-fn udp4_unpadded(dport: u16, payload: &[u8]) -> Vec<u8> {
-    udp4_from(TX_ADDR, dport, payload)
+/// IPv4/UDP from port 40000 of `src` to the receiver.
+fn udp4_packet(src: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    ipv4_sent(src, RX_ADDR, IPPROTO_UDP, &udp(40000, dport, payload))
 }
 
-fn udp4_from(src: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(TX_MAC, RX_MAC)
-        .ipv4(src, RX_ADDR, 64)
-        .udp(40000, dport);
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    // Writing into a Vec cannot fail for these small, valid headers.
-    let _ = b.write(&mut v, payload);
-    v
+/// IPv4/UDP from the sender to the receiver, untagged.
+fn udp4(dport: u16, payload: &[u8]) -> Vec<u8> {
+    framed(&[], false, &udp4_packet(TX_ADDR, dport, payload))
+}
+
+/// A TCP segment from port 40000 to 443 (sequence number 1, no flags,
+/// window 1024).
+fn tcp_segment() -> Vec<u8> {
+    tcp(40000, 443, 1, 0, 1024, &[])
 }
 
 fn tcp4() -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(TX_MAC, RX_MAC)
-        .ipv4(TX_ADDR, RX_ADDR, 64)
-        .tcp(40000, 443, 1, 1024);
-    let mut v = Vec::new();
-    let _ = b.write(&mut v, &[]);
-    padded(v)
+    let ip = ipv4_sent(TX_ADDR, RX_ADDR, IPPROTO_TCP, &tcp_segment());
+    framed(&[], false, &ip)
 }
 
 fn tcp6() -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(TX_MAC, RX_MAC)
-        .ipv6(V6_SRC, V6_DST, 64)
-        .tcp(40000, 443, 1, 1024);
-    let mut v = Vec::new();
-    let _ = b.write(&mut v, &[]);
-    padded(v)
+    let ip = ipv6_sent(V6_SRC, V6_DST, IPPROTO_TCP, &tcp_segment());
+    framed(&[], true, &ip)
 }
 
-fn udp6(dport: u16, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(TX_MAC, RX_MAC)
-        .ipv6(V6_SRC, V6_DST, 64)
-        .udp(40000, dport);
-    let mut v = Vec::new();
-    let _ = b.write(&mut v, payload);
-    v
-}
-
+/// The opcode-0 request's IPv4 packet.
 fn request4() -> Vec<u8> {
-    udp4_unpadded(
+    udp4_packet(
+        TX_ADDR,
         NATPMP_PORT,
         &sample_payload(Class::NatpmpExternalAddressRequest),
     )
 }
 
+/// The opcode-0 request's IPv6 packet.
 fn request6() -> Vec<u8> {
-    udp6(
-        NATPMP_PORT,
-        &sample_payload(Class::NatpmpExternalAddressRequest),
+    let payload = sample_payload(Class::NatpmpExternalAddressRequest);
+    ipv6_sent(
+        V6_SRC,
+        V6_DST,
+        IPPROTO_UDP,
+        &udp(40000, NATPMP_PORT, &payload),
     )
 }
 
-/// `f` behind VLAN tags, outermost first (each its TPID; VIDs 100, 101).
-fn tagged(tpids: &[u16], f: &[u8]) -> Vec<u8> {
-    let mut out = f[..12].to_vec();
-    for (i, tpid) in tpids.iter().enumerate() {
-        out.extend_from_slice(&tpid.to_be_bytes());
-        out.extend_from_slice(&[0x00, 100 + u8::try_from(i).unwrap_or(0)]);
-    }
-    out.extend_from_slice(&f[12..]);
-    padded(out)
-}
-
-/// `f`'s IP packet inside a `PPPoE` session (RFC 2516 §4), with the PPP
-/// protocol field in two bytes or, `compressed`, one (RFC 1661 §6.5).
-fn pppoe(f: &[u8], compressed: bool) -> Vec<u8> {
-    let ip = &f[14..];
-    let proto: u8 = if f[12..14] == [0x86, 0xdd] {
-        0x57
-    } else {
-        0x21
-    };
+/// The IP packet `ip` (IPv6 if `v6`) inside a `PPPoE` session (RFC 2516
+/// §4, session 1), with the PPP protocol field in two bytes or,
+/// `compressed`, one (RFC 1661 §6.5); padded.
+fn pppoe(ip: &[u8], v6: bool, compressed: bool) -> Vec<u8> {
+    let proto: u8 = if v6 { 0x57 } else { 0x21 };
     let field: &[u8] = if compressed { &[proto] } else { &[0, proto] };
-    let ppp_len = u16::try_from(ip.len() + field.len())
-        .unwrap_or(u16::MAX)
-        .to_be_bytes();
-    let mut out = f[..12].to_vec();
-    out.extend_from_slice(&[0x88, 0x64]); // PPPoE session stage
-    out.extend_from_slice(&[0x11, 0x00, 0x00, 0x01, ppp_len[0], ppp_len[1]]);
-    out.extend_from_slice(field);
-    out.extend_from_slice(ip);
-    padded(out)
+    padded(eth(&[], ETH_P_PPP_SES, &pppoe_session(1, field, ip)))
 }
 
 /// The opcode-0 request of the flood test.
@@ -162,11 +134,12 @@ pub fn opcode0() -> Vec<u8> {
 /// agent's source table.
 pub fn opcode0_from(i: u16) -> Vec<u8> {
     let [hi, lo] = (i & 0x3fff).to_be_bytes();
-    padded(udp4_from(
+    let ip = udp4_packet(
         [198, 18, 64 | hi, lo],
         NATPMP_PORT,
         &sample_payload(Class::NatpmpExternalAddressRequest),
-    ))
+    );
+    framed(&[], false, &ip)
 }
 
 /// Row names.
@@ -209,7 +182,7 @@ pub fn all() -> Vec<Frame> {
         ),
         f(
             (IPV6_REQUEST, "IPv6 opcode 0"),
-            padded(request6()),
+            framed(&[], true, &request6()),
             OtherRequest,
             true,
         ),
@@ -223,37 +196,38 @@ pub fn all() -> Vec<Frame> {
         f(("IPv6 TCP/443", "IPv6 TCP"), tcp6(), NotNatpmp, true),
         f(
             (VLAN_TCP, "802.1Q TCP"),
-            tagged(&[0x8100], &tcp4()),
+            // The untagged frame's body, padding included, behind the tag.
+            padded(eth(&[ETH_P_8021Q], ETH_P_IP, &tcp4()[14..])),
             NotNatpmp,
             false,
         ),
         f(
             ("802.1Q VLAN + opcode 0 request", "802.1Q"),
-            tagged(&[0x8100], &request4()),
+            framed(&[ETH_P_8021Q], false, &request4()),
             OtherRequest,
             false,
         ),
         f(
             ("QinQ (802.1ad + 802.1Q) + opcode 0 request", "QinQ"),
-            tagged(&[0x88a8, 0x8100], &request4()),
+            framed(&[ETH_P_8021AD, ETH_P_8021Q], false, &request4()),
             OtherRequest,
             false,
         ),
         f(
             ("802.1Q VLAN + IPv6 opcode 0 request", "802.1Q IPv6"),
-            tagged(&[0x8100], &request6()),
+            framed(&[ETH_P_8021Q], true, &request6()),
             OtherRequest,
             false,
         ),
         f(
             ("PPPoE session + opcode 0 request", "PPPoE"),
-            pppoe(&request4(), false),
+            pppoe(&request4(), false, false),
             OtherRequest,
             false,
         ),
         f(
             ("PPPoE session + IPv6 opcode 0 request", "PPPoE IPv6"),
-            pppoe(&request6(), false),
+            pppoe(&request6(), true, false),
             OtherRequest,
             false,
         ),
@@ -262,7 +236,7 @@ pub fn all() -> Vec<Frame> {
                 "PPPoE, PPP protocol field compressed + opcode 0 request",
                 "PPPoE compressed",
             ),
-            pppoe(&request4(), true),
+            pppoe(&request4(), false, true),
             OtherRequest,
             false,
         ),

@@ -22,8 +22,18 @@ mod progs;
 mod reattach;
 mod reattach_live;
 mod report;
-#[path = "../../tests/common/xlated.rs"]
-mod xlated;
+
+/// What the bench shares with the tests (`tests/support`): the modules it
+/// uses, each in full.
+#[path = "../../tests/support"]
+mod support {
+    pub mod bpffs;
+    pub mod netns;
+    pub mod process;
+    pub mod tun;
+    pub mod xdp;
+    pub mod xlated;
+}
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -42,8 +52,13 @@ use nat_pmp_ebpf_common::{Class, Mode};
 
 use crate::{
     cost::Subject,
-    env::{Bpffs, NetNs, VethPair},
+    env::VethPair,
     progs::XdpFilter,
+    support::{
+        bpffs::Bpffs,
+        process::is_root,
+        xdp::{XDP_DROP, XDP_PASS},
+    },
 };
 
 #[derive(Parser, Debug)]
@@ -106,8 +121,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         bail!("the benchmarks load XDP programs and build network namespaces: run them as root (`cargo xtask bench`)");
     }
     if args.repeat < 1_000_000 || args.runs == 0 || args.flood_rounds == 0 {
@@ -131,7 +145,7 @@ fn run(args: &Args) -> Result<()> {
     // run on the last CPU.
     let cpu = env::cpus() - 1;
     env::pin_to_cpu(cpu)?;
-    let bpffs = Bpffs::new()?;
+    let bpffs = env::bpffs()?;
 
     let (cost, facts, xdp_filter_prog, paths) = per_packet(args, &bpffs)?;
     if args.cost_only {
@@ -237,7 +251,7 @@ fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
     let drop = progs::load(progs::BENCH_DROP, "bench_drop")?;
     let reference = progs::load(progs::BENCH_REF, "bench_ref")?;
     // xdp-filter needs an interface to load on: a veth in our namespace.
-    let ns = NetNs::new("xf")?;
+    let ns = env::netns("xf")?;
     ns.ip(&["link", "add", "xf0", "type", "veth", "peer", "name", "xf1"])?;
     ns.ip(&["link", "set", "xf0", "up"])?;
     ns.ip(&["link", "set", "xf1", "up"])?;
@@ -280,9 +294,12 @@ fn per_packet(args: &Args, bpffs: &Bpffs) -> Result<PerPacket> {
     for (fi, name) in table.frames.iter().enumerate() {
         let must_drop = table.natpmp[fi];
         for (subject, want) in [
-            (PRODUCT_DROP, if must_drop { 1 } else { 2 }),
-            (PRODUCT_DROP_UNTRACKED, if must_drop { 1 } else { 2 }),
-            (PRODUCT_MONITOR, 2),
+            (PRODUCT_DROP, if must_drop { XDP_DROP } else { XDP_PASS }),
+            (
+                PRODUCT_DROP_UNTRACKED,
+                if must_drop { XDP_DROP } else { XDP_PASS },
+            ),
+            (PRODUCT_MONITOR, XDP_PASS),
         ] {
             let got = table.cell(fi, subject).map(|c| c.action);
             if got != Some(want) {
@@ -333,7 +350,7 @@ fn attach_rx(pair: &VethPair, ebpf: &mut Ebpf, name: &str) -> Result<()> {
         prog.attach(pair.rx_dev, XdpMode::Driver)
             .map(|_| ())
             .with_context(|| format!("attaching {name}"))
-    })
+    })?
 }
 
 /// The reference's drops: its `REF_COUNT` per-CPU counter, summed.
@@ -406,7 +423,7 @@ fn flood_product(
     f.set_mode(Mode::Drop)?;
     f.set_source_tracking(track)?;
     pair.rx
-        .enter(|| f.attach(pair.rx_dev, AttachMode::Native).map(|_| ()))?;
+        .enter(|| f.attach(pair.rx_dev, AttachMode::Native).map(|_| ()))??;
     let res = flood::rounds(
         name,
         PRODUCT_COUNTER,
@@ -423,6 +440,28 @@ fn flood_product(
     )?;
     f.detach()?;
     Ok((res, f))
+}
+
+/// The reference (parse, count, drop) attached to the receiving veth,
+/// flooded by `sender`; returns its rounds, counted by its own counter.
+fn flood_reference(
+    sender: &flood::Sender,
+    pair: &VethPair,
+    frame: &[u8],
+    (frames, rounds): (u32, usize),
+) -> Result<flood::FloodResult> {
+    let mut e = progs::load(progs::BENCH_REF, "bench_ref")?;
+    attach_rx(pair, &mut e, "bench_ref")?;
+    flood::rounds(
+        REFERENCE,
+        REF_COUNTER,
+        sender,
+        pair,
+        frame,
+        frames,
+        rounds,
+        &mut || ref_count(&e),
+    )
 }
 
 #[expect(
@@ -460,20 +499,7 @@ fn flood_and_agent(
             results.push(res);
         }
         // (b) the reference: parse, count, drop.
-        {
-            let mut e = progs::load(progs::BENCH_REF, "bench_ref")?;
-            attach_rx(&pair, &mut e, "bench_ref")?;
-            results.push(flood::rounds(
-                REFERENCE,
-                REF_COUNTER,
-                &sender,
-                &pair,
-                &frame,
-                n,
-                r,
-                &mut || ref_count(&e),
-            )?);
-        }
+        results.push(flood_reference(&sender, &pair, &frame, (n, r))?);
         // (c) bare XDP_DROP.
         {
             let mut e = progs::load(progs::BENCH_DROP, "bench_drop")?;
@@ -555,20 +581,7 @@ fn flood_and_agent(
             res.accounting = Some(check_accounting(&mut f)?);
             results.push(res);
         }
-        {
-            let mut e = progs::load(progs::BENCH_REF, "bench_ref")?;
-            attach_rx(&pair, &mut e, "bench_ref")?;
-            results.push(flood::rounds(
-                REFERENCE,
-                REF_COUNTER,
-                &spoofer,
-                &pair,
-                &frame,
-                n,
-                r,
-                &mut || ref_count(&e),
-            )?);
-        }
+        results.push(flood_reference(&spoofer, &pair, &frame, (n, r))?);
     }
     sender.receiver_cpu = None;
     let mut agent = Vec::new();

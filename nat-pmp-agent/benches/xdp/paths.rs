@@ -1,7 +1,7 @@
 //! Each frame's path through the loaded programs: how many xlated
 //! instructions it executes (what `bpftool prog dump xlated` shows: the
 //! program after the verifier rewrote it, what the JIT compiles) and the
-//! first call on it, from the interpreter in `tests/common/xlated.rs`,
+//! first call on it, from the interpreter in `tests/support/xlated.rs`,
 //! which stops at a call. Its verdict, wherever it reaches `exit`, must be
 //! the one `BPF_PROG_TEST_RUN` returned in the per-packet table: otherwise
 //! the interpreter is wrong and the bench stops.
@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::{
     cost::CostTable,
     frames::Frame,
-    xlated::{CallKind, Program},
+    support::xlated::{CallKind, Program},
 };
 
 /// One frame through one program.

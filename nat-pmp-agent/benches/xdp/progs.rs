@@ -13,7 +13,7 @@ use aya::{
 
 use aya_obj::programs::XdpAttachType;
 
-use crate::env::{sh, Bpffs, NetNs};
+use crate::support::{bpffs::Bpffs, netns::NetNs, process::sh};
 
 pub static BENCH_PASS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_pass"));
 pub static BENCH_DROP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_drop"));

@@ -4,20 +4,17 @@
 //! its rtnetlink socket read it) to the filter attached again, and how much
 //! of that was the attach itself (`BPF_LINK_CREATE`).
 
-use std::{
-    fmt::Write as _,
-    io::BufRead as _,
-    path::Path,
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{fmt::Write as _, path::Path, time::Duration};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 
 use crate::{
-    env::{sh, NetNs},
+    env::netns,
     reattach_live::{Bound, Effective, Round, Sched},
+    support::{
+        netns::{veth, NetNs, VethEnd},
+        process::Agent,
+    },
 };
 
 /// One XDP mode's re-attach gaps, in milliseconds.
@@ -50,27 +47,23 @@ pub fn reattached(line: &str) -> Option<Reattached> {
         .then_some(Reattached::ByCheck)
 }
 
+/// The veth pair `wan0` (198.18.0.1/24, in `router`) and `inet0`
+/// (198.18.0.2/24), up.
 fn make_wan(router: &NetNs, inet: &NetNs) -> Result<()> {
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        "wan0",
-        "netns",
-        &router.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "inet0",
-        "netns",
-        &inet.name,
-    ])?;
-    router.ip(&["addr", "add", "198.18.0.1/24", "dev", "wan0"])?;
-    inet.ip(&["addr", "add", "198.18.0.2/24", "dev", "inet0"])?;
-    router.ip(&["link", "set", "wan0", "up"])?;
-    inet.ip(&["link", "set", "inet0", "up"])?;
-    Ok(())
+    veth(
+        &VethEnd {
+            ns: router,
+            dev: "wan0",
+            addr: "198.18.0.1",
+            mac: None,
+        },
+        &VethEnd {
+            ns: inet,
+            dev: "inet0",
+            addr: "198.18.0.2",
+            mac: None,
+        },
+    )
 }
 
 /// `... 12.34 ms after its new-link event (11.90 ms of it attaching)`.
@@ -83,30 +76,15 @@ pub fn parse(line: &str) -> Option<(f64, f64)> {
 
 /// Deletes and re-creates `wan0` `rounds` times under a running agent.
 pub fn measure(agent: &Path, xdp_mode: &'static str, rounds: usize) -> Result<Gaps> {
-    let router = NetNs::new("rar")?;
-    let inet = NetNs::new("rai")?;
+    let router = netns("rar")?;
+    let inet = netns("rai")?;
     make_wan(&router, &inet)?;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &router.name])
-        .arg(agent)
-        .args(["--iface", "wan0", "--drop", "--xdp-mode", xdp_mode])
-        .args(["--output", "json", "--interval", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting the agent")?;
-    let stderr = child.stderr.take().context("the agent's stderr")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let a = Agent::spawn(
+        router
+            .command(agent)
+            .args(["--iface", "wan0", "--drop", "--xdp-mode", xdp_mode])
+            .args(["--output", "json", "--interval", "1"]),
+    )?;
     let result = (|| {
         // Let it load and attach the first time.
         std::thread::sleep(Duration::from_secs(2));
@@ -123,17 +101,7 @@ pub fn measure(agent: &Path, xdp_mode: &'static str, rounds: usize) -> Result<Ga
             router.ip(&["link", "del", "wan0"])?;
             std::thread::sleep(Duration::from_millis(200));
             make_wan(&router, &inet)?;
-            let mut seen = Vec::new();
-            let got = loop {
-                let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) else {
-                    bail!("the agent reported no re-attach within 5 s; it said: {seen:?}");
-                };
-                if let Some(g) = reattached(&line) {
-                    break g;
-                }
-                seen.push(line);
-            };
-            match got {
+            match a.wait_line("that it attached again", Duration::from_secs(5), reattached)? {
                 Reattached::Gap(total, attach) => {
                     gaps.total_ms.push(total);
                     gaps.attach_ms.push(attach);
@@ -152,11 +120,7 @@ pub fn measure(agent: &Path, xdp_mode: &'static str, rounds: usize) -> Result<Ga
         }
         Ok(gaps)
     })();
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill has no memory preconditions; the PID is our child's.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-    let _ = child.wait();
+    // Dropping `a` ends the agent.
     result
 }
 

@@ -25,19 +25,31 @@
 
 use std::{
     collections::HashMap,
-    fs::{File, OpenOptions},
-    io::{BufRead as _, ErrorKind, Write as _},
+    fs::File,
+    io::{ErrorKind, Write as _},
     net::{Ipv4Addr, UdpSocket},
-    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
+    os::fd::AsRawFd as _,
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
+use nat_pmp_ebpf_common::{
+    frames::{ethernet_between, ipv4_between, udp, with_ipv4_checksum, V4Frag},
+    headers::{ETH_P_IP, IPPROTO_UDP},
+    NATPMP_PORT,
+};
 
-use crate::{env::NetNs, reattach::Reattached};
+use crate::{
+    env::netns,
+    reattach::Reattached,
+    support::{
+        netns::NetNs,
+        process::Agent,
+        tun::{ifreq, open_tun_file, tunsetiff},
+    },
+};
 
 /// How long each round sends after `t0`.
 const WINDOW: Duration = Duration::from_millis(50);
@@ -49,9 +61,6 @@ const RCVBUF: libc::c_int = 64 << 20;
 const ROUTER: [u8; 4] = [198, 18, 9, 1];
 const PEER: [u8; 4] = [198, 18, 9, 2];
 const SPORT: u16 = 41_000;
-const NATPMP_PORT: u16 = 5351;
-/// IPv4 (20) + UDP (8) + a NAT-PMP UDP-map request (12).
-const IP_LEN: usize = 40;
 /// Where the request's lifetime field, which carries the sequence number,
 /// starts in the IP packet.
 const SEQ_AT: usize = 20 + 8 + 8;
@@ -77,17 +86,6 @@ impl Wan {
         match self {
             Wan::Tun => "tun0",
             Wan::Tap => "tap0",
-        }
-    }
-
-    /// `TUNSETIFF` flags: the kind, no packet information header.
-    fn flags(self) -> i16 {
-        const IFF_TUN: i16 = 0x0001;
-        const IFF_TAP: i16 = 0x0002;
-        const IFF_NO_PI: i16 = 0x1000;
-        match self {
-            Wan::Tun => IFF_TUN | IFF_NO_PI,
-            Wan::Tap => IFF_TAP | IFF_NO_PI,
         }
     }
 
@@ -157,177 +155,55 @@ pub struct Effective {
     pub rounds: Vec<Round>,
 }
 
-/// The agent, killed (by its PID only) and reaped on drop.
-struct Agent {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-    reports: mpsc::Receiver<serde_json::Value>,
-}
-
-impl Agent {
-    /// Starts the agent on `iface` in `ns`, on CPU `cpu` if given, at
-    /// real-time priority if `fifo` (`chrt`, `taskset` and `ip netns exec`
-    /// exec it: the PID is the agent's).
-    fn start(
-        ns: &NetNs,
-        agent: &Path,
-        iface: &str,
-        xdp_mode: &str,
-        cpu: Option<usize>,
-        fifo: bool,
-    ) -> Result<Self> {
-        let mut argv: Vec<String> = Vec::new();
-        if fifo {
-            argv.extend(["chrt", "-f", "1"].map(String::from));
-        }
-        if let Some(c) = cpu {
-            argv.extend(["taskset".into(), "-c".into(), c.to_string()]);
-        }
-        argv.extend(["ip", "netns", "exec", &ns.name].map(String::from));
-        let mut child = Command::new(&argv[0])
+/// Starts the agent on `iface` in `ns`, on CPU `cpu` if given, at
+/// real-time priority if `fifo` (`chrt`, `taskset` and `ip netns exec` exec
+/// it: the PID is the agent's).
+fn start_agent(
+    ns: &NetNs,
+    agent: &Path,
+    iface: &str,
+    xdp_mode: &str,
+    cpu: Option<usize>,
+    fifo: bool,
+) -> Result<Agent> {
+    let mut argv: Vec<String> = Vec::new();
+    if fifo {
+        argv.extend(["chrt", "-f", "1"].map(String::from));
+    }
+    if let Some(c) = cpu {
+        argv.extend(["taskset".into(), "-c".into(), c.to_string()]);
+    }
+    argv.extend(["ip", "netns", "exec", &ns.name].map(String::from));
+    Agent::spawn(
+        Command::new(&argv[0])
             .args(&argv[1..])
             .arg(agent)
             .args(["--iface", iface, "--drop", "--wait", "--xdp-mode", xdp_mode])
-            .args(["--output", "json", "--interval", "0.5"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting the agent")?;
-        let (err_tx, stderr) = mpsc::channel();
-        let (out_tx, reports) = mpsc::channel();
-        let err = child.stderr.take().context("the agent's stderr")?;
-        let out = child.stdout.take().context("the agent's stdout")?;
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                if err_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if out_tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Agent {
-            child,
-            stderr,
-            reports,
-        })
-    }
-
-    /// The first stderr line (from now) that `want` picks, within `limit`.
-    fn wait_line<T>(
-        &self,
-        what: &str,
-        limit: Duration,
-        mut want: impl FnMut(&str) -> Option<T>,
-    ) -> Result<T> {
-        let end = Instant::now() + limit;
-        let mut seen = Vec::new();
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let Ok(line) = self.stderr.recv_timeout(left) else {
-                bail!(
-                    "the agent did not say {what} within {limit:?} (or exited); it said: {seen:?}"
-                );
-            };
-            if let Some(v) = want(&line) {
-                return Ok(v);
-            }
-            seen.push(line);
-        }
-    }
-
-    /// Discards the stderr lines read so far.
-    fn drain(&self) {
-        while self.stderr.try_recv().is_ok() {}
-    }
-
-    /// The agent's totals (packets, dropped), from the first report that
-    /// counts at least `dropped` dropped packets, or the last one within 5 s.
-    fn totals(&self, dropped: u64) -> Result<(u64, u64)> {
-        let end = Instant::now() + Duration::from_secs(5);
-        let mut last = None;
-        while Instant::now() < end {
-            let Ok(r) = self.reports.recv_timeout(Duration::from_secs(2)) else {
-                continue;
-            };
-            let t = (
-                r["total"]["packets"].as_u64().context("total.packets")?,
-                r["total"]["dropped_packets"]
-                    .as_u64()
-                    .context("total.dropped_packets")?,
-            );
-            last = Some(t);
-            if t.1 >= dropped {
-                break;
-            }
-        }
-        last.context("no report from the agent on stdout")
-    }
+            .args(["--output", "json", "--interval", "0.5"]),
+    )
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill has no memory preconditions; the PID is our own
-            // child's (`chrt`, `taskset` and `ip netns exec` exec the agent), not yet reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let end = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < end {
-                if matches!(self.child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `struct ifreq` holding `name` and, at offset 16, `flags`.
-fn ifreq(name: &[u8], flags: i16) -> [u8; 40] {
-    let mut ifr = [0u8; 40];
-    ifr[..name.len()].copy_from_slice(name);
-    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-    ifr
-}
-
-/// `/dev/net/tun`, non-blocking: then a tap's driver runs its native XDP
-/// program as it builds the packet (`tun_build_skb`).
-fn open_tun_fd() -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/net/tun")
-        .context("opening /dev/net/tun")
-}
-
-/// Makes `file` the `wan` device (not persistent: closing `file` deletes
-/// it) in the calling thread's namespace.
-fn tunsetiff(file: &File, wan: Wan) -> Result<()> {
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca; // _IOW('T', 202, int)
-    let mut ifr = ifreq(wan.iface().as_bytes(), wan.flags());
-    // SAFETY: TUNSETIFF reads and writes a struct ifreq (40 bytes on
-    // x86_64); `ifr` is that large and lives across the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) };
-    if rc != 0 {
-        bail!(
-            "TUNSETIFF {}: {}",
-            wan.iface(),
-            std::io::Error::last_os_error()
+/// The agent's totals (packets, dropped), from the first report that counts
+/// at least `dropped` dropped packets, or the last one within 5 s.
+fn totals(a: &Agent, dropped: u64) -> Result<(u64, u64)> {
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut last = None;
+    while Instant::now() < end {
+        let Ok(r) = a.lines.recv_timeout(Duration::from_secs(2)) else {
+            continue;
+        };
+        let t = (
+            r["total"]["packets"].as_u64().context("total.packets")?,
+            r["total"]["dropped_packets"]
+                .as_u64()
+                .context("total.dropped_packets")?,
         );
+        last = Some(t);
+        if t.1 >= dropped {
+            break;
+        }
     }
-    Ok(())
+    last.context("no report from the agent on stdout")
 }
 
 /// Brings `name` up through `ctl`, a socket of its namespace.
@@ -375,36 +251,22 @@ fn mac_of(ctl: &UdpSocket, name: &str) -> Result<[u8; 6]> {
 /// field carrying the sequence number; for the tap behind an Ethernet
 /// header to `dst`. The UDP checksum is 0 (none, allowed for IPv4).
 fn frame(wan: Wan, dst: [u8; 6]) -> Vec<u8> {
-    let mut p = [0u8; IP_LEN];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&u16::try_from(IP_LEN).unwrap_or(0).to_be_bytes());
-    p[8] = 64; // TTL
-    p[9] = 17; // UDP
-    p[12..16].copy_from_slice(&PEER);
-    p[16..20].copy_from_slice(&ROUTER);
-    let sum = p[..20]
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let csum = !u16::try_from(sum).unwrap_or(u16::MAX);
-    p[10..12].copy_from_slice(&csum.to_be_bytes());
-    p[20..22].copy_from_slice(&SPORT.to_be_bytes());
-    p[22..24].copy_from_slice(&NATPMP_PORT.to_be_bytes());
-    p[24..26].copy_from_slice(&u16::try_from(IP_LEN - 20).unwrap_or(0).to_be_bytes());
-    // The request: version 0, opcode 1, reserved 0, ports, lifetime.
-    p[29] = 1;
-    p[32..34].copy_from_slice(&NATPMP_PORT.to_be_bytes());
-    p[34..36].copy_from_slice(&NATPMP_PORT.to_be_bytes());
-    let mut f = Vec::new();
-    if wan == Wan::Tap {
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&PEER_MAC);
-        f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut request = [0u8; 12];
+    request[1] = 1;
+    request[4..6].copy_from_slice(&NATPMP_PORT.to_be_bytes());
+    request[6..8].copy_from_slice(&NATPMP_PORT.to_be_bytes());
+    let ip = with_ipv4_checksum(ipv4_between(
+        PEER,
+        ROUTER,
+        IPPROTO_UDP,
+        V4Frag::default(),
+        &[],
+        &udp(SPORT, NATPMP_PORT, &request),
+    ));
+    match wan {
+        Wan::Tap => ethernet_between(PEER_MAC, dst, &[], ETH_P_IP, &ip),
+        Wan::Tun => ip,
     }
-    f.extend_from_slice(&p);
-    f
 }
 
 /// The calling thread's namespace's UDP counters (`/proc/thread-self/net/snmp`).
@@ -448,7 +310,7 @@ fn listener() -> Result<UdpSocket> {
 }
 
 /// The sequence numbers the listener holds, in arrival order.
-fn drain(sock: &UdpSocket) -> Result<Vec<u32>> {
+fn sequences(sock: &UdpSocket) -> Result<Vec<u32>> {
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
     loop {
@@ -471,8 +333,8 @@ fn ms(d: Duration) -> f64 {
 /// attach). Closing the file deletes it.
 fn create(wan: Wan) -> Result<File> {
     let ctl = UdpSocket::bind(("127.0.0.1", 0)).context("a control socket")?;
-    let dev = open_tun_fd()?;
-    tunsetiff(&dev, wan)?;
+    let dev = open_tun_file(true)?;
+    tunsetiff(&dev, wan.iface(), wan == Wan::Tap)?;
     set_up(&ctl, wan.iface())?;
     Ok(dev)
 }
@@ -486,12 +348,12 @@ fn round(wan: Wan, sock: &UdpSocket, cpu: Option<usize>) -> Result<(Round, File)
     }
     let before = udp_counters()?;
     let ctl = UdpSocket::bind(("127.0.0.1", 0)).context("a control socket")?;
-    let dev = open_tun_fd()?;
+    let dev = open_tun_file(true)?;
     let seq_at = wan.l2_len() + SEQ_AT;
     let mut done: Vec<Instant> = Vec::with_capacity(MAX_SENDS);
 
     let t0 = Instant::now();
-    tunsetiff(&dev, wan)?;
+    tunsetiff(&dev, wan.iface(), wan == Wan::Tap)?;
     let created = Instant::now();
     set_up(&ctl, wan.iface())?;
     let up = Instant::now();
@@ -524,7 +386,7 @@ fn round(wan: Wan, sock: &UdpSocket, cpu: Option<usize>) -> Result<(Round, File)
     // Writes are processed (XDP, IP, UDP) before they return; a moment
     // more for anything still queued.
     std::thread::sleep(Duration::from_millis(20));
-    let mut got = drain(sock)?;
+    let mut got = sequences(sock)?;
     let after = udp_counters()?;
 
     let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
@@ -585,7 +447,7 @@ fn round(wan: Wan, sock: &UdpSocket, cpu: Option<usize>) -> Result<(Round, File)
 /// The router's namespace: 198.18.9.1 on `lo` (a device that is merely up
 /// delivers to it without addresses of its own), no reverse-path filter.
 fn router(wan: Wan) -> Result<NetNs> {
-    let ns = NetNs::new(match wan {
+    let ns = netns(match wan {
         Wan::Tun => "rlt",
         Wan::Tap => "rlp",
     })?;
@@ -620,8 +482,8 @@ pub fn measure(
         (None, None)
     };
     let ns = router(wan)?;
-    let sock = ns.enter(listener)?;
-    let a = Agent::start(
+    let sock = ns.enter(listener)??;
+    let a = start_agent(
         &ns,
         agent,
         iface,
@@ -635,7 +497,7 @@ pub fn measure(
         |l| l.contains("waiting for the interface").then_some(()),
     )?;
     // The first attach (under --wait) is not a re-attach: untimed.
-    let mut dev = Some(ns.enter(|| create(wan))?);
+    let mut dev = Some(ns.enter(|| create(wan))??);
     let attached = format!("{iface}: attached (ifindex");
     a.wait_line(&format!("{iface} attached"), Duration::from_secs(5), |l| {
         l.contains(&attached).then_some(())
@@ -648,8 +510,8 @@ pub fn measure(
             l.contains("the interface is gone").then_some(())
         })?;
         std::thread::sleep(Duration::from_millis(200));
-        a.drain();
-        let (mut r, d) = ns.enter(|| round(wan, &sock, writer_cpu))?;
+        a.discard_said();
+        let (mut r, d) = ns.enter(|| round(wan, &sock, writer_cpu))??;
         dev = Some(d);
         let said = a.wait_line(
             &format!("that it attached to {iface} again"),
@@ -695,7 +557,7 @@ pub fn measure(
         .iter()
         .map(|r| u64::try_from(r.sent - r.passed).unwrap_or(u64::MAX))
         .sum();
-    let (packets, dropped) = a.totals(want)?;
+    let (packets, dropped) = totals(&a, want)?;
     ensure!(
         packets == want && dropped == want,
         "{iface} ({prog}): the agent counted {packets} packets, {dropped} dropped; {want} were \
@@ -712,12 +574,12 @@ pub fn measure(
 /// Whether the kernel refuses native XDP on a tun (as on `ppp0`): the
 /// agent, asked for native mode, must say the driver has no native XDP.
 pub fn tun_native_refused(agent: &Path) -> Result<bool> {
-    let ns = NetNs::new("rln")?;
-    let a = Agent::start(&ns, agent, "tun0", "native", None, false)?;
+    let ns = netns("rln")?;
+    let a = start_agent(&ns, agent, "tun0", "native", None, false)?;
     a.wait_line("that it waits for tun0", Duration::from_secs(10), |l| {
         l.contains("waiting for the interface").then_some(())
     })?;
-    let dev = ns.enter(|| create(Wan::Tun))?;
+    let dev = ns.enter(|| create(Wan::Tun))??;
     let refused = a.wait_line(
         "whether it attached to tun0 in native mode",
         Duration::from_secs(5),

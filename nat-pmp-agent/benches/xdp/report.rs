@@ -11,11 +11,14 @@ use nat_pmp_ebpf_common::SOURCES_MAX_ENTRIES;
 use crate::{
     agent::AgentCost,
     cost::CostTable,
-    env::sh,
     flood::FloodResult,
     frames::{Group, IPV4_REQUEST},
     paths::{PathCell, PathTable},
     progs::{ProgFacts, XdpFilter},
+    support::{
+        process::sh,
+        xdp::{action_name, XDP_DROP as DROP, XDP_PASS as PASS},
+    },
     Args, BARE_DROP, BARE_PASS, PRODUCT_DROP, PRODUCT_DROP_UNTRACKED, REFERENCE, XDP_FILTER,
 };
 
@@ -105,17 +108,6 @@ pub struct Results<'a> {
     pub agent: &'a [AgentCost],
 }
 
-fn action(a: u32) -> &'static str {
-    match a {
-        0 => "ABORTED",
-        1 => "DROP",
-        2 => "PASS",
-        3 => "TX",
-        4 => "REDIRECT",
-        _ => "?",
-    }
-}
-
 /// PASS/MISS.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -145,9 +137,6 @@ struct Target {
     verdict: Verdict,
     why: Option<String>,
 }
-
-const DROP: u32 = 1;
-const PASS: u32 = 2;
 
 /// A cell's kernel figure; NaN when the cell is missing or its program
 /// returned another action than `want`: such a number judges nothing.
@@ -230,7 +219,12 @@ pub fn cost_table(c: &CostTable) -> String {
     for (fi, frame) in c.frames.iter().enumerate() {
         let _ = write!(s, "| {frame} |");
         for cell in &c.cells[fi] {
-            let _ = write!(s, " {:.0} ({}) |", cell.kernel_ns, action(cell.action));
+            let _ = write!(
+                s,
+                " {:.0} ({}) |",
+                cell.kernel_ns,
+                action_name(u64::from(cell.action))
+            );
         }
         let _ = writeln!(s);
     }
@@ -404,7 +398,7 @@ pub fn render(r: &Results<'_>) -> String {
         s,
         "Per frame and program: the xlated instructions (`bpftool prog dump xlated`) the frame's \
          path executes, to `exit` or to the first call (included), and that call. Walked by the \
-         interpreter of `nat-pmp-agent/tests/common/xlated.rs` on the very programs timed above, \
+         interpreter of `nat-pmp-agent/tests/support/xlated.rs` on the very programs timed above, \
          as configured then; wherever it reaches `exit` its verdict is the one \
          `BPF_PROG_TEST_RUN` returned (checked). Its per-CPU maps start empty, so with tracking \
          on each frame is its sender's first (the source table's insert). \"Fast path\" marks \
@@ -688,7 +682,7 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
                 } else {
                     format!(
                         " (xdp-filter returns {} on this frame, unparsed, in {:.0} ns: {:.2}x of that)",
-                        action(xf_action(fi)),
+                        action_name(u64::from(xf_action(fi))),
                         ns(c, fi, XDP_FILTER, None),
                         a / ns(c, fi, XDP_FILTER, None)
                     )
@@ -1024,13 +1018,13 @@ with it.
 
 **Paths.** After timing, the bench dumps each timed program's xlated instructions
 (`bpftool prog dump xlated`, with the maps' contents as configured) and walks every frame
-through them with the interpreter of `nat-pmp-agent/tests/common/xlated.rs`: the instruction
+through them with the interpreter of `nat-pmp-agent/tests/support/xlated.rs`: the instruction
 count is the path's real length (what the JIT compiles; array lookups the verifier inlined are
 no call), and the walk stops at the first call (helper, BPF-to-BPF or kfunc), which the table
 names. The product's fast path covers untagged, 802.1Q, QinQ, PPPoE (with or without PPP
 protocol-field compression) and raw-IP frames carrying IPv4 or IPv6 and UDP, and makes no call;
 IPv4 fragments, IPv6 extension headers and IPv4-in-IPv6 take the staged walk (calls). The
-`fast_paths_make_no_call` test in `tests/xlated.rs` fails when a call appears on the fast
+`xlated::fast_paths_make_no_call` test of `tests/suite` fails when a call appears on the fast
 paths.
 
 **Flood.** Two namespaces joined by a veth pair (`btx0` → `brx0`). The sender is `bench_redirect`

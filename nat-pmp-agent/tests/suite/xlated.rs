@@ -1,4 +1,4 @@
-//! The xlated-instruction interpreter (`tests/common/xlated.rs`): checked on
+//! The xlated-instruction interpreter (`tests/support/xlated.rs`): checked on
 //! hand-assembled instruction sequences, then against the kernel itself on
 //! the product's loaded program (the action it reaches at `exit` must be
 //! the one `BPF_PROG_TEST_RUN` returns for the same frame and
@@ -8,18 +8,19 @@
 //!
 //! The kernel tests need root; they load the program but attach it nowhere.
 
-mod common;
-#[path = "common/xlated.rs"]
-mod xlated;
-
-use etherparse::PacketBuilder;
 use nat_pmp_agent::{ebpf::Filter, probe::sample_payload};
 use nat_pmp_ebpf_common::{
-    frames::{ethernet, ethernet_pppoe, v4},
+    frames::{ethernet, ethernet_pppoe, padded, v4},
     headers::{ETH_P_8021Q, ETH_P_IP, PPP_IP},
     Class, Mode, NATPMP_PORT,
 };
-use xlated::{Call, CallKind, MapSnapshot, Path, Program};
+
+use crate::support::{
+    frames::{tcp4, tcp6, udp4, udp6},
+    require_root,
+    xdp::{action_name, XDP_PASS},
+    xlated::{Call, CallKind, MapSnapshot, Path, Program},
+};
 
 // ---------------------------------------------------------------------------
 // The interpreter on hand-assembled code.
@@ -66,95 +67,102 @@ fn neg(v: i64) -> u64 {
 
 #[test]
 fn alu64_and_alu32() {
-    // w0 = -1 zero-extends; r0 += 1 carries into the upper half.
-    assert_eq!(
-        ret(&[ins(0xb4, 0, 0, 0, -1), ins(0x07, 0, 0, 0, 1), EXIT]),
-        1 << 32
-    );
-    // r0 = -1 sign-extends; w0 += 1 wraps and clears the upper half.
-    assert_eq!(
-        ret(&[ins(0xb7, 0, 0, 0, -1), ins(0x04, 0, 0, 0, 1), EXIT]),
-        0
-    );
-    // Signed division and modulo (off 1), truncating towards zero.
-    let sdiv = |op: u8| {
-        ret(&[
+    // -7 / 2 and -7 % 2: signed (off 1), truncating towards zero, or not.
+    let div = |op: u8, off: i16| {
+        vec![
             ins(0xb7, 0, 0, 0, -7),
             ins(0xb7, 1, 0, 0, 2),
-            ins(op, 0, 1, 1, 0),
+            ins(op, 0, 1, off, 0),
             EXIT,
-        ])
+        ]
     };
-    assert_eq!(sdiv(0x3f), neg(-3));
-    assert_eq!(sdiv(0x9f), neg(-1));
-    // Unsigned: -7 as u64 / 2.
-    assert_eq!(
-        ret(&[
-            ins(0xb7, 0, 0, 0, -7),
-            ins(0xb7, 1, 0, 0, 2),
-            ins(0x3f, 0, 1, 0, 0),
-            EXIT
-        ]),
-        neg(-7) / 2
-    );
-    // Division by zero gives 0; modulo by zero keeps the dividend (ALU64)
-    // or its low half (ALU32).
+    // 0xffff_ffff_0000_0005 divided by zero, or modulo zero.
     let by_zero = |op: u8| {
         let mut c = ld64(0, 0, 0xffff_ffff_0000_0005).to_vec();
         c.extend([ins(0xb7, 1, 0, 0, 0), ins(op, 0, 1, 0, 0), EXIT]);
-        ret(&c)
+        c
     };
-    assert_eq!(by_zero(0x3f), 0);
-    assert_eq!(by_zero(0x9f), 0xffff_ffff_0000_0005);
-    assert_eq!(by_zero(0x3c), 0);
-    assert_eq!(by_zero(0x9c), 5);
-    // Arithmetic shifts, 64- and 32-bit.
-    assert_eq!(
-        ret(&[ins(0xb7, 0, 0, 0, -16), ins(0xc7, 0, 0, 0, 2), EXIT]),
-        neg(-4)
-    );
-    assert_eq!(
-        ret(&[ins(0xb4, 0, 0, 0, i32::MIN), ins(0xc4, 0, 0, 0, 4), EXIT]),
-        0xf800_0000
-    );
-    // Shift counts are masked to the width.
-    assert_eq!(
-        ret(&[
-            ins(0xb7, 0, 0, 0, 1),
-            ins(0xb7, 1, 0, 0, 65),
-            ins(0x6f, 0, 1, 0, 0),
-            EXIT
-        ]),
-        2
-    );
-    // movsx: r0 = (s8) r1; w0 = (s16) w1 (zero-extended to 64 bits).
-    assert_eq!(
-        ret(&[ins(0xb7, 1, 0, 0, 0x80), ins(0xbf, 0, 1, 8, 0), EXIT]),
-        neg(-128)
-    );
-    assert_eq!(
-        ret(&[ins(0xb7, 1, 0, 0, 0x8000), ins(0xbc, 0, 1, 16, 0), EXIT]),
-        0xffff_8000
-    );
-    // neg, xor, mul.
-    assert_eq!(
-        ret(&[ins(0xb7, 0, 0, 0, 5), ins(0x87, 0, 0, 0, 0), EXIT]),
-        neg(-5)
-    );
-    assert_eq!(
-        ret(&[
-            ins(0xb7, 0, 0, 0, 6),
-            ins(0x27, 0, 0, 0, 7),
-            ins(0xa7, 0, 0, 0, 1),
-            EXIT
-        ]),
-        43
-    );
-    // The kernel's BPF_MOV64_PERCPU_REG (off -1) adds CPU 0's offset, 0.
-    assert_eq!(
-        ret(&[ins(0xb7, 1, 0, 0, 77), ins(0xbf, 0, 1, -1, 0), EXIT]),
-        77
-    );
+    // What the sequence does, the sequence, r0 at its exit.
+    let cases: Vec<(&str, Vec<[u8; 8]>, u64)> = vec![
+        (
+            "w0 = -1 zero-extends; r0 += 1 carries into the upper half",
+            vec![ins(0xb4, 0, 0, 0, -1), ins(0x07, 0, 0, 0, 1), EXIT],
+            1 << 32,
+        ),
+        (
+            "r0 = -1 sign-extends; w0 += 1 wraps and clears the upper half",
+            vec![ins(0xb7, 0, 0, 0, -1), ins(0x04, 0, 0, 0, 1), EXIT],
+            0,
+        ),
+        ("signed division", div(0x3f, 1), neg(-3)),
+        ("signed modulo", div(0x9f, 1), neg(-1)),
+        ("unsigned: -7 as u64 / 2", div(0x3f, 0), neg(-7) / 2),
+        ("division by zero gives 0", by_zero(0x3f), 0),
+        (
+            "modulo by zero keeps the dividend",
+            by_zero(0x9f),
+            0xffff_ffff_0000_0005,
+        ),
+        ("ALU32 division by zero gives 0", by_zero(0x3c), 0),
+        (
+            "ALU32 modulo by zero keeps the dividend's low half",
+            by_zero(0x9c),
+            5,
+        ),
+        (
+            "arithmetic shift, 64-bit",
+            vec![ins(0xb7, 0, 0, 0, -16), ins(0xc7, 0, 0, 0, 2), EXIT],
+            neg(-4),
+        ),
+        (
+            "arithmetic shift, 32-bit",
+            vec![ins(0xb4, 0, 0, 0, i32::MIN), ins(0xc4, 0, 0, 0, 4), EXIT],
+            0xf800_0000,
+        ),
+        (
+            "shift counts are masked to the width",
+            vec![
+                ins(0xb7, 0, 0, 0, 1),
+                ins(0xb7, 1, 0, 0, 65),
+                ins(0x6f, 0, 1, 0, 0),
+                EXIT,
+            ],
+            2,
+        ),
+        (
+            "movsx: r0 = (s8) r1",
+            vec![ins(0xb7, 1, 0, 0, 0x80), ins(0xbf, 0, 1, 8, 0), EXIT],
+            neg(-128),
+        ),
+        (
+            "movsx: w0 = (s16) w1 (zero-extended to 64 bits)",
+            vec![ins(0xb7, 1, 0, 0, 0x8000), ins(0xbc, 0, 1, 16, 0), EXIT],
+            0xffff_8000,
+        ),
+        (
+            "neg",
+            vec![ins(0xb7, 0, 0, 0, 5), ins(0x87, 0, 0, 0, 0), EXIT],
+            neg(-5),
+        ),
+        (
+            "mul, xor",
+            vec![
+                ins(0xb7, 0, 0, 0, 6),
+                ins(0x27, 0, 0, 0, 7),
+                ins(0xa7, 0, 0, 0, 1),
+                EXIT,
+            ],
+            43,
+        ),
+        (
+            "the kernel's BPF_MOV64_PERCPU_REG (off -1) adds CPU 0's offset, 0",
+            vec![ins(0xb7, 1, 0, 0, 77), ins(0xbf, 0, 1, -1, 0), EXIT],
+            77,
+        ),
+    ];
+    for (what, code, want) in cases {
+        assert_eq!(ret(&code), want, "{what}");
+    }
 }
 
 #[test]
@@ -459,14 +467,6 @@ fn unmodelled_code_is_an_error() {
 // ---------------------------------------------------------------------------
 // The product's program, in the kernel.
 
-const XDP_PASS: u32 = 2;
-const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const V4_SRC: [u8; 4] = [198, 18, 0, 2];
-const V4_DST: [u8; 4] = [198, 18, 0, 1];
-const V6_SRC: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const V6_DST: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-
 /// Which requirement a frame's path falls under.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Group {
@@ -485,50 +485,13 @@ struct Frame {
     group: Group,
 }
 
-/// Pads to the 60-byte Ethernet minimum, as a NIC delivers.
-fn padded(mut f: Vec<u8>) -> Vec<u8> {
-    f.resize(f.len().max(60), 0);
-    f
-}
-
-/// Writes an etherparse builder's frame, padded.
-macro_rules! built {
-    ($b:expr, $payload:expr) => {{
-        let b = $b;
-        let payload: &[u8] = $payload;
-        let mut v = Vec::with_capacity(b.size(payload.len()));
-        b.write(&mut v, payload).expect("building a frame");
-        padded(v)
-    }};
-}
-
 fn frames() -> Vec<Frame> {
     let nat0 = sample_payload(Class::NatpmpExternalAddressRequest);
     let map_udp = sample_payload(Class::NatpmpMapUdpRequest);
-    let udp4 = |dport: u16, payload: &[u8]| {
-        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(V4_SRC, V4_DST, 64)
-            .udp(40000, dport);
-        built!(b, payload)
-    };
-    let udp6 = |dport: u16, payload: &[u8]| {
-        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv6(V6_SRC, V6_DST, 64)
-            .udp(40000, dport);
-        built!(b, payload)
-    };
-    let tcp4 = {
-        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(V4_SRC, V4_DST, 64)
-            .tcp(40000, 443, 1, 1024);
-        built!(b, &[])
-    };
-    let tcp6 = {
-        let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv6(V6_SRC, V6_DST, 64)
-            .tcp(40000, 443, 1, 1024);
-        built!(b, &[])
-    };
+    let udp4 = |dport: u16, payload: &[u8]| padded(udp4(40000, dport, payload));
+    let udp6 = |dport: u16, payload: &[u8]| padded(udp6(40000, dport, payload));
+    let tcp4 = padded(tcp4(443, &[]));
+    let tcp6 = padded(tcp6(443, &[]));
     // A DNS query header (id, flags RD, one question) and a root question.
     let dns = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
     let frame = |name, bytes, group| Frame { name, bytes, group };
@@ -616,23 +579,12 @@ impl Seen {
     }
 }
 
-fn action_name(a: u64) -> &'static str {
-    match a {
-        0 => "ABORTED",
-        1 => "DROP",
-        2 => "PASS",
-        3 => "TX",
-        4 => "REDIRECT",
-        _ => "?",
-    }
-}
-
 /// Loads the product's program, runs every frame under every configuration
 /// in the kernel and in the interpreter (of the xlated program dumped after
 /// the configuration was written), and checks that wherever the
 /// interpreter reaches `exit` it returns the kernel's action.
 fn observe() -> Vec<Seen> {
-    common::require_root();
+    require_root();
     let mut filter = Filter::load().expect("loading the XDP program");
     let id = filter.program_id().expect("the program's id");
     let frames = frames();
@@ -764,7 +716,7 @@ fn print_a_path() {
     if std::env::var_os("TRACE_PATH").is_none() {
         return;
     }
-    common::require_root();
+    require_root();
     let mut filter = Filter::load().expect("loading");
     filter.set_mode(Mode::Drop).expect("drop");
     if std::env::var_os("NO_SOURCES").is_some() {

@@ -11,8 +11,6 @@
 //! `NATPMP_DIFF_SEED` (default fixed) and `NATPMP_DIFF_FRAMES` (default
 //! 1,000,000) override the run.
 
-mod common;
-
 use std::time::Instant;
 
 use fastrand::Rng;
@@ -238,7 +236,7 @@ fn kernel_outcome(t: &Trace) -> Outcome {
 
 #[test]
 fn kernel_and_host_reference_agree_on_every_frame() {
-    common::require_root();
+    crate::support::require_root();
     let seed = env_u64("NATPMP_DIFF_SEED", DEFAULT_SEED);
     let total = env_u64("NATPMP_DIFF_FRAMES", DEFAULT_FRAMES);
     println!(

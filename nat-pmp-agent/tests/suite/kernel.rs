@@ -2,9 +2,6 @@
 //! run with BPF_PROG_TEST_RUN on table-driven frames, in both modes. Each row
 //! asserts the XDP action and the exact change of every counter.
 
-mod common;
-
-use etherparse::PacketBuilder;
 use nat_pmp_agent::{counters::Snapshot, ebpf::Filter, probe::sample_payload};
 use nat_pmp_ebpf_common::{
     frames::{self, ethernet, ethernet_pppoe, ext, frag6, ipv4, ipv6, pppoe, udp, v4, v6, V4Frag},
@@ -15,45 +12,17 @@ use nat_pmp_ebpf_common::{
     Class, Link, Mode, MAX_IPV6_EXT_HEADERS, NATPMP_PORT,
 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const V4_SRC: [u8; 4] = [198, 18, 0, 2];
-const V4_DST: [u8; 4] = [198, 18, 0, 1];
-const V6_SRC: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const V6_DST: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+use crate::support::{
+    frames::{udp4, udp6},
+    require_root,
+    xdp::{XDP_DROP, XDP_PASS},
+};
+
 /// Offset of the UDP header in an Ethernet + option-less IPv4 frame.
 const UDP4: usize = 14 + 20;
 
-fn udp4(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(V4_SRC, V4_DST, 64)
-        .udp(sport, dport);
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut v, payload)
-        .expect("building an IPv4/UDP frame");
-    v
-}
-
-fn udp6(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(V6_SRC, V6_DST, 64)
-        .udp(sport, dport);
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut v, payload)
-        .expect("building an IPv6/UDP frame");
-    v
-}
-
 fn tcp4(dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(V4_SRC, V4_DST, 64)
-        .tcp(40000, dport, 1, 1024);
-    let mut v = Vec::new();
-    b.write(&mut v, &[0, 0])
-        .expect("building an IPv4/TCP frame");
-    v
+    crate::support::frames::tcp4(dport, &[0, 0])
 }
 
 fn to_server(class: Class) -> Vec<u8> {
@@ -78,12 +47,6 @@ fn with_ip_options(mut f: Vec<u8>) -> Vec<u8> {
 /// Sets the IPv4 flags/fragment-offset field.
 fn with_frag(mut f: Vec<u8>, field: u16) -> Vec<u8> {
     f[20..22].copy_from_slice(&field.to_be_bytes());
-    f
-}
-
-/// Pads to the 60-byte Ethernet minimum, as a NIC does.
-fn padded(mut f: Vec<u8>) -> Vec<u8> {
-    f.resize(60.max(f.len()), 0);
     f
 }
 
@@ -182,7 +145,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "Ethernet padding is not payload",
-            padded(to_server(Class::NatpmpExternalAddressRequest)),
+            frames::padded(to_server(Class::NatpmpExternalAddressRequest)),
             Some(Class::NatpmpExternalAddressRequest),
             true,
         ),
@@ -667,7 +630,7 @@ fn expected_delta(r: &Row, drop: bool) -> (u32, Snapshot) {
 }
 
 fn check_mode(mode: Mode) {
-    common::require_root();
+    require_root();
     let mut filter = Filter::load().expect("loading the XDP program");
     filter.set_mode(mode).expect("setting the mode");
     let mut failures = Vec::new();
@@ -720,7 +683,7 @@ fn drop_mode_drops_every_datagram_to_5351() {
 /// without reloading the program.
 #[test]
 fn mode_switch_takes_effect_without_reload() {
-    common::require_root();
+    require_root();
     let mut filter = Filter::load().expect("loading the XDP program");
     let frame = to_server(Class::NatpmpExternalAddressRequest);
     filter.set_mode(Mode::Monitor).unwrap();
@@ -756,7 +719,7 @@ fn mode_switch_takes_effect_without_reload() {
 /// must find the states to prune first.
 #[test]
 fn verifier_instruction_count_has_headroom() {
-    common::require_root();
+    require_root();
     let filter = Filter::load().expect("loading the XDP program");
     let n = filter
         .verified_instructions()

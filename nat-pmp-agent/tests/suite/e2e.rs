@@ -4,16 +4,22 @@
 //! veth, monitor mode does not; the agent exits cleanly on SIGTERM/SIGINT and
 //! leaves nothing attached; start-up errors say what is wrong.
 
-mod common;
-
 use std::{collections::BTreeMap, net::UdpSocket, process::Command, time::Duration};
 
-use common::{
-    drain_quiet, open_tun, require_root, run_agent, Agent, NetNs, WanLink, AGENT, INTERNET_ADDR,
-    ROUTER_ADDR,
+use nat_pmp_ebpf_common::{
+    frames::{ipv4_sent, udp},
+    headers::IPPROTO_UDP,
+    Class, NATPMP_PORT,
 };
-use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
 use serde_json::Value;
+
+use crate::support::{
+    agent::{last_report, run_agent, AGENT},
+    netns::NetNs,
+    process::Agent,
+    require_root,
+    wan::{drain_quiet, open_tun, WanLink, INTERNET_ADDR, ROUTER_ADDR},
+};
 
 /// Ethernet + IPv4 + UDP headers in front of every payload sent here.
 const HEADERS: u64 = 14 + 20 + 8;
@@ -37,25 +43,34 @@ fn payload(class: Class) -> Vec<u8> {
 /// Sends the plan to the router's port 5351 and `answers` datagrams from port
 /// 5351 to the router's port 40000; returns what the router's listeners got.
 fn exchange(link: &WanLink, answers: u64) -> (u64, u64) {
-    let (listener, answer_listener) = link.router.enter(|| {
-        let l = UdpSocket::bind((ROUTER_ADDR, NATPMP_PORT)).expect("binding 5351 on the router");
-        let a = UdpSocket::bind((ROUTER_ADDR, 40000)).expect("binding 40000 on the router");
-        (l, a)
-    });
-    let (scanner, server) = link.internet.enter(|| {
-        (
-            UdpSocket::bind((INTERNET_ADDR, 0)).expect("binding the scanner"),
-            UdpSocket::bind((INTERNET_ADDR, NATPMP_PORT))
-                .expect("binding 5351 on the internet side"),
-        )
-    });
+    let (listener, answer_listener) = link
+        .router
+        .enter(|| {
+            let l =
+                UdpSocket::bind((ROUTER_ADDR, NATPMP_PORT)).expect("binding 5351 on the router");
+            let a = UdpSocket::bind((ROUTER_ADDR, 40000)).expect("binding 40000 on the router");
+            (l, a)
+        })
+        .expect("entering the router's namespace");
+    let (scanner, server) = link
+        .internet
+        .enter(|| {
+            (
+                UdpSocket::bind((INTERNET_ADDR, 0)).expect("binding the scanner"),
+                UdpSocket::bind((INTERNET_ADDR, NATPMP_PORT))
+                    .expect("binding 5351 on the internet side"),
+            )
+        })
+        .expect("entering the internet's namespace");
     // Drain while sending, into big buffers: a burst of over-long PCP
     // datagrams would overflow a default receive buffer and lose datagrams
     // the filter passed.
     for sock in [&listener, &answer_listener] {
         big_receive_buffer(sock);
     }
-    let drains = [listener, answer_listener].map(|sock| std::thread::spawn(move || drain(&sock)));
+    // Each counts datagrams until none has come for a second.
+    let drains = [listener, answer_listener]
+        .map(|sock| std::thread::spawn(move || drain_quiet(&sock, Duration::from_secs(1))));
     for (class, n) in plan() {
         for _ in 0..n {
             scanner
@@ -102,11 +117,6 @@ fn big_receive_buffer(sock: &UdpSocket) {
         )
     };
     assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-}
-
-/// Counts datagrams until none has come for a second.
-fn drain(sock: &UdpSocket) -> u64 {
-    drain_quiet(sock, Duration::from_secs(1))
 }
 
 fn run_mode(drop: bool, stop_signal: i32) {
@@ -242,7 +252,7 @@ fn refuses_to_replace_another_xdp_program() {
 #[test]
 fn missing_interface_is_a_clear_error() {
     require_root();
-    let ns = NetNs::new("e2e-noif");
+    let ns = NetNs::new("e2e-noif").expect("creating a namespace");
     let (ok, _, err) = run_agent(&ns, &["--iface", "wan9", "--duration", "1"]);
     assert!(!ok);
     assert!(
@@ -276,7 +286,7 @@ fn unprivileged_start_says_it_needs_root_and_attaches_nothing() {
 fn auto_mode_falls_back_to_skb_where_native_is_missing() {
     require_root();
     // The loopback driver has no native XDP.
-    let ns = NetNs::new("e2e-lo");
+    let ns = NetNs::new("e2e-lo").expect("creating a namespace");
     let (ok, _, err) = run_agent(
         &ns,
         &["--iface", "lo", "--xdp-mode", "native", "--duration", "1"],
@@ -306,7 +316,7 @@ fn auto_mode_falls_back_to_skb_where_native_is_missing() {
         err.contains("note:") && err.contains("skb"),
         "the fallback must be noted: {err}"
     );
-    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    let last = last_report(&out);
     assert_eq!(last["xdp_mode"], "skb");
     assert_eq!(last["final"], true);
     assert!(!ns.xdp_attached("lo"), "nothing may stay attached");
@@ -357,13 +367,17 @@ fn probe_reports_what_it_sent_and_the_agent_counts_it() {
 #[test]
 fn link_type_auto_counts_raw_ip_on_a_tun_device() {
     require_root();
-    let ns = NetNs::new("e2e-tun");
-    ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
-    ns.ip(&["addr", "add", "198.18.9.1/24", "dev", "tun0"]);
-    ns.ip(&["link", "set", "tun0", "up"]);
+    let ns = NetNs::new("e2e-tun").expect("creating a namespace");
+    for args in [
+        ["tuntap", "add", "dev", "tun0", "mode", "tun"].as_slice(),
+        &["addr", "add", "198.18.9.1/24", "dev", "tun0"],
+        &["link", "set", "tun0", "up"],
+    ] {
+        ns.ip(args).expect("setting up tun0");
+    }
     // The packets below reach tun0 as received traffic once written to the
     // device's file descriptor, opened inside the namespace.
-    let tun = ns.enter(open_tun);
+    let tun = ns.enter(open_tun).expect("entering the namespace");
     let agent = Agent::start(&ns, &["--iface", "tun0", "--drop"]);
     let classes = [
         (Class::NatpmpExternalAddressRequest, 5u64),
@@ -371,11 +385,12 @@ fn link_type_auto_counts_raw_ip_on_a_tun_device() {
         (Class::PcpMapRequest, 2),
     ];
     for (class, n) in classes {
-        let b = etherparse::PacketBuilder::ipv4([198, 18, 9, 2], [198, 18, 9, 1], 64)
-            .udp(40000, NATPMP_PORT);
-        let mut packet = Vec::new();
-        b.write(&mut packet, &payload(class))
-            .expect("building a packet");
+        let packet = ipv4_sent(
+            [198, 18, 9, 2],
+            [198, 18, 9, 1],
+            IPPROTO_UDP,
+            &udp(40000, NATPMP_PORT, &payload(class)),
+        );
         for _ in 0..n {
             std::io::Write::write_all(&mut &tun, &packet).expect("writing into the tun");
         }
@@ -438,14 +453,16 @@ fn gso_super_packets_count_once_in_skb_mode_and_per_segment_in_native_mode() {
         let link = WanLink::new(&format!("e2e-gso-{xdp_mode}"));
         let listener = link
             .router
-            .enter(|| UdpSocket::bind((ROUTER_ADDR, NATPMP_PORT)).expect("binding the listener"));
+            .enter(|| UdpSocket::bind((ROUTER_ADDR, NATPMP_PORT)).expect("binding the listener"))
+            .expect("entering the router's namespace");
         let agent = Agent::start(
             &link.router,
             &["--iface", "wan0", "--drop", "--xdp-mode", xdp_mode],
         );
         let scanner = link
             .internet
-            .enter(|| UdpSocket::bind((INTERNET_ADDR, 0)).expect("binding the scanner"));
+            .enter(|| UdpSocket::bind((INTERNET_ADDR, 0)).expect("binding the scanner"))
+            .expect("entering the internet's namespace");
         send_gso(&scanner, (ROUTER_ADDR, NATPMP_PORT), &payload, 10, 10);
         let r = agent.wait_for_total(expected);
         assert_eq!(
@@ -456,7 +473,7 @@ fn gso_super_packets_count_once_in_skb_mode_and_per_segment_in_native_mode() {
         assert_eq!(r["counts"], counts, "{r}");
         assert_eq!(r["xdp_mode"], xdp_mode, "{r}");
         assert_eq!(
-            drain(&listener),
+            drain_quiet(&listener, Duration::from_secs(1)),
             0,
             "{xdp_mode} mode: every segment must be dropped"
         );
@@ -474,8 +491,12 @@ fn gso_super_packets_count_once_in_skb_mode_and_per_segment_in_native_mode() {
 fn jumbo_mtu_falls_back_to_skb_in_auto_mode_and_names_the_mtu() {
     require_root();
     let link = WanLink::new("e2e-jumbo");
-    link.internet.ip(&["link", "set", "inet0", "mtu", "9000"]);
-    link.router.ip(&["link", "set", "wan0", "mtu", "9000"]);
+    link.internet
+        .ip(&["link", "set", "inet0", "mtu", "9000"])
+        .expect("setting inet0's MTU");
+    link.router
+        .ip(&["link", "set", "wan0", "mtu", "9000"])
+        .expect("setting wan0's MTU");
     let (ok, _, err) = run_agent(
         &link.router,
         &[
@@ -509,7 +530,7 @@ fn jumbo_mtu_falls_back_to_skb_in_auto_mode_and_names_the_mtu() {
         err.contains("MTU of 9000") && err.contains("skb (generic) mode instead"),
         "the fallback must name the MTU: {err}"
     );
-    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    let last = last_report(&out);
     assert_eq!(last["xdp_mode"], "skb", "{last}");
     assert!(!link.router.xdp_attached("wan0"));
 }

@@ -34,8 +34,6 @@
 //! external command runs under `timeout`; namespaces, processes (by PID) and
 //! the temporary directory are removed even when an assertion fails.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -51,9 +49,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{require_root, NetNs, Proc, WanLink, AGENT, INTERNET_ADDR, ROUTER_ADDR};
 use nat_pmp_ebpf_common::Class;
 use serde_json::Value;
+
+use crate::support::{
+    agent::AGENT,
+    netns::NetNs,
+    process::{Agent, Proc},
+    require_root,
+    wan::{veth_pair, WanLink, INTERNET_ADDR, ROUTER_ADDR},
+};
 
 const ROUTER_LAN_ADDR: &str = "198.18.1.1";
 const LAN_HOST_ADDR: &str = "198.18.1.2";
@@ -238,6 +243,7 @@ impl StunResponder {
     fn start(ns: &NetNs, at: SocketAddrV4) -> StunResponder {
         let sock = ns
             .enter(|| UdpSocket::bind(at))
+            .expect("entering the router's namespace")
             .unwrap_or_else(|e| panic!("binding the STUN responder to {at}: {e}"));
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("setting a read timeout");
@@ -275,7 +281,7 @@ impl Drop for StunResponder {
 /// names of our own so the test creates exactly the chains it expects.
 fn miniupnpd_conf() -> String {
     format!(
-        "# Written by nat-pmp-agent/tests/real_peers.rs.\n\
+        "# Written by nat-pmp-agent/tests/suite/real_peers.rs.\n\
          ext_ifname=ext0\n\
          # The LAN, and the WAN veth: a gateway that answers NAT-PMP/PCP from the\n\
          # Internet, as the devices of JVNVU#99291862 did.\n\
@@ -312,14 +318,6 @@ const NFT_SKELETON: &str = "table inet miniupnpd {
     chain postrouting_miniupnpd { }
 }
 ";
-
-/// `ip link add A netns NS_A type veth peer name B netns NS_B`.
-fn veth(a: (&str, &NetNs), b: (&str, &NetNs)) {
-    common::sh(&[
-        "ip", "link", "add", a.0, "netns", &a.1.name, "type", "veth", "peer", "name", b.0, "netns",
-        &b.1.name,
-    ]);
-}
 
 /// Starts miniupnpd in the foreground in `router`, with its configuration,
 /// pidfile and log in `dir`, and waits until it serves; returns it and its
@@ -380,19 +378,17 @@ impl Lab {
             .tempdir()
             .expect("creating a temporary directory");
         let WanLink { router, internet } = WanLink::new(tag);
-        let lan = NetNs::new(&format!("{tag}-l"));
-        veth(("lan0", &router), ("lan1", &lan));
-        veth(("ext0", &router), ("ext1", &router));
-        for (ns, dev, addr) in [
+        let lan = NetNs::new(&format!("{tag}-l")).expect("creating the LAN's namespace");
+        veth_pair(
             (&router, "lan0", ROUTER_LAN_ADDR),
+            (&lan, "lan1", LAN_HOST_ADDR),
+        );
+        veth_pair(
             (&router, "ext0", EXT_ADDR),
             (&router, "ext1", EXT_PEER_ADDR),
-            (&lan, "lan1", LAN_HOST_ADDR),
-        ] {
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
-            ns.ip(&["link", "set", dev, "up"]);
-        }
-        lan.ip(&["route", "add", "default", "via", ROUTER_LAN_ADDR]);
+        );
+        lan.ip(&["route", "add", "default", "via", ROUTER_LAN_ADDR])
+            .expect("routing the LAN through the router");
 
         let skeleton = dir.path().join("miniupnpd.nft");
         fs::write(&skeleton, NFT_SKELETON).expect("writing the nftables skeleton");
@@ -539,64 +535,45 @@ fn mapping(port: u16, proto: &str, to: &str) -> String {
     format!("@nh,72,8 {number} th dport {port} dnat ip to {to}:{port}")
 }
 
-/// The agent, attached to the router's `wan0`, reporting JSON lines.
-struct Agent {
-    proc: Proc,
-    out: PathBuf,
-}
-
-impl Agent {
-    fn start(lab: &Lab, drop: bool) -> Agent {
-        let out = lab.path(if drop {
-            "agent-drop.json"
-        } else {
-            "agent.json"
-        });
-        let mut args = vec![
-            "--iface",
-            "wan0",
-            "--output",
-            "json",
-            "--interval",
-            "1",
-            "--duration",
-            "100",
-        ];
-        if drop {
-            args.push("--drop");
-        }
-        let mut proc = spawn_in(&lab.router, &lab.tools, Path::new(AGENT), &args, &out);
-        // The agent writes its policy before it attaches: once the program
-        // is on wan0, the mode holds from the first frame.
-        let attached = wait_until(Duration::from_secs(10), || {
-            lab.router.xdp_attached("wan0") || matches!(proc.0.try_wait(), Ok(Some(_)))
-        });
-        assert!(
-            attached && lab.router.xdp_attached("wan0"),
+/// Starts the agent on the router's `wan0` (in drop mode if `drop`),
+/// reporting JSON lines, under the backstop timeout; returns once its
+/// program is attached.
+fn start_agent(lab: &Lab, drop: bool) -> Agent {
+    let mut args = vec![
+        "--iface",
+        "wan0",
+        "--output",
+        "json",
+        "--interval",
+        "1",
+        "--duration",
+        "100",
+    ];
+    if drop {
+        args.push("--drop");
+    }
+    // `timeout` passes SIGTERM on to the agent, so `Agent::stop` reaches it.
+    let mut agent = Agent::spawn(
+        lab.router
+            .command(&lab.tools.timeout)
+            .arg(BACKSTOP_SECS)
+            .arg(AGENT)
+            .args(&args),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // The agent writes its policy before it attaches: once the program is
+    // on wan0, the mode holds from the first frame.
+    let attached = wait_until(Duration::from_secs(10), || {
+        lab.router.xdp_attached("wan0") || matches!(agent.proc.0.try_wait(), Ok(Some(_)))
+    });
+    if !(attached && lab.router.xdp_attached("wan0")) {
+        let _ = agent.proc.0.kill();
+        panic!(
             "the agent did not attach to wan0 within 10 s:\n{}",
-            read(&out)
+            agent.stderr()
         );
-        Agent { proc, out }
     }
-
-    /// Stops the agent (SIGTERM) and returns its final report.
-    fn stop(mut self) -> Value {
-        self.proc.signal(libc::SIGTERM);
-        let status = self.proc.wait_for(Duration::from_secs(10));
-        let out = read(&self.out);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "the agent did not exit cleanly on SIGTERM ({status:?}):\n{out}"
-        );
-        let last = out
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("the agent printed no report:\n{out}"));
-        let report: Value = serde_json::from_str(last).expect("a JSON report");
-        assert_eq!(report["final"], true, "the last report is the final one");
-        report
-    }
+    agent
 }
 
 /// The classes Wireshark's verdicts tell apart: every class but the pcp_*
@@ -863,12 +840,14 @@ impl Sentinel {
         let rx = lab
             .router
             .enter(|| UdpSocket::bind((router, SENTINEL_PORT)))
+            .expect("entering the router's namespace")
             .expect("binding the sentinel receiver");
         rx.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("setting a read timeout");
         let tx = lab
             .internet
             .enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+            .expect("entering the internet's namespace")
             .expect("binding the sentinel sender");
         tx.connect((router, SENTINEL_PORT))
             .expect("connecting the sentinel sender");
@@ -981,7 +960,7 @@ fn wan_exposed_gateway_serves_real_scanners() {
 fn monitor_counts_equal_wiresharks_dissectors() {
     let lab = Lab::new("peers-m");
     let sentinel = Sentinel::new(&lab);
-    let agent = Agent::start(&lab, false);
+    let agent = start_agent(&lab, false);
     let capture = Capture::start(&lab, &lab.router, "wan0", "tshark-wan0.txt");
     sentinel.sync(&capture);
 
@@ -996,7 +975,7 @@ fn monitor_counts_equal_wiresharks_dissectors() {
     );
 
     sentinel.sync(&capture);
-    let report = agent.stop();
+    let report = agent.stop(libc::SIGTERM).report;
     let tshark = capture.tally();
     let table = comparison(&report, "packets", "bytes", &tshark);
     println!(
@@ -1103,7 +1082,7 @@ fn lan_is_served(lab: &Lab) {
 fn drop_silences_wan_scans_and_keeps_the_lan_served() {
     let lab = Lab::new("peers-d");
     let sentinel = Sentinel::new(&lab);
-    let agent = Agent::start(&lab, true);
+    let agent = start_agent(&lab, true);
     // XDP runs before AF_PACKET: what it drops never reaches a capture on
     // wan0. Count what was sent instead, on the internet host's side.
     let capture = Capture::start(&lab, &lab.internet, "inet0", "tshark-inet0.txt");
@@ -1114,7 +1093,7 @@ fn drop_silences_wan_scans_and_keeps_the_lan_served() {
     lan_is_served(&lab);
 
     sentinel.sync(&capture);
-    let report = agent.stop();
+    let report = agent.stop(libc::SIGTERM).report;
     let sent = capture.tally();
     let table = comparison(&report, "dropped_packets", "dropped_bytes", &sent);
     println!(

@@ -2,39 +2,42 @@
 //! program run with BPF_PROG_TEST_RUN on frames from chosen source
 //! addresses.
 
-mod common;
-
 use std::net::IpAddr;
 
 use nat_pmp_agent::{allow, ebpf::Filter, sources};
 use nat_pmp_ebpf_common::{
-    frames::{ethernet, ipv4, ipv6, udp, V4Frag},
+    frames::{ethernet, ipv4_between, ipv6_between, udp, V4Frag, V4_DST, V6_DST},
     headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
     reference::Reference,
     samples::sample_payload,
     v4_mapped, Class, Config, Mode, DROP_LOG_PER_SEC, NATPMP_PORT, SOURCES_MAX_ENTRIES,
 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+use crate::support::{
+    require_root,
+    xdp::{XDP_DROP, XDP_PASS},
+};
 
 /// A NAT-PMP/PCP datagram of `class` to port 5351 from `src` (16 bytes,
 /// IPv4-mapped for IPv4).
 fn from(src: [u8; 16], class: Class) -> Vec<u8> {
     let body = udp(40000, NATPMP_PORT, sample_payload(class));
-    let mut f;
     if src[..12] == v4_mapped([0; 4])[..12] {
-        f = ethernet(
-            &[],
-            ETH_P_IP,
-            &ipv4(IPPROTO_UDP, V4Frag::default(), &[], &body),
-        );
-        f[14 + 12..14 + 16].copy_from_slice(&src[12..]);
+        let src = [src[12], src[13], src[14], src[15]];
+        udp4_from(src, &body)
     } else {
-        f = ethernet(&[], ETH_P_IPV6, &ipv6(IPPROTO_UDP, &body));
-        f[14 + 8..14 + 24].copy_from_slice(&src);
+        ethernet(
+            &[],
+            ETH_P_IPV6,
+            &ipv6_between(src, V6_DST, IPPROTO_UDP, &body),
+        )
     }
-    f
+}
+
+/// An Ethernet frame of the UDP datagram `body` from `src` over IPv4.
+fn udp4_from(src: [u8; 4], body: &[u8]) -> Vec<u8> {
+    let ip = ipv4_between(src, V4_DST, IPPROTO_UDP, V4Frag::default(), &[], body);
+    ethernet(&[], ETH_P_IP, &ip)
 }
 
 fn v4(a: [u8; 4]) -> [u8; 16] {
@@ -49,7 +52,7 @@ fn v6(s: &str) -> [u8; 16] {
 
 #[test]
 fn sources_are_counted_exactly_per_address() {
-    common::require_root();
+    require_root();
     let mut filter = Filter::load().expect("loading the XDP program");
     filter.set_mode(Mode::Monitor).expect("mode");
     let a = v4([198, 18, 7, 1]);
@@ -68,16 +71,7 @@ fn sources_are_counted_exactly_per_address() {
         }
     }
     // A frame that is not NAT-PMP/PCP leaves no source behind.
-    let other = {
-        let body = udp(40000, 53, b"x");
-        let mut f = ethernet(
-            &[],
-            ETH_P_IP,
-            &ipv4(IPPROTO_UDP, V4Frag::default(), &[], &body),
-        );
-        f[26..30].copy_from_slice(&[198, 18, 9, 9]);
-        f
-    };
+    let other = udp4_from([198, 18, 9, 9], &udp(40000, 53, b"x"));
     assert_eq!(filter.run_frame(&other).expect("test run"), XDP_PASS);
 
     let s = sources::read(filter.maps(), 10).expect("reading the sources");
@@ -120,7 +114,7 @@ fn attributed_plus_unattributed(s: &sources::Sources) -> (u64, u64) {
 /// seen in several intervals is one source with all its packets.
 #[test]
 fn a_spoofed_source_flood_is_accounted_for_exactly() {
-    common::require_root();
+    require_root();
     let mut filter = Filter::load().expect("loading the XDP program");
     filter.set_mode(Mode::Drop).expect("mode");
     let cpus = aya::util::nr_cpus().expect("counting CPUs");
@@ -209,7 +203,7 @@ fn a_spoofed_source_flood_is_accounted_for_exactly() {
 #[test]
 fn the_source_hash_is_keyed_and_even() {
     use nat_pmp_ebpf_common::{addr_words, source_set, SOURCE_SETS};
-    common::require_root();
+    require_root();
     let a = Filter::load().expect("loading").config().expect("config");
     let b = Filter::load().expect("loading").config().expect("config");
     assert_ne!(a.hash_key, b.hash_key, "a key per load");
@@ -254,7 +248,7 @@ fn the_source_hash_is_keyed_and_even() {
 /// map is left alone; switched back on, sources are tracked again.
 #[test]
 fn source_tracking_switches_off_and_on() {
-    common::require_root();
+    require_root();
     let mut filter = Filter::load().expect("loading the XDP program");
     filter.set_mode(Mode::Drop).expect("mode");
     filter.set_source_tracking(false).expect("tracking off");
@@ -294,7 +288,7 @@ fn check(filter: &Filter, reference: &mut Reference, what: &str, frame: &[u8], w
 
 #[test]
 fn drop_mode_passes_exactly_the_allowlisted_prefixes() {
-    common::require_root();
+    require_root();
     let mut filter = Filter::load().expect("loading the XDP program");
     filter.set_mode(Mode::Drop).expect("mode");
     let prefixes = ["198.51.100.0/24", "203.0.113.128/25", "2001:db8:1::/48"];
@@ -422,7 +416,7 @@ impl log::Log for Capture {
 
 #[test]
 fn a_flood_of_drops_logs_at_most_the_bound() {
-    common::require_root();
+    require_root();
     let mut filter = Filter::load().expect("loading the XDP program");
     filter.set_mode(Mode::Drop).expect("mode");
     let capture = Capture::default();

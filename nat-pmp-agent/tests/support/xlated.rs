@@ -8,7 +8,7 @@
 //! lookups) is no call there while one it did not inline still is.
 //!
 //! What the kernel's xlated form holds (checked on Linux 6.18, see the tests
-//! in `tests/xlated.rs`) and how this module models it:
+//! in `tests/suite/xlated.rs`) and how this module models it:
 //! - The context: XDP's 32-bit `struct xdp_md` loads are rewritten into
 //!   64-bit loads from `struct xdp_buff` (`data` at +0, `data_end` +8,
 //!   `data_meta` +16, `data_hard_start` +24). `r1` points at such a buffer;
@@ -47,12 +47,9 @@
 //! memory access outside the modelled regions) is an error naming the pc and
 //! the opcode, never a guess.
 //!
-//! Used by `tests/xlated.rs` and by the bench (`benches/xdp`), which include
-//! this file on its own: it depends on std, anyhow and `serde_json` only.
-#![allow(
-    dead_code,
-    reason = "tests/xlated.rs and the bench include this file; each uses part of it"
-)]
+//! Used by the suite's `xlated` tests and by the bench (`benches/xdp`), which
+//! includes this file on its own: it depends on std, anyhow and `serde_json`
+//! only.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
@@ -486,11 +483,11 @@ impl Program {
         self.insns.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.insns.is_empty()
-    }
-
     /// `offsetof(struct bpf_array, value)` as the inlined lookups add it.
+    #[allow(
+        dead_code,
+        reason = "the suite's xlated tests use it, the bench does not"
+    )]
     pub fn array_value_offset(&self) -> u64 {
         self.value_off
     }
@@ -504,6 +501,10 @@ impl Program {
     }
 
     /// The maps the program uses.
+    #[allow(
+        dead_code,
+        reason = "the suite's xlated tests use it, the bench does not"
+    )]
     pub fn maps(&self) -> impl Iterator<Item = &MapSnapshot> {
         self.maps.values()
     }
@@ -703,6 +704,10 @@ impl Program {
 
     /// [`Program::run`], and the pc of every instruction executed, in order
     /// (to read a path against `bpftool prog dump xlated`).
+    #[allow(
+        dead_code,
+        reason = "the suite's xlated tests use it, the bench does not"
+    )]
     pub fn run_traced(&self, frame: &[u8]) -> Result<(Path, Vec<usize>)> {
         let mut trace = Vec::new();
         let path = self.exec(frame, Some(&mut trace))?;
@@ -931,72 +936,50 @@ impl Program {
     }
 }
 
-/// An ALU64 operation (`op` the operation bits, `off` its variant).
-fn alu64(op: u8, off: i16, by_reg: bool, d: u64, s: u64) -> std::result::Result<u64, String> {
-    Ok(match op {
-        0x00 => d.wrapping_add(s),
-        0x10 => d.wrapping_sub(s),
-        0x20 => d.wrapping_mul(s),
-        0x30 => match (s, off) {
-            (0, _) => 0,
-            (_, 0) => d / s,
-            _ => (d as i64).wrapping_div(s as i64) as u64,
-        },
-        0x40 => d | s,
-        0x50 => d & s,
-        0x60 => d << (s & 63),
-        0x70 => d >> (s & 63),
-        0x80 if !by_reg => d.wrapping_neg(),
-        0x90 => match (s, off) {
-            (0, _) => d,
-            (_, 0) => d % s,
-            _ => (d as i64).wrapping_rem(s as i64) as u64,
-        },
-        0xa0 => d ^ s,
-        0xb0 => match off {
-            8 => i64::from(s as u8 as i8) as u64,
-            16 => i64::from(s as u16 as i16) as u64,
-            32 => i64::from(s as u32 as i32) as u64,
-            // A plain move (off 0), or BPF_MOV64_PERCPU_REG (off -1), which
-            // adds this CPU's per-CPU offset: CPU 0's, 0.
-            _ => s,
-        },
-        0xc0 => ((d as i64) >> (s & 63)) as u64,
-        _ => return Err("not a modelled ALU64 operation".into()),
-    })
+/// Defines `$name`, an ALU operation (`op` the operation bits, `off` its
+/// variant) on `$u` values (`$i` their signed view, `$mask` the shift count
+/// mask): [`alu64`], and [`alu32`], whose caller zero-extends the result.
+macro_rules! alu {
+    ($name:ident, $u:ty, $i:ty, $mask:literal, $what:literal) => {
+        fn $name(op: u8, off: i16, by_reg: bool, d: $u, s: $u) -> std::result::Result<$u, String> {
+            Ok(match op {
+                0x00 => d.wrapping_add(s),
+                0x10 => d.wrapping_sub(s),
+                0x20 => d.wrapping_mul(s),
+                0x30 => match (s, off) {
+                    (0, _) => 0,
+                    (_, 0) => d / s,
+                    _ => (d as $i).wrapping_div(s as $i) as $u,
+                },
+                0x40 => d | s,
+                0x50 => d & s,
+                0x60 => d << (s & $mask),
+                0x70 => d >> (s & $mask),
+                0x80 if !by_reg => d.wrapping_neg(),
+                0x90 => match (s, off) {
+                    (0, _) => d,
+                    (_, 0) => d % s,
+                    _ => (d as $i).wrapping_rem(s as $i) as $u,
+                },
+                0xa0 => d ^ s,
+                0xb0 => match off {
+                    8 => <$i>::from(s as u8 as i8) as $u,
+                    16 => <$i>::from(s as u16 as i16) as $u,
+                    // From 32 bits: for a 32-bit value, all of it.
+                    32 => <$i>::from(s as u32 as i32) as $u,
+                    // A plain move (off 0), or BPF_MOV64_PERCPU_REG (off
+                    // -1), which adds this CPU's per-CPU offset: CPU 0's, 0.
+                    _ => s,
+                },
+                0xc0 => ((d as $i) >> (s & $mask)) as $u,
+                _ => return Err(concat!("not a modelled ", $what, " operation").into()),
+            })
+        }
+    };
 }
 
-/// An ALU (32-bit) operation; the caller zero-extends the result.
-fn alu32(op: u8, off: i16, by_reg: bool, d: u32, s: u32) -> std::result::Result<u32, String> {
-    Ok(match op {
-        0x00 => d.wrapping_add(s),
-        0x10 => d.wrapping_sub(s),
-        0x20 => d.wrapping_mul(s),
-        0x30 => match (s, off) {
-            (0, _) => 0,
-            (_, 0) => d / s,
-            _ => (d as i32).wrapping_div(s as i32) as u32,
-        },
-        0x40 => d | s,
-        0x50 => d & s,
-        0x60 => d << (s & 31),
-        0x70 => d >> (s & 31),
-        0x80 if !by_reg => d.wrapping_neg(),
-        0x90 => match (s, off) {
-            (0, _) => d,
-            (_, 0) => d % s,
-            _ => (d as i32).wrapping_rem(s as i32) as u32,
-        },
-        0xa0 => d ^ s,
-        0xb0 => match off {
-            8 => i32::from(s as u8 as i8) as u32,
-            16 => i32::from(s as u16 as i16) as u32,
-            _ => s,
-        },
-        0xc0 => ((d as i32) >> (s & 31)) as u32,
-        _ => return Err("not a modelled ALU operation".into()),
-    })
-}
+alu!(alu64, u64, i64, 63, "ALU64");
+alu!(alu32, u32, i32, 31, "ALU");
 
 /// Which bytes of an ALU result are defined, from those of its operands
 /// (`s` is the operand's value, for masks and shifts by a constant).

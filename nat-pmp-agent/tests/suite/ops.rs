@@ -10,8 +10,6 @@
 //! vanish with it. Guards unmount it (dropping the pins), delete the
 //! namespaces and end the agents by PID even when an assertion fails.
 
-mod common;
-
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -24,19 +22,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    agent_ok, bind, drain, require_root, run_agent, send, status_json, Agent, Bpffs, NetNs,
-    WanLink, AGENT, INTERNET_ADDR, INTERNET_ADDR_1, ROUTER_ADDR, ROUTER_ADDR_1,
-};
 use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
 use serde_json::Value;
+
+use crate::support::{
+    agent::{agent_ok, detach_wan0, last_report, pinned_wan, run_agent, status_json, AGENT},
+    netns::NetNs,
+    process::{sh, Agent},
+    require_root,
+    wan::{bind, drain, send, WanLink, INTERNET_ADDR, INTERNET_ADDR_1, ROUTER_ADDR, ROUTER_ADDR_1},
+};
 
 #[test]
 fn pinned_agent_killed_keeps_dropping_restart_continues_detach_removes_all() {
     require_root();
-    let link = WanLink::new("ops-pin");
-    let bpffs = Bpffs::new("pin");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("ops-pin");
     let args = ["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root];
     let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
     let scanner = bind(&link.internet, INTERNET_ADDR, 0);
@@ -103,10 +103,7 @@ fn pinned_agent_killed_keeps_dropping_restart_continues_detach_removes_all() {
     assert_eq!(drain(&listener), 0);
 
     // detach removes program, link, maps and the directory.
-    let out = agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    let out = detach_wan0(&link.router, &root);
     assert!(out.contains("wan0: detached"), "{out}");
     assert!(!link.router.xdp_attached("wan0"), "detach must detach");
     assert!(
@@ -151,9 +148,7 @@ fn no_sources_counts_exactly_and_tracks_no_source() {
 #[test]
 fn without_pin_nothing_is_left_behind() {
     require_root();
-    let link = WanLink::new("ops-nopin");
-    let bpffs = Bpffs::new("nopin");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("ops-nopin");
     let a = Agent::start(&link.router, &["--iface", "wan0", "--drop"]);
     a.stop(libc::SIGTERM);
     assert!(!link.router.xdp_attached("wan0"));
@@ -172,17 +167,12 @@ fn without_pin_nothing_is_left_behind() {
 #[test]
 fn detach_while_the_agent_runs_stops_the_filter_at_once() {
     require_root();
-    let link = WanLink::new("ops-det");
-    let bpffs = Bpffs::new("det");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("ops-det");
     let a = Agent::start(
         &link.router,
         &["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root],
     );
-    agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&link.router, &root);
     // The running agent still holds the link open; BPF_LINK_DETACH must
     // have detached it anyway.
     assert!(!link.router.xdp_attached("wan0"));
@@ -203,7 +193,12 @@ fn detach_while_the_agent_runs_stops_the_filter_at_once() {
 fn pin_dir_not_on_bpffs_inside_ip_netns_exec_is_a_clear_error() {
     require_root();
     let link = WanLink::new("ops-nobpf");
-    let dir = format!("/run/natpmp-test-nobpf-{}", std::process::id());
+    // A directory that does not exist yet, under /run: not a bpffs.
+    let run = tempfile::Builder::new()
+        .prefix("natpmp-test-nobpf-")
+        .tempdir_in("/run")
+        .expect("a directory under /run");
+    let dir = run.path().join("pins").display().to_string();
     let (ok, _, err) = run_agent(
         &link.router,
         &[
@@ -216,7 +211,6 @@ fn pin_dir_not_on_bpffs_inside_ip_netns_exec_is_a_clear_error() {
             "1",
         ],
     );
-    let _ = std::fs::remove_dir(&dir);
     assert!(!ok, "pinning to a bpffs that would vanish must fail");
     assert!(
         err.contains("not on a BPF filesystem") && err.contains("mount -t bpf bpf"),
@@ -234,9 +228,7 @@ const SENT: u64 = 6000;
 #[test]
 fn runtime_mode_switch_under_traffic_loses_no_packet() {
     require_root();
-    let link = WanLink::new("ops-switch");
-    let bpffs = Bpffs::new("switch");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("ops-switch");
     let a = Agent::start(
         &link.router,
         &["--iface", "wan0", "--pin", "--pin-dir", &root],
@@ -311,10 +303,7 @@ fn runtime_mode_switch_under_traffic_loses_no_packet() {
     );
     assert_eq!(r["mode"], "monitor", "the report shows the live mode");
     a.stop(libc::SIGTERM);
-    agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&link.router, &root);
 }
 
 /// The value of the one sample of `metric` with `labels`.
@@ -482,6 +471,7 @@ fn scrape(ns: &NetNs, port: u16) -> String {
         s.read_to_string(&mut resp).expect("response");
         resp
     })
+    .expect("entering the namespace")
 }
 
 #[test]
@@ -564,7 +554,7 @@ fn two_interfaces_count_apart_and_metrics_match_the_json() {
 #[test]
 fn metrics_refuse_a_remote_address_unless_allowed() {
     require_root();
-    let ns = NetNs::new("ops-remote");
+    let ns = NetNs::new("ops-remote").expect("creating a namespace");
     let (ok, _, err) = run_agent(
         &ns,
         &[
@@ -585,8 +575,8 @@ fn metrics_refuse_a_remote_address_unless_allowed() {
 fn config_file_sets_flags_and_bad_values_name_file_and_key() {
     require_root();
     let link = WanLink::new("ops-conf");
-    let dir = std::env::temp_dir().join(format!("natpmp-conf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path();
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
@@ -595,7 +585,7 @@ fn config_file_sets_flags_and_bad_values_name_file_and_key() {
     .expect("writing the config");
     let (ok, out, err) = run_agent(&link.router, &["--config", good.to_str().expect("utf-8")]);
     assert!(ok, "{err}");
-    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    let last = last_report(&out);
     assert_eq!(last["iface"], "wan0");
     assert_eq!(last["mode"], "drop");
     assert_eq!(last["xdp_mode"], "skb");
@@ -611,13 +601,12 @@ fn config_file_sets_flags_and_bad_values_name_file_and_key() {
         ],
     );
     assert!(ok, "{err}");
-    let last: Value = serde_json::from_str(out.lines().last().expect("a report")).expect("JSON");
+    let last = last_report(&out);
     assert_eq!(last["xdp_mode"], "native");
 
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "iface = \"wan0\"\nxdp-mode = \"turbo\"\n").expect("writing");
     let (ok, _, err) = run_agent(&link.router, &["--config", bad.to_str().expect("utf-8")]);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(!ok);
     assert!(
         err.contains("bad.toml")
@@ -633,9 +622,7 @@ fn config_file_sets_flags_and_bad_values_name_file_and_key() {
 #[test]
 fn the_units_capabilities_are_enough() {
     require_root();
-    let link = WanLink::new("ops-caps");
-    let bpffs = Bpffs::new("caps");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("ops-caps");
     let caps = "-all,+bpf,+net_admin,+perfmon";
     let mut cmd = link.router.command("setpriv");
     cmd.args([
@@ -687,9 +674,7 @@ fn the_units_capabilities_are_enough() {
 #[test]
 fn allowlist_from_the_flags_and_changed_at_runtime_without_reload() {
     require_root();
-    let link = WanLink::new("ops-allow");
-    let bpffs = Bpffs::new("allow");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("ops-allow");
     let prefix = format!("{INTERNET_ADDR}/32");
     let a = Agent::start(
         &link.router,
@@ -773,10 +758,7 @@ fn allowlist_from_the_flags_and_changed_at_runtime_without_reload() {
         "no reload"
     );
     a.stop(libc::SIGTERM);
-    agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&link.router, &root);
 }
 
 /// An instance pinned by an agent with another map layout (an earlier
@@ -788,9 +770,7 @@ fn allowlist_from_the_flags_and_changed_at_runtime_without_reload() {
 #[test]
 fn an_instance_pinned_with_another_layout_is_refused_and_keeps_protecting() {
     require_root();
-    let link = WanLink::new("ops-old");
-    let bpffs = Bpffs::new("old");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("ops-old");
     let args = ["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root];
     let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
     let scanner = bind(&link.internet, INTERNET_ADDR, 0);
@@ -803,7 +783,7 @@ fn an_instance_pinned_with_another_layout_is_refused_and_keeps_protecting() {
         .to_owned();
     let config = format!("{dir}/{}", nat_pmp_ebpf_common::MAP_CONFIG);
     std::fs::remove_file(&config).expect("removing the config pin");
-    common::sh(&[
+    sh(&[
         "bpftool",
         "map",
         "create",
@@ -818,7 +798,8 @@ fn an_instance_pinned_with_another_layout_is_refused_and_keeps_protecting() {
         "1",
         "name",
         "NATPMP_CONFIG",
-    ]);
+    ])
+    .expect("creating an old-layout config map");
 
     let mut bounded = args.to_vec();
     bounded.extend(["--duration", "2"]);
@@ -849,9 +830,6 @@ fn an_instance_pinned_with_another_layout_is_refused_and_keeps_protecting() {
     let text = agent_ok(&link.router, &["status", "--pin-dir", &root]);
     assert!(text.contains("its maps are not this agent's"), "{text}");
 
-    agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&link.router, &root);
     assert!(!link.router.xdp_attached("wan0"));
 }

@@ -15,46 +15,41 @@
     reason = "test frames and counts are small"
 )]
 
-mod common;
-
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{require_root, Proc, WanLink, AGENT, ROUTER_ADDR};
 use etherparse::{SlicedPacket, TransportSlice};
 use nat_pmp_ebpf_common::capgen::{write_file, Composition, Format, Link, Spec};
-use nat_pmp_ebpf_common::{samples::sample_payload, Class, NATPMP_PORT};
+use nat_pmp_ebpf_common::{
+    frames::{ethernet, ipv4_sent, udp},
+    headers::{ETH_P_IP, IPPROTO_UDP},
+    samples::sample_payload,
+    Class, NATPMP_PORT,
+};
 use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
     DataLink,
 };
 use serde_json::Value;
+use tempfile::TempDir;
 
-/// A directory removed on drop.
-struct TempDir(PathBuf);
+use crate::support::{
+    agent::AGENT,
+    process::Agent,
+    require_root,
+    wan::{WanLink, INTERNET_ADDR, ROUTER_ADDR},
+};
 
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("natpmp-replay-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("creating a temporary directory");
-        TempDir(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory `natpmp-replay-<tag>-...`, removed on drop.
+fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("natpmp-replay-{tag}-"))
+        .tempdir()
+        .expect("creating a temporary directory")
 }
 
 fn replay(args: &[&str]) -> Output {
@@ -143,7 +138,7 @@ fn assert_matches(report: &Value, comp: &Composition) {
 #[test]
 fn generated_captures_replay_to_their_composition() {
     require_root();
-    let dir = TempDir::new("gen");
+    let dir = temp_dir("gen");
     for (i, (format, link)) in [
         (Format::Pcap, Link::Ethernet),
         (Format::Pcapng, Link::Ethernet),
@@ -153,7 +148,7 @@ fn generated_captures_replay_to_their_composition() {
     .into_iter()
     .enumerate()
     {
-        let path = dir.path(&format!("scan-{i}.cap"));
+        let path = dir.path().join(format!("scan-{i}.cap"));
         let spec = Spec {
             count: 3000,
             seed: 7 + i as u64,
@@ -182,8 +177,8 @@ fn generated_captures_replay_to_their_composition() {
 #[test]
 fn several_files_add_up_and_every_view_agrees() {
     require_root();
-    let dir = TempDir::new("multi");
-    let (a, b) = (dir.path("a.pcap"), dir.path("b.pcapng"));
+    let dir = temp_dir("multi");
+    let (a, b) = (dir.path().join("a.pcap"), dir.path().join("b.pcapng"));
     let ca = write_file(
         &Spec {
             count: 500,
@@ -217,7 +212,7 @@ fn several_files_add_up_and_every_view_agrees() {
         op0
     );
 
-    let svg = dir.path("chart.svg");
+    let svg = dir.path().join("chart.svg");
     let out = replay(&[
         files[0],
         files[1],
@@ -257,7 +252,11 @@ fn several_files_add_up_and_every_view_agrees() {
     assert!(text.contains(&format!(" {op0} |")), "{text}");
     assert!(text.contains("top sources (3 of"), "{text}");
 
-    let out = replay(&[files[0], "--plot", dir.path("chart.png").to_str().unwrap()]);
+    let out = replay(&[
+        files[0],
+        "--plot",
+        dir.path().join("chart.png").to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("write an .svg"));
 }
@@ -303,8 +302,8 @@ fn failing(args: &[&str]) -> (Value, String) {
 #[test]
 fn bad_input_names_file_and_frame_and_keeps_the_partial_report() {
     require_root();
-    let dir = TempDir::new("bad");
-    let good = dir.path("good.pcap");
+    let dir = temp_dir("bad");
+    let good = dir.path().join("good.pcap");
     write_file(
         &Spec {
             count: 400,
@@ -319,7 +318,7 @@ fn bad_input_names_file_and_frame_and_keeps_the_partial_report() {
     let before = &records[..k - 1];
 
     // Truncated inside frame k.
-    let cut = dir.path("cut.pcap");
+    let cut = dir.path().join("cut.pcap");
     std::fs::write(&cut, &bytes[..records[k - 1].0 + 20]).unwrap();
     let (report, err) = failing(&[cut.to_str().unwrap()]);
     assert!(
@@ -336,7 +335,7 @@ fn bad_input_names_file_and_frame_and_keeps_the_partial_report() {
     let mut corrupt = bytes.clone();
     let at = records[k - 1].0;
     corrupt[at + 8..at + 12].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
-    let bad = dir.path("corrupt.pcap");
+    let bad = dir.path().join("corrupt.pcap");
     std::fs::write(&bad, &corrupt).unwrap();
     let (report, err) = failing(&[bad.to_str().unwrap()]);
     assert!(
@@ -349,7 +348,7 @@ fn bad_input_names_file_and_frame_and_keeps_the_partial_report() {
     // Unsupported link type (IEEE 802.11, 105).
     let mut wifi = bytes.clone();
     wifi[20..24].copy_from_slice(&105u32.to_le_bytes());
-    let wlan = dir.path("wlan.pcap");
+    let wlan = dir.path().join("wlan.pcap");
     std::fs::write(&wlan, &wifi).unwrap();
     let (report, err) = failing(&[wlan.to_str().unwrap()]);
     assert!(
@@ -359,13 +358,13 @@ fn bad_input_names_file_and_frame_and_keeps_the_partial_report() {
     assert_eq!(report["files"][0]["link_types"][0], 105);
 
     // A good file, then a missing one: the good file's counts survive.
-    let missing = dir.path("missing.pcap");
+    let missing = dir.path().join("missing.pcap");
     let (report, err) = failing(&[good.to_str().unwrap(), missing.to_str().unwrap()]);
     assert!(err.contains(missing.to_str().unwrap()), "{err}");
     assert_eq!(u(&report["total"]["packets"]), 400);
 
     // Not a capture at all.
-    let text = dir.path("notes.txt");
+    let text = dir.path().join("notes.txt");
     std::fs::write(&text, "not a capture\n").unwrap();
     let (_, err) = failing(&[text.to_str().unwrap()]);
     assert!(err.contains("not a pcap or pcapng file"), "{err}");
@@ -385,8 +384,8 @@ fn bad_input_names_file_and_frame_and_keeps_the_partial_report() {
 #[test]
 fn short_frames_are_skipped_and_raw_ip_bytes_are_as_captured() {
     require_root();
-    let dir = TempDir::new("short");
-    let path = dir.path("short.pcap");
+    let dir = temp_dir("short");
+    let path = dir.path().join("short.pcap");
     let mut w = PcapWriter::with_header(
         std::fs::File::create(&path).unwrap(),
         PcapHeader {
@@ -395,11 +394,13 @@ fn short_frames_are_skipped_and_raw_ip_bytes_are_as_captured() {
         },
     )
     .unwrap();
-    let b = etherparse::PacketBuilder::ipv4([198, 18, 5, 5], [198, 18, 0, 1], 64)
-        .udp(40000, NATPMP_PORT);
     let payload = sample_payload(Class::NatpmpMapTcpRequest);
-    let mut ip = Vec::new();
-    b.write(&mut ip, payload).unwrap();
+    let ip = ipv4_sent(
+        [198, 18, 5, 5],
+        [198, 18, 0, 1],
+        IPPROTO_UDP,
+        &udp(40000, NATPMP_PORT, payload),
+    );
     // 2025-06-01T00:00:00Z.
     let t = Duration::from_hours(485_760);
     // Raw-IP frames go to the program as they are (its link type set to raw
@@ -417,12 +418,11 @@ fn short_frames_are_skipped_and_raw_ip_bytes_are_as_captured() {
     assert_eq!(u(&c["bytes"]), 2 * ip.len() as u64, "bytes as captured");
     assert_eq!(u(&report["skipped_short"]), 2);
 
-    let eth = dir.path("short-eth.pcap");
+    let eth = dir.path().join("short-eth.pcap");
     let mut w =
         PcapWriter::with_header(std::fs::File::create(&eth).unwrap(), PcapHeader::default())
             .unwrap();
-    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0];
-    frame.extend_from_slice(&ip);
+    let frame = ethernet(&[], ETH_P_IP, &ip);
     for f in [&frame[..], &frame[..10], &frame[..0], &frame[..]] {
         w.write_packet(&PcapPacket::new(t, f.len() as u32, f))
             .unwrap();
@@ -476,10 +476,6 @@ fn probe(link: &WanLink, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("probe JSON")
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario: agent, capture, client, then three comparisons"
-)]
 /// Real client traffic in namespaces: the live agent counts it on wan0 while
 /// tshark captures it there; the capture replays to exactly what the client
 /// sent and exactly what the live agent counted.
@@ -491,31 +487,17 @@ fn tshark_capture_replays_to_what_was_sent_and_what_the_live_agent_counted() {
         tshark.is_ok_and(|o| o.status.success()),
         "tshark is missing: run `cargo xtask setup` (it installs Debian's tshark)"
     );
-    let dir = TempDir::new("live");
+    let dir = temp_dir("live");
     let link = WanLink::new("rpl");
 
     // The live agent first: its first report means the program is attached.
-    let mut agent = Proc(
-        link.router
-            .command(AGENT)
-            .args(["--iface", "wan0", "--output", "json"])
-            .args(["--interval", "0.2", "--duration", "60"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the agent"),
-    );
-    let mut lines = BufReader::new(agent.0.stdout.take().unwrap()).lines();
-    lines
-        .next()
-        .expect("the agent printed a first report")
-        .expect("reading the agent's output");
+    let agent = Agent::start(&link.router, &["--iface", "wan0", "--duration", "60"]);
 
     // Monitor mode passes everything, so the AF_PACKET tap behind XDP sees
     // every frame the program saw.
-    let capture = dir.path("wan0.pcapng");
-    let tshark_err = dir.path("tshark.err");
-    let mut tshark = Proc(
+    let capture = dir.path().join("wan0.pcapng");
+    let tshark_err = dir.path().join("tshark.err");
+    let mut tshark = crate::support::process::Proc(
         link.router
             .command("tshark")
             .args(["-i", "wan0", "-w", capture.to_str().unwrap()])
@@ -546,16 +528,7 @@ fn tshark_capture_replays_to_what_was_sent_and_what_the_live_agent_counted() {
     // Let the last frames reach the tap and the agent's counters.
     std::thread::sleep(Duration::from_millis(500));
 
-    agent.signal(libc::SIGINT);
-    let live: Value = lines
-        .map(|l| l.expect("reading the agent's output"))
-        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-        .find(|v| v["final"] == true)
-        .expect("the agent's final report");
-    assert!(
-        agent.wait_for(Duration::from_secs(10)).is_some(),
-        "agent exited"
-    );
+    let live = agent.stop(libc::SIGINT).report;
     tshark.signal(libc::SIGINT);
     let st = tshark.wait_for(Duration::from_secs(10));
     assert!(st.is_some(), "tshark did not stop");
@@ -608,6 +581,6 @@ fn tshark_capture_replays_to_what_was_sent_and_what_the_live_agent_counted() {
     // Every datagram came from the internet side's address.
     let sources = report["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 1, "{sources:?}");
-    assert_eq!(sources[0]["address"], common::INTERNET_ADDR);
+    assert_eq!(sources[0]["address"], INTERNET_ADDR);
     assert_eq!(u(&sources[0]["packets"]), 312);
 }

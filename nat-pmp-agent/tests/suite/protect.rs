@@ -12,23 +12,30 @@
 //! proves something only when the path works. Guards delete the namespaces,
 //! unmount the bpffs and end the agents by PID even when an assertion fails.
 
-mod common;
-
 use std::{
     fs::File,
     net::UdpSocket,
     os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use common::{
-    agent_ok, agent_output, bind, drain, open_tun, require_root, run_agent, send, sh, status_json,
-    Agent, Bpffs, NetNs, WanLink, AGENT, INTERNET_ADDR, ROUTER_ADDR,
+use nat_pmp_ebpf_common::{
+    frames::{ipv4_sent, udp},
+    headers::IPPROTO_UDP,
+    Class, NATPMP_PORT,
 };
-use nat_pmp_ebpf_common::{Class, NATPMP_PORT};
 use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::{
+    agent::{agent_ok, agent_output, detach_wan0, pinned_wan, run_agent, status_json, AGENT},
+    bpffs::Bpffs,
+    netns::NetNs,
+    process::{sh, Agent},
+    require_root,
+    wan::{bind, drain, open_tun, send, WanLink, INTERNET_ADDR, ROUTER_ADDR},
+};
 
 /// The router's port the control datagrams go to (not filtered).
 const CONTROL_PORT: u16 = 40000;
@@ -200,18 +207,13 @@ fn assert_dropped_and_counted(a: &mut Agent, link: &WanLink, n: u64) -> Value {
 
 /// The ifindex of `dev` in `ns`.
 fn ifindex(ns: &NetNs, dev: &str) -> u64 {
-    let v: Value =
-        serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", dev])).expect("ip -j JSON");
-    v[0]["ifindex"].as_u64().expect("an ifindex")
+    u64::from(ns.ifindex(dev).unwrap_or_else(|e| panic!("{e:#}")))
 }
 
 /// The id of the XDP program on `dev` in `ns`.
 fn xdp_prog_id(ns: &NetNs, dev: &str) -> u64 {
-    let v: Value = serde_json::from_str(&ns.ip(&["-j", "-d", "link", "show", "dev", dev]))
-        .expect("ip -j JSON");
-    v[0]["xdp"]["prog"]["id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no XDP program on {dev}: {v}"))
+    let (id, _) = ns.xdp_prog(dev).unwrap_or_else(|e| panic!("{e:#}"));
+    u64::from(id)
 }
 
 /// The inode of the network namespace `ns` (the agent's `netns:<inode>`).
@@ -222,35 +224,20 @@ fn netns_inode(ns: &NetNs) -> u64 {
 }
 
 /// A directory under /run, removed (with what is in it) on drop.
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn new(tag: &str) -> RunDir {
-        let p = PathBuf::from(format!("/run/natpmp-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("creating a directory under /run");
-        RunDir(p)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("UTF-8 path")
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg(&self.0)
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn run_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("natpmp-test-{tag}-"))
+        .tempdir_in("/run")
+        .expect("creating a directory under /run")
 }
 
 /// Deletes wan0 and re-creates it under a running drop-mode agent, the
 /// `round`th time; checks the reports in between and after, the traffic and
 /// the counters. Returns the new wan0's ifindex.
 fn delete_and_recreate(a: &mut Agent, link: &WanLink, round: u64) -> u64 {
-    link.router.ip(&["link", "del", "wan0"]);
+    link.router
+        .ip(&["link", "del", "wan0"])
+        .expect("deleting wan0");
     let gone = wait_report(a, "state gone", Duration::from_secs(3), |r| {
         r["state"] == "gone"
     });
@@ -313,9 +300,7 @@ fn veth_wan_deleted_and_recreated_three_times_stays_protected() {
 #[test]
 fn pinned_veth_wan_recreated_gets_its_link_pin_back_and_stays_after_sigterm() {
     require_root();
-    let link = WanLink::new("prot-pinrecr");
-    let bpffs = Bpffs::new("pinrecr");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("prot-pinrecr");
     let mut a = Agent::start(
         &link.router,
         &["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root],
@@ -351,10 +336,7 @@ fn pinned_veth_wan_recreated_gets_its_link_pin_back_and_stays_after_sigterm() {
     assert_eq!(Wan::open(&link).requests(20), 0, "still dropped");
     let after = totals(&instance(&status_json(&link.router, &root), "wan0"));
     assert_eq!(after, (before.0 + 20, before.1 + 20));
-    agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&link.router, &root);
 }
 
 const TUN_ROUTER: [u8; 4] = [198, 18, 9, 1];
@@ -362,18 +344,23 @@ const TUN_PEER: [u8; 4] = [198, 18, 9, 2];
 
 /// Creates tun0 in `ns` (closing the file deletes it), addressed and up.
 fn tun_up(ns: &NetNs) -> File {
-    let tun = ns.enter(open_tun);
-    ns.ip(&["addr", "add", "198.18.9.1/24", "dev", "tun0"]);
-    ns.ip(&["link", "set", "tun0", "up"]);
+    let tun = ns.enter(open_tun).expect("entering the namespace");
+    ns.ip(&["addr", "add", "198.18.9.1/24", "dev", "tun0"])
+        .expect("addressing tun0");
+    ns.ip(&["link", "set", "tun0", "up"])
+        .expect("bringing tun0 up");
     tun
 }
 
 /// Writes `n` raw IPv4/UDP packets to `port` into the tun: the router
 /// receives them on tun0.
 fn tun_write(tun: &File, port: u16, payload: &[u8], n: u64) {
-    let b = etherparse::PacketBuilder::ipv4(TUN_PEER, TUN_ROUTER, 64).udp(41000, port);
-    let mut packet = Vec::new();
-    b.write(&mut packet, payload).expect("building a packet");
+    let packet = ipv4_sent(
+        TUN_PEER,
+        TUN_ROUTER,
+        IPPROTO_UDP,
+        &udp(41000, port, payload),
+    );
     for _ in 0..n {
         std::io::Write::write_all(&mut &*tun, &packet).expect("writing into the tun");
     }
@@ -405,7 +392,7 @@ fn assert_tun_dropped_and_counted(a: &mut Agent, ns: &NetNs, tun: &File, n: u64)
 #[test]
 fn tun_wan_closed_and_reopened_twice_counts_continue() {
     require_root();
-    let ns = NetNs::new("prot-tun");
+    let ns = NetNs::new("prot-tun").expect("creating a namespace");
     let mut tun = tun_up(&ns);
     let mut a = Agent::start(&ns, &["--iface", "tun0", "--drop"]);
     assert_tun_dropped_and_counted(&mut a, &ns, &tun, 10);
@@ -438,8 +425,8 @@ fn tun_wan_closed_and_reopened_twice_counts_continue() {
 fn wait_attaches_when_the_interface_appears_and_without_it_a_missing_one_fails() {
     require_root();
     let link = WanLink {
-        router: NetNs::new("prot-wait-r"),
-        internet: NetNs::new("prot-wait-i"),
+        router: NetNs::new("prot-wait-r").expect("creating a namespace"),
+        internet: NetNs::new("prot-wait-i").expect("creating a namespace"),
     };
     let out = agent_output(
         &link.router,
@@ -476,7 +463,8 @@ fn wait_attaches_when_the_interface_appears_and_without_it_a_missing_one_fails()
 /// The id of the XDP link running the program `prog_id` (`bpftool`).
 fn xdp_link_id(prog_id: u64) -> u64 {
     let links: Value =
-        serde_json::from_str(&sh(&["bpftool", "-j", "link", "show"])).expect("bpftool JSON");
+        serde_json::from_str(&sh(&["bpftool", "-j", "link", "show"]).expect("bpftool link show"))
+            .expect("bpftool JSON");
     let found: Vec<u64> = links
         .as_array()
         .expect("a list of links")
@@ -498,7 +486,7 @@ fn bpftool_link_detach_is_noticed_and_the_filter_attaches_again() {
     let link = WanLink::new("prot-bpftool");
     let mut a = Agent::start(&link.router, &["--iface", "wan0", "--drop"]);
     let id = xdp_link_id(xdp_prog_id(&link.router, "wan0"));
-    sh(&["bpftool", "link", "detach", "id", &id.to_string()]);
+    sh(&["bpftool", "link", "detach", "id", &id.to_string()]).expect("bpftool link detach");
     let r = wait_report(
         &mut a,
         "attached true and reattachments >= 1",
@@ -515,17 +503,12 @@ fn bpftool_link_detach_is_noticed_and_the_filter_attaches_again() {
 #[test]
 fn operator_detach_while_a_pinned_agent_runs_is_respected() {
     require_root();
-    let link = WanLink::new("prot-opdet");
-    let bpffs = Bpffs::new("opdet");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("prot-opdet");
     let mut a = Agent::start(
         &link.router,
         &["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root],
     );
-    agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&link.router, &root);
     let r = wait_report(
         &mut a,
         "attached false, state detached",
@@ -560,9 +543,7 @@ fn operator_detach_while_a_pinned_agent_runs_is_respected() {
 #[test]
 fn mode_monitor_on_a_running_pinned_agent_makes_sigterm_say_counting_only() {
     require_root();
-    let link = WanLink::new("prot-mode");
-    let bpffs = Bpffs::new("mode");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("prot-mode");
     let mut a = Agent::start(
         &link.router,
         &["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root],
@@ -583,10 +564,7 @@ fn mode_monitor_on_a_running_pinned_agent_makes_sigterm_say_counting_only() {
         "{err}"
     );
     assert_eq!(Wan::open(&link).requests(3), 3, "monitor mode passes");
-    agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&link.router, &root);
 }
 
 /// Starts a pinned agent on wan0 with `args` added and kills it (SIGKILL):
@@ -607,9 +585,7 @@ const ALLOWED: &str = "198.51.100.0/24";
 #[test]
 fn a_failed_start_leaves_the_adopted_instance_as_it_was() {
     require_root();
-    let link = WanLink::new("prot-failed");
-    let bpffs = Bpffs::new("failed");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("prot-failed");
     pinned_then_killed(&link, &root, &["--drop", "--allow", ALLOWED]);
     let before = instance(&status_json(&link.router, &root), "wan0");
     let out = agent_output(
@@ -643,18 +619,13 @@ fn a_failed_start_leaves_the_adopted_instance_as_it_was() {
     assert_eq!(inst["prog_id"], before["prog_id"]);
     assert_eq!(inst["link"], before["link"]);
     assert_eq!(Wan::open(&link).requests(20), 0, "still dropping");
-    agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&link.router, &root);
 }
 
 #[test]
 fn a_restart_with_other_settings_applies_and_reports_each_change() {
     require_root();
-    let link = WanLink::new("prot-restart");
-    let bpffs = Bpffs::new("restart");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("prot-restart");
     pinned_then_killed(&link, &root, &["--drop", "--allow", ALLOWED]);
     let mut a = Agent::start(
         &link.router,
@@ -675,10 +646,7 @@ fn a_restart_with_other_settings_applies_and_reports_each_change() {
             && err.contains(&format!("allowlist: removed {ALLOWED}")),
         "{err}"
     );
-    agent_ok(
-        &link.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&link.router, &root);
 }
 
 #[test]
@@ -744,7 +712,7 @@ fn two_router_namespaces_with_the_same_pin_dir_do_not_collide() {
     require_root();
     let one = WanLink::new("prot-two1");
     let two = WanLink::new("prot-two2");
-    let bpffs = Bpffs::new("two");
+    let bpffs = Bpffs::new("two").expect("mounting a bpffs");
     let root = bpffs.pin_root();
     let args = ["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root];
     let mut a1 = Agent::start(&one.router, &args);
@@ -774,10 +742,7 @@ fn two_router_namespaces_with_the_same_pin_dir_do_not_collide() {
     }
     // Stop the second and remove its filter: the first stays protected.
     a2.stop(libc::SIGTERM);
-    agent_ok(
-        &two.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&two.router, &root);
     assert_eq!(Wan::open(&two).requests(3), 3, "the second is detached");
     assert!(one.router.xdp_attached("wan0"));
     let i1 = instance(&status_json(&one.router, &root), "wan0");
@@ -788,25 +753,20 @@ fn two_router_namespaces_with_the_same_pin_dir_do_not_collide() {
     assert_eq!(r["reattachments"], 0, "{}", brief(&r));
     let err = a1.stop(libc::SIGTERM).stderr;
     assert!(err.contains("keeps dropping"), "{err}");
-    agent_ok(
-        &one.router,
-        &["detach", "--iface", "wan0", "--pin-dir", &root],
-    );
+    detach_wan0(&one.router, &root);
 }
 
 #[test]
 fn a_renamed_interface_is_refused_and_its_filter_left_alone() {
     require_root();
-    let link = WanLink::new("prot-rename");
-    let bpffs = Bpffs::new("rename");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("prot-rename");
     pinned_then_killed(&link, &root, &["--drop"]);
     for args in [
         ["link", "set", "wan0", "down"].as_slice(),
         &["link", "set", "wan0", "name", "wan1"],
         &["link", "set", "wan1", "up"],
     ] {
-        link.router.ip(args);
+        link.router.ip(args).expect("renaming wan0");
     }
     link.add_pair(("wan0", "198.19.9.1"), ("inet9", "198.19.9.2"));
 
@@ -851,11 +811,11 @@ fn a_renamed_interface_is_refused_and_its_filter_left_alone() {
 fn a_bpffs_only_in_the_agents_mount_namespace_is_refused() {
     require_root();
     let link = WanLink::new("prot-privmnt");
-    let private = RunDir::new("privmnt");
+    let private = run_dir("privmnt");
     let script = format!(
         "mount -t bpf bpf {p} && exec {AGENT} --iface wan0 --drop --pin --pin-dir {p}/pins \
          --duration 1",
-        p = private.path()
+        p = private.path().display()
     );
     let out = link
         .router
@@ -873,12 +833,13 @@ fn a_bpffs_only_in_the_agents_mount_namespace_is_refused() {
     );
     assert!(!link.router.xdp_attached("wan0"), "nothing attached");
 
-    let plain = RunDir::new("plainmnt");
+    let plain = run_dir("plainmnt");
     let out = link
         .router
         .command("timeout")
         .args(["10", AGENT, "--iface", "wan0", "--drop", "--pin"])
-        .args(["--pin-dir", plain.path(), "--duration", "1"])
+        .args(["--pin-dir", plain.path().to_str().expect("UTF-8 path")])
+        .args(["--duration", "1"])
         .output()
         .expect("running the agent");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -935,9 +896,7 @@ fn a_closed_output_pipe_does_not_make_the_agent_panic() {
 #[test]
 fn an_unmounted_bpffs_under_a_running_agent_is_reported_and_the_exit_tells_the_truth() {
     require_root();
-    let link = WanLink::new("prot-umount");
-    let bpffs = Bpffs::new("umount");
-    let root = bpffs.pin_root();
+    let (link, bpffs, root) = pinned_wan("prot-umount");
     let mut a = Agent::start(
         &link.router,
         &["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root],
@@ -945,7 +904,7 @@ fn an_unmounted_bpffs_under_a_running_agent_is_reported_and_the_exit_tells_the_t
     wait_report(&mut a, "pinned true", Duration::from_secs(2), |r| {
         r["pinned"] == true && r["attached"] == true
     });
-    sh(&["umount", bpffs.path.to_str().expect("UTF-8 path")]);
+    sh(&["umount", &bpffs.path_str()]).expect("unmounting the bpffs");
     let r = wait_report(&mut a, "pinned false", Duration::from_secs(2), |r| {
         r["pinned"] == false
     });
@@ -989,9 +948,7 @@ fn an_unmounted_bpffs_under_a_running_agent_is_reported_and_the_exit_tells_the_t
 #[test]
 fn xdp_mode_of_a_pinned_link_is_kept_and_said_and_a_second_agent_names_the_first() {
     require_root();
-    let link = WanLink::new("prot-xmode");
-    let bpffs = Bpffs::new("xmode");
-    let root = bpffs.pin_root();
+    let (link, _bpffs, root) = pinned_wan("prot-xmode");
     let args = ["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root];
     let mut first = Agent::start(&link.router, &args);
     first.proc.signal(libc::SIGKILL);
