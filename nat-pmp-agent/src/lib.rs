@@ -31,27 +31,3 @@ pub mod output;
 pub mod probe;
 pub mod replay;
 pub mod stats;
-
-// The paths of the flat layout, until the tests move to the new ones.
-#[doc(hidden)]
-pub mod ebpf {
-    pub use crate::bpf::{filter::*, maps::*, object::EBPF_OBJECT};
-    pub use crate::net::iface::{check_iface, AttachMode, AttachedMode, LinkType};
-}
-#[doc(hidden)]
-pub use bpf::{droplog, pin};
-#[doc(hidden)]
-pub use live as monitor;
-#[doc(hidden)]
-pub use net::{iface, netlink, sys};
-#[doc(hidden)]
-pub use output::{metrics, report};
-#[doc(hidden)]
-pub use replay::report as replay_report;
-#[doc(hidden)]
-pub use stats::{allow, counters, ledger};
-#[doc(hidden)]
-pub mod sources {
-    pub use crate::bpf::sources::{read, tick};
-    pub use crate::stats::sources::*;
-}

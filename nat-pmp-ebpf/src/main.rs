@@ -20,7 +20,7 @@
 //! time comes from the agent (`AgentClock`), not a kernel clock. Only a
 //! sample of dropped datagrams (a budget the agent refills), a non-empty
 //! allowlist, fragments, IPv6 extension headers and IPv4 in IPv6 call out.
-//! `tests/xlated.rs` checks this on the loaded program.
+//! `tests/suite/xlated.rs` checks this on the loaded program.
 #![no_std]
 #![no_main]
 // One-instruction packet loads (`PacketWindow`): the BPF backend otherwise

@@ -45,8 +45,9 @@ use aya::{
 };
 use clap::Parser;
 use nat_pmp_agent::{
-    ebpf::{AttachMode, Filter},
-    sources,
+    bpf::{sources, Filter},
+    net::iface::AttachMode,
+    stats::sources::LEDGER_MAX,
 };
 use nat_pmp_ebpf_common::{Class, Mode};
 
@@ -387,12 +388,12 @@ fn check_accounting(f: &mut Filter) -> Result<flood::Accounting> {
             attributed + s.unattributed.packets
         );
     }
-    if s.tracked > sources::LEDGER_MAX {
+    if s.tracked > LEDGER_MAX {
         bail!(
             "the source table broke its bound under the spoofed flood: {} sources tracked, \
              at most {} allowed",
             s.tracked,
-            sources::LEDGER_MAX
+            LEDGER_MAX
         );
     }
     eprintln!(

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use nat_pmp_agent::sources::LEDGER_MAX;
+use nat_pmp_agent::stats::sources::LEDGER_MAX;
 use nat_pmp_ebpf_common::SOURCES_MAX_ENTRIES;
 
 use crate::{

@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use fastrand::Rng;
-use nat_pmp_agent::{counters::Snapshot, ebpf::Filter, probe::sample_payload};
+use nat_pmp_agent::{bpf::Filter, probe::sample_payload, stats::counters::Snapshot};
 use nat_pmp_ebpf_common::{
     frames::{ethernet, ext, frag6, ipv4, ipv6, pppoe, udp, V4Frag, FRAGMENT},
     headers::{
@@ -293,15 +293,7 @@ fn kernel_and_host_reference_agree_on_every_frame() {
             allowed_seen += u64::from(want.allowed);
             if let Some(class) = want.class {
                 counted += 1;
-                let c = &mut host_counts.classes[class.index() as usize];
-                if want.drop {
-                    c.dropped_packets += 1;
-                    c.dropped_bytes += want.bytes;
-                } else {
-                    c.passed_packets += 1;
-                    c.passed_bytes += want.bytes;
-                }
-                c.oversized_packets += u64::from(want.oversized);
+                host_counts.classes[class.index() as usize].count(&want);
             }
             // The host table never evicts; keep the kernel's LRU far from
             // full so it does not either, then forget on both sides.

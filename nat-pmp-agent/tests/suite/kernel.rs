@@ -2,7 +2,7 @@
 //! run with BPF_PROG_TEST_RUN on table-driven frames, in both modes. Each row
 //! asserts the XDP action and the exact change of every counter.
 
-use nat_pmp_agent::{counters::Snapshot, ebpf::Filter, probe::sample_payload};
+use nat_pmp_agent::{bpf::Filter, probe::sample_payload, stats::counters::Snapshot};
 use nat_pmp_ebpf_common::{
     frames::{self, ethernet, ethernet_pppoe, ext, frag6, ipv4, ipv6, pppoe, udp, v4, v6, V4Frag},
     headers::{

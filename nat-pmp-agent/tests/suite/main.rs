@@ -8,6 +8,7 @@
 //!   checked against the kernel, and the paths that must make no call;
 //! - `sources`: the per-source map and the allowlist, in the kernel;
 //! - `replay`: captures through `nat-pmp-agent replay`;
+//! - `report`: the report schema and the text tables;
 //! - `e2e`: the agent binary on a veth WAN in namespaces, real datagrams;
 //! - `ops`: pinning, status, the runtime mode switch, several interfaces,
 //!   metrics, the config file;
@@ -44,5 +45,6 @@ mod ops;
 mod protect;
 mod real_peers;
 mod replay;
+mod report;
 mod sources;
 mod xlated;

@@ -352,7 +352,7 @@ fn check_metrics_match(report: &Value, body: &str) {
             json["unattributed"].as_u64(),
             "{iface}"
         );
-        for class in nat_pmp_agent::metrics::exported_classes() {
+        for class in nat_pmp_agent::output::metrics::exported_classes() {
             let counters = &json["counters"][class.name()];
             let n = |f: &str| counters[f].as_u64().expect("a counter");
             let l = |action| {
@@ -396,7 +396,7 @@ fn check_metrics_match(report: &Value, body: &str) {
             checked += 5;
         }
     }
-    let exported = nat_pmp_agent::metrics::exported_classes().count();
+    let exported = nat_pmp_agent::output::metrics::exported_classes().count();
     assert_eq!(
         exported,
         Class::COUNT - 1,

@@ -4,7 +4,13 @@
 
 use std::net::IpAddr;
 
-use nat_pmp_agent::{allow, ebpf::Filter, sources};
+use nat_pmp_agent::{
+    bpf::{sources, Filter},
+    stats::{
+        allow,
+        sources::{addr_of, Sources, LEDGER_MAX},
+    },
+};
 use nat_pmp_ebpf_common::{
     frames::{ethernet, ipv4_between, ipv6_between, udp, V4Frag, V4_DST, V6_DST},
     headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
@@ -97,7 +103,7 @@ fn sources_are_counted_exactly_per_address() {
 }
 
 /// The sum of every source's packets and bytes plus `unattributed`.
-fn attributed_plus_unattributed(s: &sources::Sources) -> (u64, u64) {
+fn attributed_plus_unattributed(s: &Sources) -> (u64, u64) {
     let packets: u64 = s.top.iter().map(|x| x.stats.packets).sum();
     let bytes: u64 = s.top.iter().map(|x| x.stats.bytes).sum();
     (
@@ -168,7 +174,7 @@ fn a_spoofed_source_flood_is_accounted_for_exactly() {
             "before the tick"
         );
         assert_eq!(attributed_plus_unattributed(&s), sent, "after the tick");
-        assert!(s.tracked <= sources::LEDGER_MAX, "{} sources", s.tracked);
+        assert!(s.tracked <= LEDGER_MAX, "{} sources", s.tracked);
         // This interval's datagrams that found a slot (one sender each): at
         // most the table's bound on each CPU that ran frames, and more
         // senders than that leave some unattributed.
@@ -187,7 +193,7 @@ fn a_spoofed_source_flood_is_accounted_for_exactly() {
     let steady = s
         .top
         .iter()
-        .find(|x| x.addr == sources::addr_of(steady))
+        .find(|x| x.addr == addr_of(steady))
         .expect("the steady sender is known");
     assert_eq!(steady.stats.packets, u64::from(epochs), "{steady:?}");
     assert!(

@@ -8,7 +8,7 @@
 //!
 //! The kernel tests need root; they load the program but attach it nowhere.
 
-use nat_pmp_agent::{ebpf::Filter, probe::sample_payload};
+use nat_pmp_agent::{bpf::Filter, probe::sample_payload};
 use nat_pmp_ebpf_common::{
     frames::{ethernet, ethernet_pppoe, padded, v4},
     headers::{ETH_P_8021Q, ETH_P_IP, PPP_IP},

@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{bpffs::Bpffs, netns::NetNs, process::Agent, wan::WanLink};
+use super::{bpffs::Bpffs, netns::NetNs, process::Agent, schema, wan::WanLink};
 
 /// The agent binary cargo built for these tests.
 pub const AGENT: &str = env!("CARGO_BIN_EXE_nat-pmp-agent");
@@ -43,7 +43,7 @@ impl Agent {
     }
 
     /// The first report whose total reaches `packets` (or the last one seen
-    /// within 10 s).
+    /// within 10 s); every report read is checked against the schema.
     pub fn wait_for_total(&self, packets: u64) -> Value {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
@@ -51,13 +51,15 @@ impl Agent {
                 .lines
                 .recv_timeout(Duration::from_secs(5))
                 .expect("no report from the agent in time");
+            schema::assert_valid(&r);
             if r["total"]["packets"].as_u64() >= Some(packets) || Instant::now() > end {
                 return r;
             }
         }
     }
 
-    /// Sends `sig`, expects a clean exit and a final report.
+    /// Sends `sig`, expects a clean exit and a final report (in the
+    /// report schema).
     pub fn stop(mut self, sig: i32) -> Stopped {
         self.proc.signal(sig);
         let status = self
@@ -71,6 +73,7 @@ impl Agent {
             last = Some(v);
         }
         let report = last.expect("no final report");
+        schema::assert_valid(&report);
         assert_eq!(
             report["final"], true,
             "the last report must be marked final"
@@ -105,9 +108,12 @@ pub fn agent_ok(ns: &NetNs, args: &[&str]) -> String {
     out
 }
 
-/// The last report of a run to completion with `--output json`.
+/// The last report of a run to completion with `--output json`, checked
+/// against the report schema.
 pub fn last_report(stdout: &str) -> Value {
-    serde_json::from_str(stdout.lines().last().expect("a report")).expect("JSON")
+    let report = serde_json::from_str(stdout.lines().last().expect("a report")).expect("JSON");
+    schema::assert_valid(&report);
+    report
 }
 
 /// `nat-pmp-agent status --json --pin-dir PIN_ROOT` in `ns`.
