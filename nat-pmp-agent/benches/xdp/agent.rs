@@ -148,3 +148,29 @@ pub fn measure(
         reported_sources,
     })
 }
+
+/// What the agent said about a re-attach.
+pub enum Reattached {
+    /// Event to attached, of which the attach call (ms).
+    Gap(f64, f64),
+    /// Attached without a gap: its periodic check got there before it read
+    /// the new-link event.
+    ByCheck,
+}
+
+/// The agent's stderr line about a re-attach, if `line` is one.
+pub fn reattached(line: &str) -> Option<Reattached> {
+    if let Some((total, attach)) = parse(line) {
+        return Some(Reattached::Gap(total, attach));
+    }
+    line.contains(": attached (ifindex")
+        .then_some(Reattached::ByCheck)
+}
+
+/// `... 12.34 ms after its new-link event (11.90 ms of it attaching)`.
+pub fn parse(line: &str) -> Option<(f64, f64)> {
+    let (before, after) = line.split_once(" ms after its new-link event (")?;
+    let total = before.rsplit(' ').next()?.parse().ok()?;
+    let attach = after.split(' ').next()?.parse().ok()?;
+    Some((total, attach))
+}

@@ -9,6 +9,7 @@ use std::{fmt::Write as _, path::Path, time::Duration};
 use anyhow::{bail, Result};
 
 use crate::{
+    agent::{reattached, Reattached},
     env::netns,
     reattach_live::{Bound, Effective, Round, Sched},
     support::{
@@ -29,24 +30,6 @@ pub struct Gaps {
     pub by_check: usize,
 }
 
-/// What the agent said about a re-attach.
-pub enum Reattached {
-    /// Event to attached, of which the attach call (ms).
-    Gap(f64, f64),
-    /// Attached without a gap: its periodic check got there before it read
-    /// the new-link event.
-    ByCheck,
-}
-
-/// The agent's stderr line about a re-attach, if `line` is one.
-pub fn reattached(line: &str) -> Option<Reattached> {
-    if let Some((total, attach)) = parse(line) {
-        return Some(Reattached::Gap(total, attach));
-    }
-    line.contains(": attached (ifindex")
-        .then_some(Reattached::ByCheck)
-}
-
 /// The veth pair `wan0` (198.18.0.1/24, in `router`) and `inet0`
 /// (198.18.0.2/24), up.
 fn make_wan(router: &NetNs, inet: &NetNs) -> Result<()> {
@@ -64,14 +47,6 @@ fn make_wan(router: &NetNs, inet: &NetNs) -> Result<()> {
             mac: None,
         },
     )
-}
-
-/// `... 12.34 ms after its new-link event (11.90 ms of it attaching)`.
-pub fn parse(line: &str) -> Option<(f64, f64)> {
-    let (before, after) = line.split_once(" ms after its new-link event (")?;
-    let total = before.rsplit(' ').next()?.parse().ok()?;
-    let attach = after.split(' ').next()?.parse().ok()?;
-    Some((total, attach))
 }
 
 /// Deletes and re-creates `wan0` `rounds` times under a running agent.

@@ -42,8 +42,8 @@ use nat_pmp_ebpf_common::{
 };
 
 use crate::{
+    agent::Reattached,
     env::netns,
-    reattach::Reattached,
     support::{
         netns::NetNs,
         process::Agent,
@@ -516,7 +516,7 @@ pub fn measure(
         let said = a.wait_line(
             &format!("that it attached to {iface} again"),
             Duration::from_secs(5),
-            crate::reattach::reattached,
+            crate::agent::reattached,
         )?;
         // Without a gap: its periodic check re-attached before it read the
         // event; the traffic still says when the filter was in force.

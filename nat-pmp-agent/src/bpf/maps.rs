@@ -149,7 +149,8 @@ impl Maps {
     /// of a per-CPU value writes one value per CPU.
     pub fn from_pin(dir: &PinDir) -> Result<Self> {
         let stale = format!(
-            " (an instance pinned by an older agent); detach it once with `nat-pmp-agent              detach --iface {}` and start again",
+            " (an instance pinned by an older agent); detach it once with `nat-pmp-agent \
+             detach --iface {}` and start again",
             dir.iface
         );
         Self::assemble(
