@@ -275,7 +275,10 @@ impl Prometheus {
         let mut config = shipped.clone();
         for (from, to) in [
             ("scrape_interval: 30s", "scrape_interval: 1s".to_owned()),
-            ("evaluation_interval: 30s", "evaluation_interval: 1s".to_owned()),
+            (
+                "evaluation_interval: 30s",
+                "evaluation_interval: 1s".to_owned(),
+            ),
             ("scrape_timeout: 10s", "scrape_timeout: 1s".to_owned()),
             (
                 "/etc/prometheus/nat-pmp.rules.yml",
@@ -402,7 +405,11 @@ struct Router {
 }
 
 fn key(instance: &str, class: Class, action: &str) -> Vec<String> {
-    vec![instance.to_owned(), class.name().to_owned(), action.to_owned()]
+    vec![
+        instance.to_owned(),
+        class.name().to_owned(),
+        action.to_owned(),
+    ]
 }
 
 #[test]
@@ -410,10 +417,7 @@ fn key(instance: &str, class: Class, action: &str) -> Vec<String> {
     clippy::too_many_lines,
     reason = "one scenario, read top to bottom: start, scrape, send, read back"
 )]
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "small counts, exact in f64"
-)]
+#[expect(clippy::cast_precision_loss, reason = "small counts, exact in f64")]
 fn a_real_prometheus_scrapes_a_fleet_of_agents() {
     require_root();
     let prom = Prometheus::start(NetNs::new("fleet-mon").expect("the monitoring namespace"));
@@ -499,9 +503,8 @@ fn a_real_prometheus_scrapes_a_fleet_of_agents() {
     }
 
     // Per router, per class, per action: what was sent, through Prometheus.
-    let counts = format!(
-        "sum by (instance, class, action) (natpmp_packets_total{{job=\"{JOB}\"}}) > 0"
-    );
+    let counts =
+        format!("sum by (instance, class, action) (natpmp_packets_total{{job=\"{JOB}\"}}) > 0");
     let got = prom.wait("the counts in Prometheus", || {
         let got = prom.by(&counts, &["instance", "class", "action"]);
         (got == expected).then_some(got)
@@ -587,8 +590,14 @@ fn a_real_prometheus_scrapes_a_fleet_of_agents() {
     assert_eq!(
         sources,
         BTreeMap::from([
-            (vec![t0.to_owned(), INTERNET_ADDR.to_owned()], totals[0] as f64),
-            (vec![t1.to_owned(), INTERNET_ADDR.to_owned()], totals[1] as f64),
+            (
+                vec![t0.to_owned(), INTERNET_ADDR.to_owned()],
+                totals[0] as f64
+            ),
+            (
+                vec![t1.to_owned(), INTERNET_ADDR.to_owned()],
+                totals[1] as f64
+            ),
         ])
     );
 
@@ -607,7 +616,11 @@ fn a_real_prometheus_scrapes_a_fleet_of_agents() {
             r.target
         );
     }
-    assert_eq!(5 * classes + 4, 114, "docs/prometheus.md says 114 per interface");
+    assert_eq!(
+        5 * classes + 4,
+        114,
+        "docs/prometheus.md says 114 per interface"
+    );
 
     // An agent that stops reporting: up goes to 0 (NatPmpAgentDown's input).
     let mut routers = routers;
