@@ -16,6 +16,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
     io::{Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
@@ -160,8 +161,10 @@ fn dashboard_queries() -> Vec<String> {
             let series = q
                 .strip_prefix("label_values(")
                 .and_then(|r| r.rsplit_once(','))
-                .map(|(s, _)| s.to_owned())
-                .unwrap_or_else(|| panic!("not label_values(SERIES, LABEL): {q}"));
+                .map_or_else(
+                    || panic!("not label_values(SERIES, LABEL): {q}"),
+                    |(s, _)| s.to_owned(),
+                );
             out.push(series);
         }
     }
@@ -325,7 +328,11 @@ impl Prometheus {
     fn add_targets(&self, name: &str, targets: &[(&str, &str)]) {
         let mut yaml = String::new();
         for (target, router) in targets {
-            yaml += &format!("- targets: ['{target}']\n  labels:\n    router: {router}\n");
+            writeln!(
+                yaml,
+                "- targets: ['{target}']\n  labels:\n    router: {router}"
+            )
+            .expect("formatting");
         }
         let tmp = self.dir.path().join(format!(".{name}.tmp"));
         std::fs::write(&tmp, yaml).expect("writing targets");
@@ -382,7 +389,7 @@ impl Prometheus {
 
     /// Polls `f` (every 200 ms, up to 60 s) until it returns something.
     fn wait<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let end = Instant::now() + Duration::from_secs(60);
+        let end = Instant::now() + Duration::from_mins(1);
         loop {
             if let Some(v) = f() {
                 return v;
@@ -610,8 +617,8 @@ fn a_real_prometheus_scrapes_a_fleet_of_agents() {
     );
     for r in &routers {
         assert_eq!(
-            series[&vec![r.target.clone()]],
-            (5 * classes + 4 + 1) as f64,
+            series[&vec![r.target.clone()]].to_string(),
+            (5 * classes + 4 + 1).to_string(),
             "{}",
             r.target
         );
