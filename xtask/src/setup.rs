@@ -8,7 +8,8 @@
 //!    holds two symlinks to that file and must stay where it is (its path is
 //!    the binary's rpath);
 //! 3. cargo-fuzz (the test suite runs a short fuzz session);
-//! 4. the Debian packages the tests use.
+//! 4. the Debian packages the tests use (services they ship are not
+//!    started: the tests run their own instances in their namespaces).
 //!
 //! Each step checks first and does nothing when it is already done.
 
@@ -67,7 +68,21 @@ const PACKAGES: &[(&str, &str)] = &[
         "bpftool",
         "bpftool prog pin: the bench pins xdp-filter's program to test-run it",
     ),
+    (
+        "prometheus",
+        "the Prometheus server and promtool: the fleet tests run a real Prometheus in their own \
+         namespace against the agents and unit-test the alert rules (installed with service \
+         starts refused and the unit disabled: see install_without_starting)",
+    ),
 ];
+
+/// Packages that ship a service which must not run on this machine: the
+/// tests start their own instance inside a test namespace.
+const NO_SERVICE: &[(&str, &str)] = &[("prometheus", "prometheus.service")];
+
+/// Where Debian's invoke-rc.d and deb-systemd-invoke ask whether a
+/// maintainer script may start a service; exit 101 means "no".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// Answers to the packages' debconf questions, given before installing so
 /// that nothing asks and nothing starts: miniupnpd would otherwise offer to
@@ -251,12 +266,54 @@ fn debian_packages() -> Result<()> {
     eprintln!("setup: installing Debian packages {}", missing.join(", "));
     preseed_debconf()?;
     exec(cmd("apt-get").arg("update").arg("-q"))?;
-    exec(
+    install_without_starting(&missing)
+}
+
+/// `apt-get install` with every service start refused (a `policy-rc.d`
+/// that exits 101, put in place for the install only when the machine has
+/// none), then the units of [`NO_SERVICE`] disabled so that a reboot does
+/// not start them either, and a check that no such server listens.
+fn install_without_starting(packages: &[&str]) -> Result<()> {
+    let ours = !std::path::Path::new(POLICY_RC_D).exists();
+    if ours {
+        fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# cargo xtask setup: no service starts\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        exec(cmd("chmod").args(["0755", POLICY_RC_D]))?;
+    }
+    let installed = exec(
         cmd("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    );
+    if ours {
+        fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
+    }
+    installed?;
+    for (package, unit) in NO_SERVICE {
+        if !packages.contains(package) {
+            continue;
+        }
+        // `systemctl disable` works without a running systemd too.
+        if cmd("systemctl").arg("--version").output().is_ok() {
+            exec(cmd("systemctl").args(["disable", unit]))
+                .with_context(|| format!("disabling {unit}"))?;
+        }
+        let listening = output(cmd("ss").args(["-ltnpH"]))?;
+        if let Some(line) = listening
+            .lines()
+            .find(|l| l.contains(&format!("\"{package}\"")))
+        {
+            bail!(
+                "{package} was installed for the tests and must not run as a service here, but \
+                 it listens: {line}; stop it (`systemctl disable --now {unit}`)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Feeds [`DEBCONF_SELECTIONS`] to `debconf-set-selections`.

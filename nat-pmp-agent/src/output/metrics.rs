@@ -13,6 +13,11 @@
 //! - `natpmp_unattributed_packets_total{iface}`: counted datagrams
 //!   attributed to no source; with every source's packets they add up to
 //!   all counted datagrams;
+//! - `natpmp_source_packets_total{iface,source}`: datagrams from each of the
+//!   interface's top [`TOP_SOURCES`] senders by packets (ties by address):
+//!   at most that many series per interface, however many addresses a
+//!   spoofed scan uses (the rest are in `natpmp_sources_tracked` and the
+//!   JSON report);
 //! - `natpmp_attached{iface}`: 1 while the kernel says the filter is
 //!   attached to the interface, 0 while it is not (the interface is gone, a
 //!   PPPoE reconnect, or someone detached it): alert on 0. The agent checks
@@ -48,6 +53,11 @@ use crate::bpf::{sources, Maps};
 /// The `Content-Type` of prometheus-client's text encoding (`OpenMetrics` 1.0).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// How many senders per interface `natpmp_source_packets_total` lists (the
+/// top by packets): a fixed bound, so that a scan from spoofed addresses
+/// cannot add series to a Prometheus (docs/prometheus.md counts them).
+pub const TOP_SOURCES: usize = 10;
+
 /// Which counter of a class an `action` label value reads.
 type Pick = fn(&nat_pmp_ebpf_common::ClassCounters) -> u64;
 /// A metric with an `action` label: name, help, and its two actions.
@@ -79,7 +89,8 @@ impl std::fmt::Debug for Maps {
     }
 }
 
-/// `natpmp_sources_tracked` and `natpmp_unattributed_packets_total`.
+/// `natpmp_sources_tracked`, `natpmp_unattributed_packets_total` and
+/// `natpmp_source_packets_total`.
 fn encode_sources(
     encoder: &mut DescriptorEncoder,
     readings: &[(&str, &crate::stats::sources::Sources)],
@@ -108,6 +119,20 @@ fn encode_sources(
         let labels = [("iface", *iface)];
         ConstCounter::new(src.unattributed.packets).encode(family.encode_family(&labels)?)?;
     }
+    let mut family = encoder.encode_descriptor(
+        "natpmp_source_packets",
+        "NAT-PMP/PCP datagrams from each of the interface's top 10 senders by packets \
+         (bounded: the others are counted in natpmp_sources_tracked)",
+        None,
+        counter.metric_type(),
+    )?;
+    for (iface, src) in readings {
+        for s in src.top.iter().take(TOP_SOURCES) {
+            let addr = s.addr.to_string();
+            let labels = [("iface", *iface), ("source", addr.as_str())];
+            ConstCounter::new(s.stats.packets).encode(family.encode_family(&labels)?)?;
+        }
+    }
     Ok(())
 }
 
@@ -120,7 +145,7 @@ impl Collector for MapsCollector {
         for Source { iface, maps, .. } in sources.iter() {
             let snap = maps.snapshot().map_err(|_| std::fmt::Error)?;
             let mode = maps.mode().map_err(|_| std::fmt::Error)?;
-            let src = sources::read(maps, 0).map_err(|_| std::fmt::Error)?;
+            let src = sources::read(maps, TOP_SOURCES).map_err(|_| std::fmt::Error)?;
             readings.push((iface.as_str(), snap, mode, src));
         }
         let per_action: [PerAction; 2] = [

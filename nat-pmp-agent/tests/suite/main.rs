@@ -40,6 +40,7 @@ mod support;
 
 mod differential;
 mod e2e;
+mod fleet;
 mod kernel;
 mod ops;
 mod protect;

@@ -352,6 +352,17 @@ fn check_metrics_match(report: &Value, body: &str) {
             json["unattributed"].as_u64(),
             "{iface}"
         );
+        // Its one sender, in the bounded top-10 per-source metric.
+        let sender = &json["sources"][0];
+        let address = sender["address"].as_str().expect("an address");
+        assert_eq!(
+            Some(value(
+                "natpmp_source_packets_total",
+                &[("iface", iface), ("source", address)]
+            )),
+            sender["packets"].as_u64(),
+            "{iface}"
+        );
         for class in nat_pmp_agent::output::metrics::exported_classes() {
             let counters = &json["counters"][class.name()];
             let n = |f: &str| counters[f].as_u64().expect("a counter");
