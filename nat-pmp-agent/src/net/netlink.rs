@@ -6,12 +6,20 @@
 //! rtnetlink answers for the caller's network namespace only, which is what
 //! makes it the right referee: an XDP link's ifindex (see [`crate::net::sys`]) is
 //! meaningful only together with the namespace that holds the device.
+//!
+//! Also the interfaces' addresses (`RTM_GETADDR`, [`addresses`]) and the
+//! multi-part dump every such listing is ([`dump`], which the sock_diag
+//! listing in [`crate::net::sockets`] shares).
 
 use anyhow::{bail, Context as _, Result};
+use std::net::IpAddr;
+
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_route::{
+    address::{AddressAttribute, AddressMessage},
     link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
     RouteNetlinkMessage,
 };
@@ -187,4 +195,99 @@ fn parse_events(mut data: &[u8]) -> Vec<LinkEvent> {
         data = &data[next..];
     }
     out
+}
+
+/// Sends `request` with `NLM_F_DUMP` on a new netlink socket of `protocol`
+/// and collects every message of the answer up to `NLMSG_DONE` (a dump
+/// spans several datagrams, each holding several messages). `what` names
+/// the request in errors.
+pub fn dump<I>(protocol: isize, request: I, what: &str) -> Result<Vec<I>>
+where
+    I: NetlinkSerializable + NetlinkDeserializable + std::fmt::Debug,
+{
+    let mut req = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(request));
+    req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.header.sequence_number = 1;
+    req.finalize();
+    let mut buf = vec![0u8; req.buffer_len()];
+    req.serialize(&mut buf);
+
+    let mut socket = Socket::new(protocol).with_context(|| what.to_owned())?;
+    socket.bind_auto().with_context(|| what.to_owned())?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .with_context(|| what.to_owned())?;
+    socket.send(&buf, 0).with_context(|| what.to_owned())?;
+    let mut out = Vec::new();
+    loop {
+        let (reply, _) = socket.recv_from_full().with_context(|| what.to_owned())?;
+        if reply.is_empty() {
+            bail!("{what}: the kernel closed the dump before its end");
+        }
+        let mut data = reply.as_slice();
+        while !data.is_empty() {
+            let len = NetlinkBuffer::new_checked(data)
+                .map(|b| usize::try_from(b.length()).unwrap_or(usize::MAX))
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("{what}: a damaged answer"))?;
+            if len == 0 || len > data.len() {
+                bail!("{what}: a message of length {len} in {} bytes", data.len());
+            }
+            let msg = NetlinkMessage::<I>::deserialize(&data[..len])
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("{what}: an answer that does not parse"))?;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(m) => out.push(m),
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) if e.code.is_none() => {}
+                NetlinkPayload::Error(e) => bail!("{what}: {e}"),
+                _ => {}
+            }
+            // Messages are 4-byte aligned (NLMSG_ALIGN).
+            let next = (len + 3) & !3;
+            data = data.get(next..).unwrap_or_default();
+        }
+    }
+}
+
+/// An address of an interface of this network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceAddr {
+    /// The interface's index.
+    pub index: u32,
+    pub addr: IpAddr,
+}
+
+/// Every address of every interface of this network namespace (IPv4 and
+/// IPv6, link-local ones included), as `ip addr` lists them.
+pub fn addresses() -> Result<Vec<IfaceAddr>> {
+    let answer = dump(
+        NETLINK_ROUTE,
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        "listing the interfaces' addresses (rtnetlink RTM_GETADDR)",
+    )?;
+    let mut out = Vec::new();
+    for m in answer {
+        let RouteNetlinkMessage::NewAddress(a) = m else {
+            continue;
+        };
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the
+        // peer's on a point-to-point link (and the same as IFA_LOCAL, or
+        // the only one given, elsewhere).
+        let local = a.attributes.iter().find_map(|at| match at {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        });
+        let address = a.attributes.iter().find_map(|at| match at {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        });
+        if let Some(addr) = local.or(address) {
+            out.push(IfaceAddr {
+                index: a.header.index,
+                addr,
+            });
+        }
+    }
+    Ok(out)
 }
