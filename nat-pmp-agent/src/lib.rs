@@ -11,7 +11,8 @@
 //! ```text
 //! cli                         the command line, config file, options: parse, merge, check
 //!  -> live, ops, replay, probe   the features: the running agent, pinned-instance
-//!                                commands, captures, the probe sender
+//!                                commands and the exposure audit, captures, the
+//!                                probe sender
 //!  -> output                  tables, the JSON report, Prometheus metrics
 //!  -> bpf                     the XDP object, its maps, the Filter lifecycle, pins
 //!  -> stats, net              counters and sources (no kernel handles); interfaces,

@@ -1,6 +1,9 @@
 //! The subcommands that talk to pinned instances: `status`, `mode` and
 //! `detach`. They work with or without a running agent: the pins under
-//! bpffs are the instance.
+//! bpffs are the instance. [`audit`] asks whether the router is exposed on
+//! its WAN, and reads the pins as `status` does.
+
+pub mod audit;
 
 use std::{
     fmt::Write as _,
