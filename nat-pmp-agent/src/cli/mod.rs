@@ -20,7 +20,8 @@ use crate::{
     bpf::pin,
     live::{self, Output},
     net::iface::{AttachMode, LinkType},
-    ops, probe, replay,
+    ops::{self, audit},
+    probe, replay,
     replay::report as replay_report,
     stats::allow,
 };
@@ -186,6 +187,12 @@ enum Command {
     /// Send NAT-PMP/PCP probes to a gateway and report its answers (checks
     /// whether it is exposed, and whether a filter stops the probes).
     Probe(ProbeArgs),
+    /// Check whether this router is exposed on its WAN: every UDP socket on
+    /// 5350/5351 of this network namespace, its process, whether the WAN
+    /// can reach it, and whether a drop-mode instance pinned on that WAN
+    /// protects it. Exit status: 0 safe, 1 exposed, 2 error or incomplete
+    /// (something could not be checked, e.g. without root).
+    Audit(AuditArgs),
     /// Run every frame of pcap/pcapng captures through the XDP program
     /// (`BPF_PROG_TEST_RUN`, no interface needed) and report what the router
     /// would have counted: per class, top sources, packets per hour.
@@ -223,6 +230,19 @@ enum AllowAction {
 
 fn parse_prefix(s: &str) -> Result<Prefix, String> {
     allow::parse(s).map_err(|e| format!("{e:#}"))
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    /// A WAN interface (repeatable): sockets are judged by whether these
+    /// interfaces' traffic can reach them.
+    #[arg(long, value_name = "IFACE", required = true)]
+    iface: Vec<String>,
+    /// Print one JSON object (docs/audit.schema.json) instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pin: PinArgs,
 }
 
 #[derive(Args, Debug)]
@@ -389,6 +409,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     )
     .init();
     let cli = Cli::parse_from(&args);
+    if let Some(Command::Audit(a)) = &cli.command {
+        return run_audit(a);
+    }
     match run(cli, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -398,8 +421,37 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// `audit`: its verdict is its exit code (0 safe, 1 exposed, 2
+/// incomplete); an error is 2 as well, as clap's usage errors are.
+fn run_audit(a: &AuditArgs) -> ExitCode {
+    let result = audit::audit(&audit::Options {
+        ifaces: a.iface.clone(),
+        pin_root: a.pin.pin_dir.clone(),
+    })
+    .and_then(|found| {
+        let text = if a.json {
+            format!("{}\n", found.to_json())
+        } else {
+            found.to_text()
+        };
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .context("writing the audit to stdout")?;
+        Ok(found.verdict)
+    });
+    match result {
+        Ok(v) => ExitCode::from(v.exit_code()),
+        Err(e) => {
+            crate::say!("nat-pmp-agent: audit: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn run(cli: Cli, args: Vec<OsString>) -> Result<()> {
     match cli.command {
+        Some(Command::Audit(_)) => bail!("audit is run by run_audit"),
         Some(Command::Probe(args)) => run_probe(&args),
         Some(Command::Replay(args)) => run_replay(&args),
         Some(Command::Status {
