@@ -410,10 +410,11 @@ fn reach(s: &UdpSocket, bound: Option<&str>, wans: &[Wan], addrs: &[IfaceAddr]) 
     let on_dev = bound.map_or(String::new(), |d| format!(" on device {d}"));
     let addr = s.addr;
     if sockets::is_wildcard(addr) {
+        let shown = if addr.is_ipv6() { "[::]" } else { "0.0.0.0" };
         return Reach {
             via: names(&all),
             why: format!(
-                "bound to the wildcard address {addr}{on_dev}: it receives on every interface"
+                "bound to the wildcard address {shown}{on_dev}: it receives on every interface"
             ),
         };
     }

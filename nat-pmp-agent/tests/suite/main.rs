@@ -14,6 +14,8 @@
 //!   metrics, the config file;
 //! - `protect`: the filter following its interface, re-attaching, SIGHUP,
 //!   and what the agent says about it;
+//! - `audit`: `nat-pmp-agent audit` against a real miniupnpd, pinned drop
+//!   mode, real scans, and an unprivileged run;
 //! - `real_peers`: against miniupnpd, nmap, libnatpmp's natpmpc and
 //!   Wireshark's dissectors (Debian packages `cargo xtask setup` installs).
 //!
@@ -38,6 +40,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod audit;
 mod differential;
 mod e2e;
 mod fleet;
