@@ -192,6 +192,17 @@ enum Command {
     /// can reach it, and whether a drop-mode instance pinned on that WAN
     /// protects it. Exit status: 0 safe, 1 exposed, 2 error or incomplete
     /// (something could not be checked, e.g. without root).
+    ///
+    /// It sees the sockets and addresses of the network namespace it runs
+    /// in: run it in the router's. A socket is reachable from a WAN when it
+    /// is bound to a wildcard or multicast address or to an address of an
+    /// --iface (and to no other device); loopback and LAN addresses are
+    /// not. A WAN is protected when an instance pinned for it under
+    /// --pin-dir is in drop mode and its link is attached to it (as
+    /// `status` shows); port 5350 is never shielded (the filter drops
+    /// datagrams to 5351 only). Without root it lists what it can and says
+    /// what it could not see; such a gap is never a safe verdict. Details:
+    /// docs/exposure.md.
     Audit(AuditArgs),
     /// Run every frame of pcap/pcapng captures through the XDP program
     /// (`BPF_PROG_TEST_RUN`, no interface needed) and report what the router

@@ -8,7 +8,7 @@
 //! meaningful only together with the namespace that holds the device.
 //!
 //! Also the interfaces' addresses (`RTM_GETADDR`, [`addresses`]) and the
-//! multi-part dump every such listing is ([`dump`], which the sock_diag
+//! multi-part dump every such listing is ([`dump`], which the `sock_diag`
 //! listing in [`crate::net::sockets`] shares).
 
 use anyhow::{bail, Context as _, Result};
@@ -205,7 +205,10 @@ pub fn dump<I>(protocol: isize, request: I, what: &str) -> Result<Vec<I>>
 where
     I: NetlinkSerializable + NetlinkDeserializable + std::fmt::Debug,
 {
-    let mut req = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(request));
+    let mut req = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::InnerMessage(request),
+    );
     req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     req.header.sequence_number = 1;
     req.finalize();

@@ -1,9 +1,9 @@
 //! The UDP sockets of this network namespace bound to given ports
-//! ([`udp_bound`], through the kernel's sock_diag netlink interface, as `ss
+//! ([`udp_bound`], through the kernel's `sock_diag` netlink interface, as `ss
 //! -u` asks), and the processes that hold them ([`owners`], from
 //! `/proc/<pid>/fd` through the `procfs` crate).
 //!
-//! sock_diag answers for the caller's network namespace only, and lists
+//! `sock_diag` answers for the caller's network namespace only, and lists
 //! every socket of it whoever owns it, also to an unprivileged caller. The
 //! owners are another matter: `/proc/<pid>/fd` of another user's process is
 //! readable by root (`CAP_SYS_PTRACE`) only, and a process of another PID
@@ -25,7 +25,7 @@ use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
 use super::netlink::dump;
 
-/// A UDP socket as sock_diag describes it.
+/// A UDP socket as `sock_diag` describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpSocket {
     /// The bound (local) address: `0.0.0.0` or `::` for a wildcard; an
@@ -79,16 +79,14 @@ pub fn udp_bound(ports: &[u16]) -> Result<Vec<UdpSocket>> {
             });
         }
     }
-    out.sort_by(|a, b| (a.port, a.addr, a.inode).cmp(&(b.port, b.addr, b.inode)));
+    out.sort_by_key(|a| (a.port, a.addr, a.inode));
     Ok(out)
 }
 
 /// `::ffff:a.b.c.d` as `a.b.c.d`; every other address as it is.
 fn unmapped(addr: IpAddr) -> IpAddr {
     match addr {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 @ IpAddr::V4(_) => v4,
     }
 }
@@ -131,9 +129,7 @@ pub fn owners(inodes: &BTreeSet<u64>) -> Owners {
         // A process that ended while we looked held nothing any more.
         let Ok(process) = process else { continue };
         let pid = process.pid();
-        let name = process
-            .stat()
-            .map_or_else(|_| "?".to_owned(), |s| s.comm);
+        let name = process.stat().map_or_else(|_| "?".to_owned(), |s| s.comm);
         let fds = match process.fd() {
             Ok(fds) => fds,
             Err(procfs::ProcError::NotFound(_)) => continue,

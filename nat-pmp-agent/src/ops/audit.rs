@@ -1,7 +1,7 @@
 //! `nat-pmp-agent audit`: is this router exposed on its WAN? A one-shot
 //! check of the network namespace it runs in (the router's):
 //!
-//! 1. every UDP socket bound to 5350 or 5351, IPv4 and IPv6 (sock_diag), and
+//! 1. every UDP socket bound to 5350 or 5351, IPv4 and IPv6 (`sock_diag`), and
 //!    the processes holding it ([`crate::net::sockets`]);
 //! 2. whether the WAN can reach it: a wildcard or multicast address, or an
 //!    address of a `--iface`, unless it is bound to another device;
@@ -22,12 +22,7 @@
 //! are exit 2 too, from the caller.
 
 use std::{
-    collections::BTreeSet,
-    fmt::Write as _,
-    io,
-    net::IpAddr,
-    path::PathBuf,
-    time::SystemTime,
+    collections::BTreeSet, fmt::Write as _, io, net::IpAddr, path::PathBuf, time::SystemTime,
 };
 
 use anyhow::Result;
@@ -233,7 +228,14 @@ pub fn audit(opts: &Options) -> Result<Audit> {
     let mut exposures: Vec<String> = listeners
         .iter()
         .filter(|l| !l.exposed_via.is_empty())
-        .map(|l| format!("{} {}: {}", socket_text(&l.socket), owners_text(l), l.verdict))
+        .map(|l| {
+            format!(
+                "{} {}: {}",
+                socket_text(&l.socket),
+                owners_text(l),
+                l.verdict
+            )
+        })
         .collect();
     for w in &wans {
         if let AnsweredState::Counted { packets, .. } = w.answered {
@@ -488,11 +490,18 @@ fn listener(
             })
             .unwrap_or_else(|| format!("ifindex {}", socket.bound_ifindex))
     });
-    let held = owners.by_inode.get(&socket.inode).cloned().unwrap_or_default();
+    let held = owners
+        .by_inode
+        .get(&socket.inode)
+        .cloned()
+        .unwrap_or_default();
     let owner_unknown = if !held.is_empty() {
         None
     } else if let Some(why) = &owners.no_proc {
-        gaps.push(format!("the process holding {}: {why}", socket_text(&socket)));
+        gaps.push(format!(
+            "the process holding {}: {why}",
+            socket_text(&socket)
+        ));
         Some(why.clone())
     } else if !owners.unreadable.is_empty() {
         let why = format!(
@@ -500,7 +509,10 @@ fn listener(
              not be (run as root)",
             owners.unreadable.len()
         );
-        gaps.push(format!("the process holding {}: {why}", socket_text(&socket)));
+        gaps.push(format!(
+            "the process holding {}: {why}",
+            socket_text(&socket)
+        ));
         Some(why)
     } else {
         Some(

@@ -34,8 +34,8 @@ use serde_json::Value;
 use crate::support::{
     netns::NetNs,
     peers::{
-        mapping, read, spawn_in, start_agent, text, wan_scans_get_no_answer, Lab,
-        LAN_HOST_ADDR, ROUTER_LAN_ADDR,
+        mapping, read, spawn_in, start_agent, text, wan_scans_get_no_answer, Lab, LAN_HOST_ADDR,
+        ROUTER_LAN_ADDR,
     },
     process::Proc,
     wan::{INTERNET_ADDR, ROUTER_ADDR},

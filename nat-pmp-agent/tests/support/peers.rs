@@ -24,6 +24,7 @@
 //! the scanners target.
 
 use std::{
+    fmt::Write as _,
     fs::{self, File},
     net::{SocketAddr, SocketAddrV4, UdpSocket},
     path::{Path, PathBuf},
@@ -275,10 +276,10 @@ impl Drop for StunResponder {
 /// [`Lab::new`]), external address by STUN, nftables names of our own so
 /// the test creates exactly the chains it expects.
 fn miniupnpd_conf(listen: &[&str], extra: &str) -> String {
-    let listening: String = listen
-        .iter()
-        .map(|i| format!("listening_ip={i}\n"))
-        .collect();
+    let listening = listen.iter().fold(String::new(), |mut out, i| {
+        let _ = writeln!(out, "listening_ip={i}");
+        out
+    });
     format!(
         "# Written by nat-pmp-agent/tests/support/peers.rs.\n\
          ext_ifname=ext0\n\
@@ -417,7 +418,8 @@ impl Lab {
             &router,
             SocketAddrV4::new(ROUTER_ADDR.parse().expect("an IPv4 address"), STUN_PORT),
         );
-        let (miniupnpd, miniupnpd_log) = start_miniupnpd(&router, &tools, dir.path(), (listen, extra));
+        let (miniupnpd, miniupnpd_log) =
+            start_miniupnpd(&router, &tools, dir.path(), (listen, extra));
         Lab {
             _miniupnpd: miniupnpd,
             _stun: stun,
@@ -636,4 +638,3 @@ pub fn wan_scans_get_no_answer(lab: &Lab) {
         "drop mode answers nothing: {probe}"
     );
 }
-
