@@ -464,6 +464,16 @@ fn reach(s: &UdpSocket, bound: Option<&str>, wans: &[Wan], addrs: &[IfaceAddr]) 
             ),
         };
     }
+    if let (Some(dev), Some(w)) = (bound, wans.iter().find(|w| holders.contains(&w.index))) {
+        return Reach {
+            via: Vec::new(),
+            why: format!(
+                "bound to {addr}, an address of the WAN {}, and to device {dev} \
+                 (SO_BINDTODEVICE): {}'s traffic does not reach it",
+                w.iface, w.iface
+            ),
+        };
+    }
     Reach {
         via: Vec::new(),
         why: format!("bound to {addr}, an address of a LAN-side interface, not of a WAN (--iface)"),
@@ -790,5 +800,141 @@ impl Audit {
         }
         let _ = writeln!(t, "{}", self.summary);
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wan(iface: &str, index: u32, protects: bool) -> Wan {
+        Wan {
+            iface: iface.to_owned(),
+            index,
+            addrs: Vec::new(),
+            guard: Guard {
+                pinned: None,
+                mode: protects.then_some(Mode::Drop),
+                prog_id: None,
+                link_id: None,
+                attached: protects,
+                link: String::new(),
+                protects,
+                why: "test".to_owned(),
+            },
+            answered: answered_not_available(),
+        }
+    }
+
+    fn answered_not_available() -> AnsweredState {
+        AnsweredState::NotAvailable("test".to_owned())
+    }
+
+    fn socket(addr: &str, port: u16, bound_ifindex: u32) -> UdpSocket {
+        let addr: IpAddr = addr.parse().expect("an address");
+        UdpSocket {
+            addr,
+            port,
+            ipv6: addr.is_ipv6(),
+            bound_ifindex,
+            inode: 1,
+            uid: 0,
+        }
+    }
+
+    /// wan0 (2) 198.18.0.1, wan1 (3) 198.19.0.1 and `2001:db8::1`, lan0 (4)
+    /// 198.18.1.1.
+    fn lab() -> (Vec<Wan>, Vec<IfaceAddr>) {
+        let a = |index, s: &str| IfaceAddr {
+            index,
+            addr: s.parse().expect("an address"),
+        };
+        (
+            vec![wan("wan0", 2, false), wan("wan1", 3, true)],
+            vec![
+                a(2, "198.18.0.1"),
+                a(3, "198.19.0.1"),
+                a(3, "2001:db8::1"),
+                a(4, "198.18.1.1"),
+            ],
+        )
+    }
+
+    #[test]
+    fn reachability_follows_the_bound_address_and_device() {
+        let (wans, addrs) = lab();
+        #[rustfmt::skip]
+        let rows: &[(&str, Option<&str>, &[&str], &str)] = &[
+            // address        device        reachable from     reason says
+            ("0.0.0.0",       None,         &["wan0", "wan1"], "wildcard"),
+            ("::",            None,         &["wan0", "wan1"], "wildcard address [::]"),
+            ("0.0.0.0",       Some("lan0"), &[],               "not a WAN"),
+            ("0.0.0.0",       Some("wan1"), &["wan1"],         "on device wan1"),
+            ("224.0.0.1",     None,         &["wan0", "wan1"], "multicast"),
+            ("127.0.0.1",     None,         &[],               "loopback"),
+            ("::1",           None,         &[],               "loopback"),
+            ("198.18.0.1",    None,         &["wan0"],         "an address of the WAN wan0"),
+            ("2001:db8::1",   None,         &["wan1"],         "an address of the WAN wan1"),
+            ("198.18.0.1",    Some("wan1"), &[],               "and to device wan1"),
+            ("198.18.1.1",    None,         &[],               "LAN-side"),
+            ("203.0.113.9",   None,         &[],               "no interface here has"),
+        ];
+        for &(addr, dev, via, why) in rows {
+            let r = reach(&socket(addr, NATPMP_PORT, 0), dev, &wans, &addrs);
+            assert_eq!(r.via, via, "{addr} on {dev:?}: {r:?}");
+            assert!(r.why.contains(why), "{addr} on {dev:?}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn a_drop_mode_wan_shields_5351_but_never_5350() {
+        let (wans, addrs) = lab();
+        let names = std::collections::BTreeMap::new();
+        let mut gaps = Vec::new();
+        let owners = Owners::default();
+        let l = |addr, port, gaps: &mut Vec<String>| {
+            listener(socket(addr, port, 0), &owners, &wans, &addrs, &names, gaps)
+        };
+        // wan1 is protected, wan0 is not.
+        assert!(l("198.19.0.1", NATPMP_PORT, &mut gaps)
+            .exposed_via
+            .is_empty());
+        assert_eq!(
+            l("198.18.0.1", NATPMP_PORT, &mut gaps).exposed_via,
+            ["wan0"]
+        );
+        assert_eq!(l("0.0.0.0", NATPMP_PORT, &mut gaps).exposed_via, ["wan0"]);
+        let announce = l("198.19.0.1", ANNOUNCE_PORT, &mut gaps);
+        assert_eq!(announce.exposed_via, ["wan1"], "{announce:?}");
+        assert!(announce.verdict.contains("5351 only"), "{announce:?}");
+        assert!(l("127.0.0.1", ANNOUNCE_PORT, &mut gaps)
+            .exposed_via
+            .is_empty());
+        // Every /proc was readable and none held them: said, not a gap.
+        assert!(gaps.is_empty(), "{gaps:?}");
+    }
+
+    #[test]
+    fn an_owner_hidden_by_permissions_is_a_gap() {
+        let (wans, addrs) = lab();
+        let owners = Owners {
+            unreadable: vec![Owner {
+                pid: 1,
+                name: "init".to_owned(),
+            }],
+            ..Owners::default()
+        };
+        let mut gaps = Vec::new();
+        let l = listener(
+            socket("127.0.0.1", NATPMP_PORT, 0),
+            &owners,
+            &wans,
+            &addrs,
+            &std::collections::BTreeMap::new(),
+            &mut gaps,
+        );
+        assert!(l.owner_unknown.is_some(), "{l:?}");
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].contains("127.0.0.1:5351"), "{gaps:?}");
     }
 }
