@@ -187,11 +187,12 @@ enum Command {
     /// Send NAT-PMP/PCP probes to a gateway and report its answers (checks
     /// whether it is exposed, and whether a filter stops the probes).
     Probe(ProbeArgs),
-    /// Check whether this router is exposed on its WAN: every UDP socket on
-    /// 5350/5351 of this network namespace, its process, whether the WAN
-    /// can reach it, and whether a drop-mode instance pinned on that WAN
-    /// protects it. Exit status: 0 safe, 1 exposed, 2 error or incomplete
-    /// (something could not be checked, e.g. without root).
+    /// Check whether this router is exposed on its WAN (exit status 0 safe,
+    /// 1 exposed, 2 error or incomplete).
+    ///
+    /// Lists every UDP socket on 5350/5351 of this network namespace, its
+    /// process, whether the WAN can reach it, and whether a drop-mode
+    /// instance pinned on that WAN protects it.
     ///
     /// It sees the sockets and addresses of the network namespace it runs
     /// in: run it in the router's. A socket is reachable from a WAN when it
