@@ -14,6 +14,8 @@
 //!   metrics, the config file;
 //! - `protect`: the filter following its interface, re-attaching, SIGHUP,
 //!   and what the agent says about it;
+//! - `tui`: the live view in a pseudo-terminal, read through a terminal
+//!   emulator: it fits, counts exactly, redraws on resize, quits cleanly;
 //! - `real_peers`: against miniupnpd, nmap, libnatpmp's natpmpc and
 //!   Wireshark's dissectors (Debian packages `cargo xtask setup` installs).
 //!
@@ -48,4 +50,5 @@ mod real_peers;
 mod replay;
 mod report;
 mod sources;
+mod tui;
 mod xlated;
