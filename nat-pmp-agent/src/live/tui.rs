@@ -36,6 +36,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    fmt::Write as _,
     io::{Read as _, Stdout},
     net::IpAddr,
     sync::{Mutex, Once},
@@ -60,7 +61,7 @@ use crate::{
 };
 
 /// The span of the sparklines.
-const HISTORY: Duration = Duration::from_secs(60);
+const HISTORY: Duration = Duration::from_mins(1);
 /// Lines of held stderr kept to write out on exit (the drop log is rate
 /// limited, but a long session could still hold many).
 const HELD_LINES_MAX: usize = 10_000;
@@ -150,6 +151,9 @@ pub(super) struct Screen {
     /// Full-width highlighted lines: [`Report::status_line`], then each
     /// interface's alert.
     pub alerts: Vec<String>,
+    /// The allowlists (prefixes drop mode lets through), as the plain
+    /// table's `allowed sources` line.
+    pub allow: Vec<String>,
     /// The counted classes that saw traffic.
     pub classes: Vec<Row>,
     pub total: Row,
@@ -230,12 +234,12 @@ impl History {
             .map(|s| SourceRow {
                 addr: s.addr,
                 packets: s.stats.packets,
-                pps: match (over, self.sources.get(&s.addr)) {
-                    (Some(over), Some(&before)) => {
-                        per_second(s.stats.packets.saturating_sub(before), over)
-                    }
-                    _ => 0.0,
-                },
+                // A source new since the last reading sent all it has in
+                // this interval; before the second reading, no rate.
+                pps: over.map_or(0.0, |over| {
+                    let before = self.sources.get(&s.addr).copied().unwrap_or(0);
+                    per_second(s.stats.packets.saturating_sub(before), over)
+                }),
                 idle: wall
                     .duration_since(crate::net::sys::wall_time(s.stats.last_seen_ns))
                     .ok(),
@@ -245,7 +249,13 @@ impl History {
         self.sources = sources.iter().map(|s| (s.addr, s.packets)).collect();
         self.last = Some(now);
         let mut alerts: Vec<String> = total.status_line().into_iter().collect();
+        let mut allow: Vec<String> = Vec::new();
         for r in parts {
+            for p in r.header.guard.iter().flat_map(|g| &g.allow) {
+                if !allow.contains(p) {
+                    allow.push(p.clone());
+                }
+            }
             if let Some(alert) = r.header.guard.as_ref().and_then(|g| g.alert.as_ref()) {
                 alerts.push(if parts.len() > 1 {
                     format!("{}: {alert}", r.header.iface)
@@ -261,6 +271,7 @@ impl History {
             uptime: total.uptime,
             state: total.header.guard.as_ref().map(|g| g.state),
             alerts,
+            allow,
             classes,
             total: row(None),
             sources,
@@ -428,11 +439,11 @@ impl Columns {
         share: &str,
         bytes: &str,
     ) -> String {
-        let (l, n, r) = (Self::LABEL, Self::NUM, Self::RATE);
-        let mut s = format!("{label:<l$} {packets:>n$} {pps:>r$} {dropped:>n$} ");
+        let (lw, num, rw) = (Self::LABEL, Self::NUM, Self::RATE);
+        let mut s = format!("{label:<lw$} {packets:>num$} {pps:>rw$} {dropped:>num$} ");
         if self.extra {
-            let w = Self::SHARE;
-            s += &format!("{share:>w$} {bytes:>n$} ");
+            let sw = Self::SHARE;
+            let _ = write!(s, "{share:>sw$} {bytes:>num$} ");
         }
         s
     }
@@ -511,18 +522,15 @@ fn class_labels(classes: &[Class], width: usize) -> String {
     out
 }
 
-/// Draws `screen` as `ui` says on the whole frame.
-pub(super) fn draw(frame: &mut Frame, screen: &Screen, ui: &Ui) {
-    let area = frame.area();
-    let width = usize::from(area.width);
-    let shown = ui.frozen.as_ref().unwrap_or(screen);
-    let bold = Style::new().add_modifier(Modifier::BOLD);
-    let head = Style::new().add_modifier(Modifier::REVERSED);
+const BOLD: Style = Style::new().add_modifier(Modifier::BOLD);
+const HEAD: Style = Style::new().add_modifier(Modifier::REVERSED);
 
-    // Header: what and where, then the view's own state.
+/// The header (where, how, the view's own state), then a highlighted line
+/// for each alert and an allowlist line.
+fn header(shown: &Screen, ui: &Ui, width: usize) -> Vec<Line<'static>> {
     let mut spans = Vec::new();
     if ui.frozen.is_some() {
-        spans.push(Span::styled(" PAUSED ", head.add_modifier(Modifier::BOLD)));
+        spans.push(Span::styled(" PAUSED ", HEAD.add_modifier(Modifier::BOLD)));
         spans.push(Span::raw(" "));
     }
     let state = shown.state.unwrap_or("starting");
@@ -532,7 +540,7 @@ pub(super) fn draw(frame: &mut Frame, screen: &Screen, ui: &Ui) {
         Style::new().red().add_modifier(Modifier::BOLD)
     };
     spans.extend([
-        Span::styled(shown.ifaces.clone(), bold),
+        Span::styled(shown.ifaces.clone(), BOLD),
         Span::raw(format!("  {}  xdp {}  ", shown.mode, shown.xdp_mode)),
         Span::styled(state, state_style),
         Span::raw(format!("  up {}", hms(shown.uptime))),
@@ -541,8 +549,7 @@ pub(super) fn draw(frame: &mut Frame, screen: &Screen, ui: &Ui) {
     if shown.is_final {
         spans.push(Span::raw("  (final)"));
     }
-    let mut lines: Vec<Line> = vec![Line::from(spans)];
-
+    let mut lines = vec![Line::from(spans)];
     // Alerts and the status line: full width, highlighted, wrapped (at most
     // three lines each).
     let alert_style = Style::new().white().on_red().add_modifier(Modifier::BOLD);
@@ -551,37 +558,55 @@ pub(super) fn draw(frame: &mut Frame, screen: &Screen, ui: &Ui) {
             lines.push(Line::styled(format!("{chunk:<width$}"), alert_style));
         }
     }
+    if !shown.allow.is_empty() {
+        lines.push(Line::raw(format!(
+            "allowed sources: {}",
+            shown.allow.join(" ")
+        )));
+    }
+    lines
+}
 
-    // The footer: the last held stderr line, and the keys.
-    let mut footer: Vec<Line> = Vec::new();
+/// The last held stderr line, and the keys.
+fn footer(ui: &Ui) -> Vec<Line<'static>> {
+    let mut footer = Vec::new();
     if let Some(m) = &ui.message {
         footer.push(Line::styled(m.clone(), Style::new().yellow()));
     }
     footer.push(Line::from(vec![
-        Span::styled("q", bold),
+        Span::styled("q", BOLD),
         Span::raw(" quit  "),
-        Span::styled("s", bold),
+        Span::styled("s", BOLD),
         Span::raw(" sort  "),
-        Span::styled("p", bold),
+        Span::styled("p", BOLD),
         Span::raw(if ui.frozen.is_some() {
             " resume  "
         } else {
             " pause  "
         }),
-        Span::styled("?", bold),
+        Span::styled("?", BOLD),
         Span::raw(" help"),
     ]));
+    footer
+}
 
-    let fixed = lines.len() + footer.len() + 2; // + class header, total
-    let room = usize::from(area.height).saturating_sub(fixed);
-    let cols = Columns::at(area.width);
-    let classes = sorted_classes(&shown.classes, ui.sort);
-    let mut sparks: Vec<(usize, &Row)> = Vec::new();
-    lines.push(Line::styled(format!("{:<width$}", cols.header()), head));
-    if classes.is_empty() {
-        // The total row below says 0: no separate line is needed.
-    } else if classes.len() <= room {
-        for r in &classes {
+/// The class rows and the total, added to `lines`; the rows that get a
+/// sparkline (line index, row).
+fn class_lines<'a>(
+    lines: &mut Vec<Line<'static>>,
+    shown: &'a Screen,
+    sort: Sort,
+    cols: &Columns,
+    area: Rect,
+    footer: usize,
+) -> Vec<(usize, &'a Row)> {
+    let width = usize::from(area.width);
+    let room = usize::from(area.height).saturating_sub(lines.len() + footer + 2); // + header, total
+    let classes = sorted_classes(&shown.classes, sort);
+    let mut sparks = Vec::new();
+    lines.push(Line::styled(format!("{:<width$}", cols.header()), HEAD));
+    if classes.len() <= room {
+        for r in classes {
             sparks.push((lines.len(), r));
             lines.push(Line::raw(cols.row(r)));
         }
@@ -590,8 +615,7 @@ pub(super) fn draw(frame: &mut Frame, screen: &Screen, ui: &Ui) {
         let cell = 38;
         let across = (width / cell).max(1);
         let needed = classes.len().div_ceil(across);
-        let fit = needed.min(room);
-        for y in 0..fit {
+        for y in 0..needed.min(room) {
             let mut s = String::new();
             for x in 0..across {
                 if let Some(r) = classes.get(x * needed + y) {
@@ -601,58 +625,79 @@ pub(super) fn draw(frame: &mut Frame, screen: &Screen, ui: &Ui) {
                         count(r.packets, 10),
                         rate(r.pps, 7)
                     );
-                    s += &format!("{text:<cell$}");
+                    let _ = write!(s, "{text:<cell$}");
                 }
             }
             lines.push(Line::raw(s));
         }
     }
     sparks.push((lines.len(), &shown.total));
-    lines.push(Line::styled(cols.row(&shown.total), bold));
+    lines.push(Line::styled(cols.row(&shown.total), BOLD));
+    sparks
+}
 
-    // Sources: as many as the rows left hold.
-    let left = usize::from(area.height).saturating_sub(lines.len() + footer.len());
-    if left >= 3 && !shown.sources.is_empty() {
-        lines.push(Line::styled(
-            format!(
-                "top sources ({} tracked, {} unattributed)",
-                shown.tracked, shown.unattributed
-            ),
-            bold,
-        ));
-        let addr_w = shown
-            .sources
-            .iter()
-            .map(|s| s.addr.to_string().len())
-            .max()
-            .unwrap_or(7)
-            .clamp(7, 39);
-        let src_line = |a: &str, p: &str, r: &str, i: &str, c: &str| {
-            let n = Columns::NUM;
-            let rw = Columns::RATE;
-            format!("{a:<addr_w$} {p:>n$} {r:>rw$} {i:>5} {c}")
-        };
-        let classes_w = width.saturating_sub(addr_w + Columns::NUM + Columns::RATE + 5 + 4);
-        lines.push(Line::styled(
-            format!(
-                "{:<width$}",
-                src_line("source", "packets", "pkt/s", "idle", "classes")
-            ),
-            head,
-        ));
-        for s in sorted_sources(&shown.sources, ui.sort)
-            .into_iter()
-            .take(left - 2)
-        {
-            lines.push(Line::raw(src_line(
-                &s.addr.to_string(),
-                &count(s.packets, Columns::NUM),
-                &rate(s.pps, Columns::RATE),
-                &s.idle.map_or_else(|| "-".to_owned(), ago),
-                &class_labels(&s.classes, classes_w),
-            )));
-        }
+/// As many top sources as `left` rows hold (with their title and column
+/// header), added to `lines`.
+fn source_lines(
+    lines: &mut Vec<Line<'static>>,
+    shown: &Screen,
+    sort: Sort,
+    width: usize,
+    left: usize,
+) {
+    if left < 3 || shown.sources.is_empty() {
+        return;
     }
+    lines.push(Line::styled(
+        format!(
+            "top sources ({} tracked, {} unattributed)",
+            shown.tracked, shown.unattributed
+        ),
+        BOLD,
+    ));
+    let addr_w = shown
+        .sources
+        .iter()
+        .map(|s| s.addr.to_string().len())
+        .max()
+        .unwrap_or(7)
+        .clamp(7, 39);
+    let (num, rw) = (Columns::NUM, Columns::RATE);
+    let src_line = |addr: &str, packets: &str, pps: &str, idle: &str, classes: &str| {
+        format!("{addr:<addr_w$} {packets:>num$} {pps:>rw$} {idle:>5} {classes}")
+    };
+    let classes_w = width.saturating_sub(addr_w + num + rw + 5 + 4);
+    lines.push(Line::styled(
+        format!(
+            "{:<width$}",
+            src_line("source", "packets", "pkt/s", "idle", "classes")
+        ),
+        HEAD,
+    ));
+    for s in sorted_sources(&shown.sources, sort)
+        .into_iter()
+        .take(left - 2)
+    {
+        lines.push(Line::raw(src_line(
+            &s.addr.to_string(),
+            &count(s.packets, num),
+            &rate(s.pps, rw),
+            &s.idle.map_or_else(|| "-".to_owned(), ago),
+            &class_labels(&s.classes, classes_w),
+        )));
+    }
+}
+
+/// Draws `screen` as `ui` says on the whole frame.
+pub(super) fn draw(frame: &mut Frame, screen: &Screen, ui: &Ui) {
+    let area = frame.area();
+    let shown = ui.frozen.as_ref().unwrap_or(screen);
+    let mut lines = header(shown, ui, usize::from(area.width));
+    let footer = footer(ui);
+    let cols = Columns::at(area.width);
+    let sparks = class_lines(&mut lines, shown, ui.sort, &cols, area, footer.len());
+    let left = usize::from(area.height).saturating_sub(lines.len() + footer.len());
+    source_lines(&mut lines, shown, ui.sort, usize::from(area.width), left);
 
     let body_h = u16::try_from(lines.len()).unwrap_or(u16::MAX);
     let footer_h = u16::try_from(footer.len()).unwrap_or(u16::MAX);
@@ -703,7 +748,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     for word in text.split(' ') {
         let mut word = word.to_owned();
         loop {
-            let need = if line.is_empty() { 0 } else { 1 } + word.chars().count();
+            let need = usize::from(!line.is_empty()) + word.chars().count();
             if line.chars().count() + need <= width {
                 if !line.is_empty() {
                     line.push(' ');
@@ -836,7 +881,7 @@ impl Tui {
             Err(e) => {
                 tui.ui.message = Some(format!(
                     "stderr is not held ({e}): lines may scribble over this view"
-                ))
+                ));
             }
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -958,6 +1003,7 @@ mod tests {
             uptime: Duration::from_secs(3723),
             state: Some("attached"),
             alerts: vec![],
+            allow: vec![],
             classes: rows,
             total: Row {
                 class: None,

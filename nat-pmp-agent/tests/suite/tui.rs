@@ -116,13 +116,12 @@ impl PtyAgent {
             if ok(&rows) {
                 return rows;
             }
-            if Instant::now() > end {
-                panic!(
-                    "{what}: not on the screen within {limit:?}; the screen:\n{}\nthe agent wrote:\n{}",
-                    rows.join("\n"),
-                    self.raw()
-                );
-            }
+            assert!(
+                Instant::now() <= end,
+                "{what}: not on the screen within {limit:?}; the screen:\n{}\nthe agent wrote:\n{}",
+                rows.join("\n"),
+                self.raw()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
