@@ -941,7 +941,11 @@ impl Tui {
         while let Some(at) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=at).collect();
             let line = line.trim_end().to_owned();
-            self.ui.message = Some(line.clone());
+            // Shown without its escape sequences (env_logger colours what
+            // it writes to a terminal) or other control characters: they
+            // would move the cursor under ratatui's feet.
+            let plain = strip_ansi_escapes::strip_str(&line);
+            self.ui.message = Some(plain.chars().filter(|c| !c.is_control()).collect());
             if self.held.len() >= HELD_LINES_MAX {
                 self.held.remove(0);
                 self.held_dropped += 1;

@@ -58,7 +58,6 @@ impl PtyAgent {
         cmd.args(["--iface", "wan0", "--interval", "0.2"]);
         cmd.args(args);
         cmd.env("TERM", "xterm-256color");
-        cmd.env("RUST_LOG", "off");
         let child = pair
             .slave
             .spawn_command(cmd)
@@ -227,13 +226,40 @@ fn final_op0(raw: &str) -> u64 {
     let name = Class::NatpmpExternalAddressRequest.name();
     let row = after
         .lines()
-        .find_map(|l| Some(l.split_once(name)?.1))
+        .find_map(|l| Some(l.split_once(name)?.1).filter(|r| r.trim_start().starts_with("v0 op 0")))
         .unwrap_or_else(|| panic!("no opcode-0 row in the final report:\n{after}"));
-    // `v0 op 0`, then the packets.
+    // `v0 op 0`, then the packets (not the drop log's lines, which name the
+    // class too).
     row.split_whitespace()
         .nth(3)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no packets cell in {row:?}"))
+}
+
+/// The agent exited 0 after `how`, gave the terminal back, printed the
+/// plain final report with every request sent, and left nothing attached.
+fn assert_ended_cleanly(agent: &mut PtyAgent, link: &WanLink, sent: u64, how: &str) {
+    assert!(
+        agent.exit(),
+        "{how} must exit 0; the agent wrote:\n{}",
+        agent.raw()
+    );
+    let alternate = agent
+        .term
+        .lock()
+        .unwrap()
+        .parser
+        .screen()
+        .alternate_screen();
+    assert!(
+        !alternate,
+        "{how} left the terminal on the alternate screen"
+    );
+    assert_eq!(final_op0(&agent.raw()), sent, "{how}: the final report");
+    assert!(
+        !link.router.xdp_attached("wan0"),
+        "{how} left the filter attached"
+    );
 }
 
 /// One run: a terminal of `rows` x `cols`, `sent` opcode-0 requests, a
@@ -292,23 +318,7 @@ fn live_view_at(rows: u16, cols: u16, (rows2, cols2): (u16, u16), sent: u64) {
     assert!(screen[0].contains("wan0"));
 
     agent.press(b"q");
-    assert!(
-        agent.exit(),
-        "`q` must exit 0; the agent wrote:\n{}",
-        agent.raw()
-    );
-    assert!(!agent
-        .term
-        .lock()
-        .unwrap()
-        .parser
-        .screen()
-        .alternate_screen());
-    assert_eq!(final_op0(&agent.raw()), sent);
-    assert!(
-        !link.router.xdp_attached("wan0"),
-        "`q` left the filter attached"
-    );
+    assert_ended_cleanly(&mut agent, &link, sent, "`q`");
 }
 
 #[test]
@@ -339,20 +349,7 @@ fn sigterm_and_sigint_end_the_live_view_like_q() {
             packets(r, "op0 req").is_some_and(|n| n > 0)
         });
         agent.signal(sig);
-        assert!(agent.exit(), "signal {sig} must exit 0:\n{}", agent.raw());
-        assert!(!agent
-            .term
-            .lock()
-            .unwrap()
-            .parser
-            .screen()
-            .alternate_screen());
-        // Each run attaches anew: the counters start from zero.
-        assert_eq!(final_op0(&agent.raw()), sent, "signal {sig}");
-        assert!(
-            !link.router.xdp_attached("wan0"),
-            "signal {sig} left the filter attached"
-        );
+        assert_ended_cleanly(&mut agent, &link, sent, &format!("signal {sig}"));
     }
 }
 
@@ -388,6 +385,12 @@ fn keys_pause_sort_and_help_and_change_no_mode() {
         Duration::from_secs(10),
         |r| packets(r, "op0 req") == Some(4),
     );
+    // The drop log's lines went to stderr, which the view holds: the last
+    // one is the line above the keys, and nothing scribbled over the view.
+    let op0 = Class::NatpmpExternalAddressRequest.name();
+    agent.wait_for("the drop log's last line", Duration::from_secs(10), |r| {
+        r.len() >= 2 && r[r.len() - 2].contains("dropped natpmp_external")
+    });
     agent.press(b"?");
     agent.wait_for("the keys", Duration::from_secs(5), |r| {
         r.iter().any(|l| l.contains("No key changes the filter"))
@@ -400,8 +403,15 @@ fn keys_pause_sort_and_help_and_change_no_mode() {
     assert!(agent.screen().0[0].contains("drop"), "the mode changed");
     assert_fits(&agent, 80);
     agent.press(b"q");
-    assert!(agent.exit());
-    assert!(!link.router.xdp_attached("wan0"));
+    assert_ended_cleanly(&mut agent, &link, 4, "`q`");
+    // What stderr got meanwhile (the drop log) was held, shown above the
+    // keys (the screen checked above), and written out on exit.
+    let after = agent.raw();
+    let after = after.rsplit_once("\x1b[?1049l").map_or("", |(_, a)| a);
+    assert!(
+        after.contains(&format!("dropped {op0} from {INTERNET_ADDR}")),
+        "the held drop log was not written out:\n{after}"
+    );
 }
 
 #[test]
