@@ -858,7 +858,9 @@ impl Tui {
         });
         // ratatui's own hook (added by try_init, so run first) gives the
         // terminal back before ours gives stderr back.
-        let terminal = ratatui::try_init().context("taking the terminal for the live view")?;
+        let terminal = ratatui::try_init()
+            .inspect_err(|_| ratatui::restore()) // raw mode may be on already
+            .context("taking the terminal for the live view")?;
         let mut tui = Tui {
             terminal,
             history: History::new(),
