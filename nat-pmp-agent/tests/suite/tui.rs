@@ -134,6 +134,11 @@ impl PtyAgent {
         t.parser.screen_mut().set_size(rows, cols);
     }
 
+    /// Whether the terminal shows the alternate screen (the live view's).
+    fn alternate(&self) -> bool {
+        self.term.lock().unwrap().parser.screen().alternate_screen()
+    }
+
     fn press(&mut self, key: &[u8]) {
         self.writer.write_all(key).expect("typing into the pty");
         self.writer.flush().expect("typing into the pty");
@@ -185,6 +190,14 @@ fn packets(rows: &[String], label: &str) -> Option<u64> {
             .parse()
             .ok()
     })
+}
+
+/// `n` opcode-0 requests from the internet side to the router's WAN; the
+/// socket they left from.
+fn send_op0(link: &WanLink, n: u64) -> std::net::UdpSocket {
+    let sock = bind(&link.internet, INTERNET_ADDR, 0);
+    send(&sock, ROUTER_ADDR, Class::NatpmpExternalAddressRequest, n);
+    sock
 }
 
 /// No row of the screen was wrapped.
@@ -244,13 +257,7 @@ fn assert_ended_cleanly(agent: &mut PtyAgent, link: &WanLink, sent: u64, how: &s
         "{how} must exit 0; the agent wrote:\n{}",
         agent.raw()
     );
-    let alternate = agent
-        .term
-        .lock()
-        .unwrap()
-        .parser
-        .screen()
-        .alternate_screen();
+    let alternate = agent.alternate();
     assert!(
         !alternate,
         "{how} left the terminal on the alternate screen"
@@ -269,20 +276,8 @@ fn live_view_at(rows: u16, cols: u16, (rows2, cols2): (u16, u16), sent: u64) {
     let link = WanLink::new("tui");
     let mut agent = PtyAgent::start(&link, rows, cols, &[]);
     wait_attached(&agent);
-    assert!(agent
-        .term
-        .lock()
-        .unwrap()
-        .parser
-        .screen()
-        .alternate_screen());
-    let sock = bind(&link.internet, INTERNET_ADDR, 0);
-    send(
-        &sock,
-        ROUTER_ADDR,
-        Class::NatpmpExternalAddressRequest,
-        sent,
-    );
+    assert!(agent.alternate());
+    let sock = send_op0(&link, sent);
     send(&sock, ROUTER_ADDR, Class::NatpmpMapUdpRequest, 2);
     let screen = agent.wait_for(
         "the opcode-0 row with every request",
@@ -338,13 +333,7 @@ fn sigterm_and_sigint_end_the_live_view_like_q() {
     for (sig, sent) in [(libc::SIGTERM, 5), (libc::SIGINT, 3)] {
         let mut agent = PtyAgent::start(&link, 24, 80, &[]);
         wait_attached(&agent);
-        let sock = bind(&link.internet, INTERNET_ADDR, 0);
-        send(
-            &sock,
-            ROUTER_ADDR,
-            Class::NatpmpExternalAddressRequest,
-            sent,
-        );
+        send_op0(&link, sent);
         agent.wait_for("the opcode-0 row", Duration::from_secs(15), |r| {
             packets(r, "op0 req").is_some_and(|n| n > 0)
         });
@@ -371,8 +360,7 @@ fn keys_pause_sort_and_help_and_change_no_mode() {
         r[0].contains("PAUSED")
     });
     // Counting goes on while the display is paused.
-    let sock = bind(&link.internet, INTERNET_ADDR, 0);
-    send(&sock, ROUTER_ADDR, Class::NatpmpExternalAddressRequest, 4);
+    send_op0(&link, 4);
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
         packets(&agent.screen().0, "op0 req"),
