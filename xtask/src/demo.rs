@@ -4,10 +4,12 @@
 //! interface `wan0`, 198.18.0.1) and the internet (`inet0`, 198.18.0.2;
 //! 198.18.0.0/15 is the benchmarking range, never routed). The agent attaches
 //! to `wan0`, the internet side sends a bounded scan in the honeypot's mix
-//! with `nat-pmp-agent probe`, and the live table shows the counters. The
-//! namespaces are deleted at the end, on error, and on Ctrl-C.
+//! with `nat-pmp-agent probe`, and the agent's live view (on a terminal;
+//! plain tables otherwise) shows the counters. The namespaces are deleted at
+//! the end, on error, and on Ctrl-C.
 
 use std::{
+    io::IsTerminal as _,
     process::{Child, Command},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -106,8 +108,14 @@ pub fn demo(seconds: u32, monitor: bool) -> Result<()> {
         "wan0",
         "--interval",
         "1",
+        // The live view on a terminal (`q` ends the agent early), plain
+        // tables otherwise (not JSON lines: the demo is read by people).
         "--output",
-        "table",
+        if std::io::stdout().is_terminal() {
+            "auto"
+        } else {
+            "table"
+        },
     ]);
     if !monitor {
         agent_cmd.arg("--drop");

@@ -78,8 +78,8 @@ pub struct RunArgs {
     /// Seconds between reports [default: 1].
     #[arg(long, value_name = "SECS")]
     interval: Option<f64>,
-    /// Report format: auto is a live table on a terminal, JSON lines
-    /// otherwise [default: auto].
+    /// Report format: auto is the live view on a terminal (keys: q quit,
+    /// s sort, p pause, ? help), JSON lines otherwise [default: auto].
     #[arg(long, value_enum)]
     output: Option<OutputArg>,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
@@ -370,9 +370,9 @@ impl From<LinkTypeArg> for LinkType {
 /// `--output`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum OutputArg {
-    /// A live table on a terminal, JSON lines otherwise.
+    /// The live view on a terminal, JSON lines otherwise.
     Auto,
-    /// A table each interval (redrawn in place on a terminal).
+    /// A plain table each interval (redrawn in place on a terminal).
     Table,
     /// One JSON object per line per interval.
     Json,

@@ -25,6 +25,7 @@
 
 pub mod console;
 mod instance;
+mod tui;
 mod view;
 
 use std::{
@@ -53,7 +54,7 @@ use view::{read, View};
 /// How reports are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// A live table on a terminal, JSON lines otherwise.
+    /// The live view ([`tui`]) on a terminal, JSON lines otherwise.
     Auto,
     /// A table each interval (redrawn in place on a terminal).
     Table,
@@ -198,7 +199,7 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
         return Err(e);
     }
 
-    let mut view = View::new(opts.output);
+    let (mut view, mut keys) = View::new(opts.output, opts.interval);
     let mut ticker = tokio::time::interval(opts.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // The first tick fires at once.
@@ -231,7 +232,7 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
                     supervise(inst, &opts, None);
                 }
                 if let Err(e) = tend(&mut instances, opts.interval)
-                    .and_then(|()| read(&instances, opts.top_sources))
+                    .and_then(|()| read(&instances, view.sources_wanted(opts.top_sources)))
                     .and_then(|r| view.emit(&r, false, opts.all_classes))
                 {
                     break Err(e);
@@ -250,6 +251,15 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
                     },
                 }
             }
+            // The live view's keys: `q` takes SIGTERM's path.
+            key = next_key(&mut keys) => match key {
+                Some(key) => match view.on_event(&key) {
+                    Ok(true) => break Ok(()),
+                    Ok(false) => {}
+                    Err(e) => break Err(e),
+                },
+                None => keys = None,
+            },
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
             () = &mut deadline => break Ok(()),
@@ -274,6 +284,16 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
     result?;
     last?;
     finished
+}
+
+/// The next event of the live view's key reader; never, without one.
+async fn next_key(
+    keys: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crossterm::event::Event>>,
+) -> Option<crossterm::event::Event> {
+    match keys {
+        Some(k) => k.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The reader of one program's drop log.

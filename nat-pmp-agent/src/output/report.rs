@@ -115,7 +115,8 @@ pub fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn per_second(count: u64, over: Duration) -> f64 {
+/// `count` per second over `over` (0 for an empty span).
+pub fn per_second(count: u64, over: Duration) -> f64 {
     let secs = over.as_secs_f64();
     if secs <= 0.0 {
         0.0
@@ -127,7 +128,19 @@ fn per_second(count: u64, over: Duration) -> f64 {
 }
 
 impl Report<'_> {
-    fn rate(&self, class: Option<Class>) -> f64 {
+    /// A line the live view (`live::tui`) shows across its whole width,
+    /// highlighted, right under its header, when `Some`: the hook for the
+    /// exposure audit's state (an `EXPOSED: ...` line when answers leave the
+    /// WAN), which is produced by one function here in `output` and returned
+    /// from this method. `None` until that audit exists: the header then has
+    /// no such line.
+    pub fn status_line(&self) -> Option<String> {
+        None
+    }
+
+    /// The packets per second of `class` (of the total for `None`) over the
+    /// last interval; 0 before the second reading.
+    pub fn rate(&self, class: Option<Class>) -> f64 {
         self.last_interval.map_or(0.0, |(delta, over)| {
             let c = class.map_or_else(|| delta.total(), |c| *delta.get(c));
             per_second(c.packets(), over)
@@ -328,7 +341,9 @@ fn common(values: impl Iterator<Item = &'static str>) -> &'static str {
     }
 }
 
-fn total_header(reports: &[Report]) -> Header {
+/// The header of several interfaces' reports taken as one: the
+/// comma-separated interfaces, and the common mode and XDP mode or `mixed`.
+pub fn total_header(reports: &[Report]) -> Header {
     Header {
         iface: reports
             .iter()
@@ -371,7 +386,9 @@ fn total_guard(reports: &[Report]) -> Option<Guard> {
     })
 }
 
-fn total_report<'a>(reports: &[Report], header: &'a Header) -> Report<'a> {
+/// Several interfaces' reports as one (under [`total_header`]): counters,
+/// rates and sources summed.
+pub fn total_report<'a>(reports: &[Report], header: &'a Header) -> Report<'a> {
     let totals = reports
         .iter()
         .fold(Snapshot::default(), |acc, r| acc.add(&r.totals));

@@ -16,6 +16,8 @@
 //!   and what the agent says about it;
 //! - `audit`: `nat-pmp-agent audit` against a real miniupnpd, pinned drop
 //!   mode, real scans, and an unprivileged run;
+//! - `tui`: the live view in a pseudo-terminal, read through a terminal
+//!   emulator: it fits, counts exactly, redraws on resize, quits cleanly;
 //! - `real_peers`: against miniupnpd, nmap, libnatpmp's natpmpc and
 //!   Wireshark's dissectors (Debian packages `cargo xtask setup` installs).
 //!
@@ -51,4 +53,5 @@ mod real_peers;
 mod replay;
 mod report;
 mod sources;
+mod tui;
 mod xlated;
