@@ -75,7 +75,9 @@ pub use classify::{
     PCP_VERSION,
 };
 pub use maps::{
-    addr_words, source_set, v4_mapped_words, words_addr, AgentClock, ClassCounters, Config,
+    addr_words, source_set, v4_mapped_words, words_addr, AgentClock, AnswerLast, AnsweredTo,
+    ClassCounters, Config, ANSWERED_TO_MAX_ENTRIES, EGRESS_PROGRAM_NAME, MAP_ANSWERED,
+    MAP_ANSWERED_TO, MAP_ANSWER_LAST,
     FragEntry, FragKey, Link, Mode, SourceSet, SourceSlot, SourceStats, Trace, Unattributed,
     ALLOW_MAX_ENTRIES, CLOCK_SECTION, CONFIG_SECTION, DROP_LOG_PER_SEC, FRAGS_MAX_ENTRIES,
     MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS, MAP_TRACE,
@@ -83,7 +85,8 @@ pub use maps::{
     SOURCE_WAYS, TRACE_GLOBAL,
 };
 pub use walk::{
-    apply, decide, decide_fast, decide_slow, v4_mapped, walk, Allowlist, Bytes, FastDecision,
+    apply, decide, decide_answer, decide_fast, decide_slow, v4_mapped, walk, Allowlist, Answer,
+    Bytes, FastDecision,
     Found, FragTable, Outcome, Prefix, Walk, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS,
 };
 
