@@ -14,6 +14,7 @@
 
 mod agent;
 mod cost;
+mod egress;
 mod env;
 mod flood;
 mod frames;
@@ -94,6 +95,10 @@ pub struct Args {
     /// section of the --output file.
     #[arg(long)]
     reattach_only: bool,
+    /// Measure the tc egress program (answers from 5351) against a bare tc
+    /// program only, and replace its section of the --output file.
+    #[arg(long)]
+    egress_only: bool,
     /// Re-attach rounds per XDP mode.
     #[arg(long, default_value_t = 10)]
     reattach_rounds: usize,
@@ -129,6 +134,15 @@ fn run(args: &Args) -> Result<()> {
         bail!("--repeat must be at least 1,000,000 and --runs, --flood-rounds at least 1");
     }
     env::sweep_stale();
+    if args.egress_only {
+        env::pin_to_cpu(env::cpus() - 1)?;
+        let section = egress::section(args.runs, args.repeat)?;
+        let old = std::fs::read_to_string(&args.output).unwrap_or_default();
+        std::fs::write(&args.output, egress::replace(&old, &section))
+            .with_context(|| format!("writing {}", args.output.display()))?;
+        eprintln!("bench: wrote the egress section of {}", args.output.display());
+        return Ok(());
+    }
     if args.reattach_only {
         let section = reattach_section(args)?;
         let old = std::fs::read_to_string(&args.output).unwrap_or_default();
@@ -169,6 +183,7 @@ fn run(args: &Args) -> Result<()> {
         agent: &agent,
     });
     let text = replace_section(&text, &reattach);
+    let text = egress::replace(&text, &egress::section(args.runs, args.repeat)?);
     std::fs::write(&args.output, text)
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!("bench: wrote {}", args.output.display());
