@@ -167,7 +167,7 @@ fn agent_attaches_counts_keeps_and_detaches_egress() {
     );
     // The kernel's word (a tcx query: Debian's bpftool 7.1 predates tcx).
     assert_eq!(
-        tcx_egress(&link.router),
+        link.router.tcx_egress("wan0"),
         ["nat_pmp_egress"],
         "the egress program on wan0's tcx egress"
     );
@@ -225,26 +225,12 @@ fn agent_attaches_counts_keeps_and_detaches_egress() {
     let out = detach_wan0(&link.router, &root);
     assert!(out.contains("detached"), "{out}");
     assert!(
-        tcx_egress(&link.router).is_empty(),
+        link.router.tcx_egress("wan0").is_empty(),
         "detach removes the egress program"
     );
     assert!(!link.router.xdp_attached("wan0"), "detach removes the XDP program");
     let st = agent_ok(&link.router, &["status", "--pin-dir", &root]);
     assert!(st.contains("no pinned instances"), "{st}");
-}
-
-/// The names of the programs on `wan0`'s tcx egress in `ns`, in order
-/// (`BPF_PROG_QUERY`).
-fn tcx_egress(ns: &crate::support::netns::NetNs) -> Vec<String> {
-    use aya::programs::{tc::TcAttachType, SchedClassifier};
-    let (_, progs) = ns
-        .enter(|| SchedClassifier::query_tcx("wan0", TcAttachType::Egress))
-        .expect("entering the namespace")
-        .expect("querying wan0's tcx egress");
-    progs
-        .iter()
-        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
-        .collect()
 }
 
 /// The first report whose `answered.packets` reaches `n` (10 s at most).
