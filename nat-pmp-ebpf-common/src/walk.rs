@@ -517,24 +517,22 @@ fn fast_path<B: Bytes + ?Sized, const ANSWERS: bool>(b: &B, link: Link) -> Optio
             if w.be16::<0>() >> 8 == 0x45 {
                 return Some(match ipv4_udp(&w) {
                     Err(fast) => fast,
-                    Ok(_) => match udp_verdict_in::<B, true, ANSWERS>(
-                        b,
-                        w.skip::<20>(),
-                        off + 20,
-                        false,
-                    ) {
-                        None => Fast::NotNatpmp,
-                        Some((dir, verdict)) => Fast::Udp {
-                            dir,
-                            verdict,
-                            // RFC 791 §3.1: source at 12, destination at 16.
-                            src: v4_mapped_words(if ANSWERS {
-                                w.addr4::<16>()
-                            } else {
-                                w.addr4::<12>()
-                            }),
-                        },
-                    },
+                    Ok(_) => {
+                        match udp_verdict_in::<B, true, ANSWERS>(b, w.skip::<20>(), off + 20, false)
+                        {
+                            None => Fast::NotNatpmp,
+                            Some((dir, verdict)) => Fast::Udp {
+                                dir,
+                                verdict,
+                                // RFC 791 §3.1: source at 12, destination at 16.
+                                src: v4_mapped_words(if ANSWERS {
+                                    w.addr4::<16>()
+                                } else {
+                                    w.addr4::<12>()
+                                }),
+                            },
+                        }
+                    }
                 });
             }
         }

@@ -830,16 +830,30 @@ fn answers_only_mode() {
             assert_eq!(a.bytes, v4frame.len() as u64);
             assert!(!a.outcome().drop);
         }
-        let v6frame = ethernet(&[], ETH_P_IPV6, &ipv6(IPPROTO_UDP, &udp(PORT, 40000, payload)));
+        let v6frame = ethernet(
+            &[],
+            ETH_P_IPV6,
+            &ipv6(IPPROTO_UDP, &udp(PORT, 40000, payload)),
+        );
         let a6 = decide_answer(v6frame.as_slice(), e);
-        assert_eq!(a6.map(|a| a.class), class_of(e, &v6frame), "{class:?} over IPv6");
+        assert_eq!(
+            a6.map(|a| a.class),
+            class_of(e, &v6frame),
+            "{class:?} over IPv6"
+        );
         if let Some(a) = a6 {
             assert_eq!(a.destination(), V6_DST);
         }
     }
     let not_answers: Vec<(&str, Vec<u8>)> = vec![
-        ("a request to 5351", eth_udp4(V4Frag::default(), &[], 40000, PORT, &[0, 0])),
-        ("DNS", eth_udp4(V4Frag::default(), &[], 53, 40000, &[0, 128])),
+        (
+            "a request to 5351",
+            eth_udp4(V4Frag::default(), &[], 40000, PORT, &[0, 0]),
+        ),
+        (
+            "DNS",
+            eth_udp4(V4Frag::default(), &[], 53, 40000, &[0, 128]),
+        ),
         (
             "a first fragment from 5351",
             eth_udp4(

@@ -45,10 +45,9 @@ use aya_ebpf::{
 use nat_pmp_ebpf_common::{
     action, apply, decide_answer, decide_fast, source_set,
     walk::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
-    words_addr, AgentClock, Allowlist, AnswerLast, AnsweredTo, Answer, Bytes, Class,
-    ClassCounters, Config, FastDecision, FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace,
-    Unattributed, ALLOW_MAX_ENTRIES, ANSWERED_TO_MAX_ENTRIES, FRAGS_MAX_ENTRIES,
-    SOURCE_GENERATIONS, SOURCE_SETS,
+    words_addr, AgentClock, Allowlist, Answer, AnswerLast, AnsweredTo, Bytes, Class, ClassCounters,
+    Config, FastDecision, FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed,
+    ALLOW_MAX_ENTRIES, ANSWERED_TO_MAX_ENTRIES, FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
 };
 
 #[map(name = "NATPMP_STATS")]
@@ -109,8 +108,7 @@ static NATPMP_TRACE_ON: u32 = 0;
 /// program's counters; `MAP_ANSWERED` in -common).
 #[map(name = "NATPMP_ANSWERED")]
 #[expect(clippy::cast_possible_truncation, reason = "23 classes")]
-static ANSWERED: PerCpuArray<ClassCounters> =
-    PerCpuArray::with_max_entries(Class::COUNT as u32, 0);
+static ANSWERED: PerCpuArray<ClassCounters> = PerCpuArray::with_max_entries(Class::COUNT as u32, 0);
 
 /// Who got an answer: destination to packets, bytes, last time. An LRU, so
 /// that answering many peers cannot grow memory (`MAP_ANSWERED_TO`).
@@ -134,7 +132,10 @@ const TCX_NEXT: i32 = TC_ACT_UNSPEC;
 /// destination. Everything else leaves at the first header that tells,
 /// uncounted. Always returns [`TCX_NEXT`].
 #[classifier]
-#[expect(clippy::needless_pass_by_value, reason = "the #[classifier] entry signature")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[classifier] entry signature"
+)]
 pub fn nat_pmp_egress(ctx: TcContext) -> i32 {
     let pkt = Packet::from_raw(ctx.skb.skb);
     // SAFETY: as in `nat_pmp`: the agent rewrites the global as a whole.

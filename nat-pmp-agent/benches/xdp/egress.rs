@@ -96,10 +96,7 @@ pub fn section(runs: usize, repeat: u32) -> Result<String> {
         },
     ];
     let table = cost::measure(&frames, &subjects, runs, repeat)?;
-    let answered = filter
-        .answered()
-        .context("the egress maps")??
-        .packets();
+    let answered = filter.answered().context("the egress maps")??.packets();
     ensure!(
         answered > 0,
         "the egress program counted no answer: the answer frame did not take its counting path"
@@ -159,10 +156,5 @@ pub fn section(runs: usize, repeat: u32) -> Result<String> {
 
 /// `text` with the egress section replaced (or appended).
 pub fn replace(text: &str, section: &str) -> String {
-    if let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) {
-        if b < e {
-            return format!("{}{section}{}", &text[..b], &text[e + END.len()..]);
-        }
-    }
-    format!("{text}\n{section}")
+    crate::replace_marked(text, (BEGIN, END), section)
 }

@@ -65,6 +65,10 @@ use crate::{
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of the NAT-PMP XDP filter (needs root)")]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per command-line switch, as clap derives them"
+)]
 pub struct Args {
     /// Where to write the Markdown report.
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -140,7 +144,10 @@ fn run(args: &Args) -> Result<()> {
         let old = std::fs::read_to_string(&args.output).unwrap_or_default();
         std::fs::write(&args.output, egress::replace(&old, &section))
             .with_context(|| format!("writing {}", args.output.display()))?;
-        eprintln!("bench: wrote the egress section of {}", args.output.display());
+        eprintln!(
+            "bench: wrote the egress section of {}",
+            args.output.display()
+        );
         return Ok(());
     }
     if args.reattach_only {
@@ -238,9 +245,15 @@ fn reattach_section(args: &Args) -> Result<String> {
 
 /// `text` with the re-attach section replaced (or appended).
 fn replace_section(text: &str, section: &str) -> String {
-    if let (Some(b), Some(e)) = (text.find(REATTACH_BEGIN), text.find(REATTACH_END)) {
+    replace_marked(text, (REATTACH_BEGIN, REATTACH_END), section)
+}
+
+/// `text` with the section between the `(begin, end)` markers replaced by
+/// `section` (which carries its markers), or `section` appended.
+pub fn replace_marked(text: &str, (begin, end): (&str, &str), section: &str) -> String {
+    if let (Some(b), Some(e)) = (text.find(begin), text.find(end)) {
         if b < e {
-            return format!("{}{section}{}", &text[..b], &text[e + REATTACH_END.len()..]);
+            return format!("{}{section}{}", &text[..b], &text[e + end.len()..]);
         }
     }
     format!("{text}\n{section}")

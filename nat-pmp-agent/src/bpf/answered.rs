@@ -19,7 +19,6 @@ use crate::{
     net::sys,
     stats::{
         answered::{Answered, Destination, LastAnswer},
-        counters::Snapshot,
         sources::addr_of,
     },
 };
@@ -113,18 +112,9 @@ impl AnsweredMaps {
     /// Reads everything: per-class counters summed over CPUs, every
     /// destination, the last answer (kernel times made wall-clock).
     pub fn read(&self) -> Result<Answered> {
-        let mut snap = Snapshot::default();
-        for class in Class::ALL {
-            let per_cpu = self
-                .counters
-                .get(&class.index(), 0)
-                .with_context(|| format!("reading {} from map {MAP_ANSWERED}", class.name()))?;
-            snap.classes[class.index() as usize] = per_cpu
-                .iter()
-                .fold(ClassCounters::default(), |acc, c| acc.add(c));
-        }
+        let snap = super::maps::class_snapshot(&self.counters, MAP_ANSWERED)?;
         let mut all = Vec::new();
-        for entry in self.to.iter() {
+        for entry in &self.to {
             // An entry the LRU evicted while the map was walked is skipped.
             let Ok((key, v)) = entry else { continue };
             all.push(Destination {
@@ -152,4 +142,3 @@ impl AnsweredMaps {
 pub fn read_pinned(pins: &PinDir) -> Result<Answered> {
     AnsweredMaps::from_pin(pins)?.read()
 }
-

@@ -335,9 +335,7 @@ impl Filter {
             }
             bail!("internal: the egress program is missing");
         };
-        let prog_fd = program
-            .fd()
-            .context("the egress program is not loaded")?;
+        let prog_fd = program.fd().context("the egress program is not loaded")?;
         // A pinned egress link of this instance that still holds a device
         // (only the XDP link went): detached first, or every answer would
         // be counted twice.
@@ -562,15 +560,7 @@ impl Filter {
                 state.prog_id
             );
         }
-        let (answered, egress_pinned) = if dir.has_egress() {
-            let p = dir.path(pin::EGRESS_PROG);
-            let prog = SchedClassifier::from_pin(&p).with_context(|| {
-                format!("opening the pinned egress program {}", p.display())
-            })?;
-            (Some(AnsweredMaps::from_pin(dir)?), Some(Box::new(prog)))
-        } else {
-            (None, None)
-        };
+        let (answered, egress_pinned) = open_pinned_egress(dir)?;
         let mut filter = Filter {
             program: Program::Pinned(Box::new(program)),
             maps,
@@ -587,23 +577,7 @@ impl Filter {
                 ifindex,
                 mode: m,
             } if name == iface => {
-                let (egress, egress_warning) = match filter.adopt_egress(iface, ifindex) {
-                    Ok(e) => (e, None),
-                    Err(e) => (None, Some(format!("{e:#}"))),
-                };
-                filter.attachment = Some(Attachment {
-                    iface: iface.to_owned(),
-                    ifindex,
-                    mode: m.unwrap_or(AttachedMode::Native),
-                    fallback_reason: None,
-                    link,
-                    link_id: state.id,
-                    egress,
-                    egress_warning,
-                });
-                if filter.attachment.as_ref().is_some_and(|a| a.egress.is_some()) {
-                    filter.repin()?;
-                }
+                filter.take_attached(iface, ifindex, m.unwrap_or(AttachedMode::Native), link)?;
             }
             Protection::Attached {
                 iface: name,
@@ -637,6 +611,38 @@ impl Filter {
             }
         }
         Ok(Some(filter))
+    }
+
+    /// Takes the pinned XDP `link` that is live on `iface` (`ifindex`) as
+    /// this filter's attachment, with its egress link ([`Self::adopt_egress`];
+    /// re-pinned when it is a new one).
+    fn take_attached(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        mode: AttachedMode,
+        link: OwnedFd,
+    ) -> Result<()> {
+        let link_id = sys::link_state(link.as_fd())?.id;
+        let (egress, egress_warning) = match self.adopt_egress(iface, ifindex) {
+            Ok(e) => (e, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        let repin = egress.is_some();
+        self.attachment = Some(Attachment {
+            iface: iface.to_owned(),
+            ifindex,
+            mode,
+            fallback_reason: None,
+            link,
+            link_id,
+            egress,
+            egress_warning,
+        });
+        if repin {
+            self.repin()?;
+        }
+        Ok(())
     }
 
     /// The egress link of an adopted instance whose XDP link is live on
@@ -745,6 +751,20 @@ impl Filter {
         }
         detached
     }
+}
+
+/// The egress program and its maps pinned under `dir`; none for an
+/// instance pinned without them (no tcx, or an older agent).
+fn open_pinned_egress(
+    dir: &PinDir,
+) -> Result<(Option<AnsweredMaps>, Option<Box<SchedClassifier>>)> {
+    if !dir.has_egress() {
+        return Ok((None, None));
+    }
+    let p = dir.path(pin::EGRESS_PROG);
+    let prog = SchedClassifier::from_pin(&p)
+        .with_context(|| format!("opening the pinned egress program {}", p.display()))?;
+    Ok((Some(AnsweredMaps::from_pin(dir)?), Some(Box::new(prog))))
 }
 
 /// Where an XDP link is, as the kernel says.
@@ -869,9 +889,8 @@ pub fn detach_pinned(dir: &PinDir) -> Result<bool> {
     let egress = dir.path(pin::EGRESS_LINK);
     if egress.exists() {
         let fd = sys::obj_get(&egress)?;
-        sys::link_detach(fd.as_fd()).with_context(|| {
-            format!("detaching the pinned egress program from {}", dir.iface)
-        })?;
+        sys::link_detach(fd.as_fd())
+            .with_context(|| format!("detaching the pinned egress program from {}", dir.iface))?;
     }
     dir.remove()?;
     Ok(true)

@@ -25,10 +25,7 @@ where
     P: TryInto<X>,
     P::Error: std::error::Error + Send + Sync + 'static,
 {
-    program
-        .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
-        .try_into()
-        .context("the program in the XDP object is not an XDP program")
+    typed(program, PROGRAM_NAME, "an XDP")
 }
 
 /// The tc egress program of an object (`ebpf.program(EGRESS_PROGRAM_NAME)`
@@ -38,10 +35,19 @@ where
     P: TryInto<X>,
     P::Error: std::error::Error + Send + Sync + 'static,
 {
+    typed(program, EGRESS_PROGRAM_NAME, "a tc (sched_cls)")
+}
+
+/// `program` (the object's program `name`) as the aya type `X`.
+fn typed<P, X>(program: Option<P>, name: &str, kind: &str) -> Result<X>
+where
+    P: TryInto<X>,
+    P::Error: std::error::Error + Send + Sync + 'static,
+{
     program
-        .with_context(|| format!("the eBPF object has no program named {EGRESS_PROGRAM_NAME}"))?
+        .with_context(|| format!("the eBPF object has no program named {name}"))?
         .try_into()
-        .context("the egress program in the eBPF object is not a tc (sched_cls) program")
+        .with_context(|| format!("the program {name} in the eBPF object is not {kind} program"))
 }
 
 /// Wraps a load error with what was done and a hint: the privilege hint when

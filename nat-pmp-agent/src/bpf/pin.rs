@@ -49,8 +49,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use nat_pmp_ebpf_common::{
-    MAP_ALLOW, MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST, MAP_CLOCK, MAP_CONFIG,
-    MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
+    MAP_ALLOW, MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST, MAP_CLOCK, MAP_CONFIG, MAP_SOURCES,
+    MAP_STATS, MAP_UNATTRIBUTED,
 };
 
 use crate::net::sys;

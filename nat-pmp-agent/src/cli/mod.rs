@@ -39,7 +39,7 @@ use nat_pmp_ebpf_common::{Class, Mode, Prefix, NATPMP_PORT};
 /// answer means the router answers NAT-PMP/PCP on its WAN (RFC 6886 §3
 /// forbids it): the live table then starts with "EXPOSED: this router
 /// answered N NAT-PMP/PCP requests on IFACE (last to ADDR, S s ago)", the
-/// JSON lines say "exposed": true, and the metric natpmp_exposed{iface} is 1
+/// JSON lines say "exposed": true, and the exposed gauge of --metrics is 1
 /// (docs/exposure.md).
 #[derive(Parser, Debug)]
 #[command(

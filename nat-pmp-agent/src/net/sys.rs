@@ -140,13 +140,18 @@ pub fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Re
         attach_type: u32,
         flags: u32,
     }
-    let mut attr = LinkCreate {
+    link_create(&mut LinkCreate {
         prog_fd: fd_u32(prog),
         target_ifindex: ifindex,
         attach_type: BPF_XDP,
         flags,
-    };
-    let rc = bpf(BPF_LINK_CREATE, &mut attr)?;
+    })
+}
+
+/// `BPF_LINK_CREATE` with `attr` (a prefix of its `link_create` member):
+/// the new link's fd.
+fn link_create<T>(attr: &mut T) -> io::Result<OwnedFd> {
+    let rc = bpf(BPF_LINK_CREATE, attr)?;
     let fd = i32::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
     // SAFETY: the kernel just returned this fd to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -175,7 +180,7 @@ pub fn tcx_egress_link_create(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<
         pad: u32,
         expected_revision: u64,
     }
-    let mut attr = LinkCreate {
+    link_create(&mut LinkCreate {
         prog_fd: fd_u32(prog),
         target_ifindex: ifindex,
         attach_type: BPF_TCX_EGRESS,
@@ -183,11 +188,7 @@ pub fn tcx_egress_link_create(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<
         relative_fd: 0,
         pad: 0,
         expected_revision: 0,
-    };
-    let rc = bpf(BPF_LINK_CREATE, &mut attr)?;
-    let fd = i32::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
 }
 
 /// Opens the link with kernel id `id` (`BPF_LINK_GET_FD_BY_ID`; needs

@@ -137,7 +137,10 @@ mod tests {
         assert!(drop.contains("drop mode is on"), "{drop}");
         let v = answered_json(&answered(3), now);
         assert_eq!(v["packets"], 3);
-        assert_eq!(v["classes"]["natpmp_external_address_response"]["bytes"], 162);
+        assert_eq!(
+            v["classes"]["natpmp_external_address_response"]["bytes"],
+            162
+        );
         assert_eq!(v["last"]["ago_secs"], 12);
     }
 }

@@ -57,11 +57,7 @@ pub struct Answered {
 impl Answered {
     /// Builds it from the kernel's readings: per-class counters summed over
     /// CPUs, every destination, the last answer.
-    pub fn new(
-        mut classes: Snapshot,
-        mut all: Vec<Destination>,
-        last: Option<LastAnswer>,
-    ) -> Self {
+    pub fn new(mut classes: Snapshot, mut all: Vec<Destination>, last: Option<LastAnswer>) -> Self {
         classes.fill_aggregates();
         all.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.addr.cmp(&b.addr)));
         let destinations = all.len();

@@ -19,7 +19,7 @@ use crate::support::{
     frames::{tcp4, udp4, udp6},
     process::Agent,
     require_root,
-    wan::{bind, ROUTER_ADDR, INTERNET_ADDR},
+    wan::{bind, INTERNET_ADDR, ROUTER_ADDR},
 };
 
 /// tcx's "next" (`TC_ACT_UNSPEC`): what the program returns for every frame.
@@ -106,7 +106,11 @@ fn everything_else_passes_uncounted() {
     let rows: Vec<(&str, Vec<u8>)> = vec![
         (
             "a NAT-PMP request to 5351 (the router asking a gateway)",
-            udp4(40000, NATPMP_PORT, &sample_payload(Class::NatpmpExternalAddressRequest)),
+            udp4(
+                40000,
+                NATPMP_PORT,
+                &sample_payload(Class::NatpmpExternalAddressRequest),
+            ),
         ),
         (
             "a PCP request to 5351 over IPv6",
@@ -193,11 +197,16 @@ fn agent_attaches_counts_keeps_and_detaches_egress() {
         report["answered"]["classes"]["natpmp_external_address_response"]["bytes"],
         3 * (14 + 20 + 8 + 12)
     );
-    assert_eq!(report["answered"]["top_destinations"][0]["address"], INTERNET_ADDR);
-    let line = report["exposure"].as_str().expect("an exposure line");
+    assert_eq!(
+        report["answered"]["top_destinations"][0]["address"],
+        INTERNET_ADDR
+    );
+    let exposure = report["exposure"].as_str().expect("an exposure line");
     assert!(
-        line.starts_with("EXPOSED: this router answered 3 NAT-PMP/PCP requests on wan0 (last to 198.18.0.2,"),
-        "{line}"
+        exposure.starts_with(
+            "EXPOSED: this router answered 3 NAT-PMP/PCP requests on wan0 (last to 198.18.0.2,"
+        ),
+        "{exposure}"
     );
     assert_eq!(
         report["total"]["packets"], 0,
@@ -205,8 +214,12 @@ fn agent_attaches_counts_keeps_and_detaches_egress() {
     );
     let _ = agent.stop(libc::SIGTERM);
     let mut buf = [0u8; 64];
-    peer.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
-    assert!(peer.recv_from(&mut buf).is_ok(), "the answers arrived untouched");
+    peer.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    assert!(
+        peer.recv_from(&mut buf).is_ok(),
+        "the answers arrived untouched"
+    );
 
     // Restart over the pins: the same link, and counting continues.
     let mut agent = Agent::start(
@@ -214,7 +227,11 @@ fn agent_attaches_counts_keeps_and_detaches_egress() {
         &["--iface", "wan0", "--pin", "--pin-dir", &root],
     );
     let st = status_json(&link.router, &root);
-    assert_eq!(st["instances"][0]["egress"]["link_id"].as_u64(), Some(link_id), "{st:#}");
+    assert_eq!(
+        st["instances"][0]["egress"]["link_id"].as_u64(),
+        Some(link_id),
+        "{st:#}"
+    );
     server
         .send_to(&payload, (INTERNET_ADDR, 40000))
         .expect("sending an answer");
@@ -228,7 +245,10 @@ fn agent_attaches_counts_keeps_and_detaches_egress() {
         link.router.tcx_egress("wan0").is_empty(),
         "detach removes the egress program"
     );
-    assert!(!link.router.xdp_attached("wan0"), "detach removes the XDP program");
+    assert!(
+        !link.router.xdp_attached("wan0"),
+        "detach removes the XDP program"
+    );
     let st = agent_ok(&link.router, &["status", "--pin-dir", &root]);
     assert!(st.contains("no pinned instances"), "{st}");
 }

@@ -329,7 +329,10 @@ fn pinned_veth_wan_recreated_gets_its_link_pin_back_and_stays_after_sigterm() {
         // the new device, pinned in place of the old one.
         assert_eq!(inst["egress"]["attached"], true, "{}", brief_status(&st));
         assert_eq!(link.router.tcx_egress("wan0"), ["nat_pmp_egress"]);
-        assert!(dir.join("egress_link").exists(), "the egress link pin is re-made");
+        assert!(
+            dir.join("egress_link").exists(),
+            "the egress link pin is re-made"
+        );
     }
     let err = a.stop(libc::SIGTERM).stderr;
     assert!(
