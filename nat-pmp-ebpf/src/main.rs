@@ -165,7 +165,7 @@ fn record_answer(answer: &Answer) {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let dst = answer.destination();
-    if let Some(e) = ANSWERED_TO.get_ptr_mut(&dst) {
+    if let Some(e) = ANSWERED_TO.get_ptr_mut(dst) {
         // SAFETY: an entry of the LRU, valid during this run (RCU); the
         // counts are atomic adds (other CPUs add too), the time a plain
         // aligned store (any CPU's recent time will do).
@@ -179,8 +179,8 @@ fn record_answer(answer: &Answer) {
         // insert fails (BPF_NOEXIST) and its answer is missing from this
         // peer's count only (the class counters have it).
         let _ = ANSWERED_TO.insert(
-            &dst,
-            &AnsweredTo {
+            dst,
+            AnsweredTo {
                 packets: 1,
                 bytes: answer.bytes,
                 last_ns: now,
