@@ -84,6 +84,7 @@ pub fn section(runs: usize, repeat: u32) -> Result<String> {
         .context("no program bench_tc_pass")?
         .try_into()
         .context("bench_tc_pass is not a tc program")?;
+    let machine = report::Machine::probe();
     let frames = egress_frames();
     let subjects = [
         Subject {
@@ -101,7 +102,6 @@ pub fn section(runs: usize, repeat: u32) -> Result<String> {
         answered > 0,
         "the egress program counted no answer: the answer frame did not take its counting path"
     );
-    let machine = report::Machine::probe();
     let mut out = String::new();
     let _ = write!(
         out,
