@@ -140,16 +140,9 @@ pub fn section(runs: usize, repeat: u32) -> Result<String> {
     let _ = write!(
         out,
         "\nLargest difference on traffic that is not NAT-PMP: {worst:+.0} ns (target \
-         {TARGET_NS} ns: {}). Measured on {}, {} CPUs, Linux {}, {}, commit {}, load average \
-         {} before and {} after (`cargo xtask bench -- --egress-only`).\n\n{END}",
+         {TARGET_NS} ns: {}). {}\n\n{END}",
         if worst <= TARGET_NS { "met" } else { "missed" },
-        machine.cpu_model,
-        machine.cpus,
-        machine.kernel,
-        machine.date,
-        machine.commit,
-        machine.load_before,
-        report::loadavg(),
+        machine.measured("cargo xtask bench -- --egress-only"),
     );
     Ok(out)
 }

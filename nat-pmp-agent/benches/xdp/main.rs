@@ -228,17 +228,10 @@ fn reattach_section(args: &Args) -> Result<String> {
     let tun_native_refused = reattach_live::tun_native_refused(agent)?;
     Ok(format!(
         "{REATTACH_BEGIN}## Re-attach gap (an interface deleted and created again)\n\n{}{}\
-         Measured on {}, {} CPUs, Linux {}, {}, commit {}, load average {} before and {} after \
-         (`cargo xtask bench -- --reattach-only`).\n\n{}{REATTACH_END}",
+         {}\n\n{}{REATTACH_END}",
         reattach::method(args.reattach_rounds),
         reattach::render(&gaps, &live, tun_native_refused),
-        machine.cpu_model,
-        machine.cpus,
-        machine.kernel,
-        machine.date,
-        machine.commit,
-        machine.load_before,
-        report::loadavg(),
+        machine.measured("cargo xtask bench -- --reattach-only"),
         reattach::analysis(&gaps, &live, tun_native_refused)
     ))
 }
