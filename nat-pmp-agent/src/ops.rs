@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     bpf::{
-        detach_pinned, locate,
+        answered, detach_pinned, locate,
         pin::{self, PinDir},
         sources, Maps, Protection,
     },
@@ -24,7 +24,7 @@ use crate::{
         sys,
     },
     output::report::{Header, Report},
-    stats::{allow, sources::Sources},
+    stats::{allow, answered::Answered, sources::Sources},
 };
 use anyhow::{bail, Context as _, Result};
 use aya::programs::ProgramInfo;
@@ -61,6 +61,64 @@ struct Found {
     /// Why its maps could not be read (pinned by an agent with another map
     /// layout): the rest of its state is then unknown.
     unreadable: Option<String>,
+    /// Its egress program (answers from 5351), by the kernel's word.
+    egress: Egress,
+    /// The answers it counted (with egress pins).
+    answered: Option<Answered>,
+}
+
+/// Where an instance's egress program is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Egress {
+    /// Its tcx link holds this interface.
+    Attached { link_id: u32 },
+    /// Pinned, but its link holds no device here (`ifindex` 0: none).
+    Detached { link_id: u32, ifindex: u32 },
+    /// No egress pins: a kernel without tcx, or an older agent's instance.
+    NotPinned,
+}
+
+impl Egress {
+    fn read(dir: &PinDir) -> Result<Egress> {
+        let p = dir.path(pin::EGRESS_LINK);
+        if !p.exists() {
+            return Ok(Egress::NotPinned);
+        }
+        let fd = sys::obj_get(&p)?;
+        let state = sys::link_state(std::os::fd::AsFd::as_fd(&fd))?;
+        let here = check_iface(&dir.iface).ok();
+        Ok(if state.ifindex != 0 && Some(state.ifindex) == here {
+            Egress::Attached { link_id: state.id }
+        } else {
+            Egress::Detached {
+                link_id: state.id,
+                ifindex: state.ifindex,
+            }
+        })
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Egress::Attached { link_id } => format!("attached (tcx link id {link_id})"),
+            Egress::Detached { link_id, ifindex } => format!(
+                "NOT attached (tcx link id {link_id} holds ifindex {ifindex}); an agent \
+                 attaches it again when it runs"
+            ),
+            Egress::NotPinned => "not attached (no egress pins: a kernel without tcx, or an \
+                 instance pinned before egress counting)"
+                .to_owned(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Egress::Attached { link_id } => json!({"attached": true, "link_id": link_id}),
+            Egress::Detached { link_id, ifindex } => {
+                json!({"attached": false, "link_id": link_id, "ifindex": ifindex})
+            }
+            Egress::NotPinned => json!({"attached": false, "link_id": null}),
+        }
+    }
 }
 
 impl Found {
@@ -123,8 +181,11 @@ fn look(dir: PinDir) -> Result<Found> {
             link: None,
             allow: Vec::new(),
             unreadable: None,
+            egress: Egress::NotPinned,
+            answered: None,
         });
     }
+    let egress = Egress::read(&dir)?;
     let prog = dir.path(pin::PROG);
     let info = ProgramInfo::from_pin(&prog)
         .with_context(|| format!("reading the pinned program {}", prog.display()))?;
@@ -146,8 +207,15 @@ fn look(dir: PinDir) -> Result<Found> {
                 link,
                 allow: Vec::new(),
                 unreadable: Some(format!("{e:#}")),
+                egress,
+                answered: None,
             })
         }
+    };
+    let read_answers = if dir.has_egress() {
+        Some(answered::read_pinned(&dir)?)
+    } else {
+        None
     };
     Ok(Found {
         dir,
@@ -158,6 +226,8 @@ fn look(dir: PinDir) -> Result<Found> {
         link,
         allow: maps.allowed()?.iter().map(allow::show).collect(),
         unreadable: None,
+        egress,
+        answered: read_answers,
     })
 }
 
@@ -263,6 +333,7 @@ fn instance_json(f: &Found, now: SystemTime) -> Value {
                 last_interval: None,
                 is_final: false,
                 sources: f.sources.clone(),
+                answered: f.answered.clone(),
             }
             .to_json(now)
         }
@@ -291,6 +362,7 @@ fn instance_json(f: &Found, now: SystemTime) -> Value {
             }),
         );
         m.insert("iface_xdp".into(), iface_json(f));
+        m.insert("egress".into(), f.egress.json());
     }
     v
 }
@@ -341,6 +413,7 @@ fn instance_text(f: &Found, now: SystemTime, all_classes: bool) -> String {
         last_interval: None,
         is_final: false,
         sources: f.sources.clone(),
+        answered: f.answered.clone(),
     };
     let allow = if f.allow.is_empty() {
         "allowlist empty".to_owned()
@@ -353,10 +426,11 @@ fn instance_text(f: &Found, now: SystemTime, all_classes: bool) -> String {
         ""
     };
     format!(
-        "{}: pinned under {}{legacy}, {attached}, mode {}, {allow}\n{}\n",
+        "{}: pinned under {}{legacy}, {attached}, mode {}, {allow}\n  egress: {}\n{}\n",
         f.dir.iface,
         f.dir.dir.display(),
         mode.name(),
+        f.egress.text(),
         report.to_table(all_classes)
     )
 }
@@ -432,7 +506,7 @@ pub fn detach(root: &Path, iface: &str) -> Result<()> {
         );
     }
     emit(&format!(
-        "{iface}: detached; removed {} (program, link, maps)\n",
+        "{iface}: detached; removed {} (programs, links, maps: XDP and egress)\n",
         dir.dir.display()
     ))?;
     if check_iface(iface).is_ok() {

@@ -75,16 +75,18 @@ pub use classify::{
     PCP_VERSION,
 };
 pub use maps::{
-    addr_words, source_set, v4_mapped_words, words_addr, AgentClock, ClassCounters, Config,
-    FragEntry, FragKey, Link, Mode, SourceSet, SourceSlot, SourceStats, Trace, Unattributed,
-    ALLOW_MAX_ENTRIES, CLOCK_SECTION, CONFIG_SECTION, DROP_LOG_PER_SEC, FRAGS_MAX_ENTRIES,
-    MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS, MAP_TRACE,
-    MAP_UNATTRIBUTED, PROGRAM_NAME, SOURCES_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
-    SOURCE_WAYS, TRACE_GLOBAL,
+    addr_words, source_set, v4_mapped_words, words_addr, AgentClock, AnswerLast, AnsweredTo,
+    ClassCounters, Config, FragEntry, FragKey, Link, Mode, SourceSet, SourceSlot, SourceStats,
+    Trace, Unattributed, ALLOW_MAX_ENTRIES, ANSWERED_TO_MAX_ENTRIES, CLOCK_SECTION, CONFIG_SECTION,
+    DROP_LOG_PER_SEC, EGRESS_PROGRAM_NAME, FRAGS_MAX_ENTRIES, MAP_ALLOW, MAP_ANSWERED,
+    MAP_ANSWERED_TO, MAP_ANSWER_LAST, MAP_CLOCK, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS,
+    MAP_TRACE, MAP_UNATTRIBUTED, PROGRAM_NAME, SOURCES_MAX_ENTRIES, SOURCE_GENERATIONS,
+    SOURCE_SETS, SOURCE_WAYS, TRACE_GLOBAL,
 };
 pub use walk::{
-    apply, decide, decide_fast, decide_slow, v4_mapped, walk, Allowlist, Bytes, FastDecision,
-    Found, FragTable, Outcome, Prefix, Walk, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS,
+    apply, decide, decide_answer, decide_fast, decide_slow, v4_mapped, walk, Allowlist, Answer,
+    Bytes, FastDecision, Found, FragTable, Outcome, Prefix, Walk, MAX_IPV6_EXT_HEADERS,
+    MAX_VLAN_TAGS,
 };
 
 #[cfg(test)]

@@ -87,6 +87,50 @@ pub const TRACE_GLOBAL: &str = "NATPMP_TRACE_ON";
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "nat_pmp";
 
+/// Name of the tc egress program in the object file: it counts the answers
+/// the router sends from port 5351 (exposure, RFC 6886 §3 forbids answering
+/// on the WAN).
+pub const EGRESS_PROGRAM_NAME: &str = "nat_pmp_egress";
+/// Name of the per-CPU array of [`ClassCounters`] of answers leaving the
+/// interface (from port 5351), indexed by [`Class`](crate::Class), counted
+/// with the XDP path's [`ClassCounters::count`].
+pub const MAP_ANSWERED: &str = "NATPMP_ANSWERED";
+/// Name of the LRU hash of who got an answer: destination address (16 bytes,
+/// IPv4-mapped for IPv4) to [`AnsweredTo`].
+pub const MAP_ANSWERED_TO: &str = "NATPMP_ANSWERED_TO";
+/// Entries of [`MAP_ANSWERED_TO`]: bounded memory however many peers are
+/// answered (the least recently answered age out).
+pub const ANSWERED_TO_MAX_ENTRIES: u32 = 1024;
+/// Name of the one-entry array of [`AnswerLast`]: the last answer's
+/// destination and time.
+pub const MAP_ANSWER_LAST: &str = "NATPMP_ANSWER_LAST";
+
+/// Answers sent to one destination ([`MAP_ANSWERED_TO`]). Shared by every
+/// CPU: the counts are atomic adds, the time a plain store.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnsweredTo {
+    /// Answers sent to this destination.
+    pub packets: u64,
+    /// Their frame bytes.
+    pub bytes: u64,
+    /// When the last one left (`CLOCK_MONOTONIC`, ns: `bpf_ktime_get_ns`).
+    pub last_ns: u64,
+}
+
+/// The last answer that left ([`MAP_ANSWER_LAST`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnswerLast {
+    /// Its destination (16 bytes, IPv4-mapped for IPv4).
+    pub addr: [u8; 16],
+    /// When it left (`CLOCK_MONOTONIC`, ns); 0: no answer yet.
+    pub at_ns: u64,
+    /// Its class ([`Class::index`](crate::Class::index)).
+    pub class: u32,
+    pub pad: u32,
+}
+
 /// Filter policy, written by the agent into [`MAP_CONFIG`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -513,6 +557,8 @@ const _: () = assert!(core::mem::size_of::<Trace>() == 48);
 const _: () = assert!(core::mem::size_of::<SourceStats>() == 40);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FragEntry>() == 4);
+const _: () = assert!(core::mem::size_of::<AnsweredTo>() == 24);
+const _: () = assert!(core::mem::size_of::<AnswerLast>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -540,4 +586,9 @@ mod pod {
     unsafe impl aya::Pod for super::Unattributed {}
     // SAFETY: `#[repr(C)]`, a `u64` then two `u32`s: no padding.
     unsafe impl aya::Pod for super::AgentClock {}
+    // SAFETY: `#[repr(C)]`, three `u64`s.
+    unsafe impl aya::Pod for super::AnsweredTo {}
+    // SAFETY: `#[repr(C)]`, 16 bytes, a `u64`, two `u32`s: no padding (size
+    // asserted above).
+    unsafe impl aya::Pod for super::AnswerLast {}
 }

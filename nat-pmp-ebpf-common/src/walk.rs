@@ -30,7 +30,7 @@ use crate::{
     class::Class,
     classify::{
         classify_first_fragment, classify_udp, classify_udp_inline, direction, drops,
-        Classification, Direction,
+        Classification, Direction, NATPMP_PORT,
     },
     headers::{
         EthHdr, Ipv4Hdr, Ipv6FragHdr, Ipv6Hdr, PppoeHdr, UdpHdr, VlanHdr, ETH_P_8021AD,
@@ -404,7 +404,8 @@ enum Fast {
     NotNatpmp,
     /// An unfragmented UDP datagram on port 5351 right after the IPv4 or
     /// IPv6 fixed header, as counted: its direction and class; `src` is the
-    /// sender (IPv4-mapped for IPv4), as [`crate::addr_words`].
+    /// sender (IPv4-mapped for IPv4), as [`crate::addr_words`] (in the
+    /// answers-only mode, the destination: who got the answer).
     Udp {
         dir: Direction,
         verdict: Classification,
@@ -500,8 +501,12 @@ fn pppoe<B: Bytes + ?Sized>(b: &B, off: usize) -> Option<(u16, usize)> {
 /// target).
 ///
 /// `None`: too short for the walk as well.
+///
+/// `ANSWERS`: the egress program's answers-only mode ([`decide_answer`]):
+/// only datagrams *from* port 5351 count, and `src` is their destination
+/// (who got the answer). `false` compiles to exactly the XDP path.
 #[inline(always)]
-fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
+fn fast_path<B: Bytes + ?Sized, const ANSWERS: bool>(b: &B, link: Link) -> Option<Fast> {
     let Ok((ether_type, off)) = fast_link(b, link)? else {
         return Some(Fast::NotNatpmp);
     };
@@ -512,14 +517,22 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
             if w.be16::<0>() >> 8 == 0x45 {
                 return Some(match ipv4_udp(&w) {
                     Err(fast) => fast,
-                    Ok(_) => match udp_verdict_in::<B, true>(b, w.skip::<20>(), off + 20, false) {
-                        None => Fast::NotNatpmp,
-                        Some((dir, verdict)) => Fast::Udp {
-                            dir,
-                            verdict,
-                            src: v4_mapped_words(w.addr4::<12>()),
-                        },
-                    },
+                    Ok(_) => {
+                        match udp_verdict_in::<B, true, ANSWERS>(b, w.skip::<20>(), off + 20, false)
+                        {
+                            None => Fast::NotNatpmp,
+                            Some((dir, verdict)) => Fast::Udp {
+                                dir,
+                                verdict,
+                                // RFC 791 §3.1: source at 12, destination at 16.
+                                src: v4_mapped_words(if ANSWERS {
+                                    w.addr4::<16>()
+                                } else {
+                                    w.addr4::<12>()
+                                }),
+                            },
+                        }
+                    }
                 });
             }
         }
@@ -529,13 +542,17 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
             Err(fast) => return Some(fast),
             Ok(ihl) => ihl,
         };
-        let Some((dir, verdict)) = udp_verdict::<B, true>(b, off + ihl, false) else {
+        let Some((dir, verdict)) = udp_verdict::<B, true, ANSWERS>(b, off + ihl, false) else {
             return Some(Fast::NotNatpmp);
         };
         return Some(Fast::Udp {
             dir,
             verdict,
-            src: v4_mapped_words(ip.addr4::<12>()),
+            src: v4_mapped_words(if ANSWERS {
+                ip.addr4::<16>()
+            } else {
+                ip.addr4::<12>()
+            }),
         });
     }
     // IPv6: version nibble first, next header at byte 6 (RFC 8200 §3).
@@ -552,13 +569,20 @@ fn fast_path<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
     }
     match next {
         IPPROTO_UDP => {
-            let Some((dir, verdict)) = udp_verdict::<B, true>(b, off + Ipv6Hdr::LEN, false) else {
+            let Some((dir, verdict)) =
+                udp_verdict::<B, true, ANSWERS>(b, off + Ipv6Hdr::LEN, false)
+            else {
                 return Some(Fast::NotNatpmp);
             };
             Some(Fast::Udp {
                 dir,
                 verdict,
-                src: ip.addr16::<8>(),
+                // RFC 8200 §3: source at 8, destination at 24.
+                src: if ANSWERS {
+                    ip.addr16::<24>()
+                } else {
+                    ip.addr16::<8>()
+                },
             })
         }
         IPPROTO_IPIP | IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
@@ -749,7 +773,7 @@ fn ipv6<B: Bytes + ?Sized>(b: &B, off: usize, frag: &mut Frag) -> Option<(u8, us
 /// [`udp_verdict`].
 #[inline(always)]
 fn udp<B: Bytes + ?Sized>(b: &B, off: usize, frag: &Frag, ip: IpAt) -> Option<Walk> {
-    let (dir, verdict) = udp_verdict::<B, false>(b, off, frag.first)?;
+    let (dir, verdict) = udp_verdict::<B, false, false>(b, off, frag.first)?;
     Some(Walk {
         found: if frag.first {
             Found::FirstFragment
@@ -770,18 +794,19 @@ fn udp<B: Bytes + ?Sized>(b: &B, off: usize, frag: &Frag, ip: IpAt) -> Option<Wa
 /// calls one shared copy of it (inlined there, the verifier would walk the
 /// classification's branches once more for every path into the stage).
 #[inline(always)]
-fn udp_verdict<B: Bytes + ?Sized, const FAST: bool>(
+fn udp_verdict<B: Bytes + ?Sized, const FAST: bool, const ANSWERS: bool>(
     b: &B,
     off: usize,
     first: bool,
 ) -> Option<(Direction, Classification)> {
     // The whole 8-byte header must be in the frame.
-    udp_verdict_in::<B, FAST>(b, b.window(off, UdpHdr::LEN)?, off, first)
+    udp_verdict_in::<B, FAST, ANSWERS>(b, b.window(off, UdpHdr::LEN)?, off, first)
 }
 
 /// [`udp_verdict`] on a UDP header at `off` that `h` holds (checked).
+/// `ANSWERS`: only a datagram from port 5351 is NAT-PMP/PCP (an answer).
 #[inline(always)]
-fn udp_verdict_in<B: Bytes + ?Sized, const FAST: bool>(
+fn udp_verdict_in<B: Bytes + ?Sized, const FAST: bool, const ANSWERS: bool>(
     b: &B,
     h: B::Win<'_>,
     off: usize,
@@ -790,7 +815,14 @@ fn udp_verdict_in<B: Bytes + ?Sized, const FAST: bool>(
     // Each port is compared as loaded (the compiler swaps the constant,
     // not the field), before anything else is read: most UDP is not
     // NAT-PMP.
-    let dir = direction(h.be16::<0>(), h.be16::<2>())?;
+    let dir = if ANSWERS {
+        if h.be16::<0>() != NATPMP_PORT {
+            return None;
+        }
+        Direction::FromServer
+    } else {
+        direction(h.be16::<0>(), h.be16::<2>())?
+    };
     let length = h.be16::<4>();
     // The version and opcode bytes, where the frame has them; the
     // classifiers ignore them when the lengths say they are absent.
@@ -990,7 +1022,7 @@ pub fn decide_fast<B: Bytes + ?Sized, A: Allowlist>(
     config: &Config,
     allow: &mut A,
 ) -> FastDecision {
-    let (dir, verdict, src) = match fast_path(b, config.link()) {
+    let (dir, verdict, src) = match fast_path::<B, false>(b, config.link()) {
         None | Some(Fast::NotNatpmp) => return FastDecision::Pass,
         Some(Fast::Walk) => return FastDecision::Slow,
         Some(Fast::Udp { dir, verdict, src }) => (dir, verdict, src),
@@ -1094,4 +1126,67 @@ pub fn staged_counted<B: Bytes + ?Sized, F: FragTable>(
         dir,
         src: addr_words(&w.src),
     })
+}
+
+/// An answer leaving the router: a UDP datagram *from* port 5351, as the
+/// egress program counts it ([`decide_answer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// Its class, by the shared classifier (responses have classes of
+    /// their own; anything else sent from 5351 keeps its class too).
+    pub class: Class,
+    /// Longer than its opcode needs.
+    pub oversized: bool,
+    /// Frame bytes, as the program sees the frame.
+    pub bytes: u64,
+    /// Its destination (who got the answer), IPv4-mapped for IPv4, as the
+    /// two words of [`crate::addr_words`].
+    pub dst: [u64; 2],
+}
+
+impl Answer {
+    /// The answer as an [`Outcome`] (passed, never dropped): what
+    /// [`ClassCounters::count`] takes, so answers are counted by the very
+    /// function that counts the XDP path's verdicts. `src` is left zero:
+    /// the destination is in [`Answer::dst`].
+    #[inline(always)]
+    pub const fn outcome(&self) -> Outcome {
+        Outcome {
+            class: Some(self.class),
+            oversized: self.oversized,
+            drop: false,
+            bytes: self.bytes,
+            src: [0; 2],
+            allowed: false,
+        }
+    }
+
+    /// The destination's 16 bytes.
+    pub const fn destination(&self) -> [u8; 16] {
+        words_addr(self.dst)
+    }
+}
+
+/// The egress program's decision: the answers-only mode of the fast path
+/// (`fast_path::<_, true>`, the same walk and classifier as the XDP path).
+/// `Some` for an unfragmented UDP datagram from port 5351 right after the
+/// IPv4 or IPv6 fixed header; `None` (pass, uncounted) for everything else.
+///
+/// Frames the fast path hands to the staged walk (fragments, IPv6
+/// extension headers, IPv4 in IPv6) are not counted here: a NAT-PMP/PCP
+/// server's answers are at most 1,100 bytes (RFC 6887 §7), sent by the
+/// router's own stack unfragmented and without extension headers, so the
+/// staged walk (a BPF-to-BPF call, a fragment table) would cost every
+/// egress frame for nothing a real server sends.
+#[inline(always)]
+pub fn decide_answer<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Answer> {
+    match fast_path::<B, true>(b, link) {
+        Some(Fast::Udp { verdict, src, .. }) => Some(Answer {
+            class: verdict.class,
+            oversized: verdict.oversized,
+            bytes: b.frame_len() as u64,
+            dst: src,
+        }),
+        _ => None,
+    }
 }

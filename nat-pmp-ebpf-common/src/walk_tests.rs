@@ -809,3 +809,68 @@ fn counters_count_an_outcome() {
     );
     assert_eq!((c.packets(), c.bytes()), (3, 224));
 }
+
+/// The egress program's answers-only mode: datagrams from 5351 count with
+/// the XDP path's class and their destination; requests to 5351, other UDP
+/// and what the fast path hands on (fragments) do not.
+#[test]
+fn answers_only_mode() {
+    let e = Link::Ethernet;
+    for &class in Class::ALL.iter().filter(|c| !c.is_aggregate()) {
+        let payload = samples::sample_payload(class);
+        if payload.is_empty() {
+            continue;
+        }
+        let v4frame = eth_udp4(V4Frag::default(), &[], PORT, 40000, payload);
+        let from_xdp = class_of(e, &v4frame);
+        let a = decide_answer(v4frame.as_slice(), e);
+        assert_eq!(a.map(|a| a.class), from_xdp, "{class:?} over IPv4");
+        if let Some(a) = a {
+            assert_eq!(a.destination(), v4_mapped(V4_DST), "{class:?}");
+            assert_eq!(a.bytes, v4frame.len() as u64);
+            assert!(!a.outcome().drop);
+        }
+        let v6frame = ethernet(
+            &[],
+            ETH_P_IPV6,
+            &ipv6(IPPROTO_UDP, &udp(PORT, 40000, payload)),
+        );
+        let a6 = decide_answer(v6frame.as_slice(), e);
+        assert_eq!(
+            a6.map(|a| a.class),
+            class_of(e, &v6frame),
+            "{class:?} over IPv6"
+        );
+        if let Some(a) = a6 {
+            assert_eq!(a.destination(), V6_DST);
+        }
+    }
+    let not_answers: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a request to 5351",
+            eth_udp4(V4Frag::default(), &[], 40000, PORT, &[0, 0]),
+        ),
+        (
+            "DNS",
+            eth_udp4(V4Frag::default(), &[], 53, 40000, &[0, 128]),
+        ),
+        (
+            "a first fragment from 5351",
+            eth_udp4(
+                V4Frag {
+                    id: 7,
+                    offset: 0,
+                    more: true,
+                },
+                &[],
+                PORT,
+                40000,
+                &[0, 128, 0, 0, 0, 0, 0, 60, 198, 18, 0, 1],
+            ),
+        ),
+        ("ARP", ethernet(&[], 0x0806, &[0; 28])),
+    ];
+    for (what, frame) in not_answers {
+        assert_eq!(decide_answer(frame.as_slice(), e), None, "{what}");
+    }
+}

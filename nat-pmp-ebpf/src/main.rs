@@ -36,17 +36,18 @@
 use core::mem;
 
 use aya_ebpf::{
-    bindings::{xdp_action, xdp_md},
-    macros::{map, xdp},
+    bindings::{__sk_buff, xdp_action, xdp_md, TC_ACT_UNSPEC},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map, xdp},
     maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use nat_pmp_ebpf_common::{
-    action, apply, decide_fast, source_set,
+    action, apply, decide_answer, decide_fast, source_set,
     walk::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
-    words_addr, AgentClock, Allowlist, Bytes, Class, ClassCounters, Config, FastDecision,
-    FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed, ALLOW_MAX_ENTRIES,
-    FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
+    words_addr, AgentClock, Allowlist, Answer, AnswerLast, AnsweredTo, Bytes, Class, ClassCounters,
+    Config, FastDecision, FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed,
+    ALLOW_MAX_ENTRIES, ANSWERED_TO_MAX_ENTRIES, FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
 };
 
 #[map(name = "NATPMP_STATS")]
@@ -102,6 +103,119 @@ static TRACE: Array<Trace> = Array::with_max_entries(1, 0);
 /// tracing code when it is 0: the normal path does not even test it.
 #[unsafe(no_mangle)]
 static NATPMP_TRACE_ON: u32 = 0;
+
+/// Answers that left the interface from port 5351, per class (the egress
+/// program's counters; `MAP_ANSWERED` in -common).
+#[map(name = "NATPMP_ANSWERED")]
+#[expect(clippy::cast_possible_truncation, reason = "23 classes")]
+static ANSWERED: PerCpuArray<ClassCounters> = PerCpuArray::with_max_entries(Class::COUNT as u32, 0);
+
+/// Who got an answer: destination to packets, bytes, last time. An LRU, so
+/// that answering many peers cannot grow memory (`MAP_ANSWERED_TO`).
+#[map(name = "NATPMP_ANSWERED_TO")]
+static ANSWERED_TO: LruHashMap<[u8; 16], AnsweredTo> =
+    LruHashMap::with_max_entries(ANSWERED_TO_MAX_ENTRIES, 0);
+
+/// The last answer's destination and time (`MAP_ANSWER_LAST`).
+#[map(name = "NATPMP_ANSWER_LAST")]
+static ANSWER_LAST: Array<AnswerLast> = Array::with_max_entries(1, 0);
+
+/// tcx's "next": the verdict of an observer. Unlike `TC_ACT_OK` (tcx's
+/// "pass", which ends the chain) it lets every tcx program after this one
+/// and the legacy clsact filters decide as if this program were not there;
+/// with nothing after it the packet leaves. Never drops, never modifies.
+const TCX_NEXT: i32 = TC_ACT_UNSPEC;
+
+/// The tc egress program: counts the answers this router sends from port
+/// 5351 (NAT-PMP/PCP responses leaving the interface: exposure) with the
+/// answers-only mode of the shared walk and classifier, by class and by
+/// destination. Everything else leaves at the first header that tells,
+/// uncounted. Always returns [`TCX_NEXT`].
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[classifier] entry signature"
+)]
+pub fn nat_pmp_egress(ctx: TcContext) -> i32 {
+    let pkt = Packet::from_raw(ctx.skb.skb);
+    // SAFETY: as in `nat_pmp`: the agent rewrites the global as a whole.
+    #[expect(
+        clippy::deref_addrof,
+        reason = "a reference to a `static mut` must go through a raw pointer"
+    )]
+    let config: &Config = unsafe { &*(&raw const NATPMP_CONFIG) };
+    if let Some(answer) = decide_answer(&pkt, config.link()) {
+        record_answer(&answer);
+    }
+    TCX_NEXT
+}
+
+/// Counts an answer: its class with the XDP path's `ClassCounters::count`,
+/// its destination in the LRU (atomic adds: the entry is shared by every
+/// CPU), and the last answer. Its own BPF function: answers are rare, and
+/// the 16-byte key stays out of the entry's frame.
+#[inline(never)]
+fn record_answer(answer: &Answer) {
+    if let Some(c) = ANSWERED.get_ptr_mut(answer.class.index()) {
+        // SAFETY: this CPU's slot of a per-CPU array entry; tc programs run
+        // with preemption disabled, so nothing else writes it concurrently.
+        let c = unsafe { &mut *c };
+        c.count(&answer.outcome());
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let dst = answer.destination();
+    if let Some(e) = ANSWERED_TO.get_ptr_mut(dst) {
+        // SAFETY: an entry of the LRU, valid during this run (RCU); the
+        // counts are atomic adds (other CPUs add too), the time a plain
+        // aligned store (any CPU's recent time will do).
+        unsafe {
+            atomic_add(&raw mut (*e).packets, 1);
+            atomic_add(&raw mut (*e).bytes, answer.bytes);
+            core::ptr::write_volatile(&raw mut (*e).last_ns, now);
+        }
+    } else {
+        // A first answer to this peer. Two CPUs racing here: the second
+        // insert fails (BPF_NOEXIST) and its answer is missing from this
+        // peer's count only (the class counters have it).
+        let _ = ANSWERED_TO.insert(
+            dst,
+            AnsweredTo {
+                packets: 1,
+                bytes: answer.bytes,
+                last_ns: now,
+            },
+            u64::from(aya_ebpf::bindings::BPF_NOEXIST),
+        );
+    }
+    if let Some(l) = ANSWER_LAST.get_ptr_mut(0) {
+        // SAFETY: entry 0 of a one-entry array; two CPUs answering at the
+        // same instant may leave one's address with the other's time,
+        // which is as "last" as either.
+        unsafe {
+            *l = AnswerLast {
+                addr: dst,
+                at_ns: now,
+                class: answer.class.index(),
+                pad: 0,
+            };
+        }
+    }
+}
+
+/// `*p += v`, atomically (BPF `lock` add: the target's core has no atomic
+/// read-modify-write).
+///
+/// # Safety
+/// `p` must be a valid, aligned `u64` of a map value.
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, v: u64) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v,
+            options(nostack, preserves_flags));
+    }
+}
 
 #[xdp]
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] entry signature")]
@@ -213,11 +327,48 @@ fn trace_on() -> bool {
     unsafe { core::ptr::read_volatile(&raw const NATPMP_TRACE_ON) != 0 }
 }
 
-/// The frame as the shared walk sees it.
-struct Packet {
+/// A program context that holds the packet's bounds: `xdp_md` (XDP) and
+/// `__sk_buff` (tc), whose `data` and `data_end` fields the verifier turns
+/// into packet pointers.
+trait Bounds {
+    /// `data` and `data_end`, loaded from the context.
+    ///
+    /// # Safety
+    /// `ctx` must be the program's context pointer.
+    unsafe fn bounds(ctx: *mut Self) -> (u32, u32);
+}
+
+impl Bounds for xdp_md {
+    #[inline(always)]
+    unsafe fn bounds(ctx: *mut Self) -> (u32, u32) {
+        // SAFETY: the caller's promise; plain `u32` fields.
+        unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*ctx).data),
+                core::ptr::read_volatile(&raw const (*ctx).data_end),
+            )
+        }
+    }
+}
+
+impl Bounds for __sk_buff {
+    #[inline(always)]
+    unsafe fn bounds(ctx: *mut Self) -> (u32, u32) {
+        // SAFETY: the caller's promise; plain `u32` fields.
+        unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*ctx).data),
+                core::ptr::read_volatile(&raw const (*ctx).data_end),
+            )
+        }
+    }
+}
+
+/// The frame as the shared walk sees it (through an XDP or a tc context).
+struct Packet<C: Bounds = xdp_md> {
     start: usize,
     end: usize,
-    ctx: *mut xdp_md,
+    ctx: *mut C,
 }
 
 impl Packet {
@@ -229,17 +380,14 @@ impl Packet {
     fn new(ctx: &XdpContext) -> Self {
         Packet::from_raw(ctx.ctx)
     }
+}
 
+impl<C: Bounds> Packet<C> {
     #[inline(always)]
-    fn from_raw(ctx: *mut xdp_md) -> Self {
+    fn from_raw(ctx: *mut C) -> Self {
         // SAFETY: `ctx` is the program's context pointer, valid for the
-        // whole run; `data` and `data_end` are plain `u32` fields.
-        let (data, data_end) = unsafe {
-            (
-                core::ptr::read_volatile(&raw const (*ctx).data),
-                core::ptr::read_volatile(&raw const (*ctx).data_end),
-            )
-        };
+        // whole run.
+        let (data, data_end) = unsafe { C::bounds(ctx) };
         Packet {
             start: data as usize,
             end: data_end as usize,
@@ -312,8 +460,11 @@ impl Window for PacketWindow {
     }
 }
 
-impl Bytes for Packet {
-    type Win<'a> = PacketWindow;
+impl<C: Bounds> Bytes for Packet<C> {
+    type Win<'a>
+        = PacketWindow
+    where
+        C: 'a;
 
     #[inline(always)]
     fn window(&self, off: usize, len: usize) -> Option<PacketWindow> {
@@ -347,7 +498,7 @@ impl Bytes for Packet {
     }
 }
 
-impl Packet {
+impl<C: Bounds> Packet<C> {
     /// The address of the `len` bytes at `off`, if the frame holds them:
     /// the check behind every `PacketWindow`. Its loads are opaque to the
     /// compiler (asm), so it cannot drop this check as implied by another

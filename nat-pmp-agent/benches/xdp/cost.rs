@@ -4,7 +4,7 @@
 //! machine spreads over all cells instead of biasing one; median per cell.
 
 use anyhow::{Context as _, Result};
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::programs::{TestRun, TestRunOptions, TestRunResult, Xdp};
 
 use crate::{
     env::thread_cpu_ns,
@@ -22,7 +22,12 @@ pub struct Sample {
     pub action: u32,
 }
 
-pub fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<Sample> {
+/// `BPF_PROG_TEST_RUN` of any program aya runs with plain options: XDP, and
+/// the tc egress program (`SchedClassifier`).
+pub fn run<P>(prog: &P, frame: &[u8], repeat: u32) -> Result<Sample>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let cpu0 = thread_cpu_ns();
     let r = prog
         .test_run(TestRunOptions {
@@ -51,10 +56,10 @@ pub fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<Sample> {
     })
 }
 
-/// A measured program.
-pub struct Subject<'a> {
+/// A measured program (XDP unless said otherwise).
+pub struct Subject<'a, P = Xdp> {
     pub name: String,
-    pub prog: &'a Xdp,
+    pub prog: &'a P,
 }
 
 /// Medians per (frame, subject).
@@ -95,12 +100,15 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-pub fn measure(
+pub fn measure<P>(
     frames: &[Frame],
-    subjects: &[Subject<'_>],
+    subjects: &[Subject<'_, P>],
     runs: usize,
     repeat: u32,
-) -> Result<CostTable> {
+) -> Result<CostTable>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); subjects.len()]; frames.len()];
     // One discarded pass: first-run effects (page faults on the test buffer,
     // cold caches, CPU frequency ramp) otherwise land on the first cells.

@@ -14,6 +14,7 @@
 
 mod agent;
 mod cost;
+mod egress;
 mod env;
 mod flood;
 mod frames;
@@ -64,6 +65,10 @@ use crate::{
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of the NAT-PMP XDP filter (needs root)")]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per command-line switch, as clap derives them"
+)]
 pub struct Args {
     /// Where to write the Markdown report.
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -94,6 +99,10 @@ pub struct Args {
     /// section of the --output file.
     #[arg(long)]
     reattach_only: bool,
+    /// Measure the tc egress program (answers from 5351) against a bare tc
+    /// program only, and replace its section of the --output file.
+    #[arg(long)]
+    egress_only: bool,
     /// Re-attach rounds per XDP mode.
     #[arg(long, default_value_t = 10)]
     reattach_rounds: usize,
@@ -129,6 +138,18 @@ fn run(args: &Args) -> Result<()> {
         bail!("--repeat must be at least 1,000,000 and --runs, --flood-rounds at least 1");
     }
     env::sweep_stale();
+    if args.egress_only {
+        env::pin_to_cpu(env::cpus() - 1)?;
+        let section = egress::section(args.runs, args.repeat)?;
+        let old = std::fs::read_to_string(&args.output).unwrap_or_default();
+        std::fs::write(&args.output, egress::replace(&old, &section))
+            .with_context(|| format!("writing {}", args.output.display()))?;
+        eprintln!(
+            "bench: wrote the egress section of {}",
+            args.output.display()
+        );
+        return Ok(());
+    }
     if args.reattach_only {
         let section = reattach_section(args)?;
         let old = std::fs::read_to_string(&args.output).unwrap_or_default();
@@ -169,6 +190,7 @@ fn run(args: &Args) -> Result<()> {
         agent: &agent,
     });
     let text = replace_section(&text, &reattach);
+    let text = egress::replace(&text, &egress::section(args.runs, args.repeat)?);
     std::fs::write(&args.output, text)
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!("bench: wrote {}", args.output.display());
@@ -206,26 +228,25 @@ fn reattach_section(args: &Args) -> Result<String> {
     let tun_native_refused = reattach_live::tun_native_refused(agent)?;
     Ok(format!(
         "{REATTACH_BEGIN}## Re-attach gap (an interface deleted and created again)\n\n{}{}\
-         Measured on {}, {} CPUs, Linux {}, {}, commit {}, load average {} before and {} after \
-         (`cargo xtask bench -- --reattach-only`).\n\n{}{REATTACH_END}",
+         {}\n\n{}{REATTACH_END}",
         reattach::method(args.reattach_rounds),
         reattach::render(&gaps, &live, tun_native_refused),
-        machine.cpu_model,
-        machine.cpus,
-        machine.kernel,
-        machine.date,
-        machine.commit,
-        machine.load_before,
-        report::loadavg(),
+        machine.measured("cargo xtask bench -- --reattach-only"),
         reattach::analysis(&gaps, &live, tun_native_refused)
     ))
 }
 
 /// `text` with the re-attach section replaced (or appended).
 fn replace_section(text: &str, section: &str) -> String {
-    if let (Some(b), Some(e)) = (text.find(REATTACH_BEGIN), text.find(REATTACH_END)) {
+    replace_marked(text, (REATTACH_BEGIN, REATTACH_END), section)
+}
+
+/// `text` with the section between the `(begin, end)` markers replaced by
+/// `section` (which carries its markers), or `section` appended.
+pub fn replace_marked(text: &str, (begin, end): (&str, &str), section: &str) -> String {
+    if let (Some(b), Some(e)) = (text.find(begin), text.find(end)) {
         if b < e {
-            return format!("{}{section}{}", &text[..b], &text[e + REATTACH_END.len()..]);
+            return format!("{}{section}{}", &text[..b], &text[e + end.len()..]);
         }
     }
     format!("{text}\n{section}")

@@ -47,6 +47,22 @@ pub fn loadavg() -> String {
 }
 
 impl Machine {
+    /// The closing line of a section measured alone by `command`: the
+    /// machine, the commit and the load before and now.
+    pub fn measured(&self, command: &str) -> String {
+        format!(
+            "Measured on {}, {} CPUs, Linux {}, {}, commit {}, load average {} before and {} \
+             after (`{command}`).",
+            self.cpu_model,
+            self.cpus,
+            self.kernel,
+            self.date,
+            self.commit,
+            self.load_before,
+            loadavg()
+        )
+    }
+
     pub fn probe() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         Machine {

@@ -18,15 +18,17 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Array, HashMap, MapData},
-    programs::Xdp,
+    programs::{SchedClassifier, Xdp},
     Ebpf,
 };
 use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
-    Config, FragEntry, FragKey, Link, Mode, Trace, MAP_FRAGS, MAP_TRACE, PROGRAM_NAME,
+    Config, FragEntry, FragKey, Link, Mode, Trace, EGRESS_PROGRAM_NAME, MAP_FRAGS, MAP_TRACE,
+    PROGRAM_NAME,
 };
 
 use super::{
+    answered::AnsweredMaps,
     maps::Maps,
     object::{self, PRIVILEGE_HINT},
     pin::{self, PinDir},
@@ -37,8 +39,17 @@ use crate::{
         netlink,
         sys::{self, has_errno},
     },
-    stats::counters::Snapshot,
+    stats::{answered::Answered, counters::Snapshot},
 };
+
+/// The egress program's tcx link on the interface (answers counted).
+#[derive(Debug)]
+pub struct EgressLink {
+    /// This agent's reference to the link.
+    link: OwnedFd,
+    /// The link's kernel id.
+    pub link_id: u32,
+}
 
 /// What [`Filter::attach`] did.
 #[derive(Debug)]
@@ -54,6 +65,11 @@ pub struct Attachment {
     link: OwnedFd,
     /// The link's kernel id.
     pub link_id: u32,
+    /// The egress program's link on the same interface; `None` when it
+    /// could not be attached (`egress_warning` says why).
+    pub egress: Option<EgressLink>,
+    /// Why answers are not counted on this interface (no tcx, Linux 6.6).
+    pub egress_warning: Option<String>,
 }
 
 enum Program {
@@ -74,6 +90,10 @@ pub struct Filter {
     attachment: Option<Attachment>,
     /// Where the instance is pinned, when it is.
     pin: Option<PinDir>,
+    /// The egress program's maps (answers), when the object has them.
+    answered: Option<AnsweredMaps>,
+    /// The egress program opened from a pin (a loaded one is in the object).
+    egress_pinned: Option<Box<SchedClassifier>>,
 }
 
 impl Filter {
@@ -110,6 +130,7 @@ impl Filter {
             None
         };
         maps.draw_hash_key()?;
+        let answered = Some(AnsweredMaps::take(&mut ebpf)?);
         Ok(Filter {
             program: Program::Loaded(Box::new(ebpf)),
             maps,
@@ -117,6 +138,8 @@ impl Filter {
             trace,
             attachment: None,
             pin: None,
+            answered,
+            egress_pinned: None,
         })
     }
 
@@ -131,6 +154,26 @@ impl Filter {
     /// The maps of this instance.
     pub fn maps(&self) -> &Maps {
         &self.maps
+    }
+
+    /// The tc egress program (answers), e.g. for `BPF_PROG_TEST_RUN`;
+    /// `None` for an instance pinned without it.
+    pub fn egress_program(&self) -> Option<&SchedClassifier> {
+        match &self.program {
+            Program::Loaded(ebpf) => object::egress(ebpf.program(EGRESS_PROGRAM_NAME)).ok(),
+            Program::Pinned(_) => self.egress_pinned.as_deref(),
+        }
+    }
+
+    /// The egress program's maps, when this instance has them.
+    pub fn answered_maps(&self) -> Option<&AnsweredMaps> {
+        self.answered.as_ref()
+    }
+
+    /// The answers this interface sent from port 5351 (exposure); `None`
+    /// when this instance has no egress program.
+    pub fn answered(&self) -> Option<Result<Answered>> {
+        self.answered.as_ref().map(AnsweredMaps::read)
     }
 
     /// Starts reading the program's log of dropped datagrams (its aya-log
@@ -265,6 +308,10 @@ impl Filter {
             },
         };
         let link_id = sys::link_state(std::os::fd::AsFd::as_fd(&link))?.id;
+        let (egress, egress_warning) = match self.attach_egress(iface, ifindex) {
+            Ok(e) => (e, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
         Ok(self.attachment.insert(Attachment {
             iface: iface.to_owned(),
             ifindex,
@@ -272,7 +319,48 @@ impl Filter {
             fallback_reason,
             link,
             link_id,
+            egress,
+            egress_warning,
         }))
+    }
+
+    /// Attaches the egress program to `iface` (`ifindex`) as a tcx link;
+    /// `Ok(None)` for an instance without one (pinned by an older agent).
+    /// An error says why answers will not be counted; the caller warns and
+    /// runs on: the XDP filter does not depend on it.
+    fn attach_egress(&self, iface: &str, ifindex: u32) -> Result<Option<EgressLink>> {
+        let Some(program) = self.egress_program() else {
+            if self.answered.is_none() {
+                return Ok(None);
+            }
+            bail!("internal: the egress program is missing");
+        };
+        let prog_fd = program.fd().context("the egress program is not loaded")?;
+        // A pinned egress link of this instance that still holds a device
+        // (only the XDP link went): detached first, or every answer would
+        // be counted twice.
+        if let Some(dir) = &self.pin {
+            if let Ok(old) = sys::obj_get(&dir.path(pin::EGRESS_LINK)) {
+                let _ = sys::link_detach(old.as_fd());
+            }
+        }
+        let link = sys::tcx_egress_link_create(prog_fd.as_fd(), ifindex).map_err(|e| {
+            let what = format!(
+                "attaching the egress program (answers from port 5351) to {iface} as a tcx link"
+            );
+            if has_errno(&e, libc::EINVAL) || has_errno(&e, libc::EOPNOTSUPP) {
+                anyhow!(e).context(format!(
+                    "{what}: this kernel has no tcx (Linux 6.6 or later); the XDP filter runs, \
+                     but answers this router sends are not counted"
+                ))
+            } else if has_errno(&e, libc::EPERM) || has_errno(&e, libc::EACCES) {
+                anyhow!(e).context(format!("{what}: {PRIVILEGE_HINT}"))
+            } else {
+                anyhow!(e).context(what)
+            }
+        })?;
+        let link_id = sys::link_state(link.as_fd())?.id;
+        Ok(Some(EgressLink { link, link_id }))
     }
 
     /// Attaches like [`Filter::attach`], then pins the program, its maps and
@@ -333,23 +421,30 @@ impl Filter {
                 map.pin(&p).with_context(|| pin_err(name, &p))?;
             }
         }
+        if let Some(answered) = &self.answered {
+            let p = dir.path(pin::EGRESS_PROG);
+            if !p.exists() {
+                if let Some(prog) = self.egress_program() {
+                    let fd = prog.fd().context("the egress program is not loaded")?;
+                    sys::obj_pin(fd.as_fd(), &p)
+                        .with_context(|| pin_err("the egress program", &p))?;
+                }
+            }
+            for (name, map) in answered.each() {
+                let p = dir.path(name);
+                if !p.exists() {
+                    map.pin(&p).with_context(|| pin_err(name, &p))?;
+                }
+            }
+        }
+        if let Some(egress) = self.attachment.as_ref().and_then(|a| a.egress.as_ref()) {
+            replace_link_pin(&dir.path(pin::EGRESS_LINK), egress.link_id, &egress.link)
+                .with_context(|| pin_err("the egress link", &dir.path(pin::EGRESS_LINK)))?;
+        }
         if let Some(att) = &self.attachment {
             let p = dir.path(pin::LINK);
-            let current = sys::obj_get(&p)
-                .and_then(|fd| sys::link_state(std::os::fd::AsFd::as_fd(&fd)))
-                .ok();
-            if current.map(|s| s.id) != Some(att.link_id) {
-                match std::fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("replacing the link pin {}", p.display()))
-                    }
-                }
-                sys::obj_pin(std::os::fd::AsFd::as_fd(&att.link), &p)
-                    .with_context(|| pin_err("the XDP link", &p))?;
-            }
+            replace_link_pin(&p, att.link_id, &att.link)
+                .with_context(|| pin_err("the XDP link", &p))?;
         }
         Ok(())
     }
@@ -397,8 +492,12 @@ impl Filter {
     /// when the filter is attached but could not be pinned again.
     pub fn reattach(&mut self, iface: &str, mode: AttachMode) -> Result<Option<String>> {
         // The old link holds nothing; closing our fd lets the kernel free it
-        // once its pin is replaced.
-        self.attachment = None;
+        // once its pin is replaced. The old egress link may still hold the
+        // device (only the XDP link was detached): detach it, or the new
+        // one would count every answer twice.
+        if let Some(egress) = self.attachment.take().and_then(|a| a.egress) {
+            let _ = sys::link_detach(egress.link.as_fd());
+        }
         self.attach(iface, mode)?;
         if self.pin.is_some() {
             if let Err(e) = self.repin() {
@@ -461,6 +560,7 @@ impl Filter {
                 state.prog_id
             );
         }
+        let (answered, egress_pinned) = open_pinned_egress(dir)?;
         let mut filter = Filter {
             program: Program::Pinned(Box::new(program)),
             maps,
@@ -468,6 +568,8 @@ impl Filter {
             trace: None,
             attachment: None,
             pin: Some(dir.clone()),
+            answered,
+            egress_pinned,
         };
         match locate(&state)? {
             Protection::Attached {
@@ -475,14 +577,7 @@ impl Filter {
                 ifindex,
                 mode: m,
             } if name == iface => {
-                filter.attachment = Some(Attachment {
-                    iface: iface.to_owned(),
-                    ifindex,
-                    mode: m.unwrap_or(AttachedMode::Native),
-                    fallback_reason: None,
-                    link,
-                    link_id: state.id,
-                });
+                filter.take_attached(iface, ifindex, m.unwrap_or(AttachedMode::Native), link)?;
             }
             Protection::Attached {
                 iface: name,
@@ -516,6 +611,68 @@ impl Filter {
             }
         }
         Ok(Some(filter))
+    }
+
+    /// Takes the pinned XDP `link` that is live on `iface` (`ifindex`) as
+    /// this filter's attachment, with its egress link ([`Self::adopt_egress`];
+    /// re-pinned when it is a new one).
+    fn take_attached(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        mode: AttachedMode,
+        link: OwnedFd,
+    ) -> Result<()> {
+        let link_id = sys::link_state(link.as_fd())?.id;
+        let (egress, egress_warning) = match self.adopt_egress(iface, ifindex) {
+            Ok(e) => (e, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        let repin = egress.is_some();
+        self.attachment = Some(Attachment {
+            iface: iface.to_owned(),
+            ifindex,
+            mode,
+            fallback_reason: None,
+            link,
+            link_id,
+            egress,
+            egress_warning,
+        });
+        if repin {
+            self.repin()?;
+        }
+        Ok(())
+    }
+
+    /// The egress link of an adopted instance whose XDP link is live on
+    /// `iface`: the pinned one when it still holds this device, else a new
+    /// one (the old one detached: it holds nothing, or a device that is
+    /// gone). `Ok(None)` for an instance pinned without egress.
+    fn adopt_egress(&self, iface: &str, ifindex: u32) -> Result<Option<EgressLink>> {
+        let Some(dir) = &self.pin else {
+            return Ok(None);
+        };
+        if self.answered.is_none() {
+            bail!(
+                "the instance pinned under {} has no egress program (pinned by an agent before \
+                 egress counting, or on a kernel without tcx): answers are not counted; \
+                 `nat-pmp-agent detach --iface {iface}` and start again to count them",
+                dir.dir.display()
+            );
+        }
+        let p = dir.path(pin::EGRESS_LINK);
+        if let Ok(fd) = sys::obj_get(&p) {
+            let state = sys::link_state(fd.as_fd())?;
+            if state.ifindex == ifindex {
+                return Ok(Some(EgressLink {
+                    link: fd,
+                    link_id: state.id,
+                }));
+            }
+            let _ = sys::link_detach(fd.as_fd());
+        }
+        self.attach_egress(iface, ifindex)
     }
 
     /// Lets go of a pinned instance without detaching it: the pins keep the
@@ -568,11 +725,19 @@ impl Filter {
         self.attachment.as_ref()
     }
 
-    /// Detaches the link at once (whoever else holds it), keeping the pins.
+    /// Detaches the links (XDP and egress) at once (whoever else holds
+    /// them), keeping the pins.
     pub fn detach_link(&mut self) -> Result<()> {
         match self.attachment.take() {
-            Some(att) => sys::link_detach(std::os::fd::AsFd::as_fd(&att.link))
-                .with_context(|| format!("detaching XDP from {}", att.iface)),
+            Some(att) => {
+                let egress = att.egress.as_ref().map_or(Ok(()), |e| {
+                    sys::link_detach(e.link.as_fd())
+                        .with_context(|| format!("detaching the egress program from {}", att.iface))
+                });
+                sys::link_detach(std::os::fd::AsFd::as_fd(&att.link))
+                    .with_context(|| format!("detaching XDP from {}", att.iface))?;
+                egress
+            }
             None => Ok(()),
         }
     }
@@ -586,6 +751,20 @@ impl Filter {
         }
         detached
     }
+}
+
+/// The egress program and its maps pinned under `dir`; none for an
+/// instance pinned without them (no tcx, or an older agent).
+fn open_pinned_egress(
+    dir: &PinDir,
+) -> Result<(Option<AnsweredMaps>, Option<Box<SchedClassifier>>)> {
+    if !dir.has_egress() {
+        return Ok((None, None));
+    }
+    let p = dir.path(pin::EGRESS_PROG);
+    let prog = SchedClassifier::from_pin(&p)
+        .with_context(|| format!("opening the pinned egress program {}", p.display()))?;
+    Ok((Some(AnsweredMaps::from_pin(dir)?), Some(Box::new(prog))))
 }
 
 /// Where an XDP link is, as the kernel says.
@@ -707,8 +886,33 @@ pub fn detach_pinned(dir: &PinDir) -> Result<bool> {
         sys::link_detach(std::os::fd::AsFd::as_fd(&fd))
             .with_context(|| format!("detaching the pinned filter from {}", dir.iface))?;
     }
+    let egress = dir.path(pin::EGRESS_LINK);
+    if egress.exists() {
+        let fd = sys::obj_get(&egress)?;
+        sys::link_detach(fd.as_fd())
+            .with_context(|| format!("detaching the pinned egress program from {}", dir.iface))?;
+    }
     dir.remove()?;
     Ok(true)
+}
+
+/// Pins `link` (kernel id `id`) at `path`, replacing a pin that names
+/// another (defunct) link; nothing to do when it is already pinned there.
+fn replace_link_pin(path: &Path, id: u32, link: &OwnedFd) -> Result<()> {
+    let current = sys::obj_get(path)
+        .and_then(|fd| sys::link_state(fd.as_fd()))
+        .ok();
+    if current.map(|s| s.id) == Some(id) {
+        return Ok(());
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("replacing the link pin {}", path.display()))
+        }
+    }
+    sys::obj_pin(link.as_fd(), path)
 }
 
 /// Why an attach failed: `NotSupported` lets auto mode fall back.

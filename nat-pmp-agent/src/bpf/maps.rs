@@ -430,17 +430,25 @@ impl Maps {
 
     /// Totals since load, summed over CPUs.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        let mut snap = Snapshot::default();
-        for class in Class::ALL {
-            let per_cpu = self
-                .stats
-                .get(&class.index(), 0)
-                .with_context(|| format!("reading {} from map {MAP_STATS}", class.name()))?;
-            snap.classes[class.index() as usize] = per_cpu
-                .iter()
-                .fold(ClassCounters::default(), |acc, c| acc.add(c));
-        }
-        snap.fill_aggregates();
-        Ok(snap)
+        class_snapshot(&self.stats, MAP_STATS)
     }
+}
+
+/// Every class's counters in the per-CPU array `map` (named `name`), summed
+/// over CPUs, aggregates filled in: the XDP counters and the answers alike.
+pub(crate) fn class_snapshot(
+    map: &PerCpuArray<MapData, ClassCounters>,
+    name: &str,
+) -> Result<Snapshot> {
+    let mut snap = Snapshot::default();
+    for class in Class::ALL {
+        let per_cpu = map
+            .get(&class.index(), 0)
+            .with_context(|| format!("reading {} from map {name}", class.name()))?;
+        snap.classes[class.index() as usize] = per_cpu
+            .iter()
+            .fold(ClassCounters::default(), |acc, c| acc.add(c));
+    }
+    snap.fill_aggregates();
+    Ok(snap)
 }

@@ -1,11 +1,12 @@
 //! The kernel side of an instance: the embedded XDP object ([`object`]), its
-//! maps ([`maps`]), the [`Filter`] lifecycle (load, attach, pin, adopt,
+//! maps ([`maps`]), the egress program's answers ([`answered`]), the [`Filter`] lifecycle (load, attach, pin, adopt,
 //! re-attach, detach), the pins on bpffs ([`pin`]), the source table's
 //! protocol ([`sources`]), the program's drop log ([`droplog`]) and what
 //! tests and the replay run through `BPF_PROG_TEST_RUN` ([`testrun`]).
 //!
 //! Depends on `stats` and `net`, never on the features above it.
 
+pub mod answered;
 pub mod batch;
 pub mod droplog;
 pub mod filter;

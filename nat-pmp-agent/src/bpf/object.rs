@@ -2,8 +2,11 @@
 //! verified) and finding its program, with errors that say what to do.
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::{programs::Xdp, Ebpf, EbpfLoader};
-use nat_pmp_ebpf_common::{PROGRAM_NAME, TRACE_GLOBAL};
+use aya::{
+    programs::{SchedClassifier, Xdp},
+    Ebpf, EbpfLoader,
+};
+use nat_pmp_ebpf_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME, TRACE_GLOBAL};
 
 use crate::net::sys::has_errno;
 
@@ -22,10 +25,29 @@ where
     P: TryInto<X>,
     P::Error: std::error::Error + Send + Sync + 'static,
 {
+    typed(program, PROGRAM_NAME, "an XDP")
+}
+
+/// The tc egress program of an object (`ebpf.program(EGRESS_PROGRAM_NAME)`
+/// or its `_mut`).
+pub(crate) fn egress<P, X>(program: Option<P>) -> Result<X>
+where
+    P: TryInto<X>,
+    P::Error: std::error::Error + Send + Sync + 'static,
+{
+    typed(program, EGRESS_PROGRAM_NAME, "a tc (sched_cls)")
+}
+
+/// `program` (the object's program `name`) as the aya type `X`.
+fn typed<P, X>(program: Option<P>, name: &str, kind: &str) -> Result<X>
+where
+    P: TryInto<X>,
+    P::Error: std::error::Error + Send + Sync + 'static,
+{
     program
-        .with_context(|| format!("the XDP object has no program named {PROGRAM_NAME}"))?
+        .with_context(|| format!("the eBPF object has no program named {name}"))?
         .try_into()
-        .context("the program in the XDP object is not an XDP program")
+        .with_context(|| format!("the program {name} in the eBPF object is not {kind} program"))
 }
 
 /// Wraps a load error with what was done and a hint: the privilege hint when
@@ -42,7 +64,8 @@ where
     anyhow!(e).context(format!("{what}: {hint}"))
 }
 
-/// Loads the embedded object and its XDP program into the kernel (the
+/// Loads the embedded object, its XDP program and its tc egress program
+/// into the kernel (the
 /// verifier runs here), with tracing compiled in or out (`traced`: a
 /// read-only global the verifier treats as a constant).
 pub(crate) fn load(traced: bool) -> Result<Ebpf> {
@@ -63,6 +86,16 @@ pub(crate) fn load(traced: bool) -> Result<Ebpf> {
             privilege_or(
                 e,
                 &format!("loading the XDP program {PROGRAM_NAME}"),
+                "the kernel rejected it (the verifier's log follows); this kernel may lack \
+                 BPF features the program needs",
+            )
+        })?;
+    egress::<_, &mut SchedClassifier>(ebpf.program_mut(EGRESS_PROGRAM_NAME))?
+        .load()
+        .map_err(|e| {
+            privilege_or(
+                e,
+                &format!("loading the tc egress program {EGRESS_PROGRAM_NAME}"),
                 "the kernel rejected it (the verifier's log follows); this kernel may lack \
                  BPF features the program needs",
             )

@@ -13,7 +13,16 @@
 //! <root>/netns:<inode>/<iface>/NATPMP_UNATTRIBUTED  datagrams no slot took
 //! <root>/netns:<inode>/<iface>/NATPMP_CLOCK   the agent's epoch, log budget
 //! <root>/netns:<inode>/<iface>/NATPMP_ALLOW   the allowlist (LPM trie)
+//! <root>/netns:<inode>/<iface>/egress_prog    the tc egress program (answers)
+//! <root>/netns:<inode>/<iface>/egress_link    its tcx link (BPF_LINK_TYPE_TCX)
+//! <root>/netns:<inode>/<iface>/NATPMP_ANSWERED     answers per class (per CPU)
+//! <root>/netns:<inode>/<iface>/NATPMP_ANSWERED_TO  who got them (LRU hash)
+//! <root>/netns:<inode>/<iface>/NATPMP_ANSWER_LAST  the last one
 //! ```
+//!
+//! The egress pins are there when the egress program was attached (a kernel
+//! with tcx, Linux 6.6; an instance pinned by an agent before egress
+//! counting has none): [`PinDir::has_egress`].
 //!
 //! A bpffs is shared by every network namespace of the host, so the pins of
 //! `wan0` in two router namespaces must not collide: `<inode>` is the network
@@ -40,7 +49,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use nat_pmp_ebpf_common::{
-    MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
+    MAP_ALLOW, MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST, MAP_CLOCK, MAP_CONFIG, MAP_SOURCES,
+    MAP_STATS, MAP_UNATTRIBUTED,
 };
 
 use crate::net::sys;
@@ -57,11 +67,21 @@ const NETNS_PREFIX: &str = "netns:";
 /// File names inside an instance directory.
 pub const PROG: &str = "prog";
 pub const LINK: &str = "link";
-/// Every pin an instance has, in the order `detach` removes them (the link
-/// first, so the filter stops before its maps go).
-pub const ALL_PINS: [&str; 8] = [
+/// The tc egress program that counts answers, and its tcx link.
+pub const EGRESS_PROG: &str = "egress_prog";
+pub const EGRESS_LINK: &str = "egress_link";
+/// The egress program's maps, in the order they are pinned.
+pub const EGRESS_MAPS: [&str; 3] = [MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST];
+/// Every pin an instance has, in the order `detach` removes them (the links
+/// first, so the programs stop before their maps go).
+pub const ALL_PINS: [&str; 13] = [
     LINK,
+    EGRESS_LINK,
     PROG,
+    EGRESS_PROG,
+    MAP_ANSWERED,
+    MAP_ANSWERED_TO,
+    MAP_ANSWER_LAST,
     MAP_STATS,
     MAP_CONFIG,
     MAP_SOURCES,
@@ -131,6 +151,12 @@ impl PinDir {
     /// Whether the instance still has its link pin (it is, or was, attached).
     pub fn has_link(&self) -> bool {
         self.path(LINK).exists()
+    }
+
+    /// Whether the instance has the egress program's pins: its answers can
+    /// be read ([`crate::bpf::answered::read_pinned`]).
+    pub fn has_egress(&self) -> bool {
+        self.path(MAP_ANSWERED).exists()
     }
 
     /// Removes every pin and the directory itself; missing pins are fine.

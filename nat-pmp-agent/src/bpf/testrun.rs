@@ -26,6 +26,27 @@ impl Filter {
         Ok(result.return_value)
     }
 
+    /// Runs the tc egress program once on `frame` (an Ethernet frame, as
+    /// tc sees it on egress) with `BPF_PROG_TEST_RUN` and returns its
+    /// verdict (`TCX_NEXT`, -1, for every frame: it only counts).
+    pub fn run_egress(&self, frame: &[u8]) -> Result<i32> {
+        let result = self
+            .egress_program()
+            .context("this filter has no egress program")?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .with_context(|| {
+                format!(
+                    "running the egress program on a {}-byte frame (BPF_PROG_TEST_RUN)",
+                    frame.len()
+                )
+            })?;
+        // The kernel hands back the program's 32-bit return value.
+        Ok(result.return_value.cast_signed())
+    }
+
     /// Runs the program once on `frame` and returns the decision it traced.
     /// Needs [`Filter::load_traced`].
     pub fn run_traced(&self, frame: &[u8]) -> Result<Trace> {

@@ -34,6 +34,14 @@ use nat_pmp_ebpf_common::{Class, Mode, Prefix, NATPMP_PORT};
 /// Without a subcommand: attach to --iface, count every NAT-PMP/PCP datagram
 /// by class, drop those sent to port 5351 when --drop is given, and report
 /// the counters every --interval until SIGINT/SIGTERM or --duration.
+///
+/// Exposure: on each --iface a tc egress program (tcx, Linux 6.6) also
+/// counts the answers this router sends from port 5351 out of the WAN. Any
+/// answer means the router answers NAT-PMP/PCP on its WAN (RFC 6886 §3
+/// forbids it): the live table then starts with "EXPOSED: this router
+/// answered N NAT-PMP/PCP requests on IFACE (last to ADDR, S s ago)", the
+/// JSON lines say "exposed": true, and the exposed gauge of --metrics is 1
+/// (docs/exposure.md).
 #[derive(Parser, Debug)]
 #[command(
     name = "nat-pmp-agent",
@@ -60,7 +68,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// A WAN interface to attach to; repeat it for several (each has its own
-    /// program and counters).
+    /// programs and counters: the XDP filter on what arrives, the egress
+    /// counter of answers leaving from port 5351).
     #[arg(long, value_name = "IFACE")]
     iface: Vec<String>,
     /// Drop every UDP datagram to port 5351 (the advisory's recommendation);

@@ -121,6 +121,9 @@ pub(super) fn start(iface: &str, opts: &Options) -> Result<Instance> {
     if let Some(reason) = filter.attachment().and_then(|a| a.fallback_reason.as_ref()) {
         say!("note: {reason}; attached in skb (generic) mode instead, which is slower");
     }
+    if let Some(why) = filter.attachment().and_then(|a| a.egress_warning.as_ref()) {
+        say!("warning: {iface}: {why}");
+    }
     // What start-up attached counts as attached: a loss before the first
     // check is then reported as one.
     let attached = filter.attachment().is_some();
@@ -299,6 +302,9 @@ pub(super) fn supervise(inst: &mut Instance, opts: &Options, event: Option<Insta
                         );
                         if let Some(warn) = warning {
                             say!("nat-pmp-agent: {iface}: warning: {warn}");
+                        }
+                        if let Some(why) = att.and_then(|a| a.egress_warning.as_ref()) {
+                            say!("nat-pmp-agent: {iface}: warning: {why}");
                         }
                     }
                     Err(e) => {

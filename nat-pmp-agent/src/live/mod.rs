@@ -165,6 +165,11 @@ pub async fn run(mut opts: Options, mut reload: Option<Reload>) -> Result<()> {
                     Ok(metrics::Source {
                         iface: i.iface.clone(),
                         maps: i.filter.maps().try_clone()?,
+                        answered: i
+                            .filter
+                            .answered_maps()
+                            .map(crate::bpf::answered::AnsweredMaps::try_clone)
+                            .transpose()?,
                         attached: Arc::clone(&i.attached),
                     })
                 })

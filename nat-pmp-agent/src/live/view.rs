@@ -25,12 +25,16 @@ use crate::{
     bpf::sources,
     output::report::{self, Header, Report},
     say,
-    stats::{counters::Snapshot, sources::Sources},
+    stats::{answered::Answered, counters::Snapshot, sources::Sources},
 };
 
+/// One interface's reading: header, counters, top sources, answers.
+pub(super) type Reading = (Header, Snapshot, Sources, Option<Answered>);
+
 /// One reading of every interface: its header (with the live mode and
-/// protection), its counters and its top sources.
-pub(super) fn read(instances: &[Instance], top: usize) -> Result<Vec<(Header, Snapshot, Sources)>> {
+/// protection), its counters, its top sources and the answers it sent
+/// (when its egress program is there).
+pub(super) fn read(instances: &[Instance], top: usize) -> Result<Vec<Reading>> {
     instances
         .iter()
         .map(|i| {
@@ -46,6 +50,7 @@ pub(super) fn read(instances: &[Instance], top: usize) -> Result<Vec<(Header, Sn
                 },
                 i.filter.snapshot()?,
                 sources::read(i.filter.maps(), top)?,
+                i.filter.answered().transpose()?,
             ))
         })
         .collect()
@@ -126,7 +131,7 @@ impl View {
 
     pub(super) fn emit(
         &mut self,
-        now_read: &[(Header, Snapshot, Sources)],
+        now_read: &[Reading],
         is_final: bool,
         all_classes: bool,
     ) -> Result<()> {
@@ -135,7 +140,7 @@ impl View {
         let reports: Vec<Report> = now_read
             .iter()
             .enumerate()
-            .map(|(i, (header, totals, sources))| Report {
+            .map(|(i, (header, totals, sources, answered))| Report {
                 header,
                 uptime,
                 totals: *totals,
@@ -145,6 +150,7 @@ impl View {
                 }),
                 is_final,
                 sources: Some(sources.clone()),
+                answered: answered.clone(),
             })
             .collect();
         self.previous = Some((now, now_read.iter().map(|r| r.1).collect()));

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 
 use super::{look, unpinned_filters, Found};
 use crate::{
-    bpf::{pin, pin::PinDir},
+    bpf::{answered, pin, pin::PinDir},
     net::{
         iface::check_iface,
         netlink::{self, IfaceAddr},
@@ -91,12 +91,24 @@ pub enum AnsweredState {
     Counted { packets: u64, bytes: u64 },
 }
 
-/// The answered counters of the instance pinned at `pins`: the one place
-/// they come from.
-fn answered(_pins: &PinDir) -> AnsweredState {
-    AnsweredState::NotAvailable(
-        "answered counters: not available (this build has no egress program)".to_owned(),
-    )
+/// The answered counters of the instance pinned at `pins` (its egress
+/// program's maps, read as `status` reads them): the one place they come
+/// from.
+fn answered(pins: &PinDir) -> AnsweredState {
+    if !pins.has_egress() {
+        return AnsweredState::NotAvailable(format!(
+            "answered counters: not available (the instance pinned under {} has no egress \
+             program: pinned by an agent that ran without tcx or predates the egress program)",
+            pins.dir.display()
+        ));
+    }
+    match answered::read_pinned(pins) {
+        Ok(a) => AnsweredState::Counted {
+            packets: a.packets(),
+            bytes: a.bytes(),
+        },
+        Err(e) => AnsweredState::Unreadable(format!("{e:#}")),
+    }
 }
 
 /// What protects one WAN.

@@ -18,6 +18,12 @@
 //!   at most that many series per interface, however many addresses a
 //!   spoofed scan uses (the rest are in `natpmp_sources_tracked` and the
 //!   JSON report);
+//! - `natpmp_answered_packets_total{iface,class}`: answers this router sent
+//!   from port 5351 out of the interface (the egress program), per class;
+//! - `natpmp_answered_bytes_total{iface,class}`: their frame bytes;
+//! - `natpmp_exposed{iface}`: 1 once the interface answered anyone (the
+//!   router is exposed: alert on it), 0 while it did not. The three are
+//!   absent for an instance without the egress program (no tcx);
 //! - `natpmp_attached{iface}`: 1 while the kernel says the filter is
 //!   attached to the interface, 0 while it is not (the interface is gone, a
 //!   PPPoE reconnect, or someone detached it): alert on 0. The agent checks
@@ -48,7 +54,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::bpf::{sources, Maps};
+use crate::{
+    bpf::{answered::AnsweredMaps, sources, Maps},
+    stats::answered::Answered,
+};
 
 /// The `Content-Type` of prometheus-client's text encoding (`OpenMetrics` 1.0).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -68,6 +77,8 @@ type PerAction = (&'static str, &'static str, [(&'static str, Pick); 2]);
 pub struct Source {
     pub iface: String,
     pub maps: Maps,
+    /// The egress program's maps (answers), when the instance has them.
+    pub answered: Option<AnsweredMaps>,
     pub attached: Arc<AtomicBool>,
 }
 
@@ -136,13 +147,68 @@ fn encode_sources(
     Ok(())
 }
 
+/// `natpmp_answered_packets_total`, `natpmp_answered_bytes_total` and
+/// `natpmp_exposed`.
+fn encode_answered(
+    encoder: &mut DescriptorEncoder,
+    answers: &[(&str, Answered)],
+) -> Result<(), std::fmt::Error> {
+    let per_class: [(&str, &str, Pick); 2] = [
+        (
+            "natpmp_answered_packets",
+            "NAT-PMP/PCP answers this router sent from port 5351 out of the interface \
+             (exposure: RFC 6886 forbids answering on the WAN)",
+            nat_pmp_ebpf_common::ClassCounters::packets,
+        ),
+        (
+            "natpmp_answered_bytes",
+            "Frame bytes of the answers this router sent from port 5351 out of the interface",
+            nat_pmp_ebpf_common::ClassCounters::bytes,
+        ),
+    ];
+    let counter = ConstCounter::new(0u64);
+    for (name, help, pick) in per_class {
+        let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+        for (iface, a) in answers {
+            for class in exported_classes() {
+                let labels = [("iface", *iface), ("class", class.name())];
+                ConstCounter::new(pick(a.classes.get(class)))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    let gauge = ConstGauge::new(0i64);
+    let mut family = encoder.encode_descriptor(
+        "natpmp_exposed",
+        "1 once the router answered NAT-PMP/PCP on the interface since the egress program \
+         loaded (exposed), 0 while it did not",
+        None,
+        gauge.metric_type(),
+    )?;
+    for (iface, a) in answers {
+        let labels = [("iface", *iface)];
+        ConstGauge::new(i64::from(a.exposed())).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for MapsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sources = self.sources.lock().map_err(|_| std::fmt::Error)?;
         // A map that cannot be read fails the scrape (HTTP 500) rather than
         // reporting zeros a dashboard would take for real.
         let mut readings = Vec::with_capacity(sources.len());
-        for Source { iface, maps, .. } in sources.iter() {
+        let mut answers: Vec<(&str, Answered)> = Vec::new();
+        for Source {
+            iface,
+            maps,
+            answered,
+            ..
+        } in sources.iter()
+        {
+            if let Some(a) = answered {
+                answers.push((iface.as_str(), a.read().map_err(|_| std::fmt::Error)?));
+            }
             let snap = maps.snapshot().map_err(|_| std::fmt::Error)?;
             let mode = maps.mode().map_err(|_| std::fmt::Error)?;
             let src = sources::read(maps, TOP_SOURCES).map_err(|_| std::fmt::Error)?;
@@ -212,6 +278,7 @@ impl Collector for MapsCollector {
         let senders: Vec<(&str, &crate::stats::sources::Sources)> =
             readings.iter().map(|(i, _, _, s)| (*i, s)).collect();
         encode_sources(&mut encoder, &senders)?;
+        encode_answered(&mut encoder, &answers)?;
         let mut family = encoder.encode_descriptor(
             "natpmp_attached",
             "1 while the kernel says the XDP filter is attached to the interface, 0 while it \

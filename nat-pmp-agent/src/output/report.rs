@@ -19,6 +19,11 @@
 //! `packets`, `bytes`, `first_seen`, `last_seen`, `classes`) and
 //! `unattributed` (counted datagrams attributed to no sender: the sources'
 //! packets plus it add up to every counted datagram).
+//!
+//! With the egress program's answers read, a report also has `answered`
+//! (answers sent from port 5351: per class, totals, top destinations, the
+//! last one), `exposed` (any answer) and `exposure` (the exposure line, or
+//! null); see [`super::exposure`] and docs/exposure.md.
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -26,7 +31,8 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, CellAlignment, Table};
 use nat_pmp_ebpf_common::{Class, ClassCounters};
 use serde_json::{json, Map, Value};
 
-use crate::stats::{counters::Snapshot, sources::Sources};
+use super::exposure::{answered_json, exposure_line};
+use crate::stats::{answered::Answered, counters::Snapshot, sources::Sources};
 
 /// What a report is about.
 #[derive(Clone, Debug)]
@@ -84,6 +90,8 @@ pub struct Report<'a> {
     pub is_final: bool,
     /// The top senders, when the sources map was read.
     pub sources: Option<Sources>,
+    /// The answers sent from port 5351, when the egress maps were read.
+    pub answered: Option<Answered>,
 }
 
 /// The classes a text table shows, in display order (PCP rows right under
@@ -167,6 +175,11 @@ impl Report<'_> {
             m.insert("sources".into(), sources_json(src));
             m.insert("unattributed".into(), json!(src.unattributed.packets));
         }
+        if let (Some(a), Some(m)) = (&self.answered, v.as_object_mut()) {
+            m.insert("answered".into(), answered_json(a, time));
+            m.insert("exposed".into(), json!(a.exposed()));
+            m.insert("exposure".into(), json!(self.exposure(time)));
+        }
         if let (Some(g), Some(m)) = (&self.header.guard, v.as_object_mut()) {
             m.insert("attached".into(), json!(g.attached));
             m.insert("state".into(), json!(g.state));
@@ -194,11 +207,22 @@ impl Report<'_> {
         v
     }
 
+    /// The exposure line ([`exposure_line`]) of this report, if any answer
+    /// was counted.
+    pub fn exposure(&self, now: std::time::SystemTime) -> Option<String> {
+        let a = self.answered.as_ref()?;
+        exposure_line(&self.header.iface, a, self.header.mode == "drop", now)
+    }
+
     /// The table view, like the honeypot report's table plus rates: the
-    /// classes of [`shown_classes`] (every class with `all_classes`).
+    /// classes of [`shown_classes`] (every class with `all_classes`). Any
+    /// answer sent from 5351 puts the exposure line above everything.
     pub fn to_table(&self, all_classes: bool) -> String {
         let total = self.totals.total();
         let mut out = String::new();
+        if let Some(line) = self.exposure(std::time::SystemTime::now()) {
+            let _ = writeln!(out, "{line}");
+        }
         let secs = self.uptime.as_secs();
         let _ = writeln!(
             out,
@@ -289,8 +313,52 @@ impl Report<'_> {
             }
             let _ = writeln!(out, "{t}");
         }
+        if let Some(a) = &self.answered {
+            out.push_str(&answered_table(a));
+        }
         out
     }
+}
+
+/// The `answered` section of the text table: answers sent from 5351 per
+/// class and the top destinations, or one line when there were none.
+fn answered_table(a: &Answered) -> String {
+    let mut out = String::new();
+    if !a.exposed() {
+        let _ = writeln!(out, "answered from port 5351: none (not exposed)");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "answered from port 5351: {} packets, {} bytes, to {} destinations:",
+        a.packets(),
+        a.bytes(),
+        a.destinations
+    );
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_header(vec!["answered class", "packets", "bytes"]);
+    for (class, c) in a.answered_classes() {
+        t.add_row(vec![
+            class.name().to_owned(),
+            c.packets().to_string(),
+            c.bytes().to_string(),
+        ]);
+    }
+    let _ = writeln!(out, "{t}");
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_header(vec!["answered to", "packets", "bytes", "last"]);
+    for d in &a.top {
+        t.add_row(vec![
+            d.addr.to_string(),
+            d.packets.to_string(),
+            d.bytes.to_string(),
+            humantime::format_rfc3339_seconds(d.last_seen).to_string(),
+        ]);
+    }
+    let _ = writeln!(out, "{t}");
+    out
 }
 
 /// The JSON view of one or several interfaces (see the module docs): one
@@ -401,6 +469,7 @@ pub fn total_report<'a>(reports: &[Report], header: &'a Header) -> Report<'a> {
         })
         .flatten();
     let parts: Vec<&Sources> = reports.iter().filter_map(|r| r.sources.as_ref()).collect();
+    let answered: Vec<&Answered> = reports.iter().filter_map(|r| r.answered.as_ref()).collect();
     Report {
         header,
         uptime: reports.iter().map(|r| r.uptime).max().unwrap_or_default(),
@@ -408,6 +477,7 @@ pub fn total_report<'a>(reports: &[Report], header: &'a Header) -> Report<'a> {
         last_interval,
         is_final: reports.iter().all(|r| r.is_final),
         sources: (!parts.is_empty()).then(|| Sources::merge(&parts)),
+        answered: (!answered.is_empty()).then(|| Answered::merge(&answered)),
     }
 }
 

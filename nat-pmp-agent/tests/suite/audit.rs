@@ -155,7 +155,7 @@ fn an_exposed_miniupnpd_is_named_and_exits_1() {
     assert_eq!(v["wans"][0]["protection"]["protects"], false, "{v:#}");
     assert_eq!(
         v["wans"][0]["answered"]["state"], "not_available",
-        "answered counters are never reported as 0 without an egress program: {v:#}"
+        "answered counters are never reported as 0 without an instance: {v:#}"
     );
 }
 
@@ -217,8 +217,18 @@ fn a_pinned_drop_mode_instance_protects_and_scans_get_no_answer() {
     assert_eq!(s[0]["wan_reachable"], true, "still reachable: {v:#}");
     assert_eq!(s[0]["exposed"], false, "but protected: {v:#}");
 
-    // And the WAN's scanners indeed get nothing.
+    // And the WAN's scanners indeed get nothing: the pinned egress program
+    // counted no answer, and the audit says so.
     wan_scans_get_no_answer(&lab);
+    let (t, v) = audit_both(&lab.router, &root);
+    assert_eq!(t.code, 0, "scanned in drop mode, still safe:\n{t}");
+    let a = &v["wans"][0]["answered"];
+    assert_eq!(a["state"], "counted", "the pinned egress counters: {v:#}");
+    assert_eq!(a["packets"], 0, "drop mode: no answer left wan0: {v:#}");
+    assert!(
+        verdict_line(&t).contains("no answer counted"),
+        "the verdict covers the answers:\n{t}"
+    );
 
     // The same instance switched to monitor mode protects nothing.
     let out = agent_output(
@@ -230,6 +240,22 @@ fn a_pinned_drop_mode_instance_protects_and_scans_get_no_answer() {
     assert_eq!(t.code, 1, "monitor mode does not protect:\n{t}");
     assert_eq!(v["wans"][0]["protection"]["mode"], "monitor", "{v:#}");
     assert!(t.stdout.contains("monitor mode"), "{t}");
+
+    // Scanned in monitor mode, miniupnpd answers: the pinned egress
+    // program counts the answers, and the audit names them.
+    let nmap = lab.nmap(8083);
+    assert!(nmap.contains(&format!("WAN IP: {ROUTER_ADDR}")), "{nmap}");
+    let (t, v) = audit_both(&lab.router, &root);
+    assert_eq!(t.code, 1, "answers left the WAN:\n{t}");
+    let a = &v["wans"][0]["answered"];
+    assert_eq!(a["state"], "counted", "{v:#}");
+    assert!(a["packets"].as_u64().is_some_and(|n| n > 0), "{v:#}");
+    assert!(
+        v["exposures"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x.as_str().is_some_and(|x| x.contains("answers left wan0")))),
+        "the exposures name the answers: {v:#}"
+    );
 }
 
 #[test]

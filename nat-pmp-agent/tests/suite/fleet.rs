@@ -82,7 +82,7 @@ fn promtool(dir: &Path, args: &[&str]) -> String {
 fn promtool_checks_and_unit_tests_the_rules() {
     let dir = contrib();
     let check = promtool(&dir, &["check", "rules", "nat-pmp.rules.yml"]);
-    assert!(check.contains("SUCCESS: 9 rules found"), "{check}");
+    assert!(check.contains("SUCCESS: 10 rules found"), "{check}");
     let test = promtool(&dir, &["test", "rules", "nat-pmp.rules.test.yml"]);
     assert!(test.contains("SUCCESS"), "{test}");
     // Each alert of the rules file has a firing and a not-firing case.
@@ -92,7 +92,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 4, "{alerts:?}");
+    assert_eq!(alerts.len(), 5, "{alerts:?}");
     for alert in alerts {
         let cases: Vec<&str> = tests
             .split("- eval_time:")
@@ -229,6 +229,8 @@ fn dashboard_queries_use_metrics_the_agent_exports() {
         "natpmp_packets_total",
         "natpmp_source_packets_total",
         "natpmp_attached",
+        "natpmp_answered_packets_total",
+        "natpmp_exposed",
     ] {
         assert!(exported.contains(family), "{family} not in\n{body}");
     }
@@ -249,6 +251,8 @@ fn dashboard_queries_use_metrics_the_agent_exports() {
         "natpmp_source_packets_total",
         "natpmp_attached",
         "natpmp_drop_mode",
+        "natpmp_answered_packets_total",
+        "natpmp_exposed",
         "up",
     ] {
         assert!(used.contains(name), "the dashboard does not use {name}");
@@ -568,7 +572,7 @@ fn a_real_prometheus_scrapes_a_fleet_of_agents() {
         .iter()
         .flat_map(|g| g["rules"].as_array().expect("rules"))
         .collect();
-    assert_eq!(rules.len(), 9, "{groups}");
+    assert_eq!(rules.len(), 10, "{groups}");
     let exported = scrape_from(&prom.ns, t0);
     let recorded_names: BTreeSet<String> = rules
         .iter()
@@ -609,7 +613,8 @@ fn a_real_prometheus_scrapes_a_fleet_of_agents() {
     );
 
     // The series count per router is the one docs/prometheus.md gives:
-    // 5 per exported class, 4 per interface, one per listed source.
+    // 7 per exported class (5 of the XDP path, 2 of answers), 5 per
+    // interface (with natpmp_exposed), one per listed source.
     let classes = nat_pmp_agent::output::metrics::exported_classes().count();
     let series = prom.by(
         &format!("count by (instance) ({{job=\"{JOB}\", __name__=~\"natpmp_.*\"}})"),
@@ -618,15 +623,15 @@ fn a_real_prometheus_scrapes_a_fleet_of_agents() {
     for r in &routers {
         assert_eq!(
             series[&vec![r.target.clone()]].to_string(),
-            (5 * classes + 4 + 1).to_string(),
+            (7 * classes + 5 + 1).to_string(),
             "{}",
             r.target
         );
     }
     assert_eq!(
-        5 * classes + 4,
-        114,
-        "docs/prometheus.md says 114 per interface"
+        7 * classes + 5,
+        159,
+        "docs/prometheus.md says 159 per interface"
     );
 
     // An agent that stops reporting: up goes to 0 (NatPmpAgentDown's input).

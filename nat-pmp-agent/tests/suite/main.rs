@@ -7,6 +7,8 @@
 //! - `xlated`: an interpreter of the loaded program's xlated instructions,
 //!   checked against the kernel, and the paths that must make no call;
 //! - `sources`: the per-source map and the allowlist, in the kernel;
+//! - `egress`: the tc egress program that counts answers from port 5351
+//!   (exposure), in the kernel and with the agent in namespaces;
 //! - `replay`: captures through `nat-pmp-agent replay`;
 //! - `report`: the report schema and the text tables;
 //! - `e2e`: the agent binary on a veth WAN in namespaces, real datagrams;
@@ -45,6 +47,7 @@ mod support;
 mod audit;
 mod differential;
 mod e2e;
+mod egress;
 mod fleet;
 mod kernel;
 mod ops;

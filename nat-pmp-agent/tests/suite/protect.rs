@@ -325,6 +325,14 @@ fn pinned_veth_wan_recreated_gets_its_link_pin_back_and_stays_after_sigterm() {
         );
         assert!(dir.join("link").exists(), "the link pin is re-made");
         assert_eq!(inst["prog_id"], xdp_prog_id(&link.router, "wan0"));
+        // The egress program (answers) follows the WAN too: one tcx link on
+        // the new device, pinned in place of the old one.
+        assert_eq!(inst["egress"]["attached"], true, "{}", brief_status(&st));
+        assert_eq!(link.router.tcx_egress("wan0"), ["nat_pmp_egress"]);
+        assert!(
+            dir.join("egress_link").exists(),
+            "the egress link pin is re-made"
+        );
     }
     let err = a.stop(libc::SIGTERM).stderr;
     assert!(
@@ -496,6 +504,9 @@ fn bpftool_link_detach_is_noticed_and_the_filter_attaches_again() {
     assert_eq!(r["state"], "attached", "{}", brief(&r));
     assert!(link.router.xdp_attached("wan0"));
     assert_dropped_and_counted(&mut a, &link, 20);
+    // Only the XDP link was detached: the egress link still held wan0 and
+    // was replaced, not doubled (every answer counted once).
+    assert_eq!(link.router.tcx_egress("wan0"), ["nat_pmp_egress"]);
     let err = a.stop(libc::SIGTERM).stderr;
     assert!(err.contains("no longer attached"), "said on stderr: {err}");
 }

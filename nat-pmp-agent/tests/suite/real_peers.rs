@@ -12,9 +12,13 @@
 //! 2. monitor mode: with the agent on `wan0`, its per-class counters equal
 //!    what Wireshark's own NAT-PMP and Port Control dissectors (tshark on the
 //!    same interface) make of the same frames;
+//!    The answers miniupnpd sends back out of `wan0` are counted by the
+//!    egress program exactly as tshark on `wan0` sees them leave, per class
+//!    and in bytes (exposure, issue 13), and the LAN host's answers (out of
+//!    `lan0`) are never counted as WAN answers;
 //! 3. drop mode: the same scans get no answer and create no mapping, the
-//!    agent drops exactly what tshark saw leave the internet host, and the LAN
-//!    host's `natpmpc` is still served.
+//!    agent drops exactly what tshark saw leave the internet host, counts 0
+//!    answers, and the LAN host's `natpmpc` is still served.
 //!
 //! A missing tool fails the test with the Debian package to install; every
 //! external command runs under `timeout`; namespaces, processes (by PID) and
@@ -52,6 +56,27 @@ fn refereed() -> impl Iterator<Item = Class> {
     Class::ALL
         .into_iter()
         .filter(|c| c.parent().is_none() && !c.decided_by_headers())
+}
+
+/// Per-class answers out of an agent report's `answered` section (`field`:
+/// `packets` or `bytes`), per refereed class (`pcp` sums the `pcp_*` ones);
+/// a class nothing answered is 0.
+fn answered_counts(report: &Value, field: &str) -> BTreeMap<Class, u64> {
+    let classes = report["answered"]["classes"]
+        .as_object()
+        .unwrap_or_else(|| panic!("report has no answered.classes (no egress program?): {report}"));
+    refereed()
+        .map(|c| {
+            let n = classes
+                .iter()
+                .filter(|(name, _)| {
+                    *name == c.name() || (c == Class::Pcp && name.starts_with("pcp_"))
+                })
+                .map(|(_, v)| v[field].as_u64().expect("a count"))
+                .sum();
+            (c, n)
+        })
+        .collect()
 }
 
 /// Per-class counts out of an agent report: `field` of every class.
@@ -195,18 +220,35 @@ struct Capture {
 
 impl Capture {
     fn start(lab: &Lab, ns: &NetNs, iface: &str, name: &str) -> Capture {
-        let out = lab.path(name);
         let filter = format!(
             "ether src {} and udp and (dst port 5351 or src port 5351 or dst port {SENTINEL_PORT})",
             lab.internet_mac()
         );
+        Capture::with_filter(lab, ns, iface, name, &filter)
+    }
+
+    /// The answers the router sends out of its `wan0` (its MAC as source,
+    /// from port 5351: what the egress program sees), and the sentinels
+    /// arriving there.
+    fn answers(lab: &Lab, name: &str) -> Capture {
+        let filter = format!(
+            "udp and ((ether src {} and src port 5351) or (ether src {} and dst port \
+             {SENTINEL_PORT}))",
+            lab.mac(&lab.router, "wan0"),
+            lab.internet_mac()
+        );
+        Capture::with_filter(lab, &lab.router, "wan0", name, &filter)
+    }
+
+    fn with_filter(lab: &Lab, ns: &NetNs, iface: &str, name: &str, filter: &str) -> Capture {
+        let out = lab.path(name);
         let mut args = vec![
             "-l",
             "-n",
             "-i",
             iface,
             "-f",
-            &filter,
+            filter,
             "-T",
             "fields",
             "-E",
@@ -238,15 +280,26 @@ impl Capture {
             .count()
     }
 
-    /// Wireshark's verdict on every NAT-PMP/PCP frame, tallied per class.
+    /// Wireshark's verdict on every NAT-PMP/PCP frame sent to 5351,
+    /// tallied per class.
     fn tally(&self) -> Tally {
+        self.tally_where(|f| f[0] == "5351")
+    }
+
+    /// The same for every frame of an [`Capture::answers`] capture but the
+    /// sentinels: the answers.
+    fn tally_answers(&self) -> Tally {
+        self.tally_where(|f| f[0] != SENTINEL_PORT.to_string())
+    }
+
+    fn tally_where(&self, keep: impl Fn(&[String]) -> bool) -> Tally {
         let zero = || refereed().map(|c| (c, 0)).collect::<BTreeMap<_, _>>();
         let mut t = Tally {
             packets: zero(),
             bytes: zero(),
             listing: String::new(),
         };
-        for f in self.lines().iter().filter(|f| f[0] == "5351") {
+        for f in self.lines().iter().filter(|f| keep(f)) {
             let byte = |s: &str| s.parse::<u8>().ok();
             let dissector = if !f[2].is_empty() {
                 Dissector::NatPmp
@@ -355,6 +408,28 @@ impl Sentinel {
     }
 }
 
+/// Side by side, per class: the answers the agent counted and tshark's.
+fn answer_comparison(report: &Value, tshark: &Tally) -> String {
+    let packets = answered_counts(report, "packets");
+    let bytes = answered_counts(report, "bytes");
+    let mut s = format!(
+        "{:<34} {:>16} {:>7} {:>14} {:>7}\n",
+        "class", "agent answered", "tshark", "agent bytes", "tshark"
+    );
+    for class in refereed() {
+        let _ = writeln!(
+            s,
+            "{:<34} {:>16} {:>7} {:>14} {:>7}",
+            class.name(),
+            packets[&class],
+            tshark.packets[&class],
+            bytes[&class],
+            tshark.bytes[&class]
+        );
+    }
+    s
+}
+
 /// Side by side, per class: the agent's frames and bytes (`field` and
 /// `field_bytes` of its report) and tshark's.
 fn comparison(report: &Value, field: &str, bytes_field: &str, tshark: &Tally) -> String {
@@ -431,7 +506,9 @@ fn monitor_counts_equal_wiresharks_dissectors() {
     let sentinel = Sentinel::new(&lab);
     let agent = start_agent(&lab, false);
     let capture = Capture::start(&lab, &lab.router, "wan0", "tshark-wan0.txt");
+    let answers = Capture::answers(&lab, "tshark-wan0-answers.txt");
     sentinel.sync(&capture);
+    sentinel.sync(&answers);
 
     let nmap = lab.nmap(8081);
     assert!(nmap.contains(&format!("WAN IP: {ROUTER_ADDR}")), "{nmap}");
@@ -442,9 +519,52 @@ fn monitor_counts_equal_wiresharks_dissectors() {
         probe["exposed"], true,
         "monitor mode passes everything: {probe}"
     );
+    // The LAN host is served too: its answers leave through lan0, never
+    // counted as WAN answers.
+    lan_is_served(&lab);
 
     sentinel.sync(&capture);
+    sentinel.sync(&answers);
     let report = agent.stop(libc::SIGTERM).report;
+    let answered = answers.tally_answers();
+    let answer_table = answer_comparison(&report, &answered);
+    println!(
+        "tshark on wan0, answers the router sent:\n{}\n{answer_table}",
+        answered.listing
+    );
+    assert_eq!(
+        answered_counts(&report, "packets"),
+        answered.packets,
+        "the egress counters and Wireshark disagree on the answers:\n{answer_table}"
+    );
+    assert_eq!(
+        answered_counts(&report, "bytes"),
+        answered.bytes,
+        "the egress counters and Wireshark disagree on the answers' bytes:\n{answer_table}"
+    );
+    assert!(
+        answered.packets.values().sum::<u64>() >= 4,
+        "nmap and natpmpc got answers:\n{answer_table}"
+    );
+    assert_eq!(report["exposed"], true, "{report}");
+    let destinations: Vec<&str> = report["answered"]["top_destinations"]
+        .as_array()
+        .expect("top_destinations")
+        .iter()
+        .filter_map(|d| d["address"].as_str())
+        .collect();
+    // (miniupnpd may also announce to 224.0.0.1 from 5351 out of wan0: a
+    // WAN answer too, counted by both.)
+    assert!(
+        destinations.contains(&INTERNET_ADDR) && !destinations.contains(&LAN_HOST_ADDR),
+        "the internet host got WAN answers, the LAN host none on the WAN: {destinations:?}"
+    );
+    assert!(
+        report["exposure"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("EXPOSED: this router answered")),
+        "{report}"
+    );
     let tshark = capture.tally();
     let table = comparison(&report, "packets", "bytes", &tshark);
     println!(
@@ -530,6 +650,12 @@ fn drop_silences_wan_scans_and_keeps_the_lan_served() {
     );
     println!("agent's final report:\n{report}");
 
+    assert_eq!(
+        report["answered"]["packets"], 0,
+        "drop mode: the same scans get no answer, and the LAN's answers leave through lan0: \
+         {report}"
+    );
+    assert_eq!(report["exposed"], false, "{report}");
     let dropped = agent_counts(&report, "dropped_packets");
     assert_eq!(
         dropped, sent.packets,

@@ -531,17 +531,22 @@ impl Lab {
 
     /// The MAC address of the internet host's `inet0`.
     pub fn internet_mac(&self) -> String {
+        self.mac(&self.internet, "inet0")
+    }
+
+    /// The MAC address of `dev` in `ns`.
+    pub fn mac(&self, ns: &NetNs, dev: &str) -> String {
         let out = run_in(
-            &self.internet,
+            ns,
             &self.tools,
             10,
             Path::new("ip"),
-            &["-j", "link", "show", "inet0"],
+            &["-j", "link", "show", dev],
         );
         let links: Value = serde_json::from_slice(&out.stdout).expect("ip -j prints JSON");
         links[0]["address"]
             .as_str()
-            .expect("inet0 has a MAC address")
+            .unwrap_or_else(|| panic!("{dev} has a MAC address"))
             .to_owned()
     }
 }

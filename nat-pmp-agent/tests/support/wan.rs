@@ -79,6 +79,20 @@ pub fn veth_pair(
 }
 
 impl NetNs {
+    /// The names of the programs on `dev`'s tcx egress, in order (the
+    /// kernel's `BPF_PROG_QUERY`; Debian's bpftool 7.1 predates tcx).
+    pub fn tcx_egress(&self, dev: &str) -> Vec<String> {
+        use aya::programs::{tc::TcAttachType, SchedClassifier};
+        let (_, progs) = self
+            .enter(|| SchedClassifier::query_tcx(dev, TcAttachType::Egress))
+            .expect("entering the namespace")
+            .unwrap_or_else(|e| panic!("querying {dev}'s tcx egress: {e}"));
+        progs
+            .iter()
+            .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
     /// Whether an XDP program is attached to `dev` (`ip link show`).
     pub fn xdp_attached(&self, dev: &str) -> bool {
         self.ip(&["link", "show", "dev", dev])
