@@ -58,6 +58,7 @@ use ratatui::{
 use crate::{
     output::report::{per_second, Report},
     say,
+    stats::answered::Answered,
 };
 
 /// The span of the sparklines.
@@ -148,6 +149,9 @@ pub(super) struct Screen {
     /// `attached`, `gone`, ... (mixed states of several interfaces: their
     /// common value or `mixed`); `None` before the first reading.
     pub state: Option<&'static str>,
+    /// Answers sent from port 5351 out of the WANs (the egress program's
+    /// count, docs/exposure.md); `None` without an egress program.
+    pub answered: Option<u64>,
     /// Full-width highlighted lines: [`Report::status_line`], then each
     /// interface's alert.
     pub alerts: Vec<String>,
@@ -270,6 +274,7 @@ impl History {
             xdp_mode: total.header.xdp_mode,
             uptime: total.uptime,
             state: total.header.guard.as_ref().map(|g| g.state),
+            answered: total.answered.as_ref().map(Answered::packets),
             alerts,
             allow,
             classes,
@@ -544,8 +549,21 @@ fn header(shown: &Screen, ui: &Ui, width: usize) -> Vec<Line<'static>> {
         Span::raw(format!("  {}  xdp {}  ", shown.mode, shown.xdp_mode)),
         Span::styled(state, state_style),
         Span::raw(format!("  up {}", hms(shown.uptime))),
-        Span::raw(format!("  sort {}", ui.sort.name())),
     ]);
+    // The exposure state: answers the router sent from 5351 out of its WAN
+    // (the EXPOSED line below says more).
+    if let Some(n) = shown.answered {
+        spans.push(Span::raw("  "));
+        spans.push(if n == 0 {
+            Span::styled("not exposed", Style::new().green())
+        } else {
+            Span::styled(
+                format!("EXPOSED ({n})"),
+                Style::new().red().add_modifier(Modifier::BOLD),
+            )
+        });
+    }
+    spans.push(Span::raw(format!("  sort {}", ui.sort.name())));
     if shown.is_final {
         spans.push(Span::raw("  (final)"));
     }
@@ -1008,6 +1026,7 @@ mod tests {
             xdp_mode: "native",
             uptime: Duration::from_secs(3723),
             state: Some("attached"),
+            answered: Some(0),
             alerts: vec![],
             allow: vec![],
             classes: rows,

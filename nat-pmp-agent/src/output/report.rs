@@ -137,13 +137,11 @@ pub fn per_second(count: u64, over: Duration) -> f64 {
 
 impl Report<'_> {
     /// A line the live view (`live::tui`) shows across its whole width,
-    /// highlighted, right under its header, when `Some`: the hook for the
-    /// exposure audit's state (an `EXPOSED: ...` line when answers leave the
-    /// WAN), which is produced by one function here in `output` and returned
-    /// from this method. `None` until that audit exists: the header then has
-    /// no such line.
+    /// highlighted, right under its header, when `Some`: the exposure line
+    /// ([`Report::exposure`]: `EXPOSED: ...` once answers left the WAN), the
+    /// same line the plain table and the JSON carry.
     pub fn status_line(&self) -> Option<String> {
-        None
+        self.exposure(std::time::SystemTime::now())
     }
 
     /// The packets per second of `class` (of the total for `None`) over the

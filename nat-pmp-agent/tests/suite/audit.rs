@@ -251,9 +251,9 @@ fn a_pinned_drop_mode_instance_protects_and_scans_get_no_answer() {
     assert_eq!(a["state"], "counted", "{v:#}");
     assert!(a["packets"].as_u64().is_some_and(|n| n > 0), "{v:#}");
     assert!(
-        v["exposures"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|x| x.as_str().is_some_and(|x| x.contains("answers left wan0")))),
+        v["exposures"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|x| x.as_str().is_some_and(|x| x.contains("answers left wan0")))),
         "the exposures name the answers: {v:#}"
     );
 }
