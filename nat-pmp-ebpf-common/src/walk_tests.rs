@@ -480,33 +480,73 @@ fn first_fragment_too_short_for_the_opcode() {
     );
 }
 
+/// The payload bytes a well-formed message of `class` needs: RFC 6886 §3.2,
+/// §3.3 and RFC 6887 §7, §11.1, §12.1, §14.1, written out again here rather
+/// than taken from the classifier, so that they judge it.
+fn rfc_min_payload(class: Class) -> Option<usize> {
+    use Class::*;
+    match class {
+        NatpmpExternalAddressRequest => Some(2),
+        NatpmpMapUdpRequest | NatpmpMapTcpRequest | NatpmpExternalAddressResponse => Some(12),
+        NatpmpMapUdpResponse | NatpmpMapTcpResponse => Some(16),
+        PcpAnnounceRequest | PcpAnnounceResponse => Some(24),
+        PcpMapRequest | PcpMapResponse => Some(24 + 36),
+        PcpPeerRequest | PcpPeerResponse => Some(24 + 56),
+        _ => None,
+    }
+}
+
 /// Every prefix of every kind of frame: the walk never reads past the end
 /// (the slice reader would panic) and a cut frame is never counted as more
-/// than what its bytes show.
+/// than what its bytes show: a well-formed class only when the payload
+/// bytes actually present (known from how the frame was built: the payload
+/// is its tail) are as many as the RFCs require, and never the class of the
+/// whole frame once a byte of its payload is gone. (`bytes == cut` alone
+/// held by construction: the reference counts the frame's length.)
 #[test]
 fn every_truncation_is_safe() {
+    let nat_map = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     let frames = [
-        ethernet(
-            &[ETH_P_8021AD, ETH_P_8021Q],
-            ETH_P_PPP_SES,
-            &pppoe(
-                PPP_IPV6,
-                &ipv6(IPPROTO_HOPOPTS, &ext(IPPROTO_IPIP, 1, &v4(&pcp_map()))),
+        (
+            ethernet(
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                ETH_P_PPP_SES,
+                &pppoe(
+                    PPP_IPV6,
+                    &ipv6(IPPROTO_HOPOPTS, &ext(IPPROTO_IPIP, 1, &v4(&pcp_map()))),
+                ),
             ),
+            pcp_map().len(),
+            Some(Class::PcpMapRequest),
         ),
-        chain(MAX_IPV6_EXT_HEADERS),
-        eth_udp4(
-            V4Frag::default(),
-            &[1; 12],
-            1,
-            PORT,
-            &[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        (
+            chain(MAX_IPV6_EXT_HEADERS),
+            2,
+            Some(Class::NatpmpExternalAddressRequest),
+        ),
+        (
+            eth_udp4(V4Frag::default(), &[1; 12], 1, PORT, &nat_map),
+            nat_map.len(),
+            Some(Class::NatpmpMapUdpRequest),
         ),
     ];
-    for f in &frames {
+    for (f, payload_len, whole) in &frames {
+        assert_eq!(outcome(Link::Ethernet, f).class, *whole, "the uncut frame");
+        let payload_at = f.len() - payload_len;
         for cut in 0..=f.len() {
             let o = outcome(Link::Ethernet, &f[..cut]);
             assert_eq!(o.bytes, if o.class.is_some() { cut as u64 } else { 0 });
+            let shown = cut.saturating_sub(payload_at);
+            if let Some(min) = o.class.and_then(rfc_min_payload) {
+                assert!(
+                    shown >= min,
+                    "cut at {cut}: {:?} with {shown} payload bytes shown, {min} needed",
+                    o.class
+                );
+            }
+            if cut < f.len() && whole.is_some() {
+                assert_ne!(o.class, *whole, "cut at {cut} of {}", f.len());
+            }
         }
     }
 }

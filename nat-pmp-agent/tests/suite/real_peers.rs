@@ -38,7 +38,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     fs::{self, File},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    net::{SocketAddr, SocketAddrV4, UdpSocket},
     path::{Path, PathBuf},
     process::{Output, Stdio},
     sync::{
@@ -57,6 +57,7 @@ use crate::support::{
     netns::NetNs,
     process::{Agent, Proc},
     require_root,
+    sentinel::{Sentinel, SENTINEL_PORT},
     wan::{veth_pair, WanLink, INTERNET_ADDR, ROUTER_ADDR},
 };
 
@@ -67,9 +68,6 @@ const EXT_PEER_ADDR: &str = "198.18.2.2";
 /// Where the STUN responder listens: the router's WAN address, so that the
 /// address miniupnpd learns (the source of its own requests) is 198.18.0.1.
 const STUN_PORT: u16 = 3478;
-/// The discard port (RFC 863): the sentinel datagrams that mark a point in
-/// the traffic go there, and are neither NAT-PMP nor PCP.
-const SENTINEL_PORT: u16 = 9;
 /// Backstop for every long-lived child: gone by then even if this test
 /// process is killed before its guards run.
 const BACKSTOP_SECS: &str = "110";
@@ -820,68 +818,13 @@ struct Tally {
     listing: String,
 }
 
-/// Sentinel datagrams from the internet host to the router's discard port:
-/// once one has reached a socket in the router, XDP on `wan0` has seen every
-/// frame sent before it (one veth queue, in order); once tshark printed it,
-/// tshark has printed every frame before it. It also tells when tshark is
-/// really capturing, which its start-up message does not.
-struct Sentinel {
-    tx: UdpSocket,
-    rx: UdpSocket,
-    /// Syncs so far: sync `n` sends payloads of `n` bytes, so its datagrams
-    /// (tshark's `udp.length` = 8 + n) cannot be confused with the backlog
-    /// of an earlier sync that tshark may still be printing.
-    syncs: std::cell::Cell<usize>,
-}
-
-impl Sentinel {
-    fn new(lab: &Lab) -> Sentinel {
-        let router: Ipv4Addr = ROUTER_ADDR.parse().expect("an IPv4 address");
-        let rx = lab
-            .router
-            .enter(|| UdpSocket::bind((router, SENTINEL_PORT)))
-            .expect("entering the router's namespace")
-            .expect("binding the sentinel receiver");
-        rx.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("setting a read timeout");
-        let tx = lab
-            .internet
-            .enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
-            .expect("entering the internet's namespace")
-            .expect("binding the sentinel sender");
-        tx.connect((router, SENTINEL_PORT))
-            .expect("connecting the sentinel sender");
-        Sentinel {
-            tx,
-            rx,
-            syncs: std::cell::Cell::new(0),
-        }
-    }
-
-    /// Sends sentinels until one has reached the router and `capture` has
-    /// printed a new one.
-    fn sync(&self, capture: &Capture) {
-        let n = self.syncs.get() + 1;
-        self.syncs.set(n);
-        let payload = vec![b's'; n];
-        let udp_length = (8 + n).to_string();
-        let mut arrived = false;
-        let end = Instant::now() + Duration::from_secs(20);
-        let mut buf = [0u8; 64];
-        // Paced: a flood of sentinels would bury what it is meant to mark.
-        while Instant::now() < end {
-            self.tx.send(&payload).expect("sending a sentinel");
-            if self.rx.recv(&mut buf).is_ok() {
-                arrived = true;
-            }
-            if arrived && capture.sentinels(&udp_length) > 0 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "sentinel not seen within 20 s (reached the router: {arrived}); tshark said:\n{}",
-            read(&capture.out)
+impl Capture {
+    /// Sends sentinels until one has reached the router and this capture
+    /// has printed it ([`Sentinel::sync_seen`]).
+    fn sync(&self, sentinel: &Sentinel) {
+        sentinel.sync_seen(
+            |len| self.sentinels(len) > 0,
+            || format!("tshark said:\n{}", read(&self.out)),
         );
     }
 }
@@ -959,10 +902,10 @@ fn wan_exposed_gateway_serves_real_scanners() {
 #[test]
 fn monitor_counts_equal_wiresharks_dissectors() {
     let lab = Lab::new("peers-m");
-    let sentinel = Sentinel::new(&lab);
+    let sentinel = Sentinel::new(&lab.router, ROUTER_ADDR, &lab.internet);
     let agent = start_agent(&lab, false);
     let capture = Capture::start(&lab, &lab.router, "wan0", "tshark-wan0.txt");
-    sentinel.sync(&capture);
+    capture.sync(&sentinel);
 
     let nmap = lab.nmap(8081);
     assert!(nmap.contains(&format!("WAN IP: {ROUTER_ADDR}")), "{nmap}");
@@ -974,7 +917,7 @@ fn monitor_counts_equal_wiresharks_dissectors() {
         "monitor mode passes everything: {probe}"
     );
 
-    sentinel.sync(&capture);
+    capture.sync(&sentinel);
     let report = agent.stop(libc::SIGTERM).report;
     let tshark = capture.tally();
     let table = comparison(&report, "packets", "bytes", &tshark);
@@ -1081,18 +1024,18 @@ fn lan_is_served(lab: &Lab) {
 #[test]
 fn drop_silences_wan_scans_and_keeps_the_lan_served() {
     let lab = Lab::new("peers-d");
-    let sentinel = Sentinel::new(&lab);
+    let sentinel = Sentinel::new(&lab.router, ROUTER_ADDR, &lab.internet);
     let agent = start_agent(&lab, true);
     // XDP runs before AF_PACKET: what it drops never reaches a capture on
     // wan0. Count what was sent instead, on the internet host's side.
     let capture = Capture::start(&lab, &lab.internet, "inet0", "tshark-inet0.txt");
-    sentinel.sync(&capture);
+    capture.sync(&sentinel);
     let log_before = lab.miniupnpd_log().len();
 
     wan_scans_get_no_answer(&lab);
     lan_is_served(&lab);
 
-    sentinel.sync(&capture);
+    capture.sync(&sentinel);
     let report = agent.stop(libc::SIGTERM).report;
     let sent = capture.tally();
     let table = comparison(&report, "dropped_packets", "dropped_bytes", &sent);
