@@ -688,23 +688,13 @@ fn print_doc_examples() {
 fn docs_classes_examples_are_their_class() {
     let doc = include_str!("../../docs/classes.md");
     let mut seen = Vec::new();
-    for section in doc.split("\n### `").skip(1) {
-        let name = &section[..section.find('`').expect("heading closes")];
+    for (name, frames) in crate::fuzzing::doc_examples(doc) {
+        let name = name.as_str();
         let class = Class::from_name(name).unwrap_or_else(|| panic!("unknown class {name}"));
         let mut r = Reference::new(Config::new(Mode::Drop));
         let mut last = None;
-        for block in section.split("```text\n").skip(1) {
-            let hex = &block[..block.find("```").expect("block closes")];
-            let mut frame: Vec<u8> = Vec::new();
-            for token in hex.split_whitespace() {
-                // `00*N`: N zero bytes.
-                if let Some(n) = token.strip_prefix("00*") {
-                    frame.resize(frame.len() + n.parse::<usize>().expect("run length"), 0);
-                } else {
-                    frame.push(u8::from_str_radix(token, 16).expect("hex byte"));
-                }
-            }
-            last = Some(r.run(&frame));
+        for frame in &frames {
+            last = Some(r.run(frame));
         }
         let got = last
             .unwrap_or_else(|| panic!("{name}: no example frame"))
