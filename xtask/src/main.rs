@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup|build|run|test|demo|bench|gen-capture|fuzz-seeds`.
+//! Project tasks: `cargo xtask setup|build|run|test|demo|bench|gen-capture|fuzz-seeds|mutants`.
 //!
 //! xtask depends on none of the project's crates that build the XDP program
 //! (only on the capture generator and the `no_std` common crate), so it builds
@@ -68,6 +68,15 @@ enum Command {
     /// Needs root; a few minutes.
     Bench {
         /// Extra arguments for the bench binary (e.g. `--runs 3`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Mutation testing of the walk and the classifier with cargo-mutants
+    /// (scope and tests in .cargo/mutants.toml), one job at a time.
+    Mutants {
+        /// Extra arguments for cargo mutants (e.g. `--list`, or `--re
+        /// 'classify\.rs'` for one file: `--file` adds to the config's
+        /// files rather than narrowing them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -172,6 +181,10 @@ fn run(cli: Cli) -> Result<()> {
             hours,
         ),
         Command::FuzzSeeds => fuzz_seeds(),
+        Command::Mutants { args } => {
+            setup::setup()?;
+            mutants(&args)
+        }
         Command::Bench { args } => {
             setup::setup()?;
             build()?;
@@ -258,6 +271,18 @@ fn fuzz(seconds: u32) -> Result<()> {
             .current_dir(util::workspace_root().join("nat-pmp-ebpf-common"))
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO"),
+    )
+}
+
+/// Runs cargo-mutants from the workspace root: `.cargo/mutants.toml` says
+/// what it mutates and which tests judge the mutants. `-j1`: one mutant
+/// builds at a time on this shared machine.
+fn mutants(extra: &[String]) -> Result<()> {
+    util::exec(
+        util::cmd("cargo")
+            .args(["mutants", "-j1"])
+            .args(extra)
+            .current_dir(util::workspace_root()),
     )
 }
 
