@@ -626,6 +626,29 @@ struct Verdict {
     malformed: bool,
 }
 
+impl Verdict {
+    /// From tshark's fields: `nat-pmp.version` and `.opcode`,
+    /// `portcontrol.version` and `.opcode`, `_ws.malformed`, `data.len`.
+    fn from_fields(nat_pmp: [&str; 2], pcp: [&str; 2], malformed: &str, data_len: &str) -> Self {
+        let byte = |s: &str| s.parse::<u8>().ok();
+        let dissector = if !nat_pmp[0].is_empty() {
+            Dissector::NatPmp
+        } else if !pcp[0].is_empty() {
+            Dissector::PortControl
+        } else if !data_len.is_empty() {
+            Dissector::Data
+        } else {
+            Dissector::Empty
+        };
+        Verdict {
+            dissector,
+            version: byte(nat_pmp[0]).or_else(|| byte(pcp[0])),
+            opcode: byte(nat_pmp[1]).or_else(|| byte(pcp[1])),
+            malformed: !malformed.is_empty(),
+        }
+    }
+}
+
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let num = |b: Option<u8>| b.map_or_else(|| "-".to_owned(), |b| b.to_string());
@@ -776,22 +799,7 @@ impl Capture {
             listing: String::new(),
         };
         for f in self.lines().iter().filter(|f| f[0] == "5351") {
-            let byte = |s: &str| s.parse::<u8>().ok();
-            let dissector = if !f[2].is_empty() {
-                Dissector::NatPmp
-            } else if !f[4].is_empty() {
-                Dissector::PortControl
-            } else if !f[7].is_empty() {
-                Dissector::Data
-            } else {
-                Dissector::Empty
-            };
-            let v = Verdict {
-                dissector,
-                version: byte(&f[2]).or_else(|| byte(&f[4])),
-                opcode: byte(&f[3]).or_else(|| byte(&f[5])),
-                malformed: !f[6].is_empty(),
-            };
+            let v = Verdict::from_fields([&f[2], &f[3]], [&f[4], &f[5]], &f[6], &f[7]);
             let class = referee(v)
                 .unwrap_or_else(|| panic!("no REFEREE row for tshark's verdict {v:?} on {f:?}"));
             let frame_len: u64 = f[8].parse().expect("frame.len is a number");
@@ -1242,22 +1250,7 @@ fn wireshark_referees_every_encapsulation_and_pcp_class() {
             f[9], "5351",
             "{what}: Wireshark must find the UDP header: {f:?}"
         );
-        let byte = |s: &str| s.parse::<u8>().ok();
-        let dissector = if !f[0].is_empty() {
-            Dissector::NatPmp
-        } else if !f[2].is_empty() {
-            Dissector::PortControl
-        } else if !f[6].is_empty() {
-            Dissector::Data
-        } else {
-            Dissector::Empty
-        };
-        let v = Verdict {
-            dissector,
-            version: byte(f[0]).or_else(|| byte(f[2])),
-            opcode: byte(f[1]).or_else(|| byte(f[3])),
-            malformed: !f[5].is_empty(),
-        };
+        let v = Verdict::from_fields([f[0], f[1]], [f[2], f[3]], f[5], f[6]);
         let coarse = referee(v).unwrap_or_else(|| panic!("{what}: no REFEREE row for {v}"));
         // Wireshark's PCP dissector does not enforce RFC 6887 §7's 1,100-byte
         // limit (it dissects a longer ANNOUNCE as an ANNOUNCE): past it, the
