@@ -1123,6 +1123,10 @@ fn pcp_referee(opcode: u8, response: bool) -> Option<Class> {
 /// frame. Independent of the walk: a wrong parsing rule in it would make
 /// the two differ.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear check: frames, pcap, tshark, kernel"
+)]
 fn wireshark_referees_every_encapsulation_and_pcp_class() {
     use nat_pmp_agent::bpf::Filter;
     use nat_pmp_ebpf_common::{
@@ -1135,6 +1139,8 @@ fn wireshark_referees_every_encapsulation_and_pcp_class() {
         NATPMP_PORT,
     };
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    /// Wraps a UDP payload into a frame of one encapsulation.
+    type Wrap = Box<dyn Fn(&[u8]) -> Vec<u8>>;
 
     require_root();
     let tshark = find_program("tshark").unwrap_or_else(|| {
@@ -1149,7 +1155,6 @@ fn wireshark_referees_every_encapsulation_and_pcp_class() {
         )
     };
     let v6 = |p: &[u8]| ipv6(IPPROTO_UDP, &udp(40000, NATPMP_PORT, p));
-    type Wrap = Box<dyn Fn(&[u8]) -> Vec<u8>>;
     let encapsulations: Vec<(&str, Wrap)> = vec![
         (
             "untagged IPv4",
@@ -1210,7 +1215,8 @@ fn wireshark_referees_every_encapsulation_and_pcp_class() {
     .expect("writing the pcap header");
     for (i, (_, f)) in frames.iter().enumerate() {
         let len = u32::try_from(f.len()).expect("a short frame");
-        let t = Duration::from_secs(1_748_736_000) + Duration::from_millis(i as u64);
+        // 2025-06-01T00:00:00Z, a millisecond apart.
+        let t = Duration::from_hours(485_760) + Duration::from_millis(i as u64);
         w.write_packet(&PcapPacket::new(t, len, f))
             .expect("writing a frame");
     }

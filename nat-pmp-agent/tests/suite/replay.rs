@@ -468,6 +468,10 @@ fn probe(link: &WanLink, args: &[&str]) -> Value {
 /// tshark captures it there; the capture replays to exactly what the client
 /// sent and exactly what the live agent counted.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario: capture, sentinels, probes, replay, compare"
+)]
 fn tshark_capture_replays_to_what_was_sent_and_what_the_live_agent_counted() {
     require_root();
     let tshark = Command::new("tshark").arg("--version").output();
