@@ -839,3 +839,75 @@ fn counters_count_an_outcome() {
     );
     assert_eq!((c.packets(), c.bytes()), (3, 224));
 }
+
+/// RFC 791 §3.2: a fragment belongs to a datagram by source, destination,
+/// protocol and identification. A later fragment of another protocol that
+/// shares the UDP datagram's id is not its.
+#[test]
+fn a_later_fragment_of_another_protocol_is_not_the_udp_datagrams() {
+    let dgram = udp(40000, PORT, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    let first = V4Frag {
+        id: 7,
+        offset: 0,
+        more: true,
+    };
+    let later = V4Frag {
+        id: 7,
+        offset: 1,
+        more: false,
+    };
+    let mut r = Reference::new(Config::new(Mode::Drop));
+    let o = r.run(&ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(IPPROTO_UDP, first, &[], &dgram[..8]),
+    ));
+    assert!(o.drop, "the first fragment goes to 5351: {o:?}");
+    let tcp = r.run(&ethernet(&[], ETH_P_IP, &ipv4(6, later, &[], &dgram[8..])));
+    assert_eq!(tcp.class, None, "another protocol's fragment: {tcp:?}");
+    let own = r.run(&ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(IPPROTO_UDP, later, &[], &dgram[8..]),
+    ));
+    assert_eq!(own.class, Some(Class::FragmentNonfirst), "{own:?}");
+    assert!(own.drop);
+}
+
+/// Frames counted without reaching a UDP header still name their sender:
+/// a later fragment (from its fragment key) and an over-long extension
+/// chain (a mutant that dropped the sender there survived the other tests).
+#[test]
+fn later_fragments_and_overlong_chains_name_their_sender() {
+    let mut v4_mapped_src = [0u8; 16];
+    v4_mapped_src[10] = 0xff;
+    v4_mapped_src[11] = 0xff;
+    v4_mapped_src[12..].copy_from_slice(&V4_SRC);
+    let dgram = udp(40000, PORT, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    let first = V4Frag {
+        id: 9,
+        offset: 0,
+        more: true,
+    };
+    let later = V4Frag {
+        id: 9,
+        offset: 1,
+        more: false,
+    };
+    let mut r = Reference::new(Config::new(Mode::Drop));
+    r.run(&ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(IPPROTO_UDP, first, &[], &dgram[..8]),
+    ));
+    let o = r.run(&ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(IPPROTO_UDP, later, &[], &dgram[8..]),
+    ));
+    assert_eq!(o.class, Some(Class::FragmentNonfirst));
+    assert_eq!(o.source(), v4_mapped_src, "the later fragment's sender");
+    let o = outcome(Link::Ethernet, &chain(MAX_IPV6_EXT_HEADERS + 1));
+    assert_eq!(o.class, Some(Class::Ipv6ExtChainTooLong));
+    assert_eq!(o.source(), V6_SRC, "the over-long chain's sender");
+}
