@@ -24,7 +24,8 @@
 //! - [`samples`]: a payload of every class (for the prober, the capture
 //!   generator and tests). Host only (features `host`, `capgen`): `frames`
 //!   (test frames), `reference` (the walk over a byte slice and a
-//!   `HashMap`), `capgen` (the capture generator).
+//!   `HashMap`), `fuzzing` (the fuzz target's input format, invariants and
+//!   seed corpus), `capgen` (the capture generator).
 //!
 //! Dependencies inside the crate go one way, never back:
 //!
@@ -35,7 +36,7 @@
 //!         |
 //!       walk                (classify, class, headers, maps)
 //!
-//! samples (class) and the host-only frames, reference, capgen sit on top:
+//! samples (class) and the host-only frames, reference, fuzzing, capgen sit on top:
 //! nothing above depends on them.
 //! ```
 //!
@@ -62,6 +63,8 @@ pub mod walk;
 pub mod capgen;
 #[cfg(any(test, feature = "host"))]
 pub mod frames;
+#[cfg(any(test, feature = "host"))]
+pub mod fuzzing;
 #[cfg(any(test, feature = "host"))]
 pub mod reference;
 pub mod samples;

@@ -480,33 +480,73 @@ fn first_fragment_too_short_for_the_opcode() {
     );
 }
 
+/// The payload bytes a well-formed message of `class` needs: RFC 6886 §3.2,
+/// §3.3 and RFC 6887 §7, §11.1, §12.1, §14.1, written out again here rather
+/// than taken from the classifier, so that they judge it.
+fn rfc_min_payload(class: Class) -> Option<usize> {
+    use Class::*;
+    match class {
+        NatpmpExternalAddressRequest => Some(2),
+        NatpmpMapUdpRequest | NatpmpMapTcpRequest | NatpmpExternalAddressResponse => Some(12),
+        NatpmpMapUdpResponse | NatpmpMapTcpResponse => Some(16),
+        PcpAnnounceRequest | PcpAnnounceResponse => Some(24),
+        PcpMapRequest | PcpMapResponse => Some(24 + 36),
+        PcpPeerRequest | PcpPeerResponse => Some(24 + 56),
+        _ => None,
+    }
+}
+
 /// Every prefix of every kind of frame: the walk never reads past the end
 /// (the slice reader would panic) and a cut frame is never counted as more
-/// than what its bytes show.
+/// than what its bytes show: a well-formed class only when the payload
+/// bytes actually present (known from how the frame was built: the payload
+/// is its tail) are as many as the RFCs require, and never the class of the
+/// whole frame once a byte of its payload is gone. (`bytes == cut` alone
+/// held by construction: the reference counts the frame's length.)
 #[test]
 fn every_truncation_is_safe() {
+    let nat_map = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     let frames = [
-        ethernet(
-            &[ETH_P_8021AD, ETH_P_8021Q],
-            ETH_P_PPP_SES,
-            &pppoe(
-                PPP_IPV6,
-                &ipv6(IPPROTO_HOPOPTS, &ext(IPPROTO_IPIP, 1, &v4(&pcp_map()))),
+        (
+            ethernet(
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                ETH_P_PPP_SES,
+                &pppoe(
+                    PPP_IPV6,
+                    &ipv6(IPPROTO_HOPOPTS, &ext(IPPROTO_IPIP, 1, &v4(&pcp_map()))),
+                ),
             ),
+            pcp_map().len(),
+            Some(Class::PcpMapRequest),
         ),
-        chain(MAX_IPV6_EXT_HEADERS),
-        eth_udp4(
-            V4Frag::default(),
-            &[1; 12],
-            1,
-            PORT,
-            &[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        (
+            chain(MAX_IPV6_EXT_HEADERS),
+            2,
+            Some(Class::NatpmpExternalAddressRequest),
+        ),
+        (
+            eth_udp4(V4Frag::default(), &[1; 12], 1, PORT, &nat_map),
+            nat_map.len(),
+            Some(Class::NatpmpMapUdpRequest),
         ),
     ];
-    for f in &frames {
+    for (f, payload_len, whole) in &frames {
+        assert_eq!(outcome(Link::Ethernet, f).class, *whole, "the uncut frame");
+        let payload_at = f.len() - payload_len;
         for cut in 0..=f.len() {
             let o = outcome(Link::Ethernet, &f[..cut]);
             assert_eq!(o.bytes, if o.class.is_some() { cut as u64 } else { 0 });
+            let shown = cut.saturating_sub(payload_at);
+            if let Some(min) = o.class.and_then(rfc_min_payload) {
+                assert!(
+                    shown >= min,
+                    "cut at {cut}: {:?} with {shown} payload bytes shown, {min} needed",
+                    o.class
+                );
+            }
+            if cut < f.len() && whole.is_some() {
+                assert_ne!(o.class, *whole, "cut at {cut} of {}", f.len());
+            }
         }
     }
 }
@@ -648,23 +688,13 @@ fn print_doc_examples() {
 fn docs_classes_examples_are_their_class() {
     let doc = include_str!("../../docs/classes.md");
     let mut seen = Vec::new();
-    for section in doc.split("\n### `").skip(1) {
-        let name = &section[..section.find('`').expect("heading closes")];
+    for (name, frames) in crate::fuzzing::doc_examples(doc) {
+        let name = name.as_str();
         let class = Class::from_name(name).unwrap_or_else(|| panic!("unknown class {name}"));
         let mut r = Reference::new(Config::new(Mode::Drop));
         let mut last = None;
-        for block in section.split("```text\n").skip(1) {
-            let hex = &block[..block.find("```").expect("block closes")];
-            let mut frame: Vec<u8> = Vec::new();
-            for token in hex.split_whitespace() {
-                // `00*N`: N zero bytes.
-                if let Some(n) = token.strip_prefix("00*") {
-                    frame.resize(frame.len() + n.parse::<usize>().expect("run length"), 0);
-                } else {
-                    frame.push(u8::from_str_radix(token, 16).expect("hex byte"));
-                }
-            }
-            last = Some(r.run(&frame));
+        for frame in &frames {
+            last = Some(r.run(frame));
         }
         let got = last
             .unwrap_or_else(|| panic!("{name}: no example frame"))
@@ -873,4 +903,76 @@ fn answers_only_mode() {
     for (what, frame) in not_answers {
         assert_eq!(decide_answer(frame.as_slice(), e), None, "{what}");
     }
+}
+
+/// RFC 791 §3.2: a fragment belongs to a datagram by source, destination,
+/// protocol and identification. A later fragment of another protocol that
+/// shares the UDP datagram's id is not its.
+#[test]
+fn a_later_fragment_of_another_protocol_is_not_the_udp_datagrams() {
+    let dgram = udp(40000, PORT, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    let first = V4Frag {
+        id: 7,
+        offset: 0,
+        more: true,
+    };
+    let later = V4Frag {
+        id: 7,
+        offset: 1,
+        more: false,
+    };
+    let mut r = Reference::new(Config::new(Mode::Drop));
+    let o = r.run(&ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(IPPROTO_UDP, first, &[], &dgram[..8]),
+    ));
+    assert!(o.drop, "the first fragment goes to 5351: {o:?}");
+    let tcp = r.run(&ethernet(&[], ETH_P_IP, &ipv4(6, later, &[], &dgram[8..])));
+    assert_eq!(tcp.class, None, "another protocol's fragment: {tcp:?}");
+    let own = r.run(&ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(IPPROTO_UDP, later, &[], &dgram[8..]),
+    ));
+    assert_eq!(own.class, Some(Class::FragmentNonfirst), "{own:?}");
+    assert!(own.drop);
+}
+
+/// Frames counted without reaching a UDP header still name their sender:
+/// a later fragment (from its fragment key) and an over-long extension
+/// chain (a mutant that dropped the sender there survived the other tests).
+#[test]
+fn later_fragments_and_overlong_chains_name_their_sender() {
+    let mut v4_mapped_src = [0u8; 16];
+    v4_mapped_src[10] = 0xff;
+    v4_mapped_src[11] = 0xff;
+    v4_mapped_src[12..].copy_from_slice(&V4_SRC);
+    let dgram = udp(40000, PORT, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    let first = V4Frag {
+        id: 9,
+        offset: 0,
+        more: true,
+    };
+    let later = V4Frag {
+        id: 9,
+        offset: 1,
+        more: false,
+    };
+    let mut r = Reference::new(Config::new(Mode::Drop));
+    r.run(&ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(IPPROTO_UDP, first, &[], &dgram[..8]),
+    ));
+    let o = r.run(&ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(IPPROTO_UDP, later, &[], &dgram[8..]),
+    ));
+    assert_eq!(o.class, Some(Class::FragmentNonfirst));
+    assert_eq!(o.source(), v4_mapped_src, "the later fragment's sender");
+    let o = outcome(Link::Ethernet, &chain(MAX_IPV6_EXT_HEADERS + 1));
+    assert_eq!(o.class, Some(Class::Ipv6ExtChainTooLong));
+    assert_eq!(o.source(), V6_SRC, "the over-long chain's sender");
 }

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup|build|run|test|demo|bench|gen-capture`.
+//! Project tasks: `cargo xtask setup|build|run|test|demo|bench|gen-capture|fuzz-seeds|mutants`.
 //!
 //! xtask depends on none of the project's crates that build the XDP program
 //! (only on the capture generator and the `no_std` common crate), so it builds
@@ -12,7 +12,7 @@ mod util;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -71,6 +71,19 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Mutation testing of the walk and the classifier with cargo-mutants
+    /// (scope and tests in .cargo/mutants.toml), one job at a time.
+    Mutants {
+        /// Extra arguments for cargo mutants (e.g. `--list`, or `--re
+        /// 'classify\.rs'` for one file: `--file` adds to the config's
+        /// files rather than narrowing them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Regenerate the fuzz target's committed seed corpus
+    /// (nat-pmp-ebpf-common/fuzz/seeds/walk) from the shared frame builders
+    /// and the examples in docs/classes.md.
+    FuzzSeeds,
     /// Write a capture of a NAT-PMP scan in the honeypot's mix with a known
     /// composition (written next to it as FILE.json), for
     /// `nat-pmp-agent replay`.
@@ -167,6 +180,11 @@ fn run(cli: Cli) -> Result<()> {
             },
             hours,
         ),
+        Command::FuzzSeeds => fuzz_seeds(),
+        Command::Mutants { args } => {
+            setup::setup()?;
+            mutants(&args)
+        }
         Command::Bench { args } => {
             setup::setup()?;
             build()?;
@@ -235,13 +253,47 @@ const FUZZ_SECONDS: u32 = 30;
 
 /// Runs the libFuzzer target on the host parser and classifier for
 /// `seconds` (docs/testing.md, "Fuzzing", for a long run).
+/// libFuzzer writes what it finds to the first corpus directory (git
+/// ignores it) and only reads the committed seeds (`fuzz/seeds/walk`, see
+/// `nat_pmp_ebpf_common::fuzzing`), so a session never starts empty.
 fn fuzz(seconds: u32) -> Result<()> {
+    let fuzz_dir = util::workspace_root().join("nat-pmp-ebpf-common/fuzz");
+    let corpus = fuzz_dir.join("corpus/walk");
+    std::fs::create_dir_all(&corpus)
+        .with_context(|| format!("creating the fuzz corpus {}", corpus.display()))?;
     util::exec(
         util::cmd("cargo")
-            .args(["+nightly", "fuzz", "run", "walk", "--"])
+            .args(["+nightly", "fuzz", "run", "walk"])
+            .arg(&corpus)
+            .arg(fuzz_dir.join("seeds/walk"))
+            .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .current_dir(util::workspace_root().join("nat-pmp-ebpf-common"))
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO"),
+    )
+}
+
+/// Runs cargo-mutants from the workspace root: `.cargo/mutants.toml` says
+/// what it mutates and which tests judge the mutants. `-j1`: one mutant
+/// builds at a time on this shared machine.
+fn mutants(extra: &[String]) -> Result<()> {
+    util::exec(
+        util::cmd("cargo")
+            .args(["mutants", "-j1"])
+            .args(extra)
+            .current_dir(util::workspace_root()),
+    )
+}
+
+/// Rewrites the committed seed corpus of the fuzz target from the frame
+/// builders and docs/classes.md (the test `fuzzing_seed_corpus_is_current`
+/// fails until this has run after either changed).
+fn fuzz_seeds() -> Result<()> {
+    util::exec(
+        util::cargo()
+            .args(["test", "-p", "nat-pmp-ebpf-common", "--lib"])
+            .args(["fuzzing::tests::fuzzing_seed_corpus_is_current"])
+            .env("UPDATE_SEEDS", "1"),
     )
 }

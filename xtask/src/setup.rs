@@ -7,7 +7,8 @@
 //!    bpf-linker links `$LLVM_PREFIX/lib/libLLVM.so` dynamically. The prefix
 //!    holds two symlinks to that file and must stay where it is (its path is
 //!    the binary's rpath);
-//! 3. cargo-fuzz (the test suite runs a short fuzz session);
+//! 3. cargo-fuzz (the test suite runs a short fuzz session) and cargo-mutants
+//!    (pinned; `cargo xtask mutants`);
 //! 4. the Debian packages the tests use (services they ship are not
 //!    started: the tests run their own instances in their namespaces).
 //!
@@ -98,6 +99,7 @@ pub fn setup() -> Result<()> {
     nightly_components()?;
     bpf_linker()?;
     cargo_fuzz()?;
+    cargo_mutants()?;
     debian_packages()?;
     Ok(())
 }
@@ -122,6 +124,29 @@ fn cargo_fuzz() -> Result<()> {
             .env_remove("CARGO"),
     )
     .context("installing cargo-fuzz")
+}
+
+/// The cargo-mutants release `cargo xtask mutants` runs (pinned: its
+/// output and its config keys change between releases; 27.1.0 needs rustc
+/// 1.88, the stable toolchain here is 1.95).
+pub const CARGO_MUTANTS_VERSION: &str = "27.1.0";
+
+/// cargo-mutants, for the mutation tests of the walk and the classifier
+/// (`cargo xtask mutants`, `.cargo/mutants.toml`).
+fn cargo_mutants() -> Result<()> {
+    let version = output(cmd("cargo").args(["mutants", "--version"])).unwrap_or_default();
+    if version.contains(CARGO_MUTANTS_VERSION) {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-mutants {CARGO_MUTANTS_VERSION} (a few minutes, once)");
+    exec(cmd("cargo").args([
+        "install",
+        "cargo-mutants",
+        "--version",
+        CARGO_MUTANTS_VERSION,
+        "--locked",
+    ]))
+    .context("installing cargo-mutants")
 }
 
 /// Adds the musl target to the toolchain building the agent (only for

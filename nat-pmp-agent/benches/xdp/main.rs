@@ -23,6 +23,7 @@ mod progs;
 mod reattach;
 mod reattach_live;
 mod report;
+mod verdict;
 
 /// What the bench shares with the tests (`tests/support`): the modules it
 /// uses, each in full.

@@ -325,7 +325,8 @@ fn verdict(pinned: &[&Effective]) -> String {
                 per_row()
             );
         }
-        None => out.push_str("no rounds."),
+        // Fails closed: no round measured is a miss, not a silence.
+        None => out.push_str("**MISS**: no round was measured, nothing to judge."),
     }
     out.push_str("\n\n");
     out

@@ -19,6 +19,7 @@ use crate::{
         process::sh,
         xdp::{action_name, XDP_DROP as DROP, XDP_PASS as PASS},
     },
+    verdict::{judge, judge_agent, missing, Verdict},
     Args, BARE_DROP, BARE_PASS, PRODUCT_DROP, PRODUCT_DROP_UNTRACKED, REFERENCE, XDP_FILTER,
 };
 
@@ -124,29 +125,6 @@ pub struct Results<'a> {
     pub agent: &'a [AgentCost],
 }
 
-/// PASS/MISS.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Pass,
-    Miss,
-}
-
-impl Verdict {
-    fn of(ok: bool) -> Self {
-        if ok {
-            Verdict::Pass
-        } else {
-            Verdict::Miss
-        }
-    }
-    fn text(self) -> &'static str {
-        match self {
-            Verdict::Pass => "**PASS**",
-            Verdict::Miss => "**MISS**",
-        }
-    }
-}
-
 struct Target {
     what: String,
     measured: String,
@@ -161,12 +139,6 @@ fn ns(c: &CostTable, frame: usize, subject: &str, want: Option<u32>) -> f64 {
         Some(cell) if want.is_none_or(|w| w == cell.action) => cell.kernel_ns,
         _ => f64::NAN,
     }
-}
-
-/// PASS only when there is something to judge and every value is a finite
-/// number that meets `ok`: an empty set, a NaN or an infinity is a MISS.
-fn judge(values: &[f64], ok: impl Fn(f64) -> bool) -> Verdict {
-    Verdict::of(!values.is_empty() && values.iter().all(|&v| v.is_finite() && ok(v)))
 }
 
 /// The frames judged by `group`, in table order.
@@ -555,10 +527,24 @@ fn ratio_lines(c: &CostTable, rows: &[(usize, f64, f64)], unit: &str) -> String 
         .join("; ")
 }
 
-/// The first words of a miss whose numbers are missing.
-const MISSING: &str = "A number is missing or not finite (a cell absent, or its program \
-                       returned another verdict than the one its cost is meant for): nothing \
-                       to judge.";
+/// Why a flood target has nothing to judge: the rows (contender, spoofed or
+/// not, one CPU) this run lacks or whose rate is not a finite number.
+fn absent_floods(floods: &[FloodResult], rows: &[(&str, bool)]) -> String {
+    let absent: Vec<String> = rows
+        .iter()
+        .filter(|&&(name, spoofed)| !rate(flood(floods, name, spoofed, false)).is_finite())
+        .map(|&(name, spoofed)| {
+            format!(
+                "{name} ({})",
+                if spoofed { "spoofed" } else { "one source" }
+            )
+        })
+        .collect();
+    format!(
+        "No finite one-CPU flood rate for {}: nothing to judge.",
+        absent.join(", ")
+    )
+}
 
 #[expect(
     clippy::too_many_lines,
@@ -601,8 +587,8 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
             measured: ratio_lines(c, &rows, "ns"),
             verdict,
             why: (verdict == Verdict::Miss).then(|| {
-                if ratios.iter().any(|x| !x.is_finite()) || ratios.is_empty() {
-                    return MISSING.into();
+                if let Some(why) = missing(&ratios) {
+                    return why;
                 }
                 rows.iter()
                     .filter(|&&(_, a, b)| a / b > limit)
@@ -648,8 +634,8 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
         ),
         verdict,
         why: (verdict == Verdict::Miss).then(|| {
-            if ratios.iter().any(|x| !x.is_finite()) || ratios.is_empty() {
-                return MISSING.into();
+            if let Some(why) = missing(&ratios) {
+                return why;
             }
             rows.iter()
                 .filter(|&&(_, a, b)| a / b > 2.0)
@@ -709,8 +695,8 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
             .join("; "),
         verdict,
         why: (verdict == Verdict::Miss).then(|| {
-            if ratios.iter().any(|x| !x.is_finite()) || ratios.is_empty() {
-                return MISSING.into();
+            if let Some(why) = missing(&ratios) {
+                return why;
             }
             rows.iter()
                 .filter(|&&(_, a, b)| a / b > 0.5)
@@ -752,8 +738,8 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
             .join("; "),
         verdict,
         why: (verdict == Verdict::Miss).then(|| {
-            if deltas.iter().any(|x| !x.is_finite()) || deltas.is_empty() {
-                return MISSING.into();
+            if let Some(why) = missing(&deltas) {
+                return why;
             }
             rows.iter()
                 .filter(|&&(_, a, b)| a - b > 5.0)
@@ -819,7 +805,7 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
     let bare = rate(flood(r.floods, BARE_DROP, false, false));
     let split = |name: &str, spoofed: bool| rate(flood(r.floods, name, spoofed, true));
     let per_frame = |mpps: f64| 1e3 / mpps;
-    let flood_why = |a: f64, b: f64, what: &str| {
+    let flood_why = |a: f64, b: f64, what: &str, other: &str| {
         if a.is_finite() && b.is_finite() {
             format!(
                 "Per frame, sender included: the product {:.0} ns, {what} {:.0} ns (bare \
@@ -829,7 +815,7 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
                 per_frame(bare)
             )
         } else {
-            MISSING.into()
+            absent_floods(r.floods, &[(PRODUCT_DROP, false), (other, false)])
         }
     };
     let ratio = prod / refr;
@@ -842,7 +828,7 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
             split(REFERENCE, false)
         ),
         verdict,
-        why: (verdict == Verdict::Miss).then(|| flood_why(prod, refr, "the reference")),
+        why: (verdict == Verdict::Miss).then(|| flood_why(prod, refr, "the reference", REFERENCE)),
     });
     let ratio = prod / xf;
     let verdict = judge(&[ratio], |x| x > 1.0);
@@ -854,7 +840,7 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
             split(XDP_FILTER, false)
         ),
         verdict,
-        why: (verdict == Verdict::Miss).then(|| flood_why(prod, xf, "xdp-filter")),
+        why: (verdict == Verdict::Miss).then(|| flood_why(prod, xf, "xdp-filter", XDP_FILTER)),
     });
     let sprod = rate(flood(r.floods, PRODUCT_DROP, true, false));
     let sref = rate(flood(r.floods, REFERENCE, true, false));
@@ -881,7 +867,7 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
                     per_frame(refr)
                 )
             } else {
-                MISSING.into()
+                absent_floods(r.floods, &[(PRODUCT_DROP, true), (REFERENCE, true)])
             }
         }),
     });
@@ -966,39 +952,41 @@ fn targets(r: &Results<'_>) -> Vec<Target> {
     let shipped = r.agent.iter().find(|a| !a.hide_kernel_btf);
     let hidden = r.agent.iter().find(|a| a.hide_kernel_btf);
     let cpu = shipped.map_or(f64::NAN, |a| a.cpu_percent);
-    let verdict = judge(&[cpu], |x| x < 1.0);
+    // Gated on the agent having reported the flood: a silent agent is cheap.
+    let run = shipped.map(|a| (a.reports, a.reported_drops));
+    let (verdict, silent) = judge_agent(run, cpu, |x| x < 1.0);
     t.push(Target {
         what: "agent under 1 % of one core (while reporting every second under a flood)".into(),
-        measured: shipped.map_or_else(|| "not measured".into(), |_| format!("{cpu:.2} %")),
+        measured: shipped.map_or_else(
+            || "not measured".into(),
+            |a| format!("{cpu:.2} % ({} reports)", a.reports),
+        ),
         verdict,
         why: (verdict == Verdict::Miss).then(|| {
-            if shipped.is_none() {
-                "Not measured (no `--agent`).".into()
-            } else {
+            silent.clone().unwrap_or_else(|| {
                 "The agent wakes once per interval, reads every per-CPU counter and its source \
                  table and prints a JSON line; XDP work itself is softirq time, not the agent's."
                     .into()
-            }
+            })
         }),
     });
     #[expect(clippy::cast_precision_loss, reason = "KiB counts are small")]
     let mib = |a: &AgentCost| a.vm_hwm_kib as f64 / 1024.0;
     let rss = shipped.map_or(f64::NAN, mib);
-    let verdict = judge(&[rss], |x| x < 32.0);
+    let (verdict, silent) = judge_agent(run, rss, |x| x < 32.0);
     t.push(Target {
         what: "agent peak RSS under 32 MiB".into(),
         measured: shipped.map_or_else(|| "not measured".into(), |_| format!("{rss:.1} MiB")),
         verdict,
         why: (verdict == Verdict::Miss).then(|| {
-            if shipped.is_none() {
-                return "Not measured (no `--agent`).".into();
-            }
-            format!(
-                "aya 0.14's `EbpfLoader::new()` parses the kernel's BTF \
-                 (`/sys/kernel/btf/vmlinux`) before a caller can say `.btf(None)`; the same \
-                 agent with that file hidden peaks at {}.",
-                hidden.map_or("(not measured)".into(), |h| format!("{:.1} MiB", mib(h)))
-            )
+            silent.unwrap_or_else(|| {
+                format!(
+                    "aya 0.14's `EbpfLoader::new()` parses the kernel's BTF \
+                     (`/sys/kernel/btf/vmlinux`) before a caller can say `.btf(None)`; the same \
+                     agent with that file hidden peaks at {}.",
+                    hidden.map_or("(not measured)".into(), |h| format!("{:.1} MiB", mib(h)))
+                )
+            })
         }),
     });
     t

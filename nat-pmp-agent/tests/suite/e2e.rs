@@ -4,7 +4,13 @@
 //! veth, monitor mode does not; the agent exits cleanly on SIGTERM/SIGINT and
 //! leaves nothing attached; start-up errors say what is wrong.
 
-use std::{collections::BTreeMap, net::UdpSocket, process::Command, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::UdpSocket,
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use nat_pmp_ebpf_common::{
     frames::{ipv4_sent, udp},
@@ -18,7 +24,8 @@ use crate::support::{
     netns::NetNs,
     process::Agent,
     require_root,
-    wan::{drain_quiet, open_tun, WanLink, INTERNET_ADDR, ROUTER_ADDR},
+    sentinel::{queued, Sentinel},
+    wan::{open_tun, WanLink, INTERNET_ADDR, ROUTER_ADDR},
 };
 
 /// Ethernet + IPv4 + UDP headers in front of every payload sent here.
@@ -62,15 +69,13 @@ fn exchange(link: &WanLink, answers: u64) -> (u64, u64) {
             )
         })
         .expect("entering the internet's namespace");
-    // Drain while sending, into big buffers: a burst of over-long PCP
-    // datagrams would overflow a default receive buffer and lose datagrams
-    // the filter passed.
+    // Big buffers: every datagram the filter passes stays queued until the
+    // sentinel below says that all have arrived, and a burst of over-long
+    // PCP datagrams would overflow a default receive buffer.
     for sock in [&listener, &answer_listener] {
         big_receive_buffer(sock);
     }
-    // Each counts datagrams until none has come for a second.
-    let drains = [listener, answer_listener]
-        .map(|sock| std::thread::spawn(move || drain_quiet(&sock, Duration::from_secs(1))));
+    let sentinel = Sentinel::new(&link.router, ROUTER_ADDR, &link.internet);
     for (class, n) in plan() {
         for _ in 0..n {
             scanner
@@ -84,8 +89,10 @@ fn exchange(link: &WanLink, answers: u64) -> (u64, u64) {
             .send_to(&answer, (ROUTER_ADDR, 40000))
             .expect("sending an answer");
     }
-    let [got, answers_got] = drains.map(|d| d.join().expect("drain thread"));
-    (got, answers_got)
+    // Not a quiet window: once the sentinel has arrived, everything sent
+    // before it has been through the filter and what passed is queued.
+    sentinel.sync();
+    (queued(&listener), queued(&answer_listener))
 }
 
 /// `v` without its `pps` fields (rates change while totals stand still).
@@ -322,16 +329,58 @@ fn auto_mode_falls_back_to_skb_where_native_is_missing() {
     assert!(!ns.xdp_attached("lo"), "nothing may stay attached");
 }
 
-#[test]
-fn probe_reports_what_it_sent_and_the_agent_counts_it() {
-    require_root();
-    let link = WanLink::new("e2e-probe");
-    let agent = Agent::start(&link.router, &["--iface", "wan0", "--drop"]);
+/// A stand-in for a WAN-exposed gateway on the router's port 5351: answers
+/// every datagram with an opcode-0 response, as miniupnpd listening on the
+/// WAN would. Without it nothing listens there and "no answer came back"
+/// would hold with or without the filter.
+struct Gateway {
+    sock: UdpSocket,
+}
+
+impl Gateway {
+    fn new(link: &WanLink) -> Gateway {
+        let sock = crate::support::wan::bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
+        sock.set_nonblocking(true).expect("non-blocking");
+        Gateway { sock }
+    }
+
+    /// Answers what is queued now; returns how many it answered.
+    fn answer(&self) -> u64 {
+        let reply = payload(Class::NatpmpExternalAddressResponse);
+        let mut buf = [0u8; 2048];
+        let mut n = 0;
+        while let Ok((_, from)) = self.sock.recv_from(&mut buf) {
+            self.sock.send_to(&reply, from).expect("answering");
+            n += 1;
+        }
+        n
+    }
+
+    /// Answers while `f` runs (the probe waits for answers meanwhile).
+    fn serve<T>(&self, f: impl FnOnce() -> T) -> (T, u64) {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let server = s.spawn(|| {
+                let mut n = 0;
+                while !done.load(Ordering::SeqCst) {
+                    n += self.answer();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                n
+            });
+            let out = f();
+            done.store(true, Ordering::SeqCst);
+            (out, server.join().expect("the gateway thread"))
+        })
+    }
+}
+
+fn probe_json(link: &WanLink, count: &str) -> Value {
     let (ok, out, err) = run_cmd(link.internet.command(AGENT).args([
         "probe",
         ROUTER_ADDR,
         "--count",
-        "1000",
+        count,
         "--rate",
         "5000",
         "--wait",
@@ -339,21 +388,63 @@ fn probe_reports_what_it_sent_and_the_agent_counts_it() {
         "--json",
     ]));
     assert!(ok, "probe failed: {err}");
-    let probe: Value = serde_json::from_str(out.trim()).expect("probe JSON");
+    serde_json::from_str(out.trim()).expect("probe JSON")
+}
+
+#[test]
+fn probe_reports_what_it_sent_and_the_agent_counts_it() {
+    require_root();
+    let link = WanLink::new("e2e-probe");
+    let gateway = Gateway::new(&link);
+    // The control: without the filter the gateway answers, so the probe's
+    // `exposed == false` below can fail (it did, before the gateway, hold
+    // whatever the filter did: nothing listened on 5351).
+    let (control, answered) = gateway.serve(|| probe_json(&link, "5"));
+    assert_eq!(answered, 5, "the stand-in gateway must answer every probe");
+    assert_eq!(control["exposed"], true, "no filter yet: {control}");
+
+    let agent = Agent::start(&link.router, &["--iface", "wan0", "--drop"]);
+    let (probe, answered) = gateway.serve(|| probe_json(&link, "1000"));
     assert_eq!(
         probe["exposed"], false,
         "drop mode: no answer may come back"
     );
     let report = agent.wait_for_total(1000);
+    let sentinel = Sentinel::new(&link.router, ROUTER_ADDR, &link.internet);
+    sentinel.sync();
+    assert_eq!(
+        answered + gateway.answer(),
+        0,
+        "drop mode: the gateway must receive none of the probes"
+    );
     let report_final = agent.stop(libc::SIGTERM).report;
     assert_eq!(
         without_rates(&report["total"]),
         without_rates(&report_final["total"])
     );
-    for (name, n) in probe["sent"].as_object().expect("sent map") {
+    // Every class, not only the ones sent: a probe counted as another
+    // class (or twice) shows up as a class that should be zero. `pcp` is
+    // the sum of its parts.
+    let sent = probe["sent"].as_object().expect("sent map");
+    let want = |class: Class| {
+        let n = |c: Class| sent.get(c.name()).and_then(Value::as_u64).unwrap_or(0);
+        if class.is_aggregate() {
+            Class::ALL
+                .iter()
+                .filter(|c| c.parent() == Some(class))
+                .map(|&c| n(c))
+                .sum()
+        } else {
+            n(class)
+        }
+    };
+    for class in Class::ALL {
+        let c = &report_final["counters"][class.name()];
         assert_eq!(
-            report_final["counters"][name]["dropped_packets"], *n,
-            "{name}: the agent must have dropped exactly what the probe sent"
+            (c["packets"].as_u64(), c["dropped_packets"].as_u64()),
+            (Some(want(class)), Some(want(class))),
+            "{}: the agent must have dropped exactly what the probe sent\n{report_final}",
+            class.name()
         );
     }
     // The honeypot mix of 1000: 828 / 140 / 25 / 4 / 3.
@@ -473,7 +564,7 @@ fn gso_super_packets_count_once_in_skb_mode_and_per_segment_in_native_mode() {
         assert_eq!(r["counts"], counts, "{r}");
         assert_eq!(r["xdp_mode"], xdp_mode, "{r}");
         assert_eq!(
-            drain_quiet(&listener, Duration::from_secs(1)),
+            link.received(&listener),
             0,
             "{xdp_mode} mode: every segment must be dropped"
         );

@@ -1,5 +1,6 @@
 //! The integration tests, one binary, a module per topic:
 //!
+//! - `bench_verdicts`: the bench's PASS/MISS logic, failing closed;
 //! - `kernel`: the compiled XDP program in the running kernel
 //!   (`BPF_PROG_TEST_RUN`), table-driven, with the exact counter deltas;
 //! - `differential`: a million generated and mutated frames through the
@@ -45,6 +46,7 @@
 mod support;
 
 mod audit;
+mod bench_verdicts;
 mod differential;
 mod e2e;
 mod egress;

@@ -24,13 +24,7 @@
 //! external command runs under `timeout`; namespaces, processes (by PID) and
 //! the temporary directory are removed even when an assertion fails.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    net::{Ipv4Addr, UdpSocket},
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, fmt::Write as _, fs::File, path::PathBuf, time::Duration};
 
 use nat_pmp_ebpf_common::Class;
 use serde_json::Value;
@@ -38,16 +32,14 @@ use serde_json::Value;
 use crate::support::{
     netns::NetNs,
     peers::{
-        mapping, read, spawn_in, start_agent, text, wan_scans_get_no_answer, Lab, LAN_HOST_ADDR,
-        ROUTER_LAN_ADDR,
+        find_program, mapping, read, spawn_in, start_agent, text, wan_scans_get_no_answer, Lab,
+        LAN_HOST_ADDR, ROUTER_LAN_ADDR,
     },
     process::Proc,
+    require_root,
+    sentinel::{Sentinel, SENTINEL_PORT},
     wan::{INTERNET_ADDR, ROUTER_ADDR},
 };
-
-/// The discard port (RFC 863): the sentinel datagrams that mark a point in
-/// the traffic go there, and are neither NAT-PMP nor PCP.
-const SENTINEL_PORT: u16 = 9;
 
 /// The classes Wireshark's verdicts tell apart: every class but the pcp_*
 /// ones (refereed through their aggregate `pcp`) and those decided by the
@@ -120,6 +112,29 @@ struct Verdict {
     opcode: Option<u8>,
     /// `_ws.malformed`: the dissector ran out of bytes.
     malformed: bool,
+}
+
+impl Verdict {
+    /// From tshark's fields: `nat-pmp.version` and `.opcode`,
+    /// `portcontrol.version` and `.opcode`, `_ws.malformed`, `data.len`.
+    fn from_fields(nat_pmp: [&str; 2], pcp: [&str; 2], malformed: &str, data_len: &str) -> Self {
+        let byte = |s: &str| s.parse::<u8>().ok();
+        let dissector = if !nat_pmp[0].is_empty() {
+            Dissector::NatPmp
+        } else if !pcp[0].is_empty() {
+            Dissector::PortControl
+        } else if !data_len.is_empty() {
+            Dissector::Data
+        } else {
+            Dissector::Empty
+        };
+        Verdict {
+            dissector,
+            version: byte(nat_pmp[0]).or_else(|| byte(pcp[0])),
+            opcode: byte(nat_pmp[1]).or_else(|| byte(pcp[1])),
+            malformed: !malformed.is_empty(),
+        }
+    }
 }
 
 impl std::fmt::Display for Verdict {
@@ -300,22 +315,7 @@ impl Capture {
             listing: String::new(),
         };
         for f in self.lines().iter().filter(|f| keep(f)) {
-            let byte = |s: &str| s.parse::<u8>().ok();
-            let dissector = if !f[2].is_empty() {
-                Dissector::NatPmp
-            } else if !f[4].is_empty() {
-                Dissector::PortControl
-            } else if !f[7].is_empty() {
-                Dissector::Data
-            } else {
-                Dissector::Empty
-            };
-            let v = Verdict {
-                dissector,
-                version: byte(&f[2]).or_else(|| byte(&f[4])),
-                opcode: byte(&f[3]).or_else(|| byte(&f[5])),
-                malformed: !f[6].is_empty(),
-            };
+            let v = Verdict::from_fields([&f[2], &f[3]], [&f[4], &f[5]], &f[6], &f[7]);
             let class = referee(v)
                 .unwrap_or_else(|| panic!("no REFEREE row for tshark's verdict {v:?} on {f:?}"));
             let frame_len: u64 = f[8].parse().expect("frame.len is a number");
@@ -342,68 +342,13 @@ struct Tally {
     listing: String,
 }
 
-/// Sentinel datagrams from the internet host to the router's discard port:
-/// once one has reached a socket in the router, XDP on `wan0` has seen every
-/// frame sent before it (one veth queue, in order); once tshark printed it,
-/// tshark has printed every frame before it. It also tells when tshark is
-/// really capturing, which its start-up message does not.
-struct Sentinel {
-    tx: UdpSocket,
-    rx: UdpSocket,
-    /// Syncs so far: sync `n` sends payloads of `n` bytes, so its datagrams
-    /// (tshark's `udp.length` = 8 + n) cannot be confused with the backlog
-    /// of an earlier sync that tshark may still be printing.
-    syncs: std::cell::Cell<usize>,
-}
-
-impl Sentinel {
-    fn new(lab: &Lab) -> Sentinel {
-        let router: Ipv4Addr = ROUTER_ADDR.parse().expect("an IPv4 address");
-        let rx = lab
-            .router
-            .enter(|| UdpSocket::bind((router, SENTINEL_PORT)))
-            .expect("entering the router's namespace")
-            .expect("binding the sentinel receiver");
-        rx.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("setting a read timeout");
-        let tx = lab
-            .internet
-            .enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
-            .expect("entering the internet's namespace")
-            .expect("binding the sentinel sender");
-        tx.connect((router, SENTINEL_PORT))
-            .expect("connecting the sentinel sender");
-        Sentinel {
-            tx,
-            rx,
-            syncs: std::cell::Cell::new(0),
-        }
-    }
-
-    /// Sends sentinels until one has reached the router and `capture` has
-    /// printed a new one.
-    fn sync(&self, capture: &Capture) {
-        let n = self.syncs.get() + 1;
-        self.syncs.set(n);
-        let payload = vec![b's'; n];
-        let udp_length = (8 + n).to_string();
-        let mut arrived = false;
-        let end = Instant::now() + Duration::from_secs(20);
-        let mut buf = [0u8; 64];
-        // Paced: a flood of sentinels would bury what it is meant to mark.
-        while Instant::now() < end {
-            self.tx.send(&payload).expect("sending a sentinel");
-            if self.rx.recv(&mut buf).is_ok() {
-                arrived = true;
-            }
-            if arrived && capture.sentinels(&udp_length) > 0 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "sentinel not seen within 20 s (reached the router: {arrived}); tshark said:\n{}",
-            read(&capture.out)
+impl Capture {
+    /// Sends sentinels until one has reached the router and this capture
+    /// has printed it ([`Sentinel::sync_seen`]).
+    fn sync(&self, sentinel: &Sentinel) {
+        sentinel.sync_seen(
+            |len| self.sentinels(len) > 0,
+            || format!("tshark said:\n{}", read(&self.out)),
         );
     }
 }
@@ -503,12 +448,12 @@ fn wan_exposed_gateway_serves_real_scanners() {
 #[test]
 fn monitor_counts_equal_wiresharks_dissectors() {
     let lab = Lab::new("peers-m");
-    let sentinel = Sentinel::new(&lab);
+    let sentinel = Sentinel::new(&lab.router, ROUTER_ADDR, &lab.internet);
     let agent = start_agent(&lab, false);
     let capture = Capture::start(&lab, &lab.router, "wan0", "tshark-wan0.txt");
     let answers = Capture::answers(&lab, "tshark-wan0-answers.txt");
-    sentinel.sync(&capture);
-    sentinel.sync(&answers);
+    capture.sync(&sentinel);
+    answers.sync(&sentinel);
 
     let nmap = lab.nmap(8081);
     assert!(nmap.contains(&format!("WAN IP: {ROUTER_ADDR}")), "{nmap}");
@@ -523,8 +468,8 @@ fn monitor_counts_equal_wiresharks_dissectors() {
     // counted as WAN answers.
     lan_is_served(&lab);
 
-    sentinel.sync(&capture);
-    sentinel.sync(&answers);
+    capture.sync(&sentinel);
+    answers.sync(&sentinel);
     let report = agent.stop(libc::SIGTERM).report;
     let answered = answers.tally_answers();
     let answer_table = answer_comparison(&report, &answered);
@@ -629,18 +574,18 @@ fn lan_is_served(lab: &Lab) {
 #[test]
 fn drop_silences_wan_scans_and_keeps_the_lan_served() {
     let lab = Lab::new("peers-d");
-    let sentinel = Sentinel::new(&lab);
+    let sentinel = Sentinel::new(&lab.router, ROUTER_ADDR, &lab.internet);
     let agent = start_agent(&lab, true);
     // XDP runs before AF_PACKET: what it drops never reaches a capture on
     // wan0. Count what was sent instead, on the internet host's side.
     let capture = Capture::start(&lab, &lab.internet, "inet0", "tshark-inet0.txt");
-    sentinel.sync(&capture);
+    capture.sync(&sentinel);
     let log_before = lab.miniupnpd_log().len();
 
     wan_scans_get_no_answer(&lab);
     lan_is_served(&lab);
 
-    sentinel.sync(&capture);
+    capture.sync(&sentinel);
     let report = agent.stop(libc::SIGTERM).report;
     let sent = capture.tally();
     let table = comparison(&report, "dropped_packets", "dropped_bytes", &sent);
@@ -697,5 +642,218 @@ fn drop_silences_wan_scans_and_keeps_the_lan_served() {
     assert!(
         during.contains(&format!("from {LAN_HOST_ADDR}")),
         "{during}"
+    );
+}
+
+/// Wireshark's finer verdict on a well-formed PCP message (RFC 6887 §7:
+/// version 2, the R bit, the opcode), as the product's pcp_* class; `None`
+/// for a verdict the table does not judge finely (the `pcp` aggregate then
+/// referees it).
+fn pcp_referee(opcode: u8, response: bool) -> Option<Class> {
+    Some(match (opcode, response) {
+        (0, false) => Class::PcpAnnounceRequest,
+        (0, true) => Class::PcpAnnounceResponse,
+        (1, false) => Class::PcpMapRequest,
+        (1, true) => Class::PcpMapResponse,
+        (2, false) => Class::PcpPeerRequest,
+        (2, true) => Class::PcpPeerResponse,
+        _ => return None,
+    })
+}
+
+/// Wireshark referees the walk, offline: one datagram of every class a
+/// payload decides, in every encapsulation the product parses (untagged,
+/// 802.1Q, QinQ, PPPoE with IPv4 and IPv6, IPv6, IPv6 extension headers,
+/// IPv4 in IPv6), written to a pcap from the shared builders. tshark's
+/// dissectors say what each frame is ([`REFEREE`], and [`pcp_referee`] for
+/// each well-formed pcp_* class) and who sent it (the innermost IP
+/// source); the compiled program in the kernel must say the same, frame by
+/// frame. Independent of the walk: a wrong parsing rule in it would make
+/// the two differ.
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear check: frames, pcap, tshark, kernel"
+)]
+fn wireshark_referees_every_encapsulation_and_pcp_class() {
+    use nat_pmp_agent::bpf::Filter;
+    use nat_pmp_ebpf_common::{
+        frames::{ethernet, ext, ipv4, ipv6, pppoe, udp, V4Frag, V4_SRC, V6_SRC},
+        headers::{
+            ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_DSTOPTS,
+            IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_UDP, PPP_IP, PPP_IPV6,
+        },
+        samples::sample_payload,
+        NATPMP_PORT,
+    };
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    /// Wraps a UDP payload into a frame of one encapsulation.
+    type Wrap = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
+    require_root();
+    let tshark = find_program("tshark").unwrap_or_else(|| {
+        panic!("tshark is missing: run `cargo xtask setup` (Debian package tshark)")
+    });
+    let v4 = |p: &[u8]| {
+        ipv4(
+            IPPROTO_UDP,
+            V4Frag::default(),
+            &[],
+            &udp(40000, NATPMP_PORT, p),
+        )
+    };
+    let v6 = |p: &[u8]| ipv6(IPPROTO_UDP, &udp(40000, NATPMP_PORT, p));
+    let encapsulations: Vec<(&str, Wrap)> = vec![
+        (
+            "untagged IPv4",
+            Box::new(move |p| ethernet(&[], ETH_P_IP, &v4(p))),
+        ),
+        (
+            "802.1Q",
+            Box::new(move |p| ethernet(&[ETH_P_8021Q], ETH_P_IP, &v4(p))),
+        ),
+        (
+            "QinQ",
+            Box::new(move |p| ethernet(&[ETH_P_8021AD, ETH_P_8021Q], ETH_P_IP, &v4(p))),
+        ),
+        (
+            "PPPoE IPv4",
+            Box::new(move |p| ethernet(&[], ETH_P_PPP_SES, &pppoe(PPP_IP, &v4(p)))),
+        ),
+        (
+            "PPPoE IPv6",
+            Box::new(move |p| ethernet(&[], ETH_P_PPP_SES, &pppoe(PPP_IPV6, &v6(p)))),
+        ),
+        ("IPv6", Box::new(move |p| ethernet(&[], ETH_P_IPV6, &v6(p)))),
+        (
+            "IPv6 extension headers",
+            Box::new(move |p| {
+                let udp = udp(40000, NATPMP_PORT, p);
+                let chain = ext(IPPROTO_DSTOPTS, 0, &ext(IPPROTO_UDP, 0, &udp));
+                ethernet(&[], ETH_P_IPV6, &ipv6(IPPROTO_HOPOPTS, &chain))
+            }),
+        ),
+        (
+            "IPv4 in IPv6",
+            Box::new(move |p| ethernet(&[], ETH_P_IPV6, &ipv6(IPPROTO_IPIP, &v4(p)))),
+        ),
+    ];
+    let classes: Vec<Class> = Class::ALL
+        .into_iter()
+        .filter(|c| !c.is_aggregate() && !c.decided_by_headers())
+        .collect();
+    let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
+    for (encap, wrap) in &encapsulations {
+        for &class in &classes {
+            frames.push((
+                format!("{encap}, {} sample", class.name()),
+                wrap(sample_payload(class)),
+            ));
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("natpmp-referee-")
+        .tempdir()
+        .expect("a temporary directory");
+    let pcap = dir.path().join("encapsulations.pcap");
+    let mut w = PcapWriter::with_header(
+        File::create(&pcap).expect("creating the pcap"),
+        PcapHeader::default(),
+    )
+    .expect("writing the pcap header");
+    for (i, (_, f)) in frames.iter().enumerate() {
+        let len = u32::try_from(f.len()).expect("a short frame");
+        // 2025-06-01T00:00:00Z, a millisecond apart.
+        let t = Duration::from_hours(485_760) + Duration::from_millis(i as u64);
+        w.write_packet(&PcapPacket::new(t, len, f))
+            .expect("writing a frame");
+    }
+    drop(w);
+    let fields = [
+        "nat-pmp.version",
+        "nat-pmp.opcode",
+        "portcontrol.version",
+        "portcontrol.opcode",
+        "portcontrol.r",
+        "_ws.malformed",
+        "data.len",
+        "ip.src",
+        "ipv6.src",
+        "udp.dstport",
+        "udp.length",
+    ];
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["60", tshark.to_str().expect("a UTF-8 path"), "-n", "-r"])
+        .arg(&pcap)
+        .args(["-T", "fields", "-E", "occurrence=l"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("running tshark");
+    assert!(out.status.success(), "tshark failed: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), frames.len(), "one line per frame:\n{stdout}");
+
+    let filter = Filter::load_traced().expect("loading the XDP program with tracing");
+    let mut finely = 0;
+    let mut mismatches = Vec::new();
+    for ((what, frame), f) in frames.iter().zip(&lines) {
+        assert_eq!(f.len(), fields.len(), "{what}: {f:?}");
+        assert_eq!(
+            f[9], "5351",
+            "{what}: Wireshark must find the UDP header: {f:?}"
+        );
+        let v = Verdict::from_fields([f[0], f[1]], [f[2], f[3]], f[5], f[6]);
+        let coarse = referee(v).unwrap_or_else(|| panic!("{what}: no REFEREE row for {v}"));
+        // Wireshark's PCP dissector does not enforce RFC 6887 §7's 1,100-byte
+        // limit (it dissects a longer ANNOUNCE as an ANNOUNCE): past it, the
+        // `pcp` aggregate referees, and the classifier's own table tests
+        // judge the limit.
+        let payload_len = f[10].parse::<usize>().map_or(0, |l| l.saturating_sub(8));
+        let fine = (coarse == Class::Pcp && !v.malformed && payload_len <= 1100)
+            .then(|| pcp_referee(v.opcode.unwrap_or(u8::MAX), matches!(f[4], "1" | "True")))
+            .flatten();
+        let want_src: std::net::IpAddr = if f[7].is_empty() { f[8] } else { f[7] }
+            .parse()
+            .unwrap_or_else(|e| panic!("{what}: tshark's source {f:?}: {e}"));
+        assert!(
+            want_src == std::net::IpAddr::from(V4_SRC)
+                || want_src == std::net::IpAddr::from(V6_SRC),
+            "{what}: Wireshark reads the sender {want_src}, not the builders' own"
+        );
+        let t = filter.run_traced(frame).expect("BPF_PROG_TEST_RUN");
+        let got = nat_pmp_ebpf_common::Class::from_index(t.class);
+        let got_src = std::net::Ipv6Addr::from(t.src);
+        let got_src = got_src
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(got_src), std::net::IpAddr::V4);
+        let class_ok = match fine {
+            Some(c) => {
+                finely += 1;
+                got == Some(c)
+            }
+            None if coarse == Class::Pcp => got.and_then(Class::parent) == Some(Class::Pcp),
+            None => got == Some(coarse),
+        };
+        if !class_ok || got_src != want_src {
+            mismatches.push(format!(
+                "{what}: Wireshark {v} -> {} from {want_src}; kernel {} from {got_src}",
+                fine.unwrap_or(coarse).name(),
+                got.map_or("(uncounted)", Class::name)
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "the kernel and Wireshark disagree:\n{}",
+        mismatches.join("\n")
+    );
+    // Every well-formed pcp_* class was refereed finely, in every
+    // encapsulation; and the sources were the builders' own.
+    assert_eq!(
+        finely,
+        6 * encapsulations.len(),
+        "pcp_* frames refereed finely"
     );
 }

@@ -18,8 +18,8 @@
 use std::{
     collections::BTreeMap,
     path::Path,
-    process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Output},
+    time::Duration,
 };
 
 use etherparse::{SlicedPacket, TransportSlice};
@@ -41,6 +41,7 @@ use crate::support::{
     agent::AGENT,
     process::Agent,
     require_root,
+    sentinel::{Sentinel, SENTINEL_PORT},
     wan::{WanLink, INTERNET_ADDR, ROUTER_ADDR},
 };
 
@@ -439,22 +440,6 @@ fn short_frames_are_skipped_and_raw_ip_bytes_are_as_captured() {
     );
 }
 
-/// Waits until `path` contains `needle` (a child's stderr), or panics.
-fn wait_for_text(path: &Path, needle: &str, limit: Duration) {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "waited {limit:?} for {needle:?} in {}: {}",
-        path.display(),
-        std::fs::read_to_string(path).unwrap_or_default()
-    );
-}
-
 fn probe(link: &WanLink, args: &[&str]) -> Value {
     let out = link
         .internet
@@ -483,6 +468,10 @@ fn probe(link: &WanLink, args: &[&str]) -> Value {
 /// tshark captures it there; the capture replays to exactly what the client
 /// sent and exactly what the live agent counted.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario: capture, sentinels, probes, replay, compare"
+)]
 fn tshark_capture_replays_to_what_was_sent_and_what_the_live_agent_counted() {
     require_root();
     let tshark = Command::new("tshark").arg("--version").output();
@@ -497,22 +486,48 @@ fn tshark_capture_replays_to_what_was_sent_and_what_the_live_agent_counted() {
     let agent = Agent::start(&link.router, &["--iface", "wan0", "--duration", "60"]);
 
     // Monitor mode passes everything, so the AF_PACKET tap behind XDP sees
-    // every frame the program saw.
+    // every frame the program saw. Besides writing the capture, tshark
+    // prints each frame's UDP port and length (`-P`), which is how the
+    // sentinels below know it has captured them.
     let capture = dir.path().join("wan0.pcapng");
+    let tshark_out = dir.path().join("tshark.out");
     let tshark_err = dir.path().join("tshark.err");
     let mut tshark = crate::support::process::Proc(
         link.router
             .command("tshark")
-            .args(["-i", "wan0", "-w", capture.to_str().unwrap()])
-            .stdout(Stdio::null())
+            .args(["-l", "-n", "-i", "wan0", "-w", capture.to_str().unwrap()])
+            .args([
+                "-P",
+                "-T",
+                "fields",
+                "-e",
+                "udp.dstport",
+                "-e",
+                "udp.length",
+            ])
+            .stdout(std::fs::File::create(&tshark_out).unwrap())
             .stderr(std::fs::File::create(&tshark_err).unwrap())
             .spawn()
             .expect("starting tshark"),
     );
-    // "Capturing on" comes before the socket is ready; "Capture started"
-    // after. A little slack on top for the ring buffer's first block.
-    wait_for_text(&tshark_err, "Capture started", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(500));
+    // Not "Capture started" and a little slack: a sentinel tshark printed
+    // proves it is capturing; the second one, that it has captured (and
+    // the agent counted) every frame sent before it.
+    let sentinel = Sentinel::new(&link.router, ROUTER_ADDR, &link.internet);
+    let printed = |udp_length: &str| {
+        std::fs::read_to_string(&tshark_out).is_ok_and(|out| {
+            out.lines()
+                .any(|l| l == format!("{SENTINEL_PORT}\t{udp_length}"))
+        })
+    };
+    let tshark_said = || {
+        format!(
+            "tshark printed:\n{}\n{}",
+            std::fs::read_to_string(&tshark_out).unwrap_or_default(),
+            std::fs::read_to_string(&tshark_err).unwrap_or_default()
+        )
+    };
+    sentinel.sync_seen(printed, tshark_said);
 
     let mix = probe(&link, &["--count", "300"]);
     let others = probe(
@@ -528,8 +543,7 @@ fn tshark_capture_replays_to_what_was_sent_and_what_the_live_agent_counted() {
             "natpmp_external_address_response",
         ],
     );
-    // Let the last frames reach the tap and the agent's counters.
-    std::thread::sleep(Duration::from_millis(500));
+    sentinel.sync_seen(printed, tshark_said);
 
     let live = agent.stop(libc::SIGINT).report;
     tshark.signal(libc::SIGINT);

@@ -9,7 +9,7 @@
 //! directory too, each file on its own; they return errors (anyhow) rather
 //! than panic, as the bench does. These are `bpffs`, `netns`, `process`,
 //! `tun`, `xdp` and `xlated`; a module the bench includes must be used by it
-//! in full. The suite-only modules (`agent`, `frames`, `peers`, `schema`, `wan`) are test steps that
+//! in full. The suite-only modules (`agent`, `frames`, `peers`, `schema`, `sentinel`, `wan`) are test steps that
 //! panic with what went wrong, and add the suite's own methods to the shared
 //! types.
 
@@ -20,6 +20,7 @@ pub mod netns;
 pub mod peers;
 pub mod process;
 pub mod schema;
+pub mod sentinel;
 pub mod tun;
 pub mod wan;
 pub mod xdp;

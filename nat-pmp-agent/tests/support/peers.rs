@@ -81,7 +81,7 @@ const TOOLS: [(&str, &str); 7] = [
     ("stdbuf", "coreutils"),
 ];
 
-fn find_program(name: &str) -> Option<PathBuf> {
+pub fn find_program(name: &str) -> Option<PathBuf> {
     // sbin directories too: miniupnpd and nft live there, and a non-login
     // root shell does not always have them on PATH.
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -7,6 +7,7 @@ use std::{fs::File, net::UdpSocket, time::Duration};
 
 use super::{
     netns::{veth, NetNs, VethEnd},
+    sentinel::{queued, Sentinel},
     tun::{open_tun_file, tunsetiff},
 };
 
@@ -78,6 +79,16 @@ pub fn veth_pair(
     veth(&a, &b).unwrap_or_else(|e| panic!("creating {a_dev}/{b_dev}: {e:#}"));
 }
 
+impl WanLink {
+    /// The datagrams `sock` (in the router) has received of everything the
+    /// internet host sent so far: a sentinel sync, then what is queued. No
+    /// quiet window to guess: a datagram still on its way cannot be missed.
+    pub fn received(&self, sock: &UdpSocket) -> u64 {
+        Sentinel::new(&self.router, ROUTER_ADDR, &self.internet).sync();
+        queued(sock)
+    }
+}
+
 impl NetNs {
     /// The names of the programs on `dev`'s tcx egress, in order (the
     /// kernel's `BPF_PROG_QUERY`; Debian's bpftool 7.1 predates tcx).
@@ -98,6 +109,16 @@ impl NetNs {
         self.ip(&["link", "show", "dev", dev])
             .unwrap_or_else(|e| panic!("{e:#}"))
             .contains("prog/xdp")
+    }
+
+    /// The id of the XDP program attached to `dev`, if any (`ip -j link`).
+    pub fn xdp_prog_id(&self, dev: &str) -> Option<u32> {
+        let out = self
+            .ip(&["-j", "link", "show", "dev", dev])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link: JSON");
+        let id = v[0]["xdp"]["prog"]["id"].as_u64()?;
+        Some(u32::try_from(id).expect("a program id fits u32"))
     }
 }
 
