@@ -222,9 +222,9 @@ fn a_pinned_drop_mode_instance_protects_and_scans_get_no_answer() {
     wan_scans_get_no_answer(&lab);
     let (t, v) = audit_both(&lab.router, &root);
     assert_eq!(t.code, 0, "scanned in drop mode, still safe:\n{t}");
-    let a = &v["wans"][0]["answered"];
-    assert_eq!(a["state"], "counted", "the pinned egress counters: {v:#}");
-    assert_eq!(a["packets"], 0, "drop mode: no answer left wan0: {v:#}");
+    let answered = &v["wans"][0]["answered"];
+    assert_eq!(answered["state"], "counted", "the pinned egress counters: {v:#}");
+    assert_eq!(answered["packets"], 0, "drop mode: no answer left wan0: {v:#}");
     assert!(
         verdict_line(&t).contains("no answer counted"),
         "the verdict covers the answers:\n{t}"
@@ -247,9 +247,9 @@ fn a_pinned_drop_mode_instance_protects_and_scans_get_no_answer() {
     assert!(nmap.contains(&format!("WAN IP: {ROUTER_ADDR}")), "{nmap}");
     let (t, v) = audit_both(&lab.router, &root);
     assert_eq!(t.code, 1, "answers left the WAN:\n{t}");
-    let a = &v["wans"][0]["answered"];
-    assert_eq!(a["state"], "counted", "{v:#}");
-    assert!(a["packets"].as_u64().is_some_and(|n| n > 0), "{v:#}");
+    let answered = &v["wans"][0]["answered"];
+    assert_eq!(answered["state"], "counted", "{v:#}");
+    assert!(answered["packets"].as_u64().is_some_and(|n| n > 0), "{v:#}");
     assert!(
         v["exposures"].as_array().is_some_and(|e| e
             .iter()
