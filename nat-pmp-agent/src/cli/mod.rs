@@ -4,6 +4,7 @@
 //! depends on it, and the library's own types carry no CLI derives (the
 //! value enums here map onto them).
 
+mod assets;
 mod options;
 
 use std::fmt::Write as _;
@@ -190,6 +191,14 @@ enum Command {
     /// (`BPF_PROG_TEST_RUN`, no interface needed) and report what the router
     /// would have counted: per class, top sources, packets per hour.
     Replay(ReplayArgs),
+    /// Write the man pages and shell completions generated from these
+    /// definitions into DIR (what `cargo xtask dist` packages).
+    #[command(hide = true)]
+    DistAssets {
+        /// The directory to write man/ and completions/ into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -402,6 +411,7 @@ fn run(cli: Cli, args: Vec<OsString>) -> Result<()> {
     match cli.command {
         Some(Command::Probe(args)) => run_probe(&args),
         Some(Command::Replay(args)) => run_replay(&args),
+        Some(Command::DistAssets { out }) => assets::write(&out),
         Some(Command::Status {
             iface,
             json,

@@ -14,6 +14,9 @@
 //!   metrics, the config file;
 //! - `protect`: the filter following its interface, re-attaching, SIGHUP,
 //!   and what the agent says about it;
+//! - `dist`: the release folder of `cargo xtask dist`: static ELF binaries,
+//!   the aarch64 agent under qemu-user, the packages' contents, a real
+//!   `dpkg -i` and `dpkg --purge` of the amd64 package;
 //! - `real_peers`: against miniupnpd, nmap, libnatpmp's natpmpc and
 //!   Wireshark's dissectors (Debian packages `cargo xtask setup` installs).
 //!
@@ -39,6 +42,7 @@
 mod support;
 
 mod differential;
+mod dist;
 mod e2e;
 mod fleet;
 mod kernel;
