@@ -13,6 +13,9 @@
 //! <root>/netns:<inode>/<iface>/NATPMP_UNATTRIBUTED  datagrams no slot took
 //! <root>/netns:<inode>/<iface>/NATPMP_CLOCK   the agent's epoch, log budget
 //! <root>/netns:<inode>/<iface>/NATPMP_ALLOW   the allowlist (LPM trie)
+//! <root>/netns:<inode>/<iface>/NATPMP_LAYOUT  the layout and agent version
+//!                                             (none: pinned before layouts
+//!                                             were versioned)
 //! ```
 //!
 //! A bpffs is shared by every network namespace of the host, so the pins of
@@ -40,7 +43,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use nat_pmp_ebpf_common::{
-    MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
+    MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_LAYOUT, MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
 };
 
 use crate::net::sys;
@@ -59,7 +62,7 @@ pub const PROG: &str = "prog";
 pub const LINK: &str = "link";
 /// Every pin an instance has, in the order `detach` removes them (the link
 /// first, so the filter stops before its maps go).
-pub const ALL_PINS: [&str; 8] = [
+pub const ALL_PINS: [&str; 9] = [
     LINK,
     PROG,
     MAP_STATS,
@@ -68,6 +71,7 @@ pub const ALL_PINS: [&str; 8] = [
     MAP_UNATTRIBUTED,
     MAP_CLOCK,
     MAP_ALLOW,
+    MAP_LAYOUT,
 ];
 
 /// The paths of one interface's pinned instance.

@@ -5,7 +5,7 @@
 //!   folder's SHA256SUMS covers and matches every file;
 //! - the aarch64 agent runs under qemu-user (Debian's `qemu-user-static`):
 //!   `--version`, `--help`, and `probe` against a responder on loopback
-//!   (qemu-user has no bpf() syscall, so nothing that loads BPF can run);
+//!   (qemu-user has no `bpf()` syscall, so nothing that loads BPF can run);
 //! - each package holds exactly the files listed here (a missing or an
 //!   unexpected file fails), for its architecture, with the config as a
 //!   conffile and maintainer scripts that never start or enable the unit
@@ -206,6 +206,7 @@ fn qemu_aarch64(args: &[&str]) -> Output {
 
 #[test]
 fn the_aarch64_binary_runs_under_qemu_version_help_and_probe() {
+    const COUNT: usize = 10;
     let v = qemu_aarch64(&["--version"]);
     assert!(v.status.success(), "{v:?}");
     assert_eq!(
@@ -227,7 +228,6 @@ fn the_aarch64_binary_runs_under_qemu_version_help_and_probe() {
 
     // A gateway that answers every datagram, on loopback, bounded in count
     // and time.
-    const COUNT: usize = 10;
     let sock = UdpSocket::bind("127.0.0.1:0").expect("binding the responder");
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .expect("read timeout");
@@ -235,7 +235,7 @@ fn the_aarch64_binary_runs_under_qemu_version_help_and_probe() {
     let responder = thread::spawn(move || {
         let answer = sample_payload(Class::NatpmpExternalAddressResponse);
         let (mut buf, mut answered) = ([0u8; 1500], 0usize);
-        let end = Instant::now() + Duration::from_secs(60);
+        let end = Instant::now() + Duration::from_mins(1);
         while answered < COUNT && Instant::now() < end {
             if let Ok((_, from)) = sock.recv_from(&mut buf) {
                 sock.send_to(&answer, from).expect("answering");
@@ -389,7 +389,7 @@ fn installed() -> bool {
 /// `dpkg ARGS`, retried while another dpkg or apt holds the lock (other
 /// work on this machine may install packages), for at most two minutes.
 fn dpkg(args: &[&str]) -> Output {
-    let end = Instant::now() + Duration::from_secs(120);
+    let end = Instant::now() + Duration::from_mins(2);
     loop {
         let out = run(Command::new("dpkg")
             .args(args)
