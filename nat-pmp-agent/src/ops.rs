@@ -15,6 +15,7 @@ use std::{
 use crate::{
     bpf::{
         answered, detach_pinned, locate,
+        maps::pinned_layout,
         pin::{self, PinDir},
         sources, Maps, Protection,
     },
@@ -31,7 +32,7 @@ use aya::programs::ProgramInfo;
 
 /// Sources `status` lists per instance.
 const STATUS_TOP_SOURCES: usize = 10;
-use nat_pmp_ebpf_common::{Mode, Prefix};
+use nat_pmp_ebpf_common::{Layout, Mode, Prefix};
 use serde_json::{json, Value};
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is an error, not a
@@ -65,6 +66,9 @@ struct Found {
     egress: Egress,
     /// The answers it counted (with egress pins).
     answered: Option<Answered>,
+    /// The layout and agent version it was pinned with (`None`: pinned
+    /// before layouts were versioned, or nothing pinned).
+    layout: Option<Layout>,
 }
 
 /// Where an instance's egress program is.
@@ -122,6 +126,14 @@ impl Egress {
 }
 
 impl Found {
+    /// The layout it was pinned with, in words.
+    fn layout_text(&self) -> String {
+        match &self.layout {
+            Some(l) => format!("layout {} by agent {}", l.version, l.agent_version()),
+            None => "layout unversioned: pinned by an agent from before layout versions".into(),
+        }
+    }
+
     /// Attached, by the kernel's word, to the device of that name here.
     fn attached(&self) -> bool {
         matches!(&self.link, Some((_, Protection::Attached { iface, .. })) if *iface == self.dir.iface)
@@ -183,9 +195,11 @@ fn look(dir: PinDir) -> Result<Found> {
             unreadable: None,
             egress: Egress::NotPinned,
             answered: None,
+            layout: None,
         });
     }
     let egress = Egress::read(&dir)?;
+    let layout = pinned_layout(&dir)?;
     let prog = dir.path(pin::PROG);
     let info = ProgramInfo::from_pin(&prog)
         .with_context(|| format!("reading the pinned program {}", prog.display()))?;
@@ -209,6 +223,7 @@ fn look(dir: PinDir) -> Result<Found> {
                 unreadable: Some(format!("{e:#}")),
                 egress,
                 answered: None,
+                layout,
             })
         }
     };
@@ -228,6 +243,7 @@ fn look(dir: PinDir) -> Result<Found> {
         unreadable: None,
         egress,
         answered: read_answers,
+        layout,
     })
 }
 
@@ -350,6 +366,11 @@ fn instance_json(f: &Found, now: SystemTime) -> Value {
         m.insert("link".into(), json!(f.link_text()));
         m.insert("allow".into(), json!(f.allow));
         m.insert("legacy_layout".into(), json!(f.dir.legacy));
+        m.insert("layout_version".into(), json!(f.layout.map(|l| l.version)));
+        m.insert(
+            "agent_version".into(),
+            json!(f.layout.as_ref().map(Layout::agent_version)),
+        );
         m.insert("unreadable".into(), json!(f.unreadable));
         m.insert(
             "prog_id".into(),
@@ -379,9 +400,11 @@ fn instance_text(f: &Found, now: SystemTime, all_classes: bool) -> String {
     };
     if let (Some(why), Some((id, _))) = (&f.unreadable, &f.pinned) {
         return format!(
-            "{}: pinned under {}, {} (program id {id}); its maps are not this agent's: {why}\n",
+            "{}: pinned under {} ({}), {} (program id {id}); its maps are not this agent's: \
+             {why}\n",
             f.dir.iface,
             f.dir.dir.display(),
+            f.layout_text(),
             f.link_text()
         );
     }
@@ -425,8 +448,9 @@ fn instance_text(f: &Found, now: SystemTime, all_classes: bool) -> String {
     } else {
         ""
     };
+    let layout = f.layout_text();
     format!(
-        "{}: pinned under {}{legacy}, {attached}, mode {}, {allow}\n  egress: {}\n{}\n",
+        "{}: pinned under {}{legacy} ({layout}), {attached}, mode {}, {allow}\n  egress: {}\n{}\n",
         f.dir.iface,
         f.dir.dir.display(),
         mode.name(),

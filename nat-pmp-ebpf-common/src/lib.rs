@@ -79,12 +79,13 @@ pub use classify::{
 };
 pub use maps::{
     addr_words, source_set, v4_mapped_words, words_addr, AgentClock, AnswerLast, AnsweredTo,
-    ClassCounters, Config, FragEntry, FragKey, Link, Mode, SourceSet, SourceSlot, SourceStats,
-    Trace, Unattributed, ALLOW_MAX_ENTRIES, ANSWERED_TO_MAX_ENTRIES, CLOCK_SECTION, CONFIG_SECTION,
-    DROP_LOG_PER_SEC, EGRESS_PROGRAM_NAME, FRAGS_MAX_ENTRIES, MAP_ALLOW, MAP_ANSWERED,
-    MAP_ANSWERED_TO, MAP_ANSWER_LAST, MAP_CLOCK, MAP_CONFIG, MAP_FRAGS, MAP_SOURCES, MAP_STATS,
-    MAP_TRACE, MAP_UNATTRIBUTED, PROGRAM_NAME, SOURCES_MAX_ENTRIES, SOURCE_GENERATIONS,
-    SOURCE_SETS, SOURCE_WAYS, TRACE_GLOBAL,
+    ClassCounters, Config, FragEntry, FragKey, Layout, Link, Mode, SourceSet, SourceSlot,
+    SourceStats, Trace, Unattributed, AGENT_VERSION_LEN, ALLOW_MAX_ENTRIES,
+    ANSWERED_TO_MAX_ENTRIES, CLOCK_SECTION, CONFIG_SECTION, DROP_LOG_PER_SEC, EGRESS_PROGRAM_NAME,
+    FRAGS_MAX_ENTRIES, LAYOUT_VERSION, MAP_ALLOW, MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST,
+    MAP_CLOCK, MAP_CONFIG, MAP_FRAGS, MAP_LAYOUT, MAP_SOURCES, MAP_STATS, MAP_TRACE,
+    MAP_UNATTRIBUTED, PROGRAM_NAME, SOURCES_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
+    SOURCE_WAYS, TRACE_GLOBAL,
 };
 pub use walk::{
     apply, decide, decide_answer, decide_fast, decide_slow, v4_mapped, walk, Allowlist, Answer,

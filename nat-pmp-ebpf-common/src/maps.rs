@@ -86,6 +86,56 @@ pub const MAP_TRACE: &str = "NATPMP_TRACE";
 pub const TRACE_GLOBAL: &str = "NATPMP_TRACE_ON";
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "nat_pmp";
+/// The version of the pinned layout: which maps an instance pins, their
+/// types and their key and value layouts. Raised with any change to them.
+/// Every pinned instance carries the one it was pinned with in
+/// [`MAP_LAYOUT`]; one pinned before layouts were versioned has no such
+/// map.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Name of the one-entry array holding the instance's [`Layout`], written
+/// by the agent that loaded the program (the program never reads it).
+pub const MAP_LAYOUT: &str = "NATPMP_LAYOUT";
+/// Bytes of [`Layout::agent`].
+pub const AGENT_VERSION_LEN: usize = 28;
+
+/// Which layout an instance was pinned with, and by which agent version:
+/// entry 0 of [`MAP_LAYOUT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// [`LAYOUT_VERSION`] of the agent that loaded the program.
+    pub version: u32,
+    /// That agent's version (`CARGO_PKG_VERSION`), UTF-8, NUL-padded (cut
+    /// at [`AGENT_VERSION_LEN`] bytes).
+    pub agent: [u8; AGENT_VERSION_LEN],
+}
+
+impl Layout {
+    /// The layout `version` written by agent version `agent`.
+    pub const fn new(version: u32, agent: &str) -> Self {
+        let bytes = agent.as_bytes();
+        let mut out = [0u8; AGENT_VERSION_LEN];
+        let mut i = 0;
+        while i < bytes.len() && i < AGENT_VERSION_LEN {
+            out[i] = bytes[i];
+            i += 1;
+        }
+        Self {
+            version,
+            agent: out,
+        }
+    }
+
+    /// The agent version, up to the first NUL (`?` when not UTF-8).
+    pub fn agent_version(&self) -> &str {
+        let end = self
+            .agent
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(AGENT_VERSION_LEN);
+        core::str::from_utf8(&self.agent[..end]).unwrap_or("?")
+    }
+}
 
 /// Name of the tc egress program in the object file: it counts the answers
 /// the router sends from port 5351 (exposure, RFC 6886 §3 forbids answering
@@ -559,6 +609,7 @@ const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FragEntry>() == 4);
 const _: () = assert!(core::mem::size_of::<AnsweredTo>() == 24);
 const _: () = assert!(core::mem::size_of::<AnswerLast>() == 32);
+const _: () = assert!(core::mem::size_of::<Layout>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -591,4 +642,7 @@ mod pod {
     // SAFETY: `#[repr(C)]`, 16 bytes, a `u64`, two `u32`s: no padding (size
     // asserted above).
     unsafe impl aya::Pod for super::AnswerLast {}
+    // SAFETY: `#[repr(C)]`, a `u32` then 28 bytes: no padding (size
+    // asserted above), every bit pattern valid.
+    unsafe impl aya::Pod for super::Layout {}
 }

@@ -46,8 +46,9 @@ use nat_pmp_ebpf_common::{
     action, apply, decide_answer, decide_fast, source_set,
     walk::{staged_counted, Counted, Plain, Window, MAX_OFFSET},
     words_addr, AgentClock, Allowlist, Answer, AnswerLast, AnsweredTo, Bytes, Class, ClassCounters,
-    Config, FastDecision, FragEntry, FragKey, FragTable, Outcome, SourceSet, Trace, Unattributed,
-    ALLOW_MAX_ENTRIES, ANSWERED_TO_MAX_ENTRIES, FRAGS_MAX_ENTRIES, SOURCE_GENERATIONS, SOURCE_SETS,
+    Config, FastDecision, FragEntry, FragKey, FragTable, Layout, Outcome, SourceSet, Trace,
+    Unattributed, ALLOW_MAX_ENTRIES, ANSWERED_TO_MAX_ENTRIES, FRAGS_MAX_ENTRIES,
+    SOURCE_GENERATIONS, SOURCE_SETS,
 };
 
 #[map(name = "NATPMP_STATS")]
@@ -93,6 +94,12 @@ static mut NATPMP_CLOCK: AgentClock = AgentClock {
     epoch: 0,
     pad: 0,
 };
+
+/// The layout version and agent version of this instance, written by the
+/// agent after loading and pinned with the other maps: what a later agent
+/// reads to know how to take the instance over. The program never reads it.
+#[map(name = "NATPMP_LAYOUT")]
+static LAYOUT: Array<Layout> = Array::with_max_entries(1, 0);
 
 /// The last frame's decision, written only when tracing is on (tests).
 #[map(name = "NATPMP_TRACE")]

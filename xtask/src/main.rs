@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup|build|run|test|demo|bench|gen-capture|fuzz-seeds|mutants`.
+//! Project tasks: `cargo xtask setup|build|dist|run|test|demo|bench|gen-capture|fuzz-seeds|mutants`.
 //!
 //! xtask depends on none of the project's crates that build the XDP program
 //! (only on the capture generator and the `no_std` common crate), so it builds
@@ -6,6 +6,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod gen_capture;
 mod setup;
 mod util;
@@ -37,6 +38,15 @@ enum Command {
         /// file: target/x86_64-unknown-linux-musl/release/nat-pmp-agent.
         #[arg(long = "static")]
         static_: bool,
+    },
+    /// Set up and build the release folder for routers: static (musl)
+    /// agents for `x86_64` and `aarch64`, Debian packages for amd64 and arm64
+    /// (unit installed disabled, sample config, dashboard, man pages,
+    /// completions) and SHA256SUMS. Incremental; see docs/install.md.
+    Dist {
+        /// The folder to write [default: target/dist].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Set up, build, and run the agent as root with the given arguments,
     /// e.g. `cargo xtask run -- --iface wan0 --drop`.
@@ -137,11 +147,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Build { static_ } => {
             setup::setup()?;
             if static_ {
-                setup::musl_target()?;
                 build_static()
             } else {
                 build()
             }
+        }
+        Command::Dist { out } => {
+            setup::setup()?;
+            dist::dist(&out.unwrap_or_else(dist::default_out))
         }
         Command::Run { args } => {
             setup::setup()?;
@@ -201,7 +214,7 @@ fn build() -> Result<()> {
 /// The target of the static build. aya-build needs nothing for it: the XDP
 /// object is built for bpfel-unknown-none whatever the host target is, and
 /// the agent is pure Rust (no C library to link but musl's own).
-pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+pub const MUSL_TARGET: &str = dist::TARGETS[0].triple;
 
 fn build_static() -> Result<()> {
     util::exec(util::cargo().args([
@@ -233,6 +246,8 @@ fn test(extra: &[String]) -> Result<()> {
             .env_remove("CARGO"),
     )?;
     util::require_root("the kernel and end-to-end tests (cargo xtask test)")?;
+    // The dist:: tests check the release folder: build it first (incremental).
+    dist::dist(&dist::default_out())?;
     // Tests share kernel state (interfaces, XDP attachments): one at a time.
     util::exec(
         util::cargo()

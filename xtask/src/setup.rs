@@ -9,7 +9,10 @@
 //!    the binary's rpath);
 //! 3. cargo-fuzz (the test suite runs a short fuzz session) and cargo-mutants
 //!    (pinned; `cargo xtask mutants`);
-//! 4. the Debian packages the tests use (services they ship are not
+//! 4. the musl targets of `cargo xtask dist` (`x86_64`, `aarch64`: rust-lld links
+//!    them with the targets' self-contained CRT, no cross C toolchain) and
+//!    cargo-deb, which packages them;
+//! 5. the Debian packages the tests use (services they ship are not
 //!    started: the tests run their own instances in their namespaces).
 //!
 //! Each step checks first and does nothing when it is already done.
@@ -22,6 +25,10 @@ use crate::util::{cmd, exec, is_root, output};
 
 /// bpf-linker release known to work with the pinned aya family.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// cargo-deb release that builds with the stable rustc here (1.95; it needs
+/// 1.85), installed `--locked`.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Debian packages the test suite and demo use, with why.
 const PACKAGES: &[(&str, &str)] = &[
@@ -70,6 +77,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "bpftool prog pin: the bench pins xdp-filter's program to test-run it",
     ),
     (
+        "qemu-user-static",
+        "qemu-aarch64-static: the dist tests run the aarch64 agent (--version, --help, probe)",
+    ),
+    (
         "prometheus",
         "the Prometheus server and promtool: the fleet tests run a real Prometheus in their own \
          namespace against the agents and unit-test the alert rules (installed with service \
@@ -100,6 +111,8 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     cargo_fuzz()?;
     cargo_mutants()?;
+    musl_targets()?;
+    cargo_deb()?;
     debian_packages()?;
     Ok(())
 }
@@ -149,14 +162,39 @@ fn cargo_mutants() -> Result<()> {
     .context("installing cargo-mutants")
 }
 
-/// Adds the musl target to the toolchain building the agent (only for
-/// `cargo xtask build --static`).
-pub fn musl_target() -> Result<()> {
+/// cargo-deb, for the Debian packages of `cargo xtask dist`.
+fn cargo_deb() -> Result<()> {
+    let installed = output(cmd("cargo").args(["deb", "--version"]))
+        .is_ok_and(|v| v.contains(CARGO_DEB_VERSION));
+    if installed {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-deb {CARGO_DEB_VERSION} (a few minutes, once)");
+    exec(
+        cmd("cargo")
+            .args([
+                "install",
+                "cargo-deb",
+                "--locked",
+                "--version",
+                CARGO_DEB_VERSION,
+            ])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"),
+    )
+    .context("installing cargo-deb")
+}
+
+/// Adds the musl targets of `cargo xtask dist` (and `build --static`) to the
+/// toolchain building the agent.
+fn musl_targets() -> Result<()> {
     let installed = output(cmd("rustup").args(["target", "list", "--installed"]))
         .context("listing the installed rustup targets")?;
-    if !installed.lines().any(|l| l.trim() == crate::MUSL_TARGET) {
-        eprintln!("setup: adding the {} target", crate::MUSL_TARGET);
-        exec(cmd("rustup").args(["target", "add", crate::MUSL_TARGET]))?;
+    for t in &crate::dist::TARGETS {
+        if !installed.lines().any(|l| l.trim() == t.triple) {
+            eprintln!("setup: adding the {} target", t.triple);
+            exec(cmd("rustup").args(["target", "add", t.triple]))?;
+        }
     }
     Ok(())
 }

@@ -65,11 +65,15 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
+/// Cargo's target directory (`CARGO_TARGET_DIR` or the workspace's).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
 /// The release agent binary, which `build` produces.
 pub fn agent_binary() -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    let bin = target.join("release").join("nat-pmp-agent");
+    let bin = target_dir().join("release").join("nat-pmp-agent");
     if !bin.exists() {
         bail!("{} is missing; run `cargo xtask build`", bin.display());
     }

@@ -17,14 +17,14 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, MapData},
+    maps::{Array, HashMap, IterableMap as _, MapData},
     programs::{SchedClassifier, Xdp},
     Ebpf,
 };
 use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
-    Config, FragEntry, FragKey, Link, Mode, Trace, EGRESS_PROGRAM_NAME, MAP_FRAGS, MAP_TRACE,
-    PROGRAM_NAME,
+    Config, FragEntry, FragKey, Layout, Link, Mode, Trace, EGRESS_PROGRAM_NAME, MAP_FRAGS,
+    MAP_LAYOUT, MAP_TRACE, PROGRAM_NAME,
 };
 
 use super::{
@@ -87,6 +87,9 @@ pub struct Filter {
     /// agent loaded (tests clear it), not for one picked up from pins.
     pub(super) frags: Option<HashMap<MapData, FragKey, FragEntry>>,
     pub(super) trace: Option<Array<MapData, Trace>>,
+    /// The layout map of a program this agent loaded (pinned with the
+    /// maps); a picked-up instance keeps the one it has, if any.
+    layout: Option<Array<MapData, Layout>>,
     attachment: Option<Attachment>,
     /// Where the instance is pinned, when it is.
     pin: Option<PinDir>,
@@ -131,11 +134,13 @@ impl Filter {
         };
         maps.draw_hash_key()?;
         let answered = Some(AnsweredMaps::take(&mut ebpf)?);
+        let layout = super::maps::stamp_layout(&mut ebpf)?;
         Ok(Filter {
             program: Program::Loaded(Box::new(ebpf)),
             maps,
             frags: Some(frags),
             trace,
+            layout: Some(layout),
             attachment: None,
             pin: None,
             answered,
@@ -415,7 +420,8 @@ impl Filter {
                 .pin(&p)
                 .with_context(|| pin_err("the XDP program", &p))?;
         }
-        for (name, map) in self.maps.each() {
+        let layout = self.layout.as_ref().map(|l| (MAP_LAYOUT, l.map()));
+        for (name, map) in self.maps.each().into_iter().chain(layout) {
             let p = dir.path(name);
             if !p.exists() {
                 map.pin(&p).with_context(|| pin_err(name, &p))?;
@@ -566,6 +572,7 @@ impl Filter {
             maps,
             frags: None,
             trace: None,
+            layout: None,
             attachment: None,
             pin: Some(dir.clone()),
             answered,

@@ -14,9 +14,9 @@ use aya::{
     Ebpf,
 };
 use nat_pmp_ebpf_common::{
-    AgentClock, Class, ClassCounters, Config, Link, Mode, Prefix, SourceSet, Unattributed,
-    CLOCK_SECTION, CONFIG_SECTION, MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_SOURCES, MAP_STATS,
-    MAP_UNATTRIBUTED,
+    AgentClock, Class, ClassCounters, Config, Layout, Link, Mode, Prefix, SourceSet, Unattributed,
+    CLOCK_SECTION, CONFIG_SECTION, LAYOUT_VERSION, MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_LAYOUT,
+    MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
 };
 
 use super::pin::PinDir;
@@ -75,6 +75,33 @@ pub struct Maps {
     /// What the agent read of the source table so far; shared by every
     /// handle on this instance ([`Maps::try_clone`]).
     pub(crate) ledger: Arc<Mutex<Ledger>>,
+}
+
+/// The layout and agent version an instance was pinned with; `None` for
+/// one pinned before layouts were versioned (no [`MAP_LAYOUT`] pin).
+pub fn pinned_layout(dir: &PinDir) -> Result<Option<Layout>> {
+    let path = dir.path(MAP_LAYOUT);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening the pinned map {}", path.display()))?;
+    let map: Array<MapData, Layout> = typed(Map::Array(data), MAP_LAYOUT, "")?;
+    map.get(&0, 0)
+        .map(Some)
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+/// Writes this agent's layout into a freshly loaded object's
+/// [`MAP_LAYOUT`] and returns the map (to be pinned with the others).
+pub(crate) fn stamp_layout(ebpf: &mut Ebpf) -> Result<Array<MapData, Layout>> {
+    let map = ebpf
+        .take_map(MAP_LAYOUT)
+        .with_context(|| format!("the XDP object has no map {MAP_LAYOUT}"))?;
+    let mut map: Array<MapData, Layout> = typed(map, MAP_LAYOUT, "")?;
+    map.set(0, Layout::new(LAYOUT_VERSION, env!("CARGO_PKG_VERSION")), 0)
+        .with_context(|| format!("writing map {MAP_LAYOUT}"))?;
+    Ok(map)
 }
 
 /// How many CPUs the kernel may bring online: the length of every per-CPU

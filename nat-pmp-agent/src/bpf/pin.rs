@@ -18,6 +18,9 @@
 //! <root>/netns:<inode>/<iface>/NATPMP_ANSWERED     answers per class (per CPU)
 //! <root>/netns:<inode>/<iface>/NATPMP_ANSWERED_TO  who got them (LRU hash)
 //! <root>/netns:<inode>/<iface>/NATPMP_ANSWER_LAST  the last one
+//! <root>/netns:<inode>/<iface>/NATPMP_LAYOUT  the layout and agent version
+//!                                             (none: pinned before layouts
+//!                                             were versioned)
 //! ```
 //!
 //! The egress pins are there when the egress program was attached (a kernel
@@ -49,8 +52,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use nat_pmp_ebpf_common::{
-    MAP_ALLOW, MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST, MAP_CLOCK, MAP_CONFIG, MAP_SOURCES,
-    MAP_STATS, MAP_UNATTRIBUTED,
+    MAP_ALLOW, MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST, MAP_CLOCK, MAP_CONFIG, MAP_LAYOUT,
+    MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
 };
 
 use crate::net::sys;
@@ -74,7 +77,7 @@ pub const EGRESS_LINK: &str = "egress_link";
 pub const EGRESS_MAPS: [&str; 3] = [MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST];
 /// Every pin an instance has, in the order `detach` removes them (the links
 /// first, so the programs stop before their maps go).
-pub const ALL_PINS: [&str; 13] = [
+pub const ALL_PINS: [&str; 14] = [
     LINK,
     EGRESS_LINK,
     PROG,
@@ -88,6 +91,7 @@ pub const ALL_PINS: [&str; 13] = [
     MAP_UNATTRIBUTED,
     MAP_CLOCK,
     MAP_ALLOW,
+    MAP_LAYOUT,
 ];
 
 /// The paths of one interface's pinned instance.

@@ -4,6 +4,7 @@
 //! depends on it, and the library's own types carry no CLI derives (the
 //! value enums here map onto them).
 
+mod assets;
 mod options;
 
 use std::fmt::Write as _;
@@ -218,6 +219,14 @@ enum Command {
     /// (`BPF_PROG_TEST_RUN`, no interface needed) and report what the router
     /// would have counted: per class, top sources, packets per hour.
     Replay(ReplayArgs),
+    /// Write the man pages and shell completions generated from these
+    /// definitions into DIR (what `cargo xtask dist` packages).
+    #[command(hide = true)]
+    DistAssets {
+        /// The directory to write man/ and completions/ into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -475,6 +484,7 @@ fn run(cli: Cli, args: Vec<OsString>) -> Result<()> {
         Some(Command::Audit(_)) => bail!("audit is run by run_audit"),
         Some(Command::Probe(args)) => run_probe(&args),
         Some(Command::Replay(args)) => run_replay(&args),
+        Some(Command::DistAssets { out }) => assets::write(&out),
         Some(Command::Status {
             iface,
             json,

@@ -88,7 +88,8 @@ pub fn hardware_type(iface: &str) -> Result<u16> {
         bail!("interface name {iface:?} is too long");
     }
     for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-        *dst = src.cast_signed();
+        // `c_char` is `i8` on x86_64 and `u8` on aarch64: the byte as is.
+        *dst = libc::c_char::from_ne_bytes([src]);
     }
     // SAFETY: socket() has no memory preconditions.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -96,8 +97,11 @@ pub fn hardware_type(iface: &str) -> Result<u16> {
         return Err(io::Error::last_os_error())
             .context("opening a socket to ask for an interface's hardware type");
     }
+    // The request's type is the C library's: `c_ulong` in glibc, `c_int` in
+    // musl (the static release builds); 0x8927 fits either.
+    let request = libc::SIOCGIFHWADDR as libc::Ioctl;
     // SAFETY: `req` is a valid `ifreq` the call fills in; `fd` is ours.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &raw mut req) };
+    let rc = unsafe { libc::ioctl(fd, request, &raw mut req) };
     let err = io::Error::last_os_error();
     // SAFETY: closing the socket opened above.
     unsafe { libc::close(fd) };

@@ -223,8 +223,14 @@ fn a_pinned_drop_mode_instance_protects_and_scans_get_no_answer() {
     let (t, v) = audit_both(&lab.router, &root);
     assert_eq!(t.code, 0, "scanned in drop mode, still safe:\n{t}");
     let answered = &v["wans"][0]["answered"];
-    assert_eq!(answered["state"], "counted", "the pinned egress counters: {v:#}");
-    assert_eq!(answered["packets"], 0, "drop mode: no answer left wan0: {v:#}");
+    assert_eq!(
+        answered["state"], "counted",
+        "the pinned egress counters: {v:#}"
+    );
+    assert_eq!(
+        answered["packets"], 0,
+        "drop mode: no answer left wan0: {v:#}"
+    );
     assert!(
         verdict_line(&t).contains("no answer counted"),
         "the verdict covers the answers:\n{t}"

@@ -21,6 +21,9 @@
 //!   mode, real scans, and an unprivileged run;
 //! - `tui`: the live view in a pseudo-terminal, read through a terminal
 //!   emulator: it fits, counts exactly, redraws on resize, quits cleanly;
+//! - `dist`: the release folder of `cargo xtask dist`: static ELF binaries,
+//!   the aarch64 agent under qemu-user, the packages' contents, a real
+//!   `dpkg -i` and `dpkg --purge` of the amd64 package;
 //! - `real_peers`: against miniupnpd, nmap, libnatpmp's natpmpc and
 //!   Wireshark's dissectors (Debian packages `cargo xtask setup` installs).
 //!
@@ -48,6 +51,7 @@ mod support;
 mod audit;
 mod bench_verdicts;
 mod differential;
+mod dist;
 mod e2e;
 mod egress;
 mod fleet;

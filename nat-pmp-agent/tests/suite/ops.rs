@@ -873,3 +873,52 @@ fn an_instance_pinned_with_another_layout_is_refused_and_keeps_protecting() {
     detach_wan0(&link.router, &root);
     assert!(!link.router.xdp_attached("wan0"));
 }
+
+/// Every pinned instance carries its layout version and the version of the
+/// agent that pinned it (`NATPMP_LAYOUT`), and `status` shows both, in JSON
+/// and in the table; `detach` removes that pin with the others.
+#[test]
+fn status_shows_each_instances_layout_and_agent_version() {
+    require_root();
+    let (link, _bpffs, root) = pinned_wan("ops-layout");
+    agent_ok(
+        &link.router,
+        &[
+            "--iface",
+            "wan0",
+            "--drop",
+            "--pin",
+            "--pin-dir",
+            &root,
+            "--duration",
+            "0.3",
+            "--output",
+            "json",
+            "--interval",
+            "0.1",
+        ],
+    );
+    let st = status_json(&link.router, &root);
+    let inst = &st["instances"][0];
+    assert_eq!(inst["iface"], "wan0", "{st}");
+    assert_eq!(
+        inst["layout_version"],
+        nat_pmp_ebpf_common::LAYOUT_VERSION,
+        "{st}"
+    );
+    assert_eq!(inst["agent_version"], env!("CARGO_PKG_VERSION"), "{st}");
+    let text = agent_ok(&link.router, &["status", "--pin-dir", &root]);
+    let expected = format!(
+        "layout {} by agent {}",
+        nat_pmp_ebpf_common::LAYOUT_VERSION,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        text.contains(&expected),
+        "status lacks {expected:?}:\n{text}"
+    );
+    let pin = Path::new(inst["pinned"].as_str().expect("pin dir")).join("NATPMP_LAYOUT");
+    assert!(pin.exists(), "{} is missing", pin.display());
+    detach_wan0(&link.router, &root);
+    assert!(!pin.exists(), "detach leaves {}", pin.display());
+}
