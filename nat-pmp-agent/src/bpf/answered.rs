@@ -7,11 +7,13 @@ use std::os::fd::AsFd as _;
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, IterableMap as _, MapData, PerCpuArray},
+    maps::{Array, HashMap, IterableMap as _, MapData, MapType, PerCpuArray},
+    programs::{tc::TcAttachType, ProgramInfo, SchedClassifier},
     Ebpf,
 };
 use nat_pmp_ebpf_common::{
-    AnswerLast, AnsweredTo, Class, ClassCounters, MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST,
+    AnswerLast, AnsweredTo, Class, ClassCounters, EGRESS_PROGRAM_NAME, MAP_ANSWERED,
+    MAP_ANSWERED_TO, MAP_ANSWER_LAST,
 };
 
 use super::pin::{PinDir, EGRESS_MAPS};
@@ -22,6 +24,15 @@ use crate::{
         sources::addr_of,
     },
 };
+
+/// The kernel type of each egress map (as nat-pmp-ebpf declares them).
+fn map_type(name: &str) -> MapType {
+    match name {
+        MAP_ANSWERED => MapType::PerCpuArray,
+        MAP_ANSWERED_TO => MapType::LruHash,
+        _ => MapType::Array,
+    }
+}
 
 /// The three maps of the egress program.
 pub struct AnsweredMaps {
@@ -65,13 +76,51 @@ impl AnsweredMaps {
                 dir.iface
             );
         }
-        let map = |name: &str| -> Result<aya::maps::Map> {
+        Self::build(|name| {
             let path = dir.path(name);
-            let data = MapData::from_pin(&path)
-                .with_context(|| format!("opening the pinned map {}", path.display()))?;
-            Ok(match name {
-                MAP_ANSWERED => aya::maps::Map::PerCpuArray(data),
-                MAP_ANSWERED_TO => aya::maps::Map::LruHashMap(data),
+            MapData::from_pin(&path)
+                .with_context(|| format!("opening the pinned map {}", path.display()))
+        })
+    }
+
+    /// Opens the maps of a running egress program (one without pins: an
+    /// agent started without `--pin`), found by name among the maps the
+    /// kernel lists for that program.
+    pub fn from_program(info: &ProgramInfo) -> Result<Self> {
+        let prog_id = info.id();
+        let ids = info
+            .map_ids()
+            .with_context(|| format!("listing the maps of BPF program id {prog_id}"))?
+            .unwrap_or_default();
+        let mut maps: Vec<(Vec<u8>, Option<MapType>, MapData)> = Vec::new();
+        for id in ids {
+            let data = MapData::from_id(id).with_context(|| format!("opening BPF map id {id}"))?;
+            let info = data
+                .info()
+                .with_context(|| format!("reading the info of BPF map id {id}"))?;
+            maps.push((info.name().to_vec(), info.map_type().ok(), data));
+        }
+        // The kernel keeps 15 bytes of a map's name: NATPMP_ANSWERED and
+        // NATPMP_ANSWERED_TO are both "NATPMP_ANSWERED" there, told apart by
+        // their types.
+        Self::build(|name| {
+            let short = &name.as_bytes()[..name.len().min(15)];
+            let kind = map_type(name);
+            let i = maps
+                .iter()
+                .position(|(n, t, _)| n == short && *t == Some(kind))
+                .with_context(|| format!("BPF program id {prog_id} has no map {name}"))?;
+            Ok(maps.swap_remove(i).2)
+        })
+    }
+
+    /// The three maps, each opened by `data` from its name, as their types.
+    fn build(mut data: impl FnMut(&str) -> Result<MapData>) -> Result<Self> {
+        let mut map = |name: &str| -> Result<aya::maps::Map> {
+            let data = data(name)?;
+            Ok(match map_type(name) {
+                MapType::PerCpuArray => aya::maps::Map::PerCpuArray(data),
+                MapType::LruHash => aya::maps::Map::LruHashMap(data),
                 _ => aya::maps::Map::Array(data),
             })
         };
@@ -141,4 +190,19 @@ impl AnsweredMaps {
 /// it has no egress pins ([`PinDir::has_egress`]).
 pub fn read_pinned(pins: &PinDir) -> Result<Answered> {
     AnsweredMaps::from_pin(pins)?.read()
+}
+
+/// The answers counted by this product's egress program attached to
+/// `iface`'s tcx egress in this network namespace, pinned or not (what
+/// runs, by the kernel's `BPF_PROG_QUERY`): the program id and its count.
+/// `None` when no such program is attached.
+pub fn read_running(iface: &str) -> Result<Option<(u32, Answered)>> {
+    let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Egress)
+        .with_context(|| format!("querying the programs on {iface}'s tcx egress (needs root)"))?;
+    let short = &EGRESS_PROGRAM_NAME.as_bytes()[..EGRESS_PROGRAM_NAME.len().min(15)];
+    let Some(info) = progs.iter().find(|p| p.name() == short) else {
+        return Ok(None);
+    };
+    let answered = AnsweredMaps::from_program(info)?.read()?;
+    Ok(Some((info.id(), answered)))
 }

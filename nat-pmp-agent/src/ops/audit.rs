@@ -91,22 +91,35 @@ pub enum AnsweredState {
     Counted { packets: u64, bytes: u64 },
 }
 
-/// The answered counters of the instance pinned at `pins` (its egress
-/// program's maps, read as `status` reads them): the one place they come
-/// from.
-fn answered(pins: &PinDir) -> AnsweredState {
-    if !pins.has_egress() {
-        return AnsweredState::NotAvailable(format!(
-            "answered counters: not available (the instance pinned under {} has no egress \
-             program: pinned by an agent that ran without tcx or predates the egress program)",
-            pins.dir.display()
-        ));
+/// The answered counters of `iface`: from the egress maps of the instance
+/// pinned for it (read as `status` reads them), else from this product's
+/// egress program running on it unpinned (an agent without `--pin`, found
+/// by the kernel's tcx query). The one place they come from.
+fn answered(iface: &str, pins: Option<&PinDir>) -> AnsweredState {
+    let counted = |a: &crate::stats::answered::Answered| AnsweredState::Counted {
+        packets: a.packets(),
+        bytes: a.bytes(),
+    };
+    if let Some(pins) = pins.filter(|p| p.has_egress()) {
+        return match answered::read_pinned(pins) {
+            Ok(a) => counted(&a),
+            Err(e) => AnsweredState::Unreadable(format!("{e:#}")),
+        };
     }
-    match answered::read_pinned(pins) {
-        Ok(a) => AnsweredState::Counted {
-            packets: a.packets(),
-            bytes: a.bytes(),
-        },
+    match answered::read_running(iface) {
+        Ok(Some((_, a))) => counted(&a),
+        Ok(None) => AnsweredState::NotAvailable(match pins {
+            Some(p) => format!(
+                "answered counters: not available (the instance pinned under {} has no egress \
+                 program: pinned by an agent that ran without tcx or predates the egress \
+                 program)",
+                p.dir.display()
+            ),
+            None => format!(
+                "answered counters: none (no egress program of this product on {iface}: no \
+                 agent runs there)"
+            ),
+        }),
         Err(e) => AnsweredState::Unreadable(format!("{e:#}")),
     }
 }
@@ -203,12 +216,7 @@ pub fn audit(opts: &Options) -> Result<Audit> {
     for (iface, &index) in opts.ifaces.iter().zip(&indexes) {
         let found = pins.iter().find(|f| &f.dir.iface == iface);
         let guard = guard(iface, found, &unpinned);
-        let answered = match found {
-            Some(f) if f.pinned.is_some() => answered(&f.dir),
-            _ => AnsweredState::NotAvailable(format!(
-                "answered counters: none (no instance pinned for {iface})"
-            )),
-        };
+        let answered = answered(iface, found.filter(|f| f.pinned.is_some()).map(|f| &f.dir));
         if let AnsweredState::Unreadable(why) = &answered {
             gaps.push(format!("the answered counters of {iface}: {why}"));
         }

@@ -13,7 +13,7 @@ use crate::support::{
     agent::{agent_output, pinned_wan, AGENT},
     bpffs::Bpffs,
     netns::NetNs,
-    peers::{find_tool, run_in, text, wan_scans_get_no_answer, Lab, ROUTER_LAN_ADDR},
+    peers::{find_tool, run_in, start_agent, text, wan_scans_get_no_answer, Lab, ROUTER_LAN_ADDR},
     require_root, schema,
     wan::{bind, WanLink, ROUTER_ADDR},
 };
@@ -411,4 +411,44 @@ fn an_unprivileged_run_says_what_it_could_not_see() {
     );
     assert!(verdict_line(&r).starts_with("INCOMPLETE"), "{r}");
     drop(held);
+}
+
+/// An agent running without `--pin` in monitor mode: the audit cannot vouch
+/// for its mode, but it reads the answers its egress program counted (found
+/// by the kernel's tcx query on the WAN), and a scan answered by miniupnpd
+/// shows up there; in drop mode the same scan leaves the count at 0.
+#[test]
+fn a_running_unpinned_agents_answers_are_read() {
+    let lab = Lab::new("audit-r");
+    let bpffs = Bpffs::new("audit-r").expect("mounting a bpffs");
+    let root = bpffs.pin_root();
+    for drop in [false, true] {
+        let agent = start_agent(&lab, drop);
+        let before = audit_both(&lab.router, &root).1["wans"][0]["answered"]["packets"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("answers of the running agent read (drop {drop})"));
+        let nmap = lab.nmap(if drop { 8085 } else { 8084 });
+        let (t, v) = audit_both(&lab.router, &root);
+        let answered = &v["wans"][0]["answered"];
+        assert_eq!(answered["state"], "counted", "drop {drop}: {v:#}");
+        let after = answered["packets"].as_u64().expect("a count");
+        assert_eq!(
+            t.code, 1,
+            "unpinned: never safe, and miniupnpd listens:\n{t}"
+        );
+        if drop {
+            assert!(!nmap.contains("WAN IP:"), "drop mode: no answer: {nmap}");
+            assert_eq!(after, before, "drop mode: no new answer: {v:#}");
+        } else {
+            assert!(nmap.contains(&format!("WAN IP: {ROUTER_ADDR}")), "{nmap}");
+            assert!(after > before, "the scan's answers counted: {v:#}");
+            assert!(
+                v["exposures"].as_array().is_some_and(|e| e
+                    .iter()
+                    .any(|x| x.as_str().is_some_and(|x| x.contains("answers left wan0")))),
+                "the exposures name the answers: {v:#}"
+            );
+        }
+        agent.stop(libc::SIGTERM);
+    }
 }
