@@ -293,6 +293,7 @@ fn fuzz(seconds: u32) -> Result<()> {
 /// what it mutates and which tests judge the mutants. `-j1`: one mutant
 /// builds at a time on this shared machine.
 fn mutants(extra: &[String]) -> Result<()> {
+    setup::cargo_mutants()?;
     util::exec(
         util::cmd("cargo")
             .args(["mutants", "-j1"])

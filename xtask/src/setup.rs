@@ -7,8 +7,9 @@
 //!    bpf-linker links `$LLVM_PREFIX/lib/libLLVM.so` dynamically. The prefix
 //!    holds two symlinks to that file and must stay where it is (its path is
 //!    the binary's rpath);
-//! 3. cargo-fuzz (the test suite runs a short fuzz session) and cargo-mutants
-//!    (pinned; `cargo xtask mutants`);
+//! 3. cargo-fuzz (the test suite runs a short fuzz session); cargo-mutants
+//!    (pinned) is installed by `cargo xtask mutants` when it first runs, not
+//!    here: the test run does not need it;
 //! 4. the musl targets of `cargo xtask dist` (`x86_64`, `aarch64`: rust-lld links
 //!    them with the targets' self-contained CRT, no cross C toolchain) and
 //!    cargo-deb, which packages them;
@@ -110,7 +111,6 @@ pub fn setup() -> Result<()> {
     nightly_components()?;
     bpf_linker()?;
     cargo_fuzz()?;
-    cargo_mutants()?;
     musl_targets()?;
     cargo_deb()?;
     debian_packages()?;
@@ -146,7 +146,7 @@ pub const CARGO_MUTANTS_VERSION: &str = "27.1.0";
 
 /// cargo-mutants, for the mutation tests of the walk and the classifier
 /// (`cargo xtask mutants`, `.cargo/mutants.toml`).
-fn cargo_mutants() -> Result<()> {
+pub fn cargo_mutants() -> Result<()> {
     let version = output(cmd("cargo").args(["mutants", "--version"])).unwrap_or_default();
     if version.contains(CARGO_MUTANTS_VERSION) {
         return Ok(());
