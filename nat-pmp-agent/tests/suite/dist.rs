@@ -96,6 +96,7 @@ const CONTENTS: &[&str] = &[
     "usr/share/man/man8/nat-pmp-agent-allow-del.8.gz",
     "usr/share/man/man8/nat-pmp-agent-allow-list.8.gz",
     "usr/share/man/man8/nat-pmp-agent-allow.8.gz",
+    "usr/share/man/man8/nat-pmp-agent-audit.8.gz",
     "usr/share/man/man8/nat-pmp-agent-detach.8.gz",
     "usr/share/man/man8/nat-pmp-agent-mode.8.gz",
     "usr/share/man/man8/nat-pmp-agent-probe.8.gz",
