@@ -94,8 +94,6 @@ pub trait Bytes {
 pub trait Window: Copy {
     /// The big-endian `u16` at `I`.
     fn be16<const I: usize>(&self) -> u16;
-    /// The big-endian `u32` at `I`.
-    fn be32<const I: usize>(&self) -> u32;
     /// The four bytes at `I` (an IPv4 address), in wire order.
     fn addr4<const I: usize>(&self) -> [u8; 4];
     /// The sixteen bytes at `I` (an IPv6 address) as the two words of
@@ -123,11 +121,6 @@ impl Window for SliceWindow<'_> {
     #[inline]
     fn be16<const I: usize>(&self) -> u16 {
         u16::from_be_bytes(self.take(I))
-    }
-
-    #[inline]
-    fn be32<const I: usize>(&self) -> u32 {
-        u32::from_be_bytes(self.take(I))
     }
 
     #[inline]
@@ -202,7 +195,7 @@ impl Bytes for [u8] {
 /// Reads at `off` after checking it against [`MAX_OFFSET`]: the one place
 /// the walk touches the frame.
 #[inline(always)]
-fn at<B: Bytes + ?Sized, T: Plain>(b: &B, off: usize) -> Option<T> {
+pub(crate) fn at<B: Bytes + ?Sized, T: Plain>(b: &B, off: usize) -> Option<T> {
     if off > MAX_OFFSET {
         return None;
     }

@@ -976,3 +976,37 @@ fn later_fragments_and_overlong_chains_name_their_sender() {
     assert_eq!(o.class, Some(Class::Ipv6ExtChainTooLong));
     assert_eq!(o.source(), V6_SRC, "the over-long chain's sender");
 }
+
+/// The walk reads no further than [`crate::walk::MAX_OFFSET`] (the bound
+/// the verifier sees): a window or a read may start there, not a byte later.
+#[test]
+fn reads_start_at_most_at_max_offset() {
+    use crate::walk::{at, MAX_OFFSET};
+    let frame = vec![0xab_u8; MAX_OFFSET + 64];
+    let b: &[u8] = &frame;
+    assert!(b.window(0, 2).is_some());
+    assert!(b.window(MAX_OFFSET, 2).is_some());
+    assert!(b.window(MAX_OFFSET + 1, 2).is_none());
+    assert!(b.window(MAX_OFFSET + 60, 8).is_none());
+    assert_eq!(at::<[u8], [u8; 2]>(b, 0), Some([0xab, 0xab]));
+    assert_eq!(at::<[u8], [u8; 2]>(b, MAX_OFFSET), Some([0xab, 0xab]));
+    assert_eq!(at::<[u8], [u8; 2]>(b, MAX_OFFSET + 1), None);
+    assert_eq!(at::<[u8], [u8; 2]>(b, MAX_OFFSET + 60), None);
+}
+
+/// An allowlist prefix holds exactly its addresses: every bit of the
+/// prefix compared, in every byte.
+#[test]
+fn prefixes_contain_exactly_their_addresses() {
+    let p = Prefix::new(v4_mapped([198, 18, 0, 0]), 96 + 15);
+    assert!(p.contains(&v4_mapped([198, 18, 0, 1])));
+    assert!(p.contains(&v4_mapped([198, 19, 255, 255])));
+    assert!(!p.contains(&v4_mapped([198, 20, 0, 0])));
+    assert!(!p.contains(&v4_mapped([198, 17, 255, 255])));
+    assert!(!p.contains(&v4_mapped([10, 18, 0, 1])));
+    let host = Prefix::new(v4_mapped([198, 18, 0, 1]), 128);
+    assert!(host.contains(&v4_mapped([198, 18, 0, 1])));
+    assert!(!host.contains(&v4_mapped([198, 18, 0, 2])));
+    assert!(!host.contains(&[0; 16]));
+    assert!(Prefix::new([0; 16], 0).contains(&[0xff; 16]));
+}

@@ -426,18 +426,6 @@ impl Window for PacketWindow {
     }
 
     #[inline(always)]
-    fn be32<const I: usize>(&self) -> u32 {
-        let v: u64;
-        // SAFETY: as in `be16`.
-        unsafe {
-            core::arch::asm!("{v} = *(u32 *)({p} + {i})", v = out(reg) v, p = in(reg) self.p,
-                i = const I, options(pure, readonly, nostack, preserves_flags));
-        }
-        #[expect(clippy::cast_possible_truncation, reason = "a 32-bit load")]
-        u32::from_be(v as u32)
-    }
-
-    #[inline(always)]
     fn addr4<const I: usize>(&self) -> [u8; 4] {
         let v: u64;
         // SAFETY: as in `be16`.
