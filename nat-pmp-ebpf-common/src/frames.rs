@@ -84,6 +84,24 @@ pub struct V4Frag {
 }
 
 impl V4Frag {
+    /// The first fragment of datagram `id` (offset 0, more to come).
+    pub const fn first(id: u16) -> V4Frag {
+        V4Frag {
+            id,
+            offset: 0,
+            more: true,
+        }
+    }
+
+    /// The last fragment of datagram `id`, at `offset` (8-byte units).
+    pub const fn later(id: u16, offset: u16) -> V4Frag {
+        V4Frag {
+            id,
+            offset,
+            more: false,
+        }
+    }
+
     /// The flags/fragment-offset field.
     pub const fn field(self) -> u16 {
         (self.offset & 0x1fff) | if self.more { 0x2000 } else { 0 }

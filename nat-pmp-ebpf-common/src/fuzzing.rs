@@ -246,16 +246,8 @@ fn builder_seeds() -> Vec<(&'static str, Link, Vec<Vec<u8>>)> {
     let map = sample_payload(Class::NatpmpMapUdpRequest);
     let pcp = sample_payload(Class::PcpMapRequest);
     let to = |p: &[u8]| udp(40000, NATPMP_PORT, p);
-    let first4 = V4Frag {
-        id: 7,
-        offset: 0,
-        more: true,
-    };
-    let later4 = V4Frag {
-        id: 7,
-        offset: 1,
-        more: false,
-    };
+    let first4 = V4Frag::first(7);
+    let later4 = V4Frag::later(7, 1);
     let dgram = to(map);
     let chain = |n: usize| {
         let mut body = to(req);

@@ -340,36 +340,9 @@ fn ipv4_fragments() {
     let mut payload = vec![0u8, 1];
     payload.resize(1400, 0);
     let datagram = udp(40000, PORT, &payload);
-    let first = ipv4(
-        IPPROTO_UDP,
-        V4Frag {
-            id: 7,
-            offset: 0,
-            more: true,
-        },
-        &[],
-        &datagram[..800],
-    );
-    let second = ipv4(
-        IPPROTO_UDP,
-        V4Frag {
-            id: 7,
-            offset: 100,
-            more: false,
-        },
-        &[],
-        &datagram[800..],
-    );
-    let other_id = ipv4(
-        IPPROTO_UDP,
-        V4Frag {
-            id: 8,
-            offset: 100,
-            more: false,
-        },
-        &[],
-        &datagram[800..],
-    );
+    let first = ipv4(IPPROTO_UDP, V4Frag::first(7), &[], &datagram[..800]);
+    let second = ipv4(IPPROTO_UDP, V4Frag::later(7, 100), &[], &datagram[800..]);
+    let other_id = ipv4(IPPROTO_UDP, V4Frag::later(8, 100), &[], &datagram[800..]);
     // The later fragment before its first is unknown: it passes uncounted.
     assert_eq!(r.run(&ethernet(&[], ETH_P_IP, &second)).class, None);
     let o = r.run(&ethernet(&[], ETH_P_IP, &first));
@@ -395,26 +368,8 @@ fn ipv4_fragments() {
     assert_eq!(r.run(&ethernet(&[], ETH_P_IP, &fake)).class, None);
     // Answers from 5351 are remembered as answers: counted, never dropped.
     let answer = udp(PORT, 40000, &payload);
-    let a1 = ipv4(
-        IPPROTO_UDP,
-        V4Frag {
-            id: 10,
-            offset: 0,
-            more: true,
-        },
-        &[],
-        &answer[..800],
-    );
-    let a2 = ipv4(
-        IPPROTO_UDP,
-        V4Frag {
-            id: 10,
-            offset: 100,
-            more: false,
-        },
-        &[],
-        &answer[800..],
-    );
+    let a1 = ipv4(IPPROTO_UDP, V4Frag::first(10), &[], &answer[..800]);
+    let a2 = ipv4(IPPROTO_UDP, V4Frag::later(10, 100), &[], &answer[800..]);
     assert!(!r.run(&ethernet(&[], ETH_P_IP, &a1)).drop);
     let o = r.run(&ethernet(&[], ETH_P_IP, &a2));
     assert_eq!((o.class, o.drop), (Some(Class::FragmentNonfirst), false));
@@ -464,16 +419,7 @@ fn ipv6_fragments() {
 #[test]
 fn first_fragment_too_short_for_the_opcode() {
     let datagram = udp(40000, PORT, &[0u8; 100]);
-    let first = ipv4(
-        IPPROTO_UDP,
-        V4Frag {
-            id: 1,
-            offset: 0,
-            more: true,
-        },
-        &[],
-        &datagram[..8],
-    );
+    let first = ipv4(IPPROTO_UDP, V4Frag::first(1), &[], &datagram[..8]);
     assert_eq!(
         class_of(Link::Ethernet, &ethernet(&[], ETH_P_IP, &first)),
         Some(Class::MalformedTruncated)
@@ -597,30 +543,12 @@ fn doc_example(class: Class) -> Vec<Vec<u8>> {
                 ethernet(
                     &[],
                     ETH_P_IP,
-                    &ipv4(
-                        IPPROTO_UDP,
-                        V4Frag {
-                            id: 0x1234,
-                            offset: 0,
-                            more: true,
-                        },
-                        &[],
-                        &big[..16],
-                    ),
+                    &ipv4(IPPROTO_UDP, V4Frag::first(0x1234), &[], &big[..16]),
                 ),
                 ethernet(
                     &[],
                     ETH_P_IP,
-                    &ipv4(
-                        IPPROTO_UDP,
-                        V4Frag {
-                            id: 0x1234,
-                            offset: 2,
-                            more: false,
-                        },
-                        &[],
-                        &big[16..],
-                    ),
+                    &ipv4(IPPROTO_UDP, V4Frag::later(0x1234, 2), &[], &big[16..]),
                 ),
             ]
         }
@@ -724,11 +652,7 @@ fn docs_classes_examples_are_their_class() {
 fn fast_path_agrees_with_the_staged_walk() {
     let mut seeds: Vec<Vec<u8>> = Class::ALL.iter().flat_map(|&c| doc_example(c)).collect();
     let map = [0u8, 1, 0, 0, 0x13, 0x88, 0x13, 0x88, 0, 0, 0x1c, 0x20];
-    let first = V4Frag {
-        id: 7,
-        offset: 0,
-        more: true,
-    };
+    let first = V4Frag::first(7);
     seeds.extend([
         eth_udp4(V4Frag::default(), &[1; 12], 1, PORT, &map),
         eth_udp4(V4Frag::default(), &[], PORT, 40000, &map),
@@ -887,11 +811,7 @@ fn answers_only_mode() {
         (
             "a first fragment from 5351",
             eth_udp4(
-                V4Frag {
-                    id: 7,
-                    offset: 0,
-                    more: true,
-                },
+                V4Frag::first(7),
                 &[],
                 PORT,
                 40000,
@@ -911,16 +831,8 @@ fn answers_only_mode() {
 #[test]
 fn a_later_fragment_of_another_protocol_is_not_the_udp_datagrams() {
     let dgram = udp(40000, PORT, &[0, 0, 0, 0, 0, 0, 0, 0]);
-    let first = V4Frag {
-        id: 7,
-        offset: 0,
-        more: true,
-    };
-    let later = V4Frag {
-        id: 7,
-        offset: 1,
-        more: false,
-    };
+    let first = V4Frag::first(7);
+    let later = V4Frag::later(7, 1);
     let mut r = Reference::new(Config::new(Mode::Drop));
     let o = r.run(&ethernet(
         &[],
@@ -944,21 +856,10 @@ fn a_later_fragment_of_another_protocol_is_not_the_udp_datagrams() {
 /// chain (a mutant that dropped the sender there survived the other tests).
 #[test]
 fn later_fragments_and_overlong_chains_name_their_sender() {
-    let mut v4_mapped_src = [0u8; 16];
-    v4_mapped_src[10] = 0xff;
-    v4_mapped_src[11] = 0xff;
-    v4_mapped_src[12..].copy_from_slice(&V4_SRC);
+    let v4_mapped_src = v4_mapped(V4_SRC);
     let dgram = udp(40000, PORT, &[0, 0, 0, 0, 0, 0, 0, 0]);
-    let first = V4Frag {
-        id: 9,
-        offset: 0,
-        more: true,
-    };
-    let later = V4Frag {
-        id: 9,
-        offset: 1,
-        more: false,
-    };
+    let first = V4Frag::first(9);
+    let later = V4Frag::later(9, 1);
     let mut r = Reference::new(Config::new(Mode::Drop));
     r.run(&ethernet(
         &[],

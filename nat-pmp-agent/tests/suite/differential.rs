@@ -153,11 +153,7 @@ fn v4_packet(rng: &mut Rng, body: &[u8], intent: DatagramIntent) -> (Vec<u8>, Op
         0 => {
             // First fragment: a prefix of the datagram, 8-byte aligned.
             let cut = (rng.usize(0..=body.len()) & !7).max(8).min(body.len());
-            let f = V4Frag {
-                id: frag_id(rng),
-                offset: 0,
-                more: true,
-            };
+            let f = V4Frag::first(frag_id(rng));
             (ipv4(proto, f, &options, &body[..cut]), None)
         }
         1 => {

@@ -127,11 +127,7 @@ fn everything_else_passes_uncounted() {
                 ETH_P_IP,
                 &ipv4(
                     IPPROTO_UDP,
-                    V4Frag {
-                        id: 9,
-                        offset: 0,
-                        more: true,
-                    },
+                    V4Frag::first(9),
                     &[],
                     &udp(NATPMP_PORT, 40000, &answer),
                 ),
