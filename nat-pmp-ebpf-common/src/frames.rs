@@ -239,6 +239,17 @@ pub fn v4(payload: &[u8]) -> Vec<u8> {
     )
 }
 
+/// An answer from port 5351 (to port 40000) in IPv4, no options, not a
+/// fragment: what a NAT-PMP/PCP server sends back.
+pub fn v4_answer(payload: &[u8]) -> Vec<u8> {
+    ipv4(
+        IPPROTO_UDP,
+        V4Frag::default(),
+        &[],
+        &udp(crate::NATPMP_PORT, 40000, payload),
+    )
+}
+
 /// A request to port 5351 (from port 40000) in IPv6, no extension header.
 pub fn v6(payload: &[u8]) -> Vec<u8> {
     ipv6(IPPROTO_UDP, &udp(40000, crate::NATPMP_PORT, payload))

@@ -35,8 +35,8 @@ use std::{collections::HashMap, format, string::String, vec, vec::Vec};
 use crate::{
     decide_slow,
     frames::{
-        ethernet, ext, frag6, ipv4, ipv6, pppoe, pppoe_compressed, udp, v4, v6, V4Frag, FRAGMENT,
-        V4_SRC, V6_SRC,
+        ethernet, ext, frag6, ipv4, ipv6, pppoe, pppoe_compressed, udp, v4, v4_answer, v6, V4Frag,
+        FRAGMENT, V4_SRC, V6_SRC,
     },
     headers::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_PPP_SES, IPPROTO_DSTOPTS,
@@ -369,16 +369,7 @@ fn builder_seeds() -> Vec<(&'static str, Link, Vec<Vec<u8>>)> {
             vec![ethernet(
                 &[],
                 ETH_P_IP,
-                &ipv4(
-                    IPPROTO_UDP,
-                    V4Frag::default(),
-                    &[],
-                    &udp(
-                        NATPMP_PORT,
-                        40000,
-                        sample_payload(Class::NatpmpExternalAddressResponse),
-                    ),
-                ),
+                &v4_answer(sample_payload(Class::NatpmpExternalAddressResponse)),
             )],
         ),
         (

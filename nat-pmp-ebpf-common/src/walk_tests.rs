@@ -566,16 +566,7 @@ fn doc_example(class: Class) -> Vec<Vec<u8>> {
         | Class::NatpmpMapTcpResponse
         | Class::PcpAnnounceResponse
         | Class::PcpMapResponse
-        | Class::PcpPeerResponse => vec![ethernet(
-            &[],
-            ETH_P_IP,
-            &ipv4(
-                IPPROTO_UDP,
-                V4Frag::default(),
-                &[],
-                &udp(PORT, 40000, &payload(class)),
-            ),
-        )],
+        | Class::PcpPeerResponse => vec![ethernet(&[], ETH_P_IP, &v4_answer(&payload(class)))],
         _ => vec![eth4(&payload(class))],
     }
 }

@@ -11,9 +11,9 @@ use anyhow::{ensure, Context as _, Result};
 use aya::{programs::SchedClassifier, Ebpf};
 use nat_pmp_agent::bpf::Filter;
 use nat_pmp_ebpf_common::{
-    frames::{ethernet, ipv4, udp, V4Frag},
-    headers::{ETH_P_IP, IPPROTO_UDP},
-    Class, NATPMP_PORT,
+    frames::{ethernet, v4_answer},
+    headers::ETH_P_IP,
+    Class,
 };
 
 use crate::{
@@ -55,16 +55,7 @@ fn egress_frames() -> Vec<Frame> {
     out.push(Frame {
         name: "answer from 5351 (counted)",
         short: "answer",
-        bytes: ethernet(
-            &[],
-            ETH_P_IP,
-            &ipv4(
-                IPPROTO_UDP,
-                V4Frag::default(),
-                &[],
-                &udp(NATPMP_PORT, 40000, &answer),
-            ),
-        ),
+        bytes: ethernet(&[], ETH_P_IP, &v4_answer(&answer)),
         natpmp: true,
         group: Group::NotNatpmp,
         untagged: true,
