@@ -42,5 +42,32 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )
-    .context("building the XDP program nat-pmp-ebpf (needs `cargo xtask setup` once)")
+    .context("building the XDP program nat-pmp-ebpf (needs `cargo xtask setup` once)")?;
+    if std::env::var_os("CARGO_FEATURE_TEST_LAYOUTS").is_some() {
+        previous_layout(ebpf.name.as_str(), root_dir.as_str())?;
+    }
+    Ok(())
+}
+
+/// Test-only (`--features test-layouts`): the same program built with
+/// nat-pmp-ebpf's `previous-layout` feature (the pinned layout before this
+/// one) into `OUT_DIR/previous`, where `bpf/object.rs` embeds it for the
+/// upgrade tests. aya-build writes into `OUT_DIR`, so it is pointed at the
+/// subfolder for this one build (its own cargo target dir comes with it).
+fn previous_layout(name: &str, root_dir: &str) -> anyhow::Result<()> {
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    let sub = out.join("previous");
+    std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+    std::env::set_var("OUT_DIR", &sub);
+    let built = aya_build::build_ebpf(
+        [aya_build::Package {
+            name,
+            root_dir,
+            features: &["previous-layout"],
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    );
+    std::env::set_var("OUT_DIR", &out);
+    built.context("building nat-pmp-ebpf with the previous layout (test-layouts)")
 }

@@ -91,7 +91,21 @@ pub const PROGRAM_NAME: &str = "nat_pmp";
 /// Every pinned instance carries the one it was pinned with in
 /// [`MAP_LAYOUT`]; one pinned before layouts were versioned has no such
 /// map.
-pub const LAYOUT_VERSION: u32 = 1;
+///
+/// Versions: 1, the first versioned layout; 2 added [`MAP_CARRIED`] (the
+/// class counters an in-place upgrade carries over).
+pub const LAYOUT_VERSION: u32 = 2;
+/// Name of the array of class counters carried over from the programs an
+/// in-place upgrade replaced: entry `c` adds to class `c` of
+/// [`MAP_STATS`], entry [`Class::COUNT`]` + c` to class `c` of
+/// [`MAP_ANSWERED`]. Written by the agent that swapped the program in; the
+/// program never reads it. Since layout 2.
+///
+/// [`Class::COUNT`]: crate::Class::COUNT
+pub const MAP_CARRIED: &str = "NATPMP_CARRIED";
+/// Entries of [`MAP_CARRIED`]: the XDP classes, then the answered ones.
+#[expect(clippy::cast_possible_truncation, reason = "23 classes")]
+pub const CARRIED_ENTRIES: u32 = 2 * crate::Class::COUNT as u32;
 /// Name of the one-entry array holding the instance's [`Layout`], written
 /// by the agent that loaded the program (the program never reads it).
 pub const MAP_LAYOUT: &str = "NATPMP_LAYOUT";

@@ -101,6 +101,16 @@ static mut NATPMP_CLOCK: AgentClock = AgentClock {
 #[map(name = "NATPMP_LAYOUT")]
 static LAYOUT: Array<Layout> = Array::with_max_entries(1, 0);
 
+/// The class counters carried over from the programs an in-place upgrade
+/// replaced (`MAP_CARRIED`): written by the agent, added to the counters
+/// when it reads them. The program never reads it. Not in the object built
+/// with the test-only feature `previous-layout` (layout 1, from before it),
+/// which the upgrade tests pin as an older agent would have.
+#[cfg(not(feature = "previous-layout"))]
+#[map(name = "NATPMP_CARRIED")]
+static CARRIED: Array<ClassCounters> =
+    Array::with_max_entries(nat_pmp_ebpf_common::CARRIED_ENTRIES, 0);
+
 /// The last frame's decision, written only when tracing is on (tests).
 #[map(name = "NATPMP_TRACE")]
 static TRACE: Array<Trace> = Array::with_max_entries(1, 0);

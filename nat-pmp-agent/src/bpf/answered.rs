@@ -16,7 +16,10 @@ use nat_pmp_ebpf_common::{
     MAP_ANSWERED_TO, MAP_ANSWER_LAST,
 };
 
-use super::pin::{PinDir, EGRESS_MAPS};
+use super::{
+    maps::{class_snapshot, Carried, Counted},
+    pin::{PinDir, EGRESS_MAPS},
+};
 use crate::{
     net::sys,
     stats::{
@@ -39,6 +42,9 @@ pub struct AnsweredMaps {
     counters: PerCpuArray<MapData, ClassCounters>,
     to: HashMap<MapData, [u8; 16], AnsweredTo>,
     last: Array<MapData, AnswerLast>,
+    /// The answers carried over by an in-place upgrade (the second half of
+    /// `MAP_CARRIED`, shared with the XDP counters' [`super::maps::Maps`]).
+    pub(crate) carried: Option<Carried>,
 }
 
 fn open<T: TryFrom<aya::maps::Map>>(map: aya::maps::Map, name: &str) -> Result<T>
@@ -61,6 +67,7 @@ impl AnsweredMaps {
             counters: open(take(MAP_ANSWERED)?, MAP_ANSWERED)?,
             to: open(take(MAP_ANSWERED_TO)?, MAP_ANSWERED_TO)?,
             last: open(take(MAP_ANSWER_LAST)?, MAP_ANSWER_LAST)?,
+            carried: None,
         })
     }
 
@@ -76,11 +83,13 @@ impl AnsweredMaps {
                 dir.iface
             );
         }
-        Self::build(|name| {
+        let mut maps = Self::build(|name| {
             let path = dir.path(name);
             MapData::from_pin(&path)
                 .with_context(|| format!("opening the pinned map {}", path.display()))
-        })
+        })?;
+        maps.carried = Carried::from_pin(dir)?;
+        Ok(maps)
     }
 
     /// Opens the maps of a running egress program (one without pins: an
@@ -128,7 +137,19 @@ impl AnsweredMaps {
             counters: open(map(MAP_ANSWERED)?, MAP_ANSWERED)?,
             to: open(map(MAP_ANSWERED_TO)?, MAP_ANSWERED_TO)?,
             last: open(map(MAP_ANSWER_LAST)?, MAP_ANSWER_LAST)?,
+            carried: None,
         })
+    }
+
+    /// The answers per class, summed over CPUs, with what an in-place
+    /// upgrade carried over.
+    pub(crate) fn totals(&self) -> Result<crate::stats::counters::Snapshot> {
+        class_snapshot(
+            &self.counters,
+            MAP_ANSWERED,
+            self.carried.as_ref(),
+            Counted::Answered,
+        )
     }
 
     /// Each map's kernel data with its pin name ([`EGRESS_MAPS`] order).
@@ -155,13 +176,14 @@ impl AnsweredMaps {
             counters: open(aya::maps::Map::PerCpuArray(dup(n0, d0)?), n0)?,
             to: open(aya::maps::Map::LruHashMap(dup(n1, d1)?), n1)?,
             last: open(aya::maps::Map::Array(dup(n2, d2)?), n2)?,
+            carried: self.carried.as_ref().map(Carried::try_clone).transpose()?,
         })
     }
 
     /// Reads everything: per-class counters summed over CPUs, every
     /// destination, the last answer (kernel times made wall-clock).
     pub fn read(&self) -> Result<Answered> {
-        let snap = super::maps::class_snapshot(&self.counters, MAP_ANSWERED)?;
+        let snap = self.totals()?;
         let mut all = Vec::new();
         for entry in &self.to {
             // An entry the LRU evicted while the map was walked is skipped.

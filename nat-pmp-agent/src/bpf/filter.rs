@@ -23,13 +23,13 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::{
-    Config, FragEntry, FragKey, Layout, Link, Mode, Trace, EGRESS_PROGRAM_NAME, MAP_FRAGS,
-    MAP_LAYOUT, MAP_TRACE, PROGRAM_NAME,
+    Config, FragEntry, FragKey, Layout, Link, Mode, Trace, EGRESS_PROGRAM_NAME, MAP_CARRIED,
+    MAP_FRAGS, MAP_LAYOUT, MAP_TRACE, PROGRAM_NAME,
 };
 
 use super::{
     answered::AnsweredMaps,
-    maps::Maps,
+    maps::{Carried, Maps},
     object::{self, PRIVILEGE_HINT},
     pin::{self, PinDir},
 };
@@ -46,9 +46,15 @@ use crate::{
 #[derive(Debug)]
 pub struct EgressLink {
     /// This agent's reference to the link.
-    link: OwnedFd,
+    pub(super) link: OwnedFd,
     /// The link's kernel id.
     pub link_id: u32,
+}
+
+impl EgressLink {
+    pub(super) fn new(link: OwnedFd, link_id: u32) -> Self {
+        EgressLink { link, link_id }
+    }
 }
 
 /// What [`Filter::attach`] did.
@@ -62,7 +68,7 @@ pub struct Attachment {
     pub fallback_reason: Option<String>,
     /// This agent's reference to the BPF link: the link lives while this fd
     /// or its pin does.
-    link: OwnedFd,
+    pub(super) link: OwnedFd,
     /// The link's kernel id.
     pub link_id: u32,
     /// The egress program's link on the same interface; `None` when it
@@ -90,9 +96,9 @@ pub struct Filter {
     /// The layout map of a program this agent loaded (pinned with the
     /// maps); a picked-up instance keeps the one it has, if any.
     layout: Option<Array<MapData, Layout>>,
-    attachment: Option<Attachment>,
+    pub(super) attachment: Option<Attachment>,
     /// Where the instance is pinned, when it is.
-    pin: Option<PinDir>,
+    pub(super) pin: Option<PinDir>,
     /// The egress program's maps (answers), when the object has them.
     answered: Option<AnsweredMaps>,
     /// The egress program opened from a pin (a loaded one is in the object).
@@ -133,7 +139,9 @@ impl Filter {
             None
         };
         maps.draw_hash_key()?;
-        let answered = Some(AnsweredMaps::take(&mut ebpf)?);
+        let mut answered = AnsweredMaps::take(&mut ebpf)?;
+        answered.carried = maps.carried().map(Carried::try_clone).transpose()?;
+        let answered = Some(answered);
         let layout = super::maps::stamp_layout(&mut ebpf)?;
         Ok(Filter {
             program: Program::Loaded(Box::new(ebpf)),
@@ -333,7 +341,7 @@ impl Filter {
     /// `Ok(None)` for an instance without one (pinned by an older agent).
     /// An error says why answers will not be counted; the caller warns and
     /// runs on: the XDP filter does not depend on it.
-    fn attach_egress(&self, iface: &str, ifindex: u32) -> Result<Option<EgressLink>> {
+    pub(super) fn attach_egress(&self, iface: &str, ifindex: u32) -> Result<Option<EgressLink>> {
         let Some(program) = self.egress_program() else {
             if self.answered.is_none() {
                 return Ok(None);
@@ -365,7 +373,7 @@ impl Filter {
             }
         })?;
         let link_id = sys::link_state(link.as_fd())?.id;
-        Ok(Some(EgressLink { link, link_id }))
+        Ok(Some(EgressLink::new(link, link_id)))
     }
 
     /// Attaches like [`Filter::attach`], then pins the program, its maps and
@@ -421,7 +429,8 @@ impl Filter {
                 .with_context(|| pin_err("the XDP program", &p))?;
         }
         let layout = self.layout.as_ref().map(|l| (MAP_LAYOUT, l.map()));
-        for (name, map) in self.maps.each().into_iter().chain(layout) {
+        let carried = self.maps.carried().map(|c| (MAP_CARRIED, c.map()));
+        for (name, map) in self.maps.each().into_iter().chain(layout).chain(carried) {
             let p = dir.path(name);
             if !p.exists() {
                 map.pin(&p).with_context(|| pin_err(name, &p))?;
@@ -586,26 +595,9 @@ impl Filter {
             } if name == iface => {
                 filter.take_attached(iface, ifindex, m.unwrap_or(AttachedMode::Native), link)?;
             }
-            Protection::Attached {
-                iface: name,
-                ifindex,
-                ..
-            } => bail!(
-                "the instance pinned under {} for {iface} is attached to {name} (ifindex \
-                 {ifindex}) of this namespace, not to {iface}: the interface was renamed and \
-                 another one took its name. Refusing to move it: the filter stays on {name}. \
-                 Start the agent with `--iface {name}`, or, to give it up, `nat-pmp-agent \
-                 detach --iface {iface}`",
-                dir.dir.display()
-            ),
-            Protection::Elsewhere { ifindex } => bail!(
-                "the instance pinned under {} is attached to ifindex {ifindex}, which is not a \
-                 device of this network namespace running it (the device moved to another \
-                 namespace?); refusing to touch it: it still protects that device. See it with \
-                 `bpftool link show id {}`",
-                dir.dir.display(),
-                state.id
-            ),
+            p @ (Protection::Attached { .. } | Protection::Elsewhere { .. }) => {
+                return Err(not_here(dir, iface, &p, state.id));
+            }
             Protection::Detached | Protection::NoLink => {
                 drop(link);
                 if check_iface(iface).is_ok() {
@@ -757,6 +749,36 @@ impl Filter {
             detach_pinned(&dir)?;
         }
         detached
+    }
+}
+
+/// Why the instance pinned under `dir` for `iface`, whose XDP link (id
+/// `link_id`) is live on another device (`p`), is not taken over: it still
+/// protects that device.
+pub(super) fn not_here(dir: &PinDir, iface: &str, p: &Protection, link_id: u32) -> anyhow::Error {
+    match p {
+        Protection::Attached {
+            iface: name,
+            ifindex,
+            ..
+        } => anyhow!(
+            "the instance pinned under {} for {iface} is attached to {name} (ifindex \
+             {ifindex}) of this namespace, not to {iface}: the interface was renamed and \
+             another one took its name. Refusing to move it: the filter stays on {name}. \
+             Start the agent with `--iface {name}`, or, to give it up, `nat-pmp-agent \
+             detach --iface {iface}`",
+            dir.dir.display()
+        ),
+        Protection::Elsewhere { ifindex } => anyhow!(
+            "the instance pinned under {} is attached to ifindex {ifindex}, which is not a \
+             device of this network namespace running it (the device moved to another \
+             namespace?); refusing to touch it: it still protects that device. See it with \
+             `bpftool link show id {link_id}`",
+            dir.dir.display()
+        ),
+        Protection::Detached | Protection::NoLink => {
+            anyhow!("internal: not_here for a link that holds no device")
+        }
     }
 }
 

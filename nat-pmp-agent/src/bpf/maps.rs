@@ -15,7 +15,7 @@ use aya::{
 };
 use nat_pmp_ebpf_common::{
     AgentClock, Class, ClassCounters, Config, Layout, Link, Mode, Prefix, SourceSet, Unattributed,
-    CLOCK_SECTION, CONFIG_SECTION, LAYOUT_VERSION, MAP_ALLOW, MAP_CLOCK, MAP_CONFIG, MAP_LAYOUT,
+    CLOCK_SECTION, CONFIG_SECTION, MAP_ALLOW, MAP_CARRIED, MAP_CLOCK, MAP_CONFIG, MAP_LAYOUT,
     MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
 };
 
@@ -72,6 +72,9 @@ pub struct Maps {
     unattributed: PerCpuArray<MapData, Unattributed>,
     clock: Array<MapData, AgentClock>,
     allow: LpmTrie<MapData, [u8; 16], u32>,
+    /// The counters carried over from the programs an in-place upgrade
+    /// replaced ([`MAP_CARRIED`], layout 2 on); `None` in an older layout.
+    carried: Option<Carried>,
     /// What the agent read of the source table so far; shared by every
     /// handle on this instance ([`Maps::try_clone`]).
     pub(crate) ledger: Arc<Mutex<Ledger>>,
@@ -99,7 +102,7 @@ pub(crate) fn stamp_layout(ebpf: &mut Ebpf) -> Result<Array<MapData, Layout>> {
         .take_map(MAP_LAYOUT)
         .with_context(|| format!("the XDP object has no map {MAP_LAYOUT}"))?;
     let mut map: Array<MapData, Layout> = typed(map, MAP_LAYOUT, "")?;
-    map.set(0, Layout::new(LAYOUT_VERSION, env!("CARGO_PKG_VERSION")), 0)
+    map.set(0, super::object::layout(), 0)
         .with_context(|| format!("writing map {MAP_LAYOUT}"))?;
     Ok(map)
 }
@@ -148,6 +151,7 @@ impl Maps {
             unattributed,
             clock,
             allow,
+            carried: None,
             ledger: Arc::default(),
         })
     }
@@ -155,7 +159,9 @@ impl Maps {
     /// Takes the maps out of an object this agent just loaded (the
     /// configuration and the clock are the object's global sections).
     pub(crate) fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        Self::assemble(
+        // Absent only from the test-only object of the previous layout.
+        let carried = ebpf.take_map(MAP_CARRIED).map(Carried::open).transpose()?;
+        let mut maps = Self::assemble(
             |name, _| {
                 let section = match name {
                     MAP_CONFIG => CONFIG_SECTION,
@@ -166,7 +172,9 @@ impl Maps {
                     .with_context(|| format!("the XDP object has no map {section}"))
             },
             "",
-        )
+        )?;
+        maps.carried = carried;
+        Ok(maps)
     }
 
     /// Opens the maps of the instance pinned under `dir`.
@@ -180,7 +188,7 @@ impl Maps {
              detach --iface {}` and start again",
             dir.iface
         );
-        Self::assemble(
+        let mut maps = Self::assemble(
             |name, kind| {
                 let path = dir.path(name);
                 let data = MapData::from_pin(&path).with_context(|| {
@@ -204,7 +212,9 @@ impl Maps {
                 Ok(kind.wrap(data))
             },
             &stale,
-        )
+        )?;
+        maps.carried = Carried::from_pin(dir)?;
+        Ok(maps)
     }
 
     /// Each map's kernel data, with its pin name, in [`PINNED`] order.
@@ -217,6 +227,17 @@ impl Maps {
             (PINNED[4].0, self.clock.map()),
             (PINNED[5].0, self.allow.map()),
         ]
+    }
+
+    /// The carried-over counters' map with its pin name, when this layout
+    /// has it.
+    pub(crate) fn carried(&self) -> Option<&Carried> {
+        self.carried.as_ref()
+    }
+
+    /// The carried-over counters, to write them (an upgrade).
+    pub(crate) fn carried_mut(&mut self) -> Option<&mut Carried> {
+        self.carried.as_mut()
     }
 
     /// A second handle on the same kernel maps (for another thread).
@@ -237,6 +258,7 @@ impl Maps {
             "",
         )?;
         maps.ledger = Arc::clone(&self.ledger);
+        maps.carried = self.carried.as_ref().map(Carried::try_clone).transpose()?;
         Ok(maps)
     }
 
@@ -455,26 +477,106 @@ impl Maps {
         Ok(self.config()?.mode())
     }
 
-    /// Totals since load, summed over CPUs.
+    /// Totals since load, summed over CPUs, with what an in-place upgrade
+    /// carried over from the programs before.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        class_snapshot(&self.stats, MAP_STATS)
+        class_snapshot(&self.stats, MAP_STATS, self.carried.as_ref(), Counted::Xdp)
+    }
+}
+
+/// Which counters of [`MAP_CARRIED`]: the XDP program's or the answers'.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counted {
+    Xdp,
+    Answered,
+}
+
+impl Counted {
+    /// Where this half starts in [`MAP_CARRIED`].
+    fn base(self) -> u32 {
+        match self {
+            Counted::Xdp => 0,
+            Counted::Answered => Class::ALL.len().try_into().unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// [`MAP_CARRIED`]: the class counters carried over from the programs an
+/// in-place upgrade replaced. Only the agent writes it, while nothing else
+/// does; the programs never touch it, so a plain array (no per-CPU race).
+pub(crate) struct Carried {
+    map: Array<MapData, ClassCounters>,
+}
+
+impl Carried {
+    fn open(map: Map) -> Result<Self> {
+        Ok(Carried {
+            map: typed(map, MAP_CARRIED, "")?,
+        })
+    }
+
+    /// The one pinned under `dir`; `None` in a layout before it.
+    pub(crate) fn from_pin(dir: &PinDir) -> Result<Option<Self>> {
+        let path = dir.path(MAP_CARRIED);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("opening the pinned map {}", path.display()))?;
+        Self::open(Map::Array(data)).map(Some)
+    }
+
+    /// The kernel map (to pin it).
+    pub(crate) fn map(&self) -> &MapData {
+        self.map.map()
+    }
+
+    pub(crate) fn try_clone(&self) -> Result<Self> {
+        let fd = std::os::fd::AsFd::as_fd(self.map.map().fd())
+            .try_clone_to_owned()
+            .with_context(|| format!("duplicating the fd of map {MAP_CARRIED}"))?;
+        let data = MapData::from_fd(fd).with_context(|| format!("reopening map {MAP_CARRIED}"))?;
+        Self::open(Map::Array(data))
+    }
+
+    /// Class `class`'s carried counters of `which`.
+    fn get(&self, which: Counted, class: Class) -> Result<ClassCounters> {
+        self.map
+            .get(&(which.base() + class.index()), 0)
+            .with_context(|| format!("reading {} from map {MAP_CARRIED}", class.name()))
+    }
+
+    /// Makes the carried counters of `which` exactly `snap`'s classes.
+    pub(crate) fn set(&mut self, which: Counted, snap: &Snapshot) -> Result<()> {
+        for class in Class::ALL {
+            let c = snap.classes[class.index() as usize];
+            self.map
+                .set(which.base() + class.index(), c, 0)
+                .with_context(|| format!("writing {} into map {MAP_CARRIED}", class.name()))?;
+        }
+        Ok(())
     }
 }
 
 /// Every class's counters in the per-CPU array `map` (named `name`), summed
-/// over CPUs, aggregates filled in: the XDP counters and the answers alike.
+/// over CPUs, plus what `carried` holds for them (`which`), aggregates
+/// filled in: the XDP counters and the answers alike.
 pub(crate) fn class_snapshot(
     map: &PerCpuArray<MapData, ClassCounters>,
     name: &str,
+    carried: Option<&Carried>,
+    which: Counted,
 ) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
     for class in Class::ALL {
         let per_cpu = map
             .get(&class.index(), 0)
             .with_context(|| format!("reading {} from map {name}", class.name()))?;
-        snap.classes[class.index() as usize] = per_cpu
-            .iter()
-            .fold(ClassCounters::default(), |acc, c| acc.add(c));
+        let before = match carried {
+            Some(c) => c.get(which, class)?,
+            None => ClassCounters::default(),
+        };
+        snap.classes[class.index() as usize] = per_cpu.iter().fold(before, |acc, c| acc.add(c));
     }
     snap.fill_aggregates();
     Ok(snap)

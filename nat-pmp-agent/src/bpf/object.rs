@@ -6,13 +6,51 @@ use aya::{
     programs::{SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use nat_pmp_ebpf_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME, TRACE_GLOBAL};
+use nat_pmp_ebpf_common::{
+    Layout, EGRESS_PROGRAM_NAME, LAYOUT_VERSION, PROGRAM_NAME, TRACE_GLOBAL,
+};
 
 use crate::net::sys::has_errno;
 
 /// The compiled XDP object, built by `build.rs` from the `nat-pmp-ebpf` crate.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-pmp-ebpf"));
+
+/// Test-only (`--features test-layouts`): the object of the previous
+/// pinned layout (`nat-pmp-ebpf --features previous-layout`), loaded
+/// instead of [`EBPF_OBJECT`] when [`PREVIOUS_LAYOUT_ENV`] is set: the
+/// upgrade tests pin an instance as an older agent would have.
+#[cfg(feature = "test-layouts")]
+static EBPF_OBJECT_PREVIOUS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/previous/nat-pmp-ebpf"));
+
+/// Test-only: set, the agent (built with `test-layouts`) loads the object
+/// of the previous layout and stamps its pins with that layout.
+#[cfg(feature = "test-layouts")]
+pub const PREVIOUS_LAYOUT_ENV: &str = "NAT_PMP_TEST_PREVIOUS_LAYOUT";
+
+/// The object this agent loads, and the layout it pins it with.
+fn chosen() -> (&'static [u8], Layout) {
+    #[cfg(feature = "test-layouts")]
+    if std::env::var_os(PREVIOUS_LAYOUT_ENV).is_some() {
+        return (
+            EBPF_OBJECT_PREVIOUS,
+            Layout::new(
+                LAYOUT_VERSION - 1,
+                concat!(env!("CARGO_PKG_VERSION"), "+previous-layout"),
+            ),
+        );
+    }
+    (
+        EBPF_OBJECT,
+        Layout::new(LAYOUT_VERSION, env!("CARGO_PKG_VERSION")),
+    )
+}
+
+/// The layout (and agent version) the instances this agent loads carry.
+pub(crate) fn layout() -> Layout {
+    chosen().1
+}
 
 /// What to do when the kernel says EPERM.
 pub(crate) const PRIVILEGE_HINT: &str = "loading XDP programs needs root, or CAP_BPF + \
@@ -72,7 +110,7 @@ pub(crate) fn load(traced: bool) -> Result<Ebpf> {
     let trace_on = u32::from(traced);
     let mut ebpf = EbpfLoader::new()
         .override_global(TRACE_GLOBAL, &trace_on, true)
-        .load(EBPF_OBJECT)
+        .load(chosen().0)
         .map_err(|e| {
             privilege_or(
                 e,

@@ -21,6 +21,8 @@
 //! <root>/netns:<inode>/<iface>/NATPMP_LAYOUT  the layout and agent version
 //!                                             (none: pinned before layouts
 //!                                             were versioned)
+//! <root>/netns:<inode>/<iface>/NATPMP_CARRIED counters carried over by an
+//!                                             in-place upgrade (layout 2 on)
 //! ```
 //!
 //! The egress pins are there when the egress program was attached (a kernel
@@ -52,8 +54,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use nat_pmp_ebpf_common::{
-    MAP_ALLOW, MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST, MAP_CLOCK, MAP_CONFIG, MAP_LAYOUT,
-    MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
+    MAP_ALLOW, MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST, MAP_CARRIED, MAP_CLOCK, MAP_CONFIG,
+    MAP_LAYOUT, MAP_SOURCES, MAP_STATS, MAP_UNATTRIBUTED,
 };
 
 use crate::net::sys;
@@ -77,7 +79,7 @@ pub const EGRESS_LINK: &str = "egress_link";
 pub const EGRESS_MAPS: [&str; 3] = [MAP_ANSWERED, MAP_ANSWERED_TO, MAP_ANSWER_LAST];
 /// Every pin an instance has, in the order `detach` removes them (the links
 /// first, so the programs stop before their maps go).
-pub const ALL_PINS: [&str; 14] = [
+pub const ALL_PINS: [&str; 15] = [
     LINK,
     EGRESS_LINK,
     PROG,
@@ -92,6 +94,7 @@ pub const ALL_PINS: [&str; 14] = [
     MAP_CLOCK,
     MAP_ALLOW,
     MAP_LAYOUT,
+    MAP_CARRIED,
 ];
 
 /// The paths of one interface's pinned instance.
@@ -117,6 +120,19 @@ impl PinDir {
             iface: iface.to_owned(),
             root: root.to_owned(),
             dir: netns_root(root)?.join(iface),
+            legacy: false,
+        })
+    }
+
+    /// Where an in-place upgrade of `iface`'s instance (this namespace's)
+    /// pins the new program before it swaps the folders
+    /// (`<root>/netns:<inode>/upgrade:<iface>`; `:` keeps it from ever
+    /// being taken for an interface's).
+    pub fn staging(root: &Path, iface: &str) -> Result<Self> {
+        Ok(PinDir {
+            iface: iface.to_owned(),
+            root: root.to_owned(),
+            dir: netns_root(root)?.join(format!("upgrade:{iface}")),
             legacy: false,
         })
     }
@@ -203,8 +219,11 @@ pub fn instances(root: &Path) -> Result<Vec<PinDir>> {
         }
     };
     let mut out = Vec::new();
+    // A name with `:` is not an interface's (an upgrade's staging folder).
     for iface in list(&netns_root(root)?)? {
-        out.push(PinDir::new(root, &iface)?);
+        if !iface.contains(':') {
+            out.push(PinDir::new(root, &iface)?);
+        }
     }
     for name in list(root)? {
         if !name.starts_with(NETNS_PREFIX) {

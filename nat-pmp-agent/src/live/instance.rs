@@ -17,6 +17,7 @@ use super::{Options, Settings};
 use crate::{
     bpf::{
         pin::{self, PinDir},
+        upgrade::{takeover, Takeover},
         Filter, Protection,
     },
     net::iface::{check_iface, AttachMode},
@@ -65,7 +66,17 @@ pub(super) fn start(iface: &str, opts: &Options) -> Result<Instance> {
     let mut adopted = None;
     let filter = if let Some(root) = &opts.pin_root {
         let dir = PinDir::find(root, iface)?;
-        if let Some(mut f) = Filter::adopt(iface, opts.attach, &dir)? {
+        let found = match takeover(&dir)? {
+            Takeover::Adopt => Filter::adopt(iface, opts.attach, &dir)?.map(|f| (f, None)),
+            Takeover::Upgrade(from) => {
+                let (f, upgraded) = Filter::upgrade(iface, opts.attach, &dir, from)?;
+                Some((f, Some(upgraded)))
+            }
+        };
+        if let Some((mut f, upgraded)) = found {
+            if let Some(u) = &upgraded {
+                say!("note: {iface}: {}", u.note());
+            }
             let before = (f.config()?, f.maps().allowed()?);
             let lines = match apply(&mut f, iface, &opts.settings) {
                 Ok(lines) => lines,
@@ -74,10 +85,12 @@ pub(super) fn start(iface: &str, opts: &Options) -> Result<Instance> {
                     return Err(e);
                 }
             };
-            say!(
-                "note: picked up the filter pinned under {}: its counters continue",
-                dir.dir.display()
-            );
+            if upgraded.is_none() {
+                say!(
+                    "note: picked up the filter pinned under {}: its counters continue",
+                    dir.dir.display()
+                );
+            }
             for line in lines {
                 say!("note: {iface}: {line} (this run's settings)");
             }

@@ -29,6 +29,7 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_LINK_DETACH: libc::c_long = 34;
 /// `BPF_LINK_TYPE_XDP`.
@@ -271,6 +272,65 @@ pub fn link_detach(fd: BorrowedFd<'_>) -> Result<()> {
     bpf(BPF_LINK_DETACH, &mut attr)
         .map(drop)
         .context("detaching a BPF link (BPF_LINK_DETACH)")
+}
+
+/// `BPF_F_REPLACE`: update a link only if it still runs `old_prog_fd`'s
+/// program.
+const BPF_F_REPLACE: u32 = 4;
+
+/// Makes the link behind `link` run `new_prog` instead of `old_prog`, in
+/// one step (`BPF_LINK_UPDATE` with `BPF_F_REPLACE`; XDP links since Linux
+/// 5.9, tcx links since 6.6): the device never runs without a program, and
+/// the link (its id, its pins, the XDP mode) stays. Fails with EPERM when
+/// the link no longer runs `old_prog` (someone else replaced it), EINVAL
+/// when the new program's type or attach type differs.
+pub fn link_update(
+    link: BorrowedFd<'_>,
+    new_prog: BorrowedFd<'_>,
+    old_prog: BorrowedFd<'_>,
+) -> io::Result<()> {
+    #[repr(C)]
+    struct UpdateAttr {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+    let mut attr = UpdateAttr {
+        link_fd: fd_u32(link),
+        new_prog_fd: fd_u32(new_prog),
+        flags: BPF_F_REPLACE,
+        old_prog_fd: fd_u32(old_prog),
+    };
+    bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
+}
+
+/// `RENAME_EXCHANGE` (linux/fs.h).
+const RENAME_EXCHANGE: libc::c_uint = 2;
+
+/// Swaps the paths `a` and `b` (both must exist) in one step
+/// (`renameat2(RENAME_EXCHANGE)`, which bpffs supports): no moment without
+/// either. Through the raw system call: the libc crate has no wrapper for
+/// musl.
+pub fn rename_exchange(a: &Path, b: &Path) -> Result<()> {
+    let (ca, cb) = (cstring(a)?, cstring(b)?);
+    // SAFETY: two NUL-terminated paths that outlive the call; AT_FDCWD
+    // directory fds.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            RENAME_EXCHANGE,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("exchanging {} and {}", a.display(), b.display()));
+    }
+    Ok(())
 }
 
 /// Every XDP link whose program has the kernel name `prog_name` (the

@@ -19,6 +19,9 @@
 //!   and what the agent says about it;
 //! - `audit`: `nat-pmp-agent audit` against a real miniupnpd, pinned drop
 //!   mode, real scans, and an unprivileged run;
+//! - `upgrade`: an instance of the previous pinned layout upgraded in place
+//!   under a flood (not one request through, counters continue), a newer
+//!   layout refused;
 //! - `tui`: the live view in a pseudo-terminal, read through a terminal
 //!   emulator: it fits, counts exactly, redraws on resize, quits cleanly;
 //! - `dist`: the release folder of `cargo xtask dist`: static ELF binaries,
@@ -63,4 +66,5 @@ mod replay;
 mod report;
 mod sources;
 mod tui;
+mod upgrade;
 mod xlated;
