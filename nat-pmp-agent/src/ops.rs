@@ -444,7 +444,7 @@ fn instance_text(f: &Found, now: SystemTime, all_classes: bool) -> String {
         format!("allowing {}", f.allow.join(" "))
     };
     let legacy = if f.dir.legacy {
-        " (pinned by an older agent: detach it once and start again)"
+        " (pinned by an older agent: starting the agent on it upgrades it in place)"
     } else {
         ""
     };

@@ -234,9 +234,19 @@ fn build_static() -> Result<()> {
     Ok(())
 }
 
+/// The test-only feature the suite needs: the agent also embeds the eBPF
+/// object of the previous pinned layout, for the upgrade tests (never in a
+/// release build).
+const TEST_FEATURES: [&str; 2] = ["--features", "nat-pmp-agent/test-layouts"];
+
 fn test(extra: &[String]) -> Result<()> {
     util::exec(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
-    util::exec(util::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    util::exec(
+        util::cargo()
+            .args(["clippy", "--all-targets"])
+            .args(TEST_FEATURES)
+            .args(["--", "-D", "warnings"]),
+    )?;
     util::exec(
         util::cmd("cargo")
             .args(["+nightly", "clippy", "-p", "nat-pmp-ebpf"])
@@ -254,6 +264,7 @@ fn test(extra: &[String]) -> Result<()> {
             // Doc tests are left out: the crates have none, and an empty last
             // block would read as "no test ran".
             .args(["test", "--release", "--lib", "--bins", "--tests"])
+            .args(TEST_FEATURES)
             .args(extra)
             .args(["--", "--test-threads=1"]),
     )?;

@@ -37,7 +37,7 @@
 //! whose link is live on another device (a renamed interface) is recognised
 //! and left alone. Agents before this layout pinned under `<root>/<iface>/`;
 //! such an instance is shown by `status`, removed by `detach`, and a new
-//! agent refuses to take it over (detach it once).
+//! agent upgrades it in place into this layout ([`super::upgrade`]).
 //!
 //! Contract: the link pin is what keeps the program attached after the agent
 //! exits; a directory without it is a leftover and is cleaned up by

@@ -254,3 +254,118 @@ fn an_instance_of_a_newer_layout_is_refused_and_keeps_protecting() {
     assert_eq!(link.received(&listener), 0, "still dropping");
     detach_wan0(&link.router, &root);
 }
+
+/// Runs the agent on wan0 (drop mode, the allowlist, pinned) for a moment
+/// and returns its stderr, which must say it upgraded the instance pinned
+/// under `old_dir`.
+fn upgrade_once(link: &WanLink, root: &str, old_dir: &str) -> String {
+    let out = agent_output(
+        &link.router,
+        &[
+            "--iface",
+            "wan0",
+            "--drop",
+            "--allow",
+            ALLOWED,
+            "--pin",
+            "--pin-dir",
+            root,
+            "--duration",
+            "0.3",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "upgraded the instance pinned under {old_dir} in place"
+        )),
+        "{err}"
+    );
+    err
+}
+
+/// An instance of the previous layout in the old per-interface folder
+/// (`<root>/wan0`, before pins were kept per namespace) is moved into the
+/// new one by the same swap; one whose link no longer holds its interface
+/// (detached by someone) has nothing to keep protected: its settings and
+/// counters are carried over and the new program attaches.
+#[test]
+fn an_old_folder_and_an_unattached_instance_are_upgraded_with_their_settings() {
+    require_root();
+    let (link, _bpffs, root) = pinned_wan("upg-folder");
+    let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
+    let scanner = bind(&link.internet, INTERNET_ADDR, 0);
+
+    // The old per-interface folder.
+    let old = pin_previous_layout(&link, &root);
+    send(
+        &scanner,
+        ROUTER_ADDR,
+        Class::NatpmpExternalAddressRequest,
+        50,
+    );
+    assert_eq!(link.received(&listener), 0);
+    let folder = old["pinned"].as_str().expect("pinned").to_owned();
+    let legacy = format!("{root}/wan0");
+    std::fs::rename(&folder, &legacy).expect("moving the pins to the old folder (bpffs rename)");
+    let st = status_json(&link.router, &root);
+    assert_eq!(wan0(&st)["legacy_layout"], true, "{st}");
+    upgrade_once(&link, &root, &legacy);
+    let new = wan0(&status_json(&link.router, &root));
+    assert_eq!(
+        new["pinned"],
+        folder.as_str(),
+        "in the per-namespace folder: {new}"
+    );
+    assert_eq!(new["legacy_layout"], false, "{new}");
+    assert_eq!(new["layout_version"], LAYOUT_VERSION, "{new}");
+    assert_eq!(new["link"], old["link"], "the same link");
+    assert_eq!(counted(&new), 50, "{new}");
+    assert!(
+        !std::path::Path::new(&legacy).exists(),
+        "the old folder is gone"
+    );
+    detach_wan0(&link.router, &root);
+
+    // An instance whose link was detached (it protects nothing).
+    let old = pin_previous_layout(&link, &root);
+    send(
+        &scanner,
+        ROUTER_ADDR,
+        Class::NatpmpExternalAddressRequest,
+        30,
+    );
+    assert_eq!(link.received(&listener), 0);
+    let folder = old["pinned"].as_str().expect("pinned").to_owned();
+    crate::support::process::sh(&[
+        "bpftool",
+        "link",
+        "detach",
+        "pinned",
+        &format!("{folder}/link"),
+    ])
+    .expect("bpftool link detach");
+    assert!(!link.router.xdp_attached("wan0"), "detached");
+    let err = upgrade_once(&link, &root, &folder);
+    assert!(err.contains("it was not attached"), "{err}");
+    let new = wan0(&status_json(&link.router, &root));
+    assert_eq!(new["attached"], true, "{new}");
+    assert_eq!(new["layout_version"], LAYOUT_VERSION, "{new}");
+    assert_eq!(new["mode"], "drop", "{new}");
+    assert_eq!(new["allow"], serde_json::json!([ALLOWED]), "{new}");
+    assert_eq!(counted(&new), 30, "the counters carried over: {new}");
+    send(
+        &scanner,
+        ROUTER_ADDR,
+        Class::NatpmpExternalAddressRequest,
+        20,
+    );
+    assert_eq!(link.received(&listener), 0, "the new program drops");
+    assert_eq!(
+        counted(&wan0(&status_json(&link.router, &root))),
+        50,
+        "and counts on"
+    );
+    detach_wan0(&link.router, &root);
+}
