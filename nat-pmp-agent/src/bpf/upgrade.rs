@@ -352,11 +352,11 @@ fn swap_xdp(new: &Filter, dir: &PinDir, link: &OwnedFd, prog_id: u32) -> Result<
     let prog_path = dir.path(pin::PROG);
     let old = Xdp::from_pin(&prog_path, XdpAttachType::Interface)
         .with_context(|| format!("opening the pinned XDP program {}", prog_path.display()))?;
-    let old_id = old.info().context("reading the old program's info")?.id();
-    if old_id != prog_id {
+    let pinned_id = old.info().context("reading the old program's info")?.id();
+    if pinned_id != prog_id {
         bail!(
             "the XDP link pinned under {} runs program id {prog_id}, but the program pinned \
-             beside it is id {old_id}: these pins were not made together; refusing to touch \
+             beside it is id {pinned_id}: these pins were not made together; refusing to touch \
              them",
             dir.dir.display()
         );
@@ -377,7 +377,7 @@ fn swap_xdp(new: &Filter, dir: &PinDir, link: &OwnedFd, prog_id: u32) -> Result<
     })?;
     Ok(Swap {
         link_id: sys::link_state(link.as_fd())?.id,
-        old_prog: old_id,
+        old_prog: pinned_id,
         new_prog: new.program_id()?,
     })
 }
