@@ -40,6 +40,31 @@ const BEFORE: u64 = 300;
 const FLOOD_MAX: u64 = 400_000;
 const FLOOD_LIMIT: Duration = Duration::from_secs(30);
 
+/// The new agent's flags: drop mode with the allowlist, pinned under
+/// `root`.
+fn new_agent(root: &str) -> [&str; 8] {
+    [
+        "--iface",
+        "wan0",
+        "--drop",
+        "--allow",
+        ALLOWED,
+        "--pin",
+        "--pin-dir",
+        root,
+    ]
+}
+
+/// Runs the new agent for a moment; it must succeed. Its stderr.
+fn run_briefly(link: &WanLink, root: &str) -> String {
+    let mut args = new_agent(root).to_vec();
+    args.extend(["--duration", "0.3"]);
+    let out = agent_output(&link.router, &args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
 /// The `status --json` instance of wan0.
 fn wan0(st: &Value) -> Value {
     st["instances"]
@@ -77,6 +102,23 @@ fn pin_previous_layout(link: &WanLink, root: &str) -> Value {
     inst
 }
 
+/// [`pin_previous_layout`], then `n` requests from `scanner`: none reaches
+/// `listener`, all are counted. The instance and its pin folder.
+fn counted_old_instance(
+    link: &WanLink,
+    root: &str,
+    (listener, scanner): (&UdpSocket, &UdpSocket),
+    n: u64,
+) -> (Value, String) {
+    pin_previous_layout(link, root);
+    send(scanner, ROUTER_ADDR, Class::NatpmpExternalAddressRequest, n);
+    assert_eq!(link.received(listener), 0, "the old instance drops");
+    let inst = wan0(&status_json(&link.router, root));
+    assert_eq!(counted(&inst), n, "the old instance counted every request");
+    let folder = inst["pinned"].as_str().expect("pinned").to_owned();
+    (inst, folder)
+}
+
 /// The opcode-0 requests the instance counted (`status --json`).
 fn counted(inst: &Value) -> u64 {
     inst["counters"]["natpmp_external_address_request"]["packets"]
@@ -108,18 +150,9 @@ fn flood(scanner: &UdpSocket, stop: &AtomicBool) -> u64 {
 fn a_previous_layout_in_drop_mode_is_upgraded_under_a_flood_without_a_gap() {
     require_root();
     let (link, _bpffs, root) = pinned_wan("upg-flood");
-    let old = pin_previous_layout(&link, &root);
     let listener = bind(&link.router, ROUTER_ADDR, NATPMP_PORT);
     let scanner = bind(&link.internet, INTERNET_ADDR, 0);
-    send(
-        &scanner,
-        ROUTER_ADDR,
-        Class::NatpmpExternalAddressRequest,
-        BEFORE,
-    );
-    assert_eq!(link.received(&listener), 0, "the old instance drops");
-    let before = counted(&wan0(&status_json(&link.router, &root)));
-    assert_eq!(before, BEFORE, "the old instance counted every request");
+    let (old, _) = counted_old_instance(&link, &root, (&listener, &scanner), BEFORE);
 
     let stop = Arc::new(AtomicBool::new(false));
     let flooding = {
@@ -129,19 +162,7 @@ fn a_previous_layout_in_drop_mode_is_upgraded_under_a_flood_without_a_gap() {
     // The new agent starts (and upgrades) while the flood runs; its first
     // report comes after the upgrade.
     thread::sleep(Duration::from_millis(200));
-    let agent = Agent::start(
-        &link.router,
-        &[
-            "--iface",
-            "wan0",
-            "--drop",
-            "--allow",
-            ALLOWED,
-            "--pin",
-            "--pin-dir",
-            &root,
-        ],
-    );
+    let agent = Agent::start(&link.router, &new_agent(&root));
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let sent = flooding.join().expect("the flood thread");
@@ -189,23 +210,7 @@ fn a_previous_layout_in_drop_mode_is_upgraded_under_a_flood_without_a_gap() {
     assert_eq!(pins, ["wan0"], "no staging folder is left");
 
     // Picked up as it is by the same agent: no second upgrade.
-    let out = agent_output(
-        &link.router,
-        &[
-            "--iface",
-            "wan0",
-            "--drop",
-            "--allow",
-            ALLOWED,
-            "--pin",
-            "--pin-dir",
-            &root,
-            "--duration",
-            "0.3",
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = run_briefly(&link, &root);
     assert!(err.contains("picked up the filter pinned under"), "{err}");
     detach_wan0(&link.router, &root);
     assert!(!link.router.xdp_attached("wan0"));
@@ -215,11 +220,7 @@ fn a_previous_layout_in_drop_mode_is_upgraded_under_a_flood_without_a_gap() {
 fn an_instance_of_a_newer_layout_is_refused_and_keeps_protecting() {
     require_root();
     let (link, _bpffs, root) = pinned_wan("upg-newer");
-    let args = ["--iface", "wan0", "--drop", "--pin", "--pin-dir", &root];
-    let mut bounded = args.to_vec();
-    bounded.extend(["--duration", "0.3"]);
-    let (ok, _, err) = run_agent(&link.router, &bounded);
-    assert!(ok, "{err}");
+    run_briefly(&link, &root);
     let before = wan0(&status_json(&link.router, &root));
     let path = format!(
         "{}/{MAP_LAYOUT}",
@@ -232,6 +233,8 @@ fn an_instance_of_a_newer_layout_is_refused_and_keeps_protecting() {
         .set(0, Layout::new(LAYOUT_VERSION + 1, "99.0.0"), 0)
         .expect("writing a newer layout");
 
+    let mut bounded = new_agent(&root).to_vec();
+    bounded.extend(["--duration", "0.3"]);
     let (ok, _, err) = run_agent(&link.router, &bounded);
     assert!(!ok, "a newer layout must be refused: {err}");
     assert!(
@@ -259,23 +262,7 @@ fn an_instance_of_a_newer_layout_is_refused_and_keeps_protecting() {
 /// and returns its stderr, which must say it upgraded the instance pinned
 /// under `old_dir`.
 fn upgrade_once(link: &WanLink, root: &str, old_dir: &str) -> String {
-    let out = agent_output(
-        &link.router,
-        &[
-            "--iface",
-            "wan0",
-            "--drop",
-            "--allow",
-            ALLOWED,
-            "--pin",
-            "--pin-dir",
-            root,
-            "--duration",
-            "0.3",
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{err}");
+    let err = run_briefly(link, root);
     assert!(
         err.contains(&format!(
             "upgraded the instance pinned under {old_dir} in place"
@@ -298,15 +285,7 @@ fn an_old_folder_and_an_unattached_instance_are_upgraded_with_their_settings() {
     let scanner = bind(&link.internet, INTERNET_ADDR, 0);
 
     // The old per-interface folder.
-    let old = pin_previous_layout(&link, &root);
-    send(
-        &scanner,
-        ROUTER_ADDR,
-        Class::NatpmpExternalAddressRequest,
-        50,
-    );
-    assert_eq!(link.received(&listener), 0);
-    let folder = old["pinned"].as_str().expect("pinned").to_owned();
+    let (old, folder) = counted_old_instance(&link, &root, (&listener, &scanner), 50);
     let legacy = format!("{root}/wan0");
     std::fs::rename(&folder, &legacy).expect("moving the pins to the old folder (bpffs rename)");
     let st = status_json(&link.router, &root);
@@ -329,15 +308,7 @@ fn an_old_folder_and_an_unattached_instance_are_upgraded_with_their_settings() {
     detach_wan0(&link.router, &root);
 
     // An instance whose link was detached (it protects nothing).
-    let old = pin_previous_layout(&link, &root);
-    send(
-        &scanner,
-        ROUTER_ADDR,
-        Class::NatpmpExternalAddressRequest,
-        30,
-    );
-    assert_eq!(link.received(&listener), 0);
-    let folder = old["pinned"].as_str().expect("pinned").to_owned();
+    let (_, folder) = counted_old_instance(&link, &root, (&listener, &scanner), 30);
     crate::support::process::sh(&[
         "bpftool",
         "link",
