@@ -7,6 +7,8 @@ use super::headers::*;
 use super::reference::Reference;
 use super::*;
 
+use core::cell::RefCell;
+
 const PORT: u16 = NATPMP_PORT;
 
 fn pcp_map() -> Vec<u8> {
@@ -416,6 +418,198 @@ fn ipv6_fragments() {
     );
 }
 
+/// A PCP MAP request's payload of 1,100 bytes, zeros after its version and
+/// opcode: long enough to be fragmented, and zero wherever a misplaced read
+/// of the fragment key's addresses could land.
+fn long_pcp_payload() -> Vec<u8> {
+    let mut payload = vec![2u8, 1];
+    payload.resize(1100, 0);
+    payload
+}
+
+/// [`long_pcp_payload`] in a UDP datagram to port 5351.
+fn long_pcp_datagram() -> Vec<u8> {
+    udp(40000, PORT, &long_pcp_payload())
+}
+
+/// An IPv6 address other than [`V6_SRC`] and [`V6_DST`]: `2001:db8::9`.
+const V6_OTHER: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+
+/// An Ethernet frame holding an IPv6 fragment from `src` to `dst` of
+/// datagram `id` whose fragmentable part starts with `next`.
+fn eth_frag6(src: [u8; 16], dst: [u8; 16], frag: (u8, u16, bool, u32), body: &[u8]) -> Vec<u8> {
+    let (next, offset, more, id) = frag;
+    ethernet(
+        &[],
+        ETH_P_IPV6,
+        &ipv6_between(src, dst, FRAGMENT, &frag6(next, offset, more, id, body)),
+    )
+}
+
+/// RFC 8200 §4.5: the fragments of one IPv6 datagram share source,
+/// destination and identification. A later fragment with the identification
+/// of a datagram whose first fragment went to 5351, but from another source
+/// or to another destination, is not that datagram's: it passes uncounted
+/// and does not take the first fragment's class, verdict or sender.
+#[test]
+fn ipv6_fragments_of_other_addresses_are_not_joined() {
+    let datagram = long_pcp_datagram();
+    let first = eth_frag6(
+        V6_SRC,
+        V6_DST,
+        (IPPROTO_UDP, 0, true, 0xdead),
+        &datagram[..512],
+    );
+    let later = |src, dst| eth_frag6(src, dst, (IPPROTO_UDP, 64, false, 0xdead), &datagram[512..]);
+    for (what, src, dst) in [
+        ("from another source", V6_OTHER, V6_DST),
+        ("to another destination", V6_SRC, V6_OTHER),
+    ] {
+        let mut r = Reference::new(Config::new(Mode::Drop));
+        let o = r.run(&first);
+        assert_eq!((o.class, o.drop), (Some(Class::PcpMapRequest), true));
+        assert_eq!(
+            r.run(&later(src, dst)),
+            Outcome::PASS,
+            "a later fragment {what}"
+        );
+        let own = r.run(&later(V6_SRC, V6_DST));
+        assert_eq!(
+            (own.class, own.drop, own.source()),
+            (Some(Class::FragmentNonfirst), true, V6_SRC),
+            "the datagram's own later fragment, after one {what}"
+        );
+    }
+}
+
+/// IPv4 in IPv6 (DS-Lite, MAP-E) fragmented by the tunnel: a later fragment
+/// holds no IPv4 header, so it is keyed by its IPv6 header like any IPv6
+/// fragment, with protocol 4. It counts as a later fragment of the datagram
+/// whose first fragment went to 5351 and names the only sender it carries,
+/// the IPv6 source (the first fragment names the inner IPv4 one). Another
+/// tunnel endpoint's fragment with the same identification, and UDP or TCP
+/// fragments with it, are not that datagram's.
+#[test]
+fn later_fragments_of_ipv4_in_ipv6() {
+    let inner = v4(&long_pcp_payload());
+    let mut r = Reference::new(Config::new(Mode::Drop));
+    let o = r.run(&eth_frag6(
+        V6_SRC,
+        V6_DST,
+        (IPPROTO_IPIP, 0, true, 5),
+        &inner[..600],
+    ));
+    assert_eq!(
+        (o.class, o.drop, o.source()),
+        (Some(Class::PcpMapRequest), true, v4_mapped(V4_SRC))
+    );
+    let later = |src, next| eth_frag6(src, V6_DST, (next, 75, false, 5), &inner[600..]);
+    for (what, frame) in [
+        ("another endpoint's", later(V6_OTHER, IPPROTO_IPIP)),
+        ("a UDP fragment's", later(V6_SRC, IPPROTO_UDP)),
+        ("a TCP fragment's", later(V6_SRC, IPPROTO_TCP)),
+    ] {
+        assert_eq!(r.run(&frame), Outcome::PASS, "{what}");
+    }
+    let own = r.run(&later(V6_SRC, IPPROTO_IPIP));
+    assert_eq!(
+        (own.class, own.drop, own.source()),
+        (Some(Class::FragmentNonfirst), true, V6_SRC)
+    );
+}
+
+/// RFC 8200 §4.5: the fragmentable part may start with extension headers
+/// (destination options). A first fragment's walk goes on through them to
+/// its UDP header, and the key names the protocol found there.
+#[test]
+fn a_first_fragment_is_walked_past_its_fragment_header() {
+    let datagram = long_pcp_datagram();
+    let first = eth_frag6(
+        V6_SRC,
+        V6_DST,
+        (IPPROTO_DSTOPTS, 0, true, 3),
+        &ext(IPPROTO_UDP, 0, &datagram[..504]),
+    );
+    let w = walk(first.as_slice(), Link::Ethernet);
+    assert_eq!((w.found, w.key.proto), (Found::FirstFragment, IPPROTO_UDP));
+    let o = outcome(Link::Ethernet, &first);
+    assert_eq!((o.class, o.drop), (Some(Class::PcpMapRequest), true));
+}
+
+/// The fragment table's key as the walk builds it, field by field: the key
+/// of the kernel's fragment map (which the agent lists), documented in
+/// `maps.rs` (RFC 791 §3.2, RFC 8200 §4.5): addresses, identification,
+/// family (4 or 6) and the protocol the datagram carries (17, or 4 for
+/// IPv4 in IPv6). First and later fragments of a datagram share it.
+#[test]
+fn fragment_keys_hold_addresses_id_family_and_protocol() {
+    let first16 = |a: &[u8]| {
+        let mut k = [0u8; 16];
+        k[..a.len()].copy_from_slice(a);
+        k
+    };
+    let key = |src: &[u8], dst: &[u8], id: [u8; 4], ip_version, proto| FragKey {
+        src: first16(src),
+        dst: first16(dst),
+        id,
+        ip_version,
+        proto,
+        pad: [0; 2],
+    };
+    let datagram = long_pcp_datagram();
+    let v4_key = key(&V4_SRC, &V4_DST, [0, 0, 0, 7], 4, IPPROTO_UDP);
+    let v6_key = key(&V6_SRC, &V6_DST, [0, 0, 0xde, 0xad], 6, IPPROTO_UDP);
+    let tunnel_key = key(&V6_SRC, &V6_DST, [0, 0, 0, 5], 6, IPPROTO_IPIP);
+    let inner = v4(&long_pcp_payload());
+    let v4_frag = |frag, body: &[u8]| ethernet(&[], ETH_P_IP, &ipv4(IPPROTO_UDP, frag, &[], body));
+    let rows = [
+        (
+            v4_frag(V4Frag::first(7), &datagram[..512]),
+            Found::FirstFragment,
+            v4_key,
+        ),
+        (
+            v4_frag(V4Frag::later(7, 64), &datagram[512..]),
+            Found::LaterFragment,
+            v4_key,
+        ),
+        (
+            eth_frag6(
+                V6_SRC,
+                V6_DST,
+                (IPPROTO_UDP, 0, true, 0xdead),
+                &datagram[..512],
+            ),
+            Found::FirstFragment,
+            v6_key,
+        ),
+        (
+            eth_frag6(
+                V6_SRC,
+                V6_DST,
+                (IPPROTO_UDP, 64, false, 0xdead),
+                &datagram[512..],
+            ),
+            Found::LaterFragment,
+            v6_key,
+        ),
+        (
+            eth_frag6(V6_SRC, V6_DST, (IPPROTO_IPIP, 0, true, 5), &inner[..600]),
+            Found::FirstFragment,
+            tunnel_key,
+        ),
+        (
+            eth_frag6(V6_SRC, V6_DST, (IPPROTO_IPIP, 75, false, 5), &inner[600..]),
+            Found::LaterFragment,
+            tunnel_key,
+        ),
+    ];
+    for (i, (frame, found, key)) in rows.iter().enumerate() {
+        let w = walk(frame.as_slice(), Link::Ethernet);
+        assert_eq!((w.found, w.key), (*found, *key), "row {i}");
+    }
+}
+
 #[test]
 fn first_fragment_too_short_for_the_opcode() {
     let datagram = udp(40000, PORT, &[0u8; 100]);
@@ -725,6 +919,93 @@ fn fast_path_agrees_with_the_staged_walk() {
         }
     }
     assert!(checked > 1_000_000, "{checked} comparisons");
+}
+
+/// A frame that records where the walk looked: each window and each read,
+/// as (offset, length).
+struct Recorder<'a> {
+    frame: &'a [u8],
+    windows: RefCell<Vec<(usize, usize)>>,
+    reads: RefCell<Vec<(usize, usize)>>,
+}
+
+impl<'a> Recorder<'a> {
+    fn new(frame: &'a [u8]) -> Self {
+        Recorder {
+            frame,
+            windows: RefCell::default(),
+            reads: RefCell::default(),
+        }
+    }
+
+    /// The windows asked for at `off`.
+    fn windows_at(&self, off: usize) -> Vec<(usize, usize)> {
+        self.windows
+            .borrow()
+            .iter()
+            .copied()
+            .filter(|w| w.0 == off)
+            .collect()
+    }
+}
+
+impl Bytes for Recorder<'_> {
+    type Win<'b>
+        = walk::SliceWindow<'b>
+    where
+        Self: 'b;
+
+    fn frame_len(&self) -> usize {
+        self.frame.len()
+    }
+
+    fn read<T: walk::Plain>(&self, off: usize) -> Option<T> {
+        self.reads
+            .borrow_mut()
+            .push((off, core::mem::size_of::<T>()));
+        self.frame.read(off)
+    }
+
+    fn window(&self, off: usize, len: usize) -> Option<walk::SliceWindow<'_>> {
+        self.windows.borrow_mut().push((off, len));
+        self.frame.window(off, len)
+    }
+}
+
+/// What the fast path is for: an IPv4 datagram without options is checked
+/// with one window over its IP and UDP headers (20 + 8 bytes at the IP
+/// offset) and decided without the staged walk (no read). The two paths
+/// answer alike (`fast_path_agrees_with_the_staged_walk`), so only where
+/// the walk looked tells that the fast one was taken; with options, the
+/// fixed header and the UDP header are checked apart.
+#[test]
+fn an_ipv4_datagram_without_options_is_checked_with_one_window() {
+    let config = Config::new(Mode::Drop);
+    for (options, at_ip) in [
+        (&[][..], vec![(14, 28)]),
+        (&[1; 4][..], vec![(14, 28), (14, 20)]),
+    ] {
+        let frame = eth_udp4(V4Frag::default(), options, 40000, PORT, &[0, 0]);
+        let r = Recorder::new(&frame);
+        let o = decide(
+            &r,
+            &config,
+            &mut reference::HostFrags::default(),
+            &mut reference::HostAllow::default(),
+        );
+        let what = format!("{} bytes of options", options.len());
+        assert_eq!(
+            (o.class, o.drop),
+            (Some(Class::NatpmpExternalAddressRequest), true),
+            "{what}"
+        );
+        assert_eq!(r.windows_at(14), at_ip, "{what}");
+        assert_eq!(
+            r.reads.borrow().as_slice(),
+            &[],
+            "{what}: the staged walk ran"
+        );
+    }
 }
 
 /// `ClassCounters::count`, the one counter update (the XDP program's and
