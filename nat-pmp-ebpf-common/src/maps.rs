@@ -600,13 +600,20 @@ pub struct FragKey {
 }
 
 /// What [`FragTable`](crate::FragTable) remembers of a first fragment:
-/// which way it went. The value of [`MAP_FRAGS`].
+/// which way it went and who sent it. The value of [`MAP_FRAGS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragEntry {
     /// 1 when the datagram goes to port 5351
     /// ([`Direction::ToServer`](crate::Direction::ToServer)).
     pub to_server: u32,
+    pub pad: u32,
+    /// The first fragment's sender (the two words of
+    /// [`addr_words`](crate::addr_words)): the datagram's later fragments
+    /// are counted for it and the allowlist judges them by it. Only the
+    /// first fragment can name it when the tunnel fragmented an IPv4
+    /// datagram (IPv4 in IPv6: a later fragment carries no IPv4 header).
+    pub src: [u64; 2],
 }
 
 // The layouts above are shared with the kernel: no padding may creep in.
@@ -620,7 +627,7 @@ const _: () = assert!(SOURCE_GENERATIONS == 2);
 const _: () = assert!(core::mem::size_of::<Trace>() == 48);
 const _: () = assert!(core::mem::size_of::<SourceStats>() == 40);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FragEntry>() == 4);
+const _: () = assert!(core::mem::size_of::<FragEntry>() == 24);
 const _: () = assert!(core::mem::size_of::<AnsweredTo>() == 24);
 const _: () = assert!(core::mem::size_of::<AnswerLast>() == 32);
 const _: () = assert!(core::mem::size_of::<Layout>() == 32);

@@ -1103,15 +1103,29 @@ pub fn staged_counted<B: Bytes + ?Sized, F: FragTable>(
                 &w.key,
                 FragEntry {
                     to_server: u32::from(w.dir == Direction::ToServer),
+                    pad: 0,
+                    src: addr_words(&w.src),
                 },
             );
             (w.verdict.class, w.verdict.oversized, w.dir)
         }
-        Found::LaterFragment => match frags.lookup(&w.key) {
-            Some(e) if e.to_server != 0 => (Class::FragmentNonfirst, false, Direction::ToServer),
-            Some(_) => (Class::FragmentNonfirst, false, Direction::FromServer),
-            None => return None,
-        },
+        // A later fragment is its datagram's: counted for the first
+        // fragment's sender, which the allowlist judges (for IPv4 in IPv6
+        // the inner IPv4 sender, which this fragment does not carry).
+        Found::LaterFragment => {
+            let e = frags.lookup(&w.key)?;
+            let dir = if e.to_server != 0 {
+                Direction::ToServer
+            } else {
+                Direction::FromServer
+            };
+            return Some(Counted {
+                class: Class::FragmentNonfirst,
+                oversized: false,
+                dir,
+                src: e.src,
+            });
+        }
     };
     Some(Counted {
         class,

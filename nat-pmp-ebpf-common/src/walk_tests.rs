@@ -485,10 +485,11 @@ fn ipv6_fragments_of_other_addresses_are_not_joined() {
 /// IPv4 in IPv6 (DS-Lite, MAP-E) fragmented by the tunnel: a later fragment
 /// holds no IPv4 header, so it is keyed by its IPv6 header like any IPv6
 /// fragment, with protocol 4. It counts as a later fragment of the datagram
-/// whose first fragment went to 5351 and names the only sender it carries,
-/// the IPv6 source (the first fragment names the inner IPv4 one). Another
-/// tunnel endpoint's fragment with the same identification, and UDP or TCP
-/// fragments with it, are not that datagram's.
+/// whose first fragment went to 5351, for that datagram's sender: the inner
+/// IPv4 one the first fragment named (the later fragment carries only the
+/// tunnel's IPv6 source). Another tunnel endpoint's fragment with the same
+/// identification, and UDP or TCP fragments with it, are not that
+/// datagram's.
 #[test]
 fn later_fragments_of_ipv4_in_ipv6() {
     let inner = v4(&long_pcp_payload());
@@ -514,8 +515,38 @@ fn later_fragments_of_ipv4_in_ipv6() {
     let own = r.run(&later(V6_SRC, IPPROTO_IPIP));
     assert_eq!(
         (own.class, own.drop, own.source()),
-        (Some(Class::FragmentNonfirst), true, V6_SRC)
+        (Some(Class::FragmentNonfirst), true, v4_mapped(V4_SRC))
     );
+}
+
+/// The allowlist judges a datagram's later fragments by the sender its
+/// first fragment named: an allowlisted DS-Lite client's fragmented
+/// request passes whole in drop mode (its later fragments carry only the
+/// tunnel's IPv6 source, which is not allowlisted), and the same request
+/// from a client that is not allowlisted is dropped whole.
+#[test]
+fn an_allowlisted_senders_later_fragments_pass_with_its_first() {
+    let inner = v4(&long_pcp_payload());
+    let first = eth_frag6(V6_SRC, V6_DST, (IPPROTO_IPIP, 0, true, 5), &inner[..600]);
+    let later = eth_frag6(V6_SRC, V6_DST, (IPPROTO_IPIP, 75, false, 5), &inner[600..]);
+    let mut config = Config::new(Mode::Drop);
+    config.allow_prefixes = 1;
+    for (allowed, prefix) in [
+        (true, v4_mapped(V4_SRC)),
+        (false, v4_mapped([203, 0, 113, 9])),
+    ] {
+        let mut r = Reference::new(config);
+        r.allow.0 = vec![Prefix::new(prefix, 128)];
+        let o = [r.run(&first), r.run(&later)];
+        for (what, o) in ["first", "later"].iter().zip(o) {
+            assert_eq!(
+                (o.drop, o.allowed, o.source()),
+                (!allowed, allowed, v4_mapped(V4_SRC)),
+                "the {what} fragment, sender allowlisted: {allowed}"
+            );
+        }
+        assert_eq!(o[1].class, Some(Class::FragmentNonfirst));
+    }
 }
 
 /// RFC 8200 §4.5: the fragmentable part may start with extension headers
