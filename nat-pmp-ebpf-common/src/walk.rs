@@ -618,16 +618,16 @@ fn fast_path<B: Bytes + ?Sized, const ANSWERS: bool>(b: &B, link: Link) -> Optio
 /// program is within 5 ns of a bare tc program only without that).
 #[inline(always)]
 fn answers_quick<B: Bytes + ?Sized>(b: &B, link: Link) -> Option<Fast> {
-    if let Link::RawIp = link {
-        return None;
-    }
-    // The shortest answer: Ethernet, IPv4 without options, UDP.
     // EtherTypes compared as loaded (byte-swapped constants: the same
     // test, `swap_bytes` being its own inverse), so that the BPF code swaps
     // no field: for a `match` on several values LLVM swaps the field.
     const IP: u16 = ETH_P_IP.swap_bytes();
     const IPV6: u16 = ETH_P_IPV6.swap_bytes();
     const VLAN: u16 = ETH_P_8021Q.swap_bytes();
+    if let Link::RawIp = link {
+        return None;
+    }
+    // The shortest answer: Ethernet, IPv4 without options, UDP.
     let Some(eth) = b.window(0, EthHdr::LEN + Ipv4Hdr::LEN + UdpHdr::LEN) else {
         // Too short for any answer (tags and IPv6 only make it longer).
         return Some(Fast::NotNatpmp);

@@ -823,6 +823,19 @@ fn answers_only_mode() {
 /// `decide_answer` gives what the answers-only fast path alone gives.
 #[test]
 fn answers_quick_agrees_with_the_fast_path() {
+    // Values the walk compares fields with, for the mutations.
+    const INTERESTING: [u16; 10] = [
+        PORT,
+        ETH_P_IP,
+        ETH_P_IPV6,
+        ETH_P_8021Q,
+        ETH_P_8021AD,
+        ETH_P_PPP_SES,
+        0x4500,
+        0x4600,
+        0x6000,
+        0x1140,
+    ];
     let reply = samples::sample_payload(Class::NatpmpExternalAddressResponse);
     let answer = |sport| udp(sport, 40000, reply);
     let v4 = |sport| ipv4(IPPROTO_UDP, V4Frag::default(), &[], &answer(sport));
@@ -857,18 +870,6 @@ fn answers_quick_agrees_with_the_fast_path() {
         ethernet(&[], ETH_P_IPV6, &ipv6(IPPROTO_IPIP, &v4(PORT))),
         v4(PORT),
         v6(PORT),
-    ];
-    const INTERESTING: [u16; 10] = [
-        PORT,
-        ETH_P_IP,
-        ETH_P_IPV6,
-        ETH_P_8021Q,
-        ETH_P_8021AD,
-        ETH_P_PPP_SES,
-        0x4500,
-        0x4600,
-        0x6000,
-        0x1140,
     ];
     let mut checked = 0u64;
     let mut answers = 0u64;

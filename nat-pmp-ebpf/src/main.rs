@@ -408,7 +408,7 @@ impl<C: Bounds> Packet<C> {
 fn be16_of(v: u64) -> u16 {
     // SAFETY: a BPF load of 16 bits zero-extends into its register. Telling
     // the compiler spares a mask of the upper bits before each compare.
-    unsafe { core::hint::assert_unchecked(v <= u64::from(u16::MAX)) };
+    unsafe { core::hint::assert_unchecked(u16::try_from(v).is_ok()) };
     #[expect(clippy::cast_possible_truncation, reason = "a 16-bit load")]
     u16::from_be(v as u16)
 }
@@ -455,7 +455,7 @@ impl Window for PacketWindow {
                 i = const L + I, options(pure, readonly, nostack, preserves_flags));
         }
         // SAFETY: a BPF 8-bit load zero-extends (see `be16_of`).
-        unsafe { core::hint::assert_unchecked(v <= u64::from(u8::MAX)) };
+        unsafe { core::hint::assert_unchecked(u8::try_from(v).is_ok()) };
         #[expect(clippy::cast_possible_truncation, reason = "an 8-bit load")]
         let b = v as u8;
         b

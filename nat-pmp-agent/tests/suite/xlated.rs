@@ -832,9 +832,10 @@ fn egress_paths_are_short() {
                 .call_name(c.pc)
                 .map_or_else(|| format!("pc {}", c.pc), str::to_owned)
         });
+        #[expect(clippy::cast_possible_truncation, reason = "tc's 32-bit verdict")]
+        let ret = path.ret.map(|r| r as i32);
         println!(
-            "| {name} | {kernel} | {:?} | {} | {} |",
-            path.ret.map(|r| r as i32),
+            "| {name} | {kernel} | {ret:?} | {} | {} |",
             path.insns,
             call.as_deref().unwrap_or("none")
         );
@@ -844,8 +845,6 @@ fn egress_paths_are_short() {
             }
             continue;
         };
-        #[expect(clippy::cast_possible_truncation, reason = "tc's 32-bit verdict")]
-        let ret = path.ret.map(|r| r as i32);
         if ret != Some(kernel) {
             problems.push(format!(
                 "{name}: the interpreter returned {ret:?} ({} calls), the kernel {kernel}",

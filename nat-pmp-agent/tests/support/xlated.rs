@@ -186,7 +186,7 @@ fn btf_member_offset(raw: &str, name: &str, member: &str) -> Result<u64> {
                 .with_context(|| format!("{name}.{member}: no bits_offset in {l:?}"))?
                 .parse()
                 .with_context(|| format!("{name}.{member}: bits_offset in {l:?}"))?;
-            ensure!(bits % 8 == 0, "{name}.{member} is a bit field");
+            ensure!(bits.is_multiple_of(8), "{name}.{member} is a bit field");
             return Ok(bits / 8);
         }
     }
