@@ -1280,7 +1280,9 @@ impl Answer {
 }
 
 /// The egress program's decision: the answers-only mode of the fast path
-/// (`fast_path::<_, true>`, the same walk and classifier as the XDP path).
+/// (`fast_path::<_, true>`, the same walk and classifier as the XDP path),
+/// after a quick look that decides most frames from four bytes
+/// (`answers_quick`, which gives the same answers).
 /// `Some` for an unfragmented UDP datagram from port 5351 right after the
 /// IPv4 or IPv6 fixed header; `None` (pass, uncounted) for everything else.
 ///

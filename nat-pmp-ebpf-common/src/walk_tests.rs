@@ -678,7 +678,7 @@ fn fast_path_agrees_with_the_staged_walk() {
         Config::new(Mode::Drop).with_link(Link::RawIp),
     ];
     let mut checked = 0u64;
-    let mut check = |frame: &[u8]| {
+    let check = |frame: &[u8]| {
         for config in &configs {
             let allow = if config.allow_prefixes == 0 {
                 Vec::new()
@@ -701,29 +701,7 @@ fn fast_path_agrees_with_the_staged_walk() {
             checked += 1;
         }
     };
-    // A fixed xorshift: the same mutations on every run.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for seed in &seeds {
-        for cut in 0..=seed.len() {
-            check(&seed[..cut]);
-        }
-        for _ in 0..20_000 {
-            let mut f = seed.clone();
-            for _ in 0..=next() % 3 {
-                // Mostly the headers, where the two paths could disagree.
-                let at = usize::try_from(next() % 64).unwrap_or(0) % f.len().min(64);
-                let byte = next().to_le_bytes()[0];
-                f[at] = byte;
-            }
-            check(&f);
-        }
-    }
+    mutations(&seeds, 0x9e37_79b9_7f4a_7c15, &[], check);
     assert!(checked > 1_000_000, "{checked} comparisons");
 }
 
@@ -816,6 +794,39 @@ fn answers_only_mode() {
     }
 }
 
+/// Runs `check` on every seed cut at every length, and on 20,000 copies of
+/// each with one to three of its first 64 bytes mutated (mostly the
+/// headers, where two paths could disagree): a random byte, or (half of
+/// the time, if `values` is not empty) one of `values` written big-endian
+/// there. A fixed xorshift from `state`: the same mutations on every run.
+fn mutations(seeds: &[Vec<u8>], mut state: u64, values: &[u16], mut check: impl FnMut(&[u8])) {
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for seed in seeds {
+        for cut in 0..=seed.len() {
+            check(&seed[..cut]);
+        }
+        for _ in 0..20_000 {
+            let mut f = seed.clone();
+            for _ in 0..=next() % 3 {
+                let at = usize::try_from(next() % 64).unwrap_or(0) % f.len().min(64);
+                let r = next();
+                if !values.is_empty() && r % 2 == 0 && at + 1 < f.len() {
+                    let v = values[usize::try_from(r >> 8).unwrap_or(0) % values.len()];
+                    f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+                } else {
+                    f[at] = r.to_le_bytes()[0];
+                }
+            }
+            check(&f);
+        }
+    }
+}
+
 /// The egress program's quick look (`answers_quick`: untagged and
 /// single-tagged IPv4 and IPv6 at constant offsets, the source port first)
 /// changes no answer: on answers from 5351 in every encapsulation, cut at
@@ -873,7 +884,7 @@ fn answers_quick_agrees_with_the_fast_path() {
     ];
     let mut checked = 0u64;
     let mut answers = 0u64;
-    let mut check = |frame: &[u8]| {
+    let check = |frame: &[u8]| {
         for link in [Link::Ethernet, Link::RawIp] {
             let quick = decide_answer(frame, link);
             assert_eq!(
@@ -885,35 +896,7 @@ fn answers_quick_agrees_with_the_fast_path() {
             answers += u64::from(quick.is_some());
         }
     };
-    // A fixed xorshift: the same mutations on every run.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for seed in &seeds {
-        for cut in 0..=seed.len() {
-            check(&seed[..cut]);
-        }
-        for _ in 0..20_000 {
-            let mut f = seed.clone();
-            for _ in 0..=next() % 3 {
-                // The headers, where the two could disagree: a random
-                // byte, or a value the walk compares a field with.
-                let at = usize::try_from(next() % 64).unwrap_or(0) % f.len().min(64);
-                let r = next();
-                if r % 2 == 0 && at + 1 < f.len() {
-                    let v = INTERESTING[usize::try_from(r >> 8).unwrap_or(0) % INTERESTING.len()];
-                    f[at..at + 2].copy_from_slice(&v.to_be_bytes());
-                } else {
-                    f[at] = r.to_le_bytes()[1];
-                }
-            }
-            check(&f);
-        }
-    }
+    mutations(&seeds, 0x2545_f491_4f6c_dd1d, &INTERESTING, check);
     assert!(checked > 500_000, "{checked} comparisons");
     assert!(
         answers > 50_000,

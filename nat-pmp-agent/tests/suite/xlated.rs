@@ -729,7 +729,13 @@ fn print_a_path() {
         .into_iter()
         .find(|f| f.name.contains(&which))
         .expect("a frame of that name");
-    let (path, pcs) = prog.run_traced(&f.bytes).expect("runs");
+    print_path(id, &prog, &f.bytes);
+}
+
+/// Prints the lines of `bpftool prog dump xlated` that `frame` executes in
+/// the loaded program `id` (`prog`, its dump), then its length and calls.
+fn print_path(id: u32, prog: &Program, frame: &[u8]) {
+    let (path, pcs) = prog.run_traced(frame).expect("runs");
     let text = std::process::Command::new("bpftool")
         .args(["prog", "dump", "xlated", "id", &id.to_string()])
         .output()
@@ -798,6 +804,15 @@ fn egress_frames() -> Vec<(&'static str, Vec<u8>, Option<usize>)> {
     ]
 }
 
+/// The loaded egress program's info (its id, its verified instructions).
+fn egress_info(filter: &Filter) -> aya::programs::ProgramInfo {
+    filter
+        .egress_program()
+        .expect("the object has the egress program")
+        .info()
+        .expect("the egress program's info")
+}
+
 /// Every frame through the loaded egress program, in the kernel and in the
 /// interpreter (which must agree on the verdict): frames that are not
 /// answers leave within their bound ([`egress_frames`]) and make no call;
@@ -806,11 +821,7 @@ fn egress_frames() -> Vec<(&'static str, Vec<u8>, Option<usize>)> {
 fn egress_paths_are_short() {
     require_root();
     let filter = Filter::load().expect("loading the eBPF object");
-    let info = filter
-        .egress_program()
-        .expect("the object has the egress program")
-        .info()
-        .expect("the egress program's info");
+    let info = egress_info(&filter);
     let id = info.id();
     let program = Program::load(id).expect("dumping the egress program's xlated code");
     println!(
@@ -870,32 +881,11 @@ fn print_an_egress_path() {
     let which = which.to_string_lossy().into_owned();
     require_root();
     let filter = Filter::load().expect("loading");
-    let id = filter
-        .egress_program()
-        .expect("egress")
-        .info()
-        .expect("info")
-        .id();
+    let id = egress_info(&filter).id();
     let prog = Program::load(id).expect("dump");
     let (_, bytes, _) = egress_frames()
         .into_iter()
         .find(|f| f.0.contains(&which))
         .expect("a frame of that name");
-    let (path, pcs) = prog.run_traced(&bytes).expect("runs");
-    let text = std::process::Command::new("bpftool")
-        .args(["prog", "dump", "xlated", "id", &id.to_string()])
-        .output()
-        .expect("bpftool");
-    let text = String::from_utf8_lossy(&text.stdout);
-    let lines: std::collections::HashMap<usize, &str> = text
-        .lines()
-        .filter_map(|l| {
-            let (n, _) = l.trim().split_once(':')?;
-            Some((n.trim().parse().ok()?, l))
-        })
-        .collect();
-    for pc in &pcs {
-        println!("{}", lines.get(pc).copied().unwrap_or("?"));
-    }
-    println!("{} insns, calls {:?}", path.insns, path.calls);
+    print_path(id, &prog, &bytes);
 }
