@@ -903,7 +903,7 @@ fn fast_path_agrees_with_the_staged_walk() {
         Config::new(Mode::Drop).with_link(Link::RawIp),
     ];
     let mut checked = 0u64;
-    let mut check = |frame: &[u8]| {
+    let check = |frame: &[u8]| {
         for config in &configs {
             let allow = if config.allow_prefixes == 0 {
                 Vec::new()
@@ -926,29 +926,7 @@ fn fast_path_agrees_with_the_staged_walk() {
             checked += 1;
         }
     };
-    // A fixed xorshift: the same mutations on every run.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for seed in &seeds {
-        for cut in 0..=seed.len() {
-            check(&seed[..cut]);
-        }
-        for _ in 0..20_000 {
-            let mut f = seed.clone();
-            for _ in 0..=next() % 3 {
-                // Mostly the headers, where the two paths could disagree.
-                let at = usize::try_from(next() % 64).unwrap_or(0) % f.len().min(64);
-                let byte = next().to_le_bytes()[0];
-                f[at] = byte;
-            }
-            check(&f);
-        }
-    }
+    mutations(&seeds, 0x9e37_79b9_7f4a_7c15, &[], check);
     assert!(checked > 1_000_000, "{checked} comparisons");
 }
 
@@ -1126,6 +1104,116 @@ fn answers_only_mode() {
     for (what, frame) in not_answers {
         assert_eq!(decide_answer(frame.as_slice(), e), None, "{what}");
     }
+}
+
+/// Runs `check` on every seed cut at every length, and on 20,000 copies of
+/// each with one to three of its first 64 bytes mutated (mostly the
+/// headers, where two paths could disagree): a random byte, or (half of
+/// the time, if `values` is not empty) one of `values` written big-endian
+/// there. A fixed xorshift from `state`: the same mutations on every run.
+fn mutations(seeds: &[Vec<u8>], mut state: u64, values: &[u16], mut check: impl FnMut(&[u8])) {
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for seed in seeds {
+        for cut in 0..=seed.len() {
+            check(&seed[..cut]);
+        }
+        for _ in 0..20_000 {
+            let mut f = seed.clone();
+            for _ in 0..=next() % 3 {
+                let at = usize::try_from(next() % 64).unwrap_or(0) % f.len().min(64);
+                let r = next();
+                if !values.is_empty() && r % 2 == 0 && at + 1 < f.len() {
+                    let v = values[usize::try_from(r >> 8).unwrap_or(0) % values.len()];
+                    f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+                } else {
+                    f[at] = r.to_le_bytes()[0];
+                }
+            }
+            check(&f);
+        }
+    }
+}
+
+/// The egress program's quick look (`answers_quick`: untagged and
+/// single-tagged IPv4 and IPv6 at constant offsets, the source port first)
+/// changes no answer: on answers from 5351 in every encapsulation, cut at
+/// every length and mutated in their headers, on Ethernet and raw IP links,
+/// `decide_answer` gives what the answers-only fast path alone gives.
+#[test]
+fn answers_quick_agrees_with_the_fast_path() {
+    // Values the walk compares fields with, for the mutations.
+    const INTERESTING: [u16; 10] = [
+        PORT,
+        ETH_P_IP,
+        ETH_P_IPV6,
+        ETH_P_8021Q,
+        ETH_P_8021AD,
+        ETH_P_PPP_SES,
+        0x4500,
+        0x4600,
+        0x6000,
+        0x1140,
+    ];
+    let reply = samples::sample_payload(Class::NatpmpExternalAddressResponse);
+    let answer = |sport| udp(sport, 40000, reply);
+    let v4 = |sport| ipv4(IPPROTO_UDP, V4Frag::default(), &[], &answer(sport));
+    let v6 = |sport| ipv6(IPPROTO_UDP, &answer(sport));
+    let seeds: Vec<Vec<u8>> = vec![
+        ethernet(&[], ETH_P_IP, &v4(PORT)),
+        ethernet(&[], ETH_P_IP, &v4(53)),
+        ethernet(&[], ETH_P_IPV6, &v6(PORT)),
+        ethernet(&[], ETH_P_IPV6, &v6(53)),
+        ethernet(
+            &[],
+            ETH_P_IP,
+            &ipv4(IPPROTO_UDP, V4Frag::default(), &[1; 4], &answer(PORT)),
+        ),
+        ethernet(
+            &[],
+            ETH_P_IP,
+            &ipv4(IPPROTO_UDP, V4Frag::first(7), &[], &answer(PORT)),
+        ),
+        ethernet(
+            &[],
+            ETH_P_IP,
+            &ipv4(IPPROTO_TCP, V4Frag::default(), &[], &answer(PORT)),
+        ),
+        ethernet(&[ETH_P_8021Q], ETH_P_IP, &v4(PORT)),
+        ethernet(&[ETH_P_8021Q], ETH_P_IPV6, &v6(PORT)),
+        ethernet(&[ETH_P_8021AD, ETH_P_8021Q], ETH_P_IP, &v4(PORT)),
+        ethernet(&[ETH_P_8021Q, ETH_P_8021Q], ETH_P_IPV6, &v6(PORT)),
+        ethernet_pppoe(PPP_IP, &v4(PORT)),
+        ethernet_pppoe(PPP_IPV6, &v6(PORT)),
+        ethernet(&[], ETH_P_PPP_SES, &pppoe_compressed(0x21, &v4(PORT))),
+        ethernet(&[], ETH_P_IPV6, &ipv6(IPPROTO_IPIP, &v4(PORT))),
+        v4(PORT),
+        v6(PORT),
+    ];
+    let mut checked = 0u64;
+    let mut answers = 0u64;
+    let check = |frame: &[u8]| {
+        for link in [Link::Ethernet, Link::RawIp] {
+            let quick = decide_answer(frame, link);
+            assert_eq!(
+                quick,
+                walk::decide_answer_by_the_fast_path(frame, link),
+                "{link:?}, frame {frame:02x?}"
+            );
+            checked += 1;
+            answers += u64::from(quick.is_some());
+        }
+    };
+    mutations(&seeds, 0x2545_f491_4f6c_dd1d, &INTERESTING, check);
+    assert!(checked > 500_000, "{checked} comparisons");
+    assert!(
+        answers > 50_000,
+        "only {answers} of the frames were answers"
+    );
 }
 
 /// RFC 791 §3.2: a fragment belongs to a datagram by source, destination,

@@ -413,6 +413,16 @@ impl<C: Bounds> Packet<C> {
     }
 }
 
+/// The value of a BPF 16-bit load (`v`) read as big-endian.
+#[inline(always)]
+fn be16_of(v: u64) -> u16 {
+    // SAFETY: a BPF load of 16 bits zero-extends into its register. Telling
+    // the compiler spares a mask of the upper bits before each compare.
+    unsafe { core::hint::assert_unchecked(u16::try_from(v).is_ok()) };
+    #[expect(clippy::cast_possible_truncation, reason = "a 16-bit load")]
+    u16::from_be(v as u16)
+}
+
 /// A run of packet bytes checked against `data_end` (`Bytes::window`):
 /// each load is one instruction at a constant offset from `p`.
 #[derive(Clone, Copy)]
@@ -431,8 +441,34 @@ impl Window for PacketWindow {
             core::arch::asm!("{v} = *(u16 *)({p} + {i})", v = out(reg) v, p = in(reg) self.p,
                 i = const I, options(pure, readonly, nostack, preserves_flags));
         }
-        #[expect(clippy::cast_possible_truncation, reason = "a 16-bit load")]
-        u16::from_be(v as u16)
+        be16_of(v)
+    }
+
+    #[inline(always)]
+    fn be16_at<const L: usize, const I: usize>(&self) -> u16 {
+        let v: u64;
+        // SAFETY: as in `be16`, at `L + I` (the walk checked the window
+        // from its start, the header at `L` included).
+        unsafe {
+            core::arch::asm!("{v} = *(u16 *)({p} + {i})", v = out(reg) v, p = in(reg) self.p,
+                i = const L + I, options(pure, readonly, nostack, preserves_flags));
+        }
+        be16_of(v)
+    }
+
+    #[inline(always)]
+    fn byte_at<const L: usize, const I: usize>(&self) -> u8 {
+        let v: u64;
+        // SAFETY: as in `be16_at`.
+        unsafe {
+            core::arch::asm!("{v} = *(u8 *)({p} + {i})", v = out(reg) v, p = in(reg) self.p,
+                i = const L + I, options(pure, readonly, nostack, preserves_flags));
+        }
+        // SAFETY: a BPF 8-bit load zero-extends (see `be16_of`).
+        unsafe { core::hint::assert_unchecked(u8::try_from(v).is_ok()) };
+        #[expect(clippy::cast_possible_truncation, reason = "an 8-bit load")]
+        let b = v as u8;
+        b
     }
 
     #[inline(always)]

@@ -3,7 +3,8 @@
 //! tc program that only returns tcx's "next", on every frame that is not
 //! NAT-PMP, measured interleaved in the same run (`cost::measure`). Target:
 //! within 5 ns of the bare program. One answer frame is measured too (the
-//! counting path), for information.
+//! counting path), for information. Each frame's path (xlated
+//! instructions, `paths`) is shown beside its time.
 
 use std::fmt::Write as _;
 
@@ -19,7 +20,7 @@ use nat_pmp_ebpf_common::{
 use crate::{
     cost::{self, Subject},
     frames::{self, Frame, Group},
-    report,
+    paths, report,
 };
 
 pub static BENCH_TC_PASS: &[u8] =
@@ -88,6 +89,23 @@ pub fn section(runs: usize, repeat: u32) -> Result<String> {
         },
     ];
     let table = cost::measure(&frames, &subjects, runs, repeat)?;
+    // Each frame's path in the programs just timed (xlated instructions).
+    let id = |name: &str, prog: &SchedClassifier| -> Result<u32> {
+        Ok(prog
+            .info()
+            .with_context(|| format!("reading the program info of {name}"))?
+            .id())
+    };
+    let paths = paths::measure(
+        &[(EGRESS, id(EGRESS, egress)?), (BARE_TC, id(BARE_TC, bare)?)],
+        &frames,
+        &table,
+    )?;
+    let insns = |fi: usize, subject: &str| match paths.cell(fi, subject) {
+        Some(Ok(c)) if c.call.is_none() => c.insns.to_string(),
+        Some(Ok(c)) => format!("{} to a call", c.insns),
+        Some(Err(_)) | None => "?".to_owned(),
+    };
     let answered = filter.answered().context("the egress maps")??.packets();
     ensure!(
         answered > 0,
@@ -101,9 +119,11 @@ pub fn section(runs: usize, repeat: u32) -> Result<String> {
          (a tc program that only returns tcx's \"next\"), interleaved, {runs} runs × \
          {repeat} repeats per cell, median ns per packet (kernel figure; spread = max - min \
          over the runs). Target: on traffic that is not NAT-PMP, within {TARGET_NS} ns of the \
-         bare program.\n\n\
-         | frame | {EGRESS} | {BARE_TC} | difference | spread | target |\n\
-         | --- | ---: | ---: | ---: | ---: | --- |\n"
+         bare program. Path: the xlated instructions the frame executes (`bpftool prog dump \
+         xlated`, walked by the interpreter of `tests/support/xlated.rs`), to `exit` or to the \
+         first call.\n\n\
+         | frame | {EGRESS} | {BARE_TC} | difference | spread | path (insns) | target |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | --- |\n"
     );
     let mut worst: f64 = 0.0;
     for (fi, name) in table.frames.iter().enumerate() {
@@ -124,8 +144,13 @@ pub fn section(runs: usize, repeat: u32) -> Result<String> {
         };
         let _ = writeln!(
             out,
-            "| {name} | {:.0} | {:.0} | {diff:+.0} | {:.0} / {:.0} | {verdict} |",
-            e.kernel_ns, b.kernel_ns, e.spread_ns, b.spread_ns
+            "| {name} | {:.0} | {:.0} | {diff:+.0} | {:.0} / {:.0} | {} / {} | {verdict} |",
+            e.kernel_ns,
+            b.kernel_ns,
+            e.spread_ns,
+            b.spread_ns,
+            insns(fi, EGRESS),
+            insns(fi, BARE_TC)
         );
     }
     let _ = write!(

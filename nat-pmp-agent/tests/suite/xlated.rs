@@ -729,7 +729,13 @@ fn print_a_path() {
         .into_iter()
         .find(|f| f.name.contains(&which))
         .expect("a frame of that name");
-    let (path, pcs) = prog.run_traced(&f.bytes).expect("runs");
+    print_path(id, &prog, &f.bytes);
+}
+
+/// Prints the lines of `bpftool prog dump xlated` that `frame` executes in
+/// the loaded program `id` (`prog`, its dump), then its length and calls.
+fn print_path(id: u32, prog: &Program, frame: &[u8]) {
+    let (path, pcs) = prog.run_traced(frame).expect("runs");
     let text = std::process::Command::new("bpftool")
         .args(["prog", "dump", "xlated", "id", &id.to_string()])
         .output()
@@ -746,4 +752,140 @@ fn print_a_path() {
         println!("{}", lines.get(pc).copied().unwrap_or("?"));
     }
     println!("{} insns, calls {:?}", path.insns, path.calls);
+}
+
+// ---------------------------------------------------------------------------
+// The tc egress program (issue 13, item 5: within 5 ns of a bare tc program
+// on traffic that is not NAT-PMP).
+
+/// tcx's "next" (`TC_ACT_UNSPEC`): the egress program's only verdict.
+const TCX_NEXT: i32 = -1;
+
+/// Frames leaving the WAN that are not answers, with the most xlated
+/// instructions each may execute in the egress program (`Some`: the
+/// kernel's `data`/`data_end` loads and the final `exit` included), and
+/// answers (`None`: they reach the counting call).
+///
+/// The bounds are the paths' lengths when the egress program met the
+/// issue's target (issue 13 item 5: within 5 ns of a bare tc program, which
+/// executes 2): a regression guard, each instruction being worth about a
+/// third of a nanosecond there. Before the answers-only quick look
+/// (`answers_quick` in -common's walk) they were 30, 38, 32, 41, 37 and 38.
+fn egress_frames() -> Vec<(&'static str, Vec<u8>, Option<usize>)> {
+    let nat0 = sample_payload(Class::NatpmpExternalAddressRequest);
+    let reply = sample_payload(Class::NatpmpExternalAddressResponse);
+    let dns = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+    let tcp4 = padded(tcp4(443, &[]));
+    vec![
+        ("IPv4 TCP/443", tcp4.clone(), Some(16)),
+        ("IPv4 UDP/53 (DNS)", padded(udp4(40000, 53, &dns)), Some(16)),
+        ("IPv6 TCP/443", padded(tcp6(443, &[])), Some(18)),
+        ("IPv6 UDP/53 (DNS)", padded(udp6(40000, 53, &dns)), Some(18)),
+        (
+            "802.1Q + IPv4 TCP/443",
+            padded(ethernet(&[ETH_P_8021Q], ETH_P_IP, &tcp4[14..])),
+            Some(24),
+        ),
+        (
+            "IPv4 request to 5351 (not an answer)",
+            padded(udp4(40000, NATPMP_PORT, &nat0)),
+            Some(16),
+        ),
+        (
+            "IPv4 answer from 5351",
+            padded(udp4(NATPMP_PORT, 40000, &reply)),
+            None,
+        ),
+        (
+            "IPv6 answer from 5351",
+            padded(udp6(NATPMP_PORT, 40000, &reply)),
+            None,
+        ),
+    ]
+}
+
+/// The loaded egress program's info (its id, its verified instructions).
+fn egress_info(filter: &Filter) -> aya::programs::ProgramInfo {
+    filter
+        .egress_program()
+        .expect("the object has the egress program")
+        .info()
+        .expect("the egress program's info")
+}
+
+/// Every frame through the loaded egress program, in the kernel and in the
+/// interpreter (which must agree on the verdict): frames that are not
+/// answers leave within their bound ([`egress_frames`]) and make no call;
+/// answers reach the counting call.
+#[test]
+fn egress_paths_are_short() {
+    require_root();
+    let filter = Filter::load().expect("loading the eBPF object");
+    let info = egress_info(&filter);
+    let id = info.id();
+    let program = Program::load(id).expect("dumping the egress program's xlated code");
+    println!(
+        "egress program {id}: {} xlated instructions, {:?} verified",
+        program.len(),
+        info.verified_instruction_count()
+    );
+    println!("| frame | kernel | interpreter | insns | calls |");
+    println!("|---|---|---|---:|---|");
+    let mut problems = Vec::new();
+    for (name, bytes, bound) in egress_frames() {
+        let kernel = filter.run_egress(&bytes).expect("BPF_PROG_TEST_RUN");
+        assert_eq!(kernel, TCX_NEXT, "{name}: the egress program's verdict");
+        let path = program
+            .run(&bytes)
+            .unwrap_or_else(|e| panic!("interpreting {name}: {e:#}"));
+        let call = path.calls.first().map(|c| {
+            program
+                .call_name(c.pc)
+                .map_or_else(|| format!("pc {}", c.pc), str::to_owned)
+        });
+        #[expect(clippy::cast_possible_truncation, reason = "tc's 32-bit verdict")]
+        let ret = path.ret.map(|r| r as i32);
+        println!(
+            "| {name} | {kernel} | {ret:?} | {} | {} |",
+            path.insns,
+            call.as_deref().unwrap_or("none")
+        );
+        let Some(bound) = bound else {
+            if path.calls.is_empty() {
+                problems.push(format!("{name}: reached exit without counting"));
+            }
+            continue;
+        };
+        if ret != Some(kernel) {
+            problems.push(format!(
+                "{name}: the interpreter returned {ret:?} ({} calls), the kernel {kernel}",
+                path.calls.len()
+            ));
+        } else if path.insns > bound {
+            problems.push(format!(
+                "{name}: {} instructions (at most {bound}: see `egress_frames`)",
+                path.insns
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Prints the xlated instructions one frame executes through the egress
+/// program (`TRACE_EGRESS=<part of a frame name>`), for tuning.
+#[test]
+fn print_an_egress_path() {
+    let Some(which) = std::env::var_os("TRACE_EGRESS") else {
+        return;
+    };
+    let which = which.to_string_lossy().into_owned();
+    require_root();
+    let filter = Filter::load().expect("loading");
+    let id = egress_info(&filter).id();
+    let prog = Program::load(id).expect("dump");
+    let (_, bytes, _) = egress_frames()
+        .into_iter()
+        .find(|f| f.0.contains(&which))
+        .expect("a frame of that name");
+    print_path(id, &prog, &bytes);
 }

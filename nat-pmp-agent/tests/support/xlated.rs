@@ -12,7 +12,12 @@
 //! - The context: XDP's 32-bit `struct xdp_md` loads are rewritten into
 //!   64-bit loads from `struct xdp_buff` (`data` at +0, `data_end` +8,
 //!   `data_meta` +16, `data_hard_start` +24). `r1` points at such a buffer;
-//!   any other context field (`rxq`, ...) is an error.
+//!   any other context field (`rxq`, ...) is an error. A tc program's
+//!   (`sched_cls`) `__sk_buff` loads of `data` and `data_end` become 64-bit
+//!   loads from `struct sk_buff` (`data`) and from its control block
+//!   (`cb` + `offsetof(struct bpf_skb_data_end, data_end)`); the two offsets
+//!   come from the kernel's BTF (`/sys/kernel/btf/vmlinux`), and every other
+//!   byte of that context reads as undefined (a branch on it is an error).
 //! - Map pointers: `LD_IMM64` with `src_reg` 1 (`BPF_PSEUDO_MAP_FD`) holds
 //!   the map's *id* in a dump; map `M` lives at `M << 32` here.
 //!   `BPF_PSEUDO_MAP_VALUE` (2) is a map value's address (id in the first
@@ -122,6 +127,70 @@ pub struct Program {
     value_off: u64,
     /// Map memory: array values, per-CPU pointers and per-CPU values.
     regions: Vec<Region<'static>>,
+    /// What `r1` points at.
+    hook: Hook,
+}
+
+/// The program type, for its context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `struct xdp_buff`.
+    Xdp,
+    /// `struct sk_buff` (tc, `sched_cls`): where its `data` pointer and the
+    /// control block's `data_end` are, in bytes.
+    Tc { data: u64, data_end: u64 },
+}
+
+impl Hook {
+    /// The tc context's offsets on the running kernel, from its BTF:
+    /// `offsetof(struct sk_buff, data)` and `offsetof(struct sk_buff, cb) +
+    /// offsetof(struct bpf_skb_data_end, data_end)` (what the verifier's
+    /// `bpf_convert_ctx_access` loads).
+    pub fn tc() -> Result<Hook> {
+        let raw = run_bpftool(&[
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "raw",
+        ])
+        .context("reading the kernel's BTF for struct sk_buff (needs bpftool and BTF)")?;
+        let text = String::from_utf8_lossy(&raw);
+        let data = btf_member_offset(&text, "sk_buff", "data")?;
+        let cb = btf_member_offset(&text, "sk_buff", "cb")?;
+        let end = btf_member_offset(&text, "bpf_skb_data_end", "data_end")?;
+        Ok(Hook::Tc {
+            data,
+            data_end: cb + end,
+        })
+    }
+}
+
+/// The byte offset of `member` in `struct name`, from bpftool's raw BTF
+/// dump (`[N] STRUCT 'name' size=S vlen=V`, then one tab-indented line per
+/// member: `'member' type_id=T bits_offset=B`).
+fn btf_member_offset(raw: &str, name: &str, member: &str) -> Result<u64> {
+    let head = format!("] STRUCT '{name}' ");
+    let mut lines = raw.lines();
+    lines
+        .find(|l| l.starts_with('[') && l.contains(&head))
+        .with_context(|| format!("no struct {name} in the kernel's BTF"))?;
+    let want = format!("'{member}' ");
+    for l in lines.take_while(|l| l.starts_with('\t')) {
+        let l = l.trim_start();
+        if let Some(rest) = l.strip_prefix(&want) {
+            let bits: u64 = rest
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("bits_offset="))
+                .with_context(|| format!("{name}.{member}: no bits_offset in {l:?}"))?
+                .parse()
+                .with_context(|| format!("{name}.{member}: bits_offset in {l:?}"))?;
+            ensure!(bits.is_multiple_of(8), "{name}.{member} is a bit field");
+            return Ok(bits / 8);
+        }
+    }
+    bail!("struct {name} has no member {member} in the kernel's BTF")
 }
 
 /// Runs stop with an error beyond this many instructions.
@@ -402,6 +471,11 @@ impl Program {
         let raw = raw.with_context(|| format!("dumping the xlated program {prog_id}"))?;
 
         let show = bpftool_json(&["prog", "show", "id", &id, "--json"])?;
+        let hook = match show["type"].as_str() {
+            Some("xdp") => Hook::Xdp,
+            Some("sched_cls") => Hook::tc()?,
+            t => bail!("program {prog_id} is of type {t:?}: only xdp and sched_cls are modelled"),
+        };
         let mut maps = Vec::new();
         for m in show["map_ids"].as_array().map_or(&[][..], Vec::as_slice) {
             let map_id = u32::try_from(m.as_u64().context("a map id that is not a number")?)?;
@@ -430,6 +504,7 @@ impl Program {
         }
         let mut program = Program::from_parts(&raw, maps)
             .with_context(|| format!("the xlated program {prog_id}"))?;
+        program.hook = hook;
         // Names are a convenience: a bpftool whose disassembly does not line
         // up with the raw dump gives none.
         if let Ok(json) = bpftool_json(&["prog", "dump", "xlated", "id", &id, "--json"]) {
@@ -470,6 +545,7 @@ impl Program {
             maps,
             value_off: DEFAULT_VALUE_OFF,
             regions: Vec::new(),
+            hook: Hook::Xdp,
         };
         if let Some(k) = program.learn_value_off()? {
             program.value_off = k;
@@ -659,22 +735,48 @@ impl Program {
     fn memory(&self, frame: &[u8]) -> Memory<'_> {
         let data = PACKET + HEADROOM;
         let data_end = data + frame.len() as u64;
-        let mut ctx = Vec::with_capacity(32);
-        for p in [data, data_end, data, PACKET] {
-            ctx.extend_from_slice(&p.to_le_bytes());
-        }
+        let ctx = match self.hook {
+            Hook::Xdp => {
+                let mut ctx = Vec::with_capacity(32);
+                for p in [data, data_end, data, PACKET] {
+                    ctx.extend_from_slice(&p.to_le_bytes());
+                }
+                Region {
+                    start: CTX,
+                    bytes: Cow::Owned(ctx),
+                    writable: false,
+                    what: Cow::Borrowed(
+                        "the context (struct xdp_buff: data, data_end, data_meta, \
+                         data_hard_start)",
+                    ),
+                    defined: None,
+                }
+            }
+            Hook::Tc {
+                data: at,
+                data_end: end_at,
+            } => {
+                let len = (at.max(end_at) + 8) as usize;
+                let mut ctx = vec![0u8; len];
+                let mut defined = vec![false; len];
+                for (o, p) in [(at, data), (end_at, data_end)] {
+                    let o = o as usize;
+                    ctx[o..o + 8].copy_from_slice(&p.to_le_bytes());
+                    defined[o..o + 8].fill(true);
+                }
+                Region {
+                    start: CTX,
+                    bytes: Cow::Owned(ctx),
+                    writable: false,
+                    what: Cow::Borrowed("the context (struct sk_buff: data, cb's data_end)"),
+                    defined: Some(defined),
+                }
+            }
+        };
         let mut packet = vec![0u8; HEADROOM as usize];
         packet.extend_from_slice(frame);
         let mut regions: Vec<Region<'_>> = vec![
-            Region {
-                start: CTX,
-                bytes: Cow::Owned(ctx),
-                writable: false,
-                what: Cow::Borrowed(
-                    "the context (struct xdp_buff: data, data_end, data_meta, data_hard_start)",
-                ),
-                defined: None,
-            },
+            ctx,
             Region {
                 start: PACKET,
                 bytes: Cow::Owned(packet),
