@@ -1302,3 +1302,80 @@ fn prefixes_contain_exactly_their_addresses() {
     assert!(!host.contains(&[0; 16]));
     assert!(Prefix::new([0; 16], 0).contains(&[0xff; 16]));
 }
+
+/// What the answers-only quick look is for: a frame leaving an interface
+/// that is not an answer is decided from two windows over the frame's start
+/// (the shortest answer, 42 bytes, then the headers up to the UDP source
+/// port at the IP header's constant offset), untagged or 802.1Q, IPv4 or
+/// IPv6, without the fast path's per-header windows or the staged walk.
+/// `decide_answer` answers alike without it
+/// (`answers_quick_agrees_with_the_fast_path`), so only where it looked
+/// tells that the quick look decided.
+#[test]
+fn the_answers_quick_look_decides_a_non_answer_with_two_windows() {
+    let tcp = |sport| {
+        let mut seg = udp(sport, 443, &[0; 12]);
+        seg[4..6].copy_from_slice(&[0x50, 0x02]);
+        seg
+    };
+    let v4 = |proto, sport| ipv4(proto, V4Frag::default(), &[], &tcp(sport));
+    let v6 = |proto, sport| ipv6(proto, &tcp(sport));
+    for (what, frame, second) in [
+        (
+            "IPv4 TCP",
+            ethernet(&[], ETH_P_IP, &v4(IPPROTO_TCP, 40000)),
+            42,
+        ),
+        (
+            "IPv4 DNS",
+            ethernet(&[], ETH_P_IP, &v4(IPPROTO_UDP, 53)),
+            42,
+        ),
+        (
+            "IPv4 TCP from 5351",
+            ethernet(&[], ETH_P_IP, &v4(IPPROTO_TCP, PORT)),
+            42,
+        ),
+        (
+            "IPv6 TCP",
+            ethernet(&[], ETH_P_IPV6, &v6(IPPROTO_TCP, 40000)),
+            62,
+        ),
+        (
+            "IPv6 DNS",
+            ethernet(&[], ETH_P_IPV6, &v6(IPPROTO_UDP, 53)),
+            62,
+        ),
+        (
+            "802.1Q IPv4 TCP",
+            ethernet(&[ETH_P_8021Q], ETH_P_IP, &v4(IPPROTO_TCP, 40000)),
+            46,
+        ),
+        (
+            "802.1Q IPv6 DNS",
+            ethernet(&[ETH_P_8021Q], ETH_P_IPV6, &v6(IPPROTO_UDP, 53)),
+            66,
+        ),
+    ] {
+        let r = Recorder::new(&frame);
+        assert_eq!(decide_answer(&r, Link::Ethernet), None, "{what}");
+        assert_eq!(
+            r.windows.borrow().as_slice(),
+            &[(0, 42), (0, second)],
+            "{what}: the windows asked for"
+        );
+        assert_eq!(r.reads.borrow().as_slice(), &[], "{what}: reads");
+    }
+}
+
+/// A slice's window reads the byte and the big-endian 16-bit field at `L +
+/// I` (the quick look uses `I` 0 only; the kernel's window its own loads).
+#[test]
+fn a_windows_fields_at_a_constant_offset() {
+    use walk::Window as _;
+    let frame: Vec<u8> = (0u8..32).collect();
+    let w = frame[..].window(0, 32).expect("a window");
+    assert_eq!(w.byte_at::<3, 4>(), 7);
+    assert_eq!(w.byte_at::<0, 0>(), 0);
+    assert_eq!(w.be16_at::<3, 4>(), 0x0708);
+}
