@@ -555,26 +555,8 @@ impl Filter {
                 dir.dir.display()
             );
         }
-        let prog_path = dir.path(pin::PROG);
-        let program = Xdp::from_pin(&prog_path, XdpAttachType::Interface)
-            .with_context(|| format!("opening the pinned XDP program {}", prog_path.display()))?;
-        let prog_id = program
-            .info()
-            .context("reading the pinned program's info")?
-            .id();
+        let (program, link, state) = open_pinned(dir)?;
         let maps = Maps::from_pin(dir)?;
-        let link_path = dir.path(pin::LINK);
-        let link = sys::obj_get(&link_path)
-            .with_context(|| format!("opening the pinned XDP link {}", link_path.display()))?;
-        let state = sys::link_state(std::os::fd::AsFd::as_fd(&link))?;
-        if state.prog_id != prog_id {
-            bail!(
-                "the link pinned at {} runs program id {} but the program pinned beside it is \
-                 id {prog_id}: these pins were not made together; refusing to touch them",
-                link_path.display(),
-                state.prog_id
-            );
-        }
         let (answered, egress_pinned) = open_pinned_egress(dir)?;
         let mut filter = Filter {
             program: Program::Pinned(Box::new(program)),
@@ -750,6 +732,31 @@ impl Filter {
         }
         detached
     }
+}
+
+/// The XDP program and the XDP link pinned under `dir`, and the link's
+/// state, checked to belong together (the link runs that program).
+pub(super) fn open_pinned(dir: &PinDir) -> Result<(Xdp, OwnedFd, sys::LinkState)> {
+    let prog_path = dir.path(pin::PROG);
+    let program = Xdp::from_pin(&prog_path, XdpAttachType::Interface)
+        .with_context(|| format!("opening the pinned XDP program {}", prog_path.display()))?;
+    let prog_id = program
+        .info()
+        .context("reading the pinned program's info")?
+        .id();
+    let link_path = dir.path(pin::LINK);
+    let link = sys::obj_get(&link_path)
+        .with_context(|| format!("opening the pinned XDP link {}", link_path.display()))?;
+    let state = sys::link_state(link.as_fd())?;
+    if state.prog_id != prog_id {
+        bail!(
+            "the link pinned at {} runs program id {} but the program pinned beside it is id \
+             {prog_id}: these pins were not made together; refusing to touch them",
+            link_path.display(),
+            state.prog_id
+        );
+    }
+    Ok((program, link, state))
 }
 
 /// Why the instance pinned under `dir` for `iface`, whose XDP link (id

@@ -118,24 +118,24 @@ pub(crate) fn load(traced: bool) -> Result<Ebpf> {
                 "the kernel refused the maps; it needs BPF support (CONFIG_BPF_SYSCALL)",
             )
         })?;
+    // The verifier's refusal, of either program.
+    let rejected = |e, what: &str| {
+        privilege_or(
+            e,
+            what,
+            "the kernel rejected it (the verifier's log follows); this kernel may lack BPF \
+             features the program needs",
+        )
+    };
     xdp::<_, &mut Xdp>(ebpf.program_mut(PROGRAM_NAME))?
         .load()
-        .map_err(|e| {
-            privilege_or(
-                e,
-                &format!("loading the XDP program {PROGRAM_NAME}"),
-                "the kernel rejected it (the verifier's log follows); this kernel may lack \
-                 BPF features the program needs",
-            )
-        })?;
+        .map_err(|e| rejected(e, &format!("loading the XDP program {PROGRAM_NAME}")))?;
     egress::<_, &mut SchedClassifier>(ebpf.program_mut(EGRESS_PROGRAM_NAME))?
         .load()
         .map_err(|e| {
-            privilege_or(
+            rejected(
                 e,
                 &format!("loading the tc egress program {EGRESS_PROGRAM_NAME}"),
-                "the kernel rejected it (the verifier's log follows); this kernel may lack \
-                 BPF features the program needs",
             )
         })?;
     Ok(ebpf)

@@ -8,10 +8,7 @@
 //! holds so far (a process that does not own the instance, such as
 //! `status`, sees only that).
 
-use std::{
-    sync::{Arc, PoisonError},
-    time::Duration,
-};
+use std::sync::{Arc, PoisonError};
 
 use anyhow::Result;
 
@@ -32,11 +29,7 @@ pub fn tick(maps: &mut Maps, log_tokens: u64) -> Result<()> {
     let before = maps.clock()?;
     maps.set_clock(before.epoch.wrapping_add(1), log_tokens)?;
     let now = monotonic_ns();
-    if sys::synchronize_rcu().is_err() {
-        // nohz_full: no grace period to wait for from user space. A program
-        // run lasts well under a microsecond; wait far longer.
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sys::wait_for_program_runs();
     let table = maps.source_table()?;
     l.commit(&table, &before, now);
     Ok(())

@@ -40,12 +40,11 @@ use std::os::fd::{AsFd as _, OwnedFd};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::programs::{SchedClassifier, Xdp};
-use aya_obj::programs::XdpAttachType;
 use nat_pmp_ebpf_common::Layout;
 
 use super::{
     answered::AnsweredMaps,
-    filter::{locate, not_here, Attachment, EgressLink, Filter, Protection},
+    filter::{locate, not_here, open_pinned, Attachment, EgressLink, Filter, Protection},
     maps::{pinned_layout, Counted, Maps},
     object,
     pin::{self, PinDir},
@@ -195,10 +194,7 @@ impl Filter {
         from: Option<Layout>,
     ) -> Result<(Filter, Upgraded)> {
         let held = Held::open(dir)?;
-        let link_path = dir.path(pin::LINK);
-        let link = sys::obj_get(&link_path)
-            .with_context(|| format!("opening the pinned XDP link {}", link_path.display()))?;
-        let state = sys::link_state(link.as_fd())?;
+        let (old_prog, link, state) = open_pinned(dir)?;
         let protection = locate(&state)?;
         let here = match &protection {
             Protection::Attached {
@@ -229,7 +225,7 @@ impl Filter {
             // attaches (or waits for the interface) like a first start.
             drop(link);
             super::filter::detach_pinned(dir)?;
-            sync_rcu();
+            sys::wait_for_program_runs();
             new.carry(&held)?;
             if check_iface(iface).is_ok() {
                 new.attach_pinned(iface, mode, &target)?;
@@ -248,7 +244,7 @@ impl Filter {
             let _ = staging.remove();
             return Err(e.context("pinning the new program before the swap"));
         }
-        let swap = match swap_xdp(&new, dir, &link, state.prog_id) {
+        let swap = match swap_xdp(&new, &old_prog, &link, &state) {
             Ok(s) => s,
             Err(e) => {
                 let _ = staging.remove();
@@ -271,7 +267,7 @@ impl Filter {
             Ok(e) => (e, None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
-        sync_rcu();
+        sys::wait_for_program_runs();
         new.carry(&held).map_err(protected)?;
         new.attachment = Some(Attachment {
             iface: iface.to_owned(),
@@ -314,22 +310,14 @@ impl Filter {
             .egress_program()
             .context("internal: the new object has no egress program")?
             .fd()
-            .context("the new egress program is not loaded")?
-            .as_fd()
-            .try_clone_to_owned()
-            .context("duplicating the egress program's fd")?;
+            .context("the new egress program is not loaded")?;
         let old = sys::obj_get(&dir.path(pin::EGRESS_LINK)).ok();
         if let Some(link) = old {
             let state = sys::link_state(link.as_fd())?;
             if state.ifindex == ifindex {
                 let old_prog = SchedClassifier::from_pin(dir.path(pin::EGRESS_PROG))
                     .context("opening the old egress program's pin")?;
-                let old_fd = old_prog
-                    .fd()
-                    .context("the old egress program's fd")?
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .context("duplicating the old egress program's fd")?;
+                let old_fd = old_prog.fd().context("the old egress program's fd")?;
                 sys::link_update(link.as_fd(), new_prog.as_fd(), old_fd.as_fd())
                     .map_err(|e| anyhow!(e))
                     .with_context(|| {
@@ -346,21 +334,9 @@ impl Filter {
     }
 }
 
-/// `BPF_LINK_UPDATE` of the XDP `link` (running `prog_id`, the old pinned
-/// program) to the new filter's program.
-fn swap_xdp(new: &Filter, dir: &PinDir, link: &OwnedFd, prog_id: u32) -> Result<Swap> {
-    let prog_path = dir.path(pin::PROG);
-    let old = Xdp::from_pin(&prog_path, XdpAttachType::Interface)
-        .with_context(|| format!("opening the pinned XDP program {}", prog_path.display()))?;
-    let pinned_id = old.info().context("reading the old program's info")?.id();
-    if pinned_id != prog_id {
-        bail!(
-            "the XDP link pinned under {} runs program id {prog_id}, but the program pinned \
-             beside it is id {pinned_id}: these pins were not made together; refusing to touch \
-             them",
-            dir.dir.display()
-        );
-    }
+/// `BPF_LINK_UPDATE` of the XDP `link` (`state`: running `old`, the old
+/// pinned program, as [`open_pinned`] checked) to the new filter's program.
+fn swap_xdp(new: &Filter, old: &Xdp, link: &OwnedFd, state: &sys::LinkState) -> Result<Swap> {
     let old_fd = old.fd().context("the old program's fd")?;
     let new_prog = new.program()?;
     let new_fd = new_prog.fd().context("the new XDP program is not loaded")?;
@@ -376,8 +352,8 @@ fn swap_xdp(new: &Filter, dir: &PinDir, link: &OwnedFd, prog_id: u32) -> Result<
         anyhow!(e).context(format!("BPF_LINK_UPDATE{hint}"))
     })?;
     Ok(Swap {
-        link_id: sys::link_state(link.as_fd())?.id,
-        old_prog: pinned_id,
+        link_id: state.id,
+        old_prog: state.prog_id,
         new_prog: new.program_id()?,
     })
 }
@@ -404,15 +380,6 @@ fn move_into_place(staging: &PinDir, old: &PinDir, target: &PinDir) -> Result<()
         )
     })?;
     old.remove()
-}
-
-/// Waits until no run of the old program is in flight (its counts are
-/// final): an RCU grace period, or, where the kernel refuses membarrier
-/// (`nohz_full`), a pause far longer than any program run.
-fn sync_rcu() {
-    if sys::synchronize_rcu().is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 #[cfg(test)]

@@ -405,6 +405,16 @@ pub fn synchronize_rcu() -> io::Result<()> {
     Ok(())
 }
 
+/// Waits until every BPF program run that began before this call has
+/// finished: [`synchronize_rcu`], or, where the kernel refuses it
+/// (`nohz_full`: no grace period to wait for from user space), a pause far
+/// longer than any program run (well under a microsecond).
+pub fn wait_for_program_runs() {
+    if synchronize_rcu().is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Does any cause in `err`'s chain carry this errno?
 pub fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
     let mut cur = Some(err);
